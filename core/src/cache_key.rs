@@ -1,0 +1,210 @@
+//! Cache keys: the names of the files a Nix binary cache serves (`nix-cache-info`,
+//! `<hash>.narinfo`, `nar/<file>`, `<hash>.ls`, `log/<drv>`, `realisations/<id>.doi`).
+//!
+//! Every key that comes from a URL or a narinfo is parsed here before it names a registry
+//! tag, so odd encodings, empty segments and path traversal never reach a backend.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+use crate::store_path::{validate_hash_part, StorePath};
+
+/// Longest file name accepted under `nar/` and `realisations/`; keeps every key encodable
+/// as a 128-character tag.
+const MAX_FILE_NAME_LEN: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    CacheInfo,
+    NarInfo,
+    Nar,
+    Listing,
+    Log,
+    Realisation,
+}
+
+impl KeyKind {
+    /// The Content-Type Nix expects for this kind of file.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::CacheInfo => crate::cache_info::CONTENT_TYPE,
+            Self::NarInfo => crate::narinfo::CONTENT_TYPE,
+            Self::Nar => "application/x-nix-nar",
+            Self::Listing | Self::Realisation => "application/json",
+            Self::Log => "text/plain; charset=utf-8",
+        }
+    }
+
+    /// A short stable label, for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::CacheInfo => "nix-cache-info",
+            Self::NarInfo => "narinfo",
+            Self::Nar => "nar",
+            Self::Listing => "ls",
+            Self::Log => "log",
+            Self::Realisation => "realisation",
+        }
+    }
+}
+
+/// A validated cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    kind: KeyKind,
+    key: String,
+}
+
+impl CacheKey {
+    pub const CACHE_INFO: &'static str = "nix-cache-info";
+
+    pub fn cache_info() -> Self {
+        Self {
+            kind: KeyKind::CacheInfo,
+            key: Self::CACHE_INFO.to_owned(),
+        }
+    }
+
+    pub fn narinfo(path: &StorePath) -> Self {
+        Self {
+            kind: KeyKind::NarInfo,
+            key: format!("{}.narinfo", path.hash_part()),
+        }
+    }
+
+    pub fn kind(&self) -> KeyKind {
+        self.kind
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.key
+    }
+
+    pub fn content_type(&self) -> &'static str {
+        self.kind.content_type()
+    }
+}
+
+fn validate_file_name(name: &str, extra: &[char]) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("the file name is empty".into());
+    }
+    if name.len() > MAX_FILE_NAME_LEN {
+        return Err(format!(
+            "the file name is longer than {MAX_FILE_NAME_LEN} characters"
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("the file name must start with a letter or digit".into());
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._+-".contains(*c) || extra.contains(c)))
+    {
+        return Err(format!("the file name has {bad:?}"));
+    }
+    Ok(())
+}
+
+impl FromStr for CacheKey {
+    type Err = Error;
+
+    fn from_str(key: &str) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidCacheKey {
+            key: key.to_owned(),
+            reason,
+        };
+        let hash_file = |hash: &str| validate_hash_part(hash).map_err(|e| invalid(e.to_string()));
+        let kind = if key == Self::CACHE_INFO {
+            KeyKind::CacheInfo
+        } else if let Some(hash) = key.strip_suffix(".narinfo") {
+            hash_file(hash)?;
+            KeyKind::NarInfo
+        } else if let Some(hash) = key.strip_suffix(".ls") {
+            hash_file(hash)?;
+            KeyKind::Listing
+        } else if let Some(file) = key.strip_prefix("nar/") {
+            validate_file_name(file, &[]).map_err(invalid)?;
+            KeyKind::Nar
+        } else if let Some(drv) = key.strip_prefix("log/") {
+            StorePath::from_base_name(drv).map_err(|e| invalid(e.to_string()))?;
+            KeyKind::Log
+        } else if let Some(id) = key.strip_prefix("realisations/") {
+            let stem = id
+                .strip_suffix(".doi")
+                .ok_or_else(|| invalid("a realisation key ends in .doi".into()))?;
+            if !stem.contains('!') {
+                return Err(invalid(
+                    "a realisation is named <drv hash>!<output>.doi".into(),
+                ));
+            }
+            validate_file_name(id, &[':', '!', '?', '=']).map_err(invalid)?;
+            KeyKind::Realisation
+        } else {
+            return Err(invalid(
+                "not a binary-cache file (nix-cache-info, <hash>.narinfo, <hash>.ls, nar/..., log/..., realisations/...)".into(),
+            ));
+        };
+        Ok(Self {
+            kind,
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_every_binary_cache_file() {
+        for (key, kind) in [
+            ("nix-cache-info", KeyKind::CacheInfo),
+            ("5kk4mwqi310s9ssry90al6mxrb47vdiw.narinfo", KeyKind::NarInfo),
+            ("5kk4mwqi310s9ssry90al6mxrb47vdiw.ls", KeyKind::Listing),
+            (
+                "nar/1n7bp8gfz80mjraq5jq1qghh5dcsbb5gfi3rkp2b6v1pr8i7gbcf.nar.zst",
+                KeyKind::Nar,
+            ),
+            ("log/v873jj33sxxhc8d6jf84lbn85p09wm3i-app.drv", KeyKind::Log),
+            (
+                "realisations/sha256:67890abcdef1234567890abcdef1234567890abcdef1234567890abcdef12345!libgcc.doi",
+                KeyKind::Realisation,
+            ),
+        ] {
+            let parsed: CacheKey = key.parse().unwrap();
+            assert_eq!(parsed.kind(), kind, "{key}");
+            assert_eq!(parsed.as_str(), key);
+        }
+        assert_eq!(
+            CacheKey::from_str("nar/x.nar").unwrap().content_type(),
+            "application/x-nix-nar"
+        );
+    }
+
+    #[test]
+    fn refuses_traversal_odd_names_and_unknown_files() {
+        for (key, needle) in [
+            ("nar/../secret", "must start with a letter"),
+            ("nar/a/b", "has '/'"),
+            ("nar/", "empty"),
+            ("nar/a%2e", "has '%'"),
+            ("../nix-cache-info", "not a binary-cache file"),
+            ("5kk4mwqi310s9ssry90al6mxrb47vdie.narinfo", "not a nix32"),
+            ("short.narinfo", "hash part has 5"),
+            ("realisations/x.doi", "<drv hash>!<output>"),
+            ("log/../../etc/passwd", "invalid store path"),
+            ("", "not a binary-cache file"),
+        ] {
+            let err = key.parse::<CacheKey>().unwrap_err().to_string();
+            assert!(err.contains(needle), "{key:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The one error type of `oranc-core`: parsing failures that say what was wrong and where,
+//! and the registry outcomes every backend must tell apart (absent, denied, unavailable).
+
+/// Everything that can go wrong in the core model or behind the [`crate::Registry`] and
+/// [`crate::StoreSource`] traits.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid store path {path:?}: {reason}")]
+    InvalidStorePath { path: String, reason: String },
+
+    #[error("invalid hash {input:?}: {reason}")]
+    InvalidHash { input: String, reason: String },
+
+    #[error("invalid narinfo, line {line}: {reason}")]
+    InvalidNarinfo { line: usize, reason: String },
+
+    #[error("invalid nix-cache-info, line {line}: {reason}")]
+    InvalidCacheInfo { line: usize, reason: String },
+
+    #[error("invalid key file: {reason}")]
+    InvalidKey { reason: String },
+
+    #[error("invalid signature {signature:?}: {reason}")]
+    InvalidSignature { signature: String, reason: String },
+
+    #[error("invalid cache key {key:?}: {reason}")]
+    InvalidCacheKey { key: String, reason: String },
+
+    #[error("invalid tag {tag:?}: {reason}")]
+    InvalidTag { tag: String, reason: String },
+
+    #[error("cannot encode key {key:?} as a tag: {reason}")]
+    UnencodableKey { key: String, reason: String },
+
+    #[error("invalid repository name {name:?}: {reason}")]
+    InvalidRepository { name: String, reason: String },
+
+    #[error("manifest is not an oranc object: {reason}")]
+    InvalidManifest { reason: String },
+
+    /// The registry or store answered that the thing does not exist.
+    #[error("{what} not found")]
+    NotFound { what: String },
+
+    /// Credentials were missing, wrong, or lack the permission asked for.
+    #[error("{what}: access denied{}", hint_suffix(.hint))]
+    Denied { what: String, hint: Option<String> },
+
+    /// The other side is down, overloaded, throttling or timing out; worth retrying later.
+    #[error("{what}: unavailable: {reason}")]
+    Unavailable { what: String, reason: String },
+
+    /// The other side answered, but not in a way the protocol allows.
+    #[error("{what}: unexpected answer: {reason}")]
+    Protocol { what: String, reason: String },
+
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn hint_suffix(hint: &Option<String>) -> String {
+    hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
