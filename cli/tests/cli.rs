@@ -1,0 +1,59 @@
+//! The `oranc` binary as a user runs it.
+
+use assert_cmd::Command;
+
+fn oranc() -> Command {
+    Command::cargo_bin("oranc").expect("the oranc binary is built")
+}
+
+#[test]
+fn tag_encode_prints_the_original_oranc_tag() {
+    oranc()
+        .args(["tag", "encode", "nar/abc.nar.zst"])
+        .assert()
+        .success()
+        .stdout("nar_L_abc.nar.zst\n");
+}
+
+#[test]
+fn tag_encode_with_fallbacks_prints_every_encoding() {
+    oranc()
+        .args(["tag", "encode", "nix-cache-info", "--fallbacks"])
+        .assert()
+        .success()
+        .stdout("nix-cache-info\ndpkngbb3c5hmgp9dd5n6cro\n");
+}
+
+#[test]
+fn tag_decode_reverses_encode_for_both_encodings() {
+    oranc()
+        .args(["tag", "decode", "realisations_L_sha256_W_ab_x_out.doi"])
+        .assert()
+        .success()
+        .stdout("realisations/sha256:ab!out.doi\n");
+    oranc()
+        .args([
+            "tag",
+            "decode",
+            "dpkngbb3c5hmgp9dd5n6cro",
+            "--tag-encoding",
+            "base32-dnssec",
+        ])
+        .assert()
+        .success()
+        .stdout("nix-cache-info\n");
+}
+
+#[test]
+fn a_malformed_tag_is_a_clear_error_not_a_panic() {
+    let assert = oranc().args(["tag", "decode", "ab_"]).assert().failure();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(stderr.contains("not closed"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn completion_scripts_are_generated() {
+    let assert = oranc().args(["completion", "bash"]).assert().success();
+    assert!(String::from_utf8_lossy(&assert.get_output().stdout).contains("oranc"));
+}
