@@ -1,0 +1,160 @@
+//! Real Nix store paths for tests: a three-path closure with references between them
+//! (files, an executable, symlinks, nested and empty directories), built with Debian's Nix
+//! into the machine's store, and a fresh signing key per closure.
+//!
+//! Every closure embeds a unique nonce, so tests running at once never share paths.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use tempfile::TempDir;
+
+use crate::{run_ok, unique_suffix};
+
+/// Settings every Nix call in the tests runs with: a single-user store with no sandbox,
+/// no build users and no substituters (there is no network), whatever /etc/nix says.
+pub const NIX_CONFIG: &str = "build-users-group =\nsandbox = false\nexperimental-features = nix-command\nsubstituters =\nwarn-dirty = false\n";
+
+/// A `Command` for a Nix tool with the test settings.
+pub fn nix_command(program: &str) -> Command {
+    let mut command = Command::new(program);
+    command.env("NIX_CONFIG", NIX_CONFIG);
+    command
+}
+
+#[derive(Debug)]
+pub struct SignedClosure {
+    /// Absolute path of the closure's root.
+    pub root: String,
+    /// Absolute paths of the whole closure, root included.
+    pub paths: Vec<String>,
+    /// `name:base64` as in `trusted-public-keys`.
+    pub public_key: String,
+    pub secret_key_file: PathBuf,
+    dir: TempDir,
+}
+
+impl SignedClosure {
+    /// Builds a fresh closure of three paths (`app` -> `tool` -> `lib`) holding `lib_bytes`
+    /// of random data, and signs all of it with a new key.
+    pub fn build(lib_bytes: usize) -> Self {
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        let nonce = unique_suffix();
+        let expr = dir.path().join("closure.nix");
+        std::fs::write(&expr, closure_expression(&nonce, lib_bytes)).expect("writing closure.nix");
+        let root = run_ok(nix_command("nix-build").arg("--no-out-link").arg(&expr))
+            .trim()
+            .to_owned();
+
+        let secret_key_file = dir.path().join("secret-key");
+        let secret = run_ok(
+            nix_command("nix")
+                .args(["key", "generate-secret", "--key-name"])
+                .arg(format!("oranc-test-{nonce}")),
+        );
+        std::fs::write(&secret_key_file, &secret).expect("writing the secret key");
+        let public_key = run_ok(
+            nix_command("sh")
+                .arg("-c")
+                .arg("nix key convert-secret-to-public < \"$1\"")
+                .arg("sh")
+                .arg(&secret_key_file),
+        )
+        .trim()
+        .to_owned();
+        run_ok(
+            nix_command("nix")
+                .args(["store", "sign", "-r", "-k"])
+                .arg(&secret_key_file)
+                .arg(&root),
+        );
+        let paths = run_ok(nix_command("nix-store").args(["-qR", &root]))
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        Self {
+            root,
+            paths,
+            public_key,
+            secret_key_file,
+            dir,
+        }
+    }
+
+    /// `nix path-info --json --sigs -r` of the closure, as Nix reports it.
+    pub fn path_info_json(&self) -> serde_json::Value {
+        let out = run_ok(
+            nix_command("nix")
+                .args(["path-info", "--json", "--sigs", "-r"])
+                .arg(&self.root),
+        );
+        serde_json::from_str(&out).expect("nix path-info prints JSON")
+    }
+
+    pub fn work_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+fn closure_expression(nonce: &str, lib_bytes: usize) -> String {
+    format!(
+        r#"
+let
+  nonce = "{nonce}";
+  mk = name: script: derivation {{
+    inherit name; system = builtins.currentSystem; builder = "/bin/sh";
+    args = [ "-c" ("export PATH=/usr/bin:/bin; echo " + nonce + " > /dev/null; " + script) ];
+  }};
+  lib = mk "oranc-test-lib" "mkdir -p $out/lib/empty-dir $out/share/a/b; head -c {lib_bytes} /dev/urandom > $out/lib/libfoo.so; : > $out/share/a/b/empty-file";
+  tool = mk "oranc-test-tool" "mkdir -p $out/bin; printf '#!/bin/sh\necho ${{lib}}\n' > $out/bin/tool; chmod +x $out/bin/tool; ln -s ${{lib}}/lib $out/lib; ln -s bin/tool $out/relative-link";
+in mk "oranc-test-app" "mkdir -p $out; echo ${{tool}} > $out/deps; ln -s ${{tool}}/bin/tool $out/run"
+"#
+    )
+}
+
+/// Reads one entry of `nix path-info --json --sigs` into the core's `PathInfo`, panicking
+/// with the entry when Nix printed something the core model cannot hold.
+pub fn path_info_from_nix(
+    store_dir: &oranc_core::StoreDir,
+    entry: &serde_json::Value,
+) -> oranc_core::PathInfo {
+    let text = |field: &str| {
+        entry[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} missing in {entry}"))
+    };
+    let parse_path = |path: &str| {
+        store_dir
+            .parse_path(path)
+            .unwrap_or_else(|e| panic!("Nix printed {path:?}: {e}"))
+    };
+    let mut references: Vec<_> = entry["references"]
+        .as_array()
+        .unwrap_or_else(|| panic!("references missing in {entry}"))
+        .iter()
+        .map(|r| parse_path(r.as_str().expect("a reference is a string")))
+        .collect();
+    references.sort();
+    oranc_core::PathInfo {
+        path: parse_path(text("path")),
+        nar_hash: text("narHash")
+            .parse()
+            .unwrap_or_else(|e| panic!("narHash in {entry}: {e}")),
+        nar_size: entry["narSize"].as_u64().expect("narSize is a number"),
+        references,
+        deriver: entry["deriver"].as_str().map(parse_path),
+        signatures: entry["signatures"]
+            .as_array()
+            .map(|sigs| {
+                sigs.iter()
+                    .map(|s| {
+                        s.as_str()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or_else(|| panic!("signature {s} in {entry}"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        ca: entry["ca"].as_str().map(str::to_owned),
+    }
+}

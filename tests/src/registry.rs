@@ -1,0 +1,109 @@
+//! A real CNCF distribution registry (Debian's `docker-registry`) on a free loopback port,
+//! storing into a temporary directory, killed when the guard drops.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::free_loopback_addr;
+
+const BINARY: &str = "docker-registry";
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug)]
+pub struct RegistryProcess {
+    child: Child,
+    addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl RegistryProcess {
+    /// An empty registry with no authentication.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        std::fs::create_dir(dir.path().join("data")).expect("creating the data directory");
+        Self::start_in(dir)
+    }
+
+    /// A registry serving a copy of a distribution storage tree (such as the original
+    /// oranc's fixture), so the test may write without touching the source.
+    pub fn start_with_data_from(archive: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("creating the data directory");
+        crate::run_ok(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&data)
+                .arg("-xzf")
+                .arg(archive),
+        );
+        Self::start_in(dir)
+    }
+
+    fn start_in(dir: TempDir) -> Self {
+        let addr = free_loopback_addr();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("writing the registry config");
+        let child = Command::new(BINARY)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {BINARY}: {e}; install it with `apt-get install docker-registry` (.ci/run does)")
+            });
+        let mut registry = Self { child, addr, dir };
+        registry.wait_until_ready();
+        registry
+    }
+
+    fn wait_until_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{BINARY} exited with {status} before answering");
+            }
+            if std::net::TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{BINARY} did not listen on {} within {START_TIMEOUT:?}",
+            self.addr
+        );
+    }
+
+    /// `127.0.0.1:PORT`, as oranc's `--registry` takes it.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
