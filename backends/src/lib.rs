@@ -1,6 +1,12 @@
 //! Implementations of the core traits: registry backends (generic OCI distribution,
-//! ghcr.io, Docker Hub, a local OCI layout directory) and store sources (the Nix SQLite DB,
-//! `nix path-info --json`). Policy that applies to every backend (retries, limits) is a
-//! wrapper here, not repeated inside each one.
+//! ghcr.io, Docker Hub, a local OCI layout directory) and, later, store sources.
 //!
-//! Empty until the backend issues land; the crate exists so the workspace has its final shape.
+//! Each backend is one module behind [`oranc_core::Registry`]; [`registry::open`] is the one
+//! place that picks a backend from settings. Policy every HTTP backend shares (auth,
+//! retries, limits) lives in its own module and is used by the one HTTP client, not copied.
+
+pub mod error;
+pub mod registry;
+
+pub use error::BackendError;
+pub use registry::{open, BackendKind, Credentials, RegistrySettings};

@@ -151,6 +151,15 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// carries credentials.
     fn name(&self) -> &str;
 
+    /// Turns a repository name as a user typed it into this registry's form (ghcr.io
+    /// lower-cases, Docker Hub adds `library/` to one-segment names).
+    fn repository(&self, name: &str) -> Result<RepositoryName> {
+        name.parse()
+    }
+
+    /// Checks that the registry answers (`GET /v2/` or its equivalent).
+    async fn ping(&self) -> Result<()>;
+
     /// The size of the blob, or `None` when the repository does not have it.
     async fn head_blob(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<Option<u64>>;
 

@@ -1,0 +1,24 @@
+//! Errors in setting a backend up (bad settings, unreadable credentials). Failures of the
+//! registry operations themselves are [`oranc_core::Error`], which the trait returns.
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("invalid registry setting {setting}: {reason}")]
+    InvalidSetting {
+        setting: &'static str,
+        reason: String,
+    },
+
+    #[error("cannot read credentials for {host} from the docker config: {reason}")]
+    DockerConfig { host: String, reason: String },
+
+    #[error("cannot create the HTTP client: {0}")]
+    HttpClient(String),
+
+    #[error("cannot use the OCI layout directory {path}: {source}")]
+    LayoutDirectory {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,705 @@
+//! The generic OCI distribution backend: any registry that speaks the distribution API
+//! (CNCF distribution, Harbor, Zot, and underneath ghcr.io and Docker Hub).
+//!
+//! One pooled `reqwest` client per registry; auth from [`super::auth`]; retries from
+//! [`super::retry`]; a semaphore bounds requests in flight. Blob bodies stream both ways:
+//! downloads as a byte stream, uploads in bounded chunks (POST, PATCH..., PUT) hashed as they
+//! go, so memory never grows with the blob.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt as _;
+use oranc_core::Registry as _;
+use oranc_core::{
+    BlobBody, BlobInfo, ByteRange, Error, RepositoryName, Result, Sha256Hash, StoredManifest, Tag,
+};
+use reqwest::header::{
+    HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LINK, LOCATION, RANGE,
+};
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use serde::Deserialize;
+use tokio::io::AsyncRead;
+use tokio::sync::Semaphore;
+
+use super::auth::{Authenticator, Scope};
+use super::credentials::Credentials;
+use super::hashing::{read_up_to, HashingReader};
+use super::retry::{retry_after, Decision, RetryPolicy};
+
+/// Manifest media types we ask for; registries answer with what the tag holds.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json;q=0.9";
+/// How many tags to ask for per page of a tag listing.
+const TAGS_PAGE_SIZE: usize = 1000;
+
+/// How to reach and talk to one registry.
+#[derive(Debug, Clone)]
+pub struct DistributionSettings {
+    /// `host[:port]` of the registry API, e.g. `ghcr.io` or `127.0.0.1:5000`.
+    pub host: String,
+    pub credentials: Credentials,
+    pub tuning: HttpTuning,
+    /// How user-typed repository names become this registry's names.
+    pub naming: fn(&str) -> Result<RepositoryName>,
+}
+
+/// Connection knobs shared by every HTTP registry backend.
+#[derive(Debug, Clone)]
+pub struct HttpTuning {
+    /// Talk plain HTTP (the original's `--no-ssl`), for local registries.
+    pub plain_http: bool,
+    pub retry: RetryPolicy,
+    pub connect_timeout: Duration,
+    /// For whole small requests (manifests, tags, tokens).
+    pub request_timeout: Duration,
+    /// Longest wait for the next bytes of a body; a stalled blob fails instead of hanging.
+    pub read_timeout: Duration,
+    pub max_in_flight: usize,
+    /// Upload chunk size; also the most memory one upload holds.
+    pub chunk_size: usize,
+    /// Hand blob redirects (307 to blob storage) back to the caller instead of following them.
+    pub pass_blob_redirects: bool,
+}
+
+impl Default for HttpTuning {
+    fn default() -> Self {
+        Self {
+            plain_http: false,
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            max_in_flight: 32,
+            chunk_size: 8 << 20,
+            pass_blob_redirects: false,
+        }
+    }
+}
+
+/// The distribution spec's own naming: the name must already be valid.
+pub fn plain_naming(name: &str) -> Result<RepositoryName> {
+    name.parse()
+}
+
+#[derive(Debug)]
+pub struct DistributionRegistry {
+    name: String,
+    base_url: String,
+    http: Client,
+    auth: Authenticator,
+    retry: RetryPolicy,
+    in_flight: Arc<Semaphore>,
+    request_timeout: Duration,
+    chunk_size: usize,
+    pass_blob_redirects: bool,
+    naming: fn(&str) -> Result<RepositoryName>,
+}
+
+#[derive(Deserialize)]
+struct TagList {
+    tags: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    errors: Vec<ErrorEntry>,
+}
+
+#[derive(Deserialize)]
+struct ErrorEntry {
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+impl DistributionRegistry {
+    pub fn new(settings: DistributionSettings) -> std::result::Result<Self, crate::BackendError> {
+        let DistributionSettings {
+            host,
+            credentials,
+            tuning,
+            naming,
+        } = settings;
+        let http = Client::builder()
+            .connect_timeout(tuning.connect_timeout)
+            .read_timeout(tuning.read_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            // Redirects are followed by hand: blob storage must not see our Authorization.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("oranc/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| crate::BackendError::HttpClient(e.to_string()))?;
+        let scheme = if tuning.plain_http { "http" } else { "https" };
+        Ok(Self {
+            base_url: format!("{scheme}://{host}"),
+            name: host,
+            http,
+            auth: Authenticator::new(credentials),
+            retry: tuning.retry,
+            in_flight: Arc::new(Semaphore::new(tuning.max_in_flight.max(1))),
+            request_timeout: tuning.request_timeout,
+            chunk_size: tuning.chunk_size.max(1 << 16),
+            pass_blob_redirects: tuning.pass_blob_redirects,
+            naming,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v2/{path}", self.base_url)
+    }
+
+    /// A `Location` header may be absolute or relative to the registry.
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_owned()
+        } else {
+            format!("{}{}", self.base_url, location)
+        }
+    }
+
+    /// Sends a request built by `build` (called again for each attempt), with auth, the
+    /// in-flight bound and retries. Returns the response, whatever its status, except that
+    /// a 401 after a fresh authorization is [`Error::Denied`].
+    async fn send(
+        &self,
+        scope: Scope<'_>,
+        what: &str,
+        build: &(dyn Fn() -> RequestBuilder + Send + Sync),
+    ) -> Result<Response> {
+        let mut attempt = 0;
+        let mut challenged = false;
+        loop {
+            let request = self.auth.authorize(build(), scope);
+            let permit = self
+                .in_flight
+                .acquire()
+                .await
+                .map_err(|_| Error::Unavailable {
+                    what: what.to_owned(),
+                    reason: "the client is shutting down".into(),
+                })?;
+            let outcome = request.send().await;
+            drop(permit);
+            let wait = match outcome {
+                Ok(answer) if answer.status() == StatusCode::UNAUTHORIZED => {
+                    if challenged {
+                        self.auth.forget(scope);
+                        return Err(Error::Denied {
+                            what: what.to_owned(),
+                            hint: Some("the registry refused the credentials or token".into()),
+                        });
+                    }
+                    challenged = true;
+                    self.auth
+                        .answer_challenge(&self.http, &answer, scope, what)
+                        .await?;
+                    continue;
+                }
+                Ok(answer) if RetryPolicy::is_retryable_status(answer.status()) => {
+                    log_rate_limit(&self.name, answer.headers());
+                    match self.retry.decide(attempt, retry_after(answer.headers())) {
+                        Decision::RetryAfter(wait) => {
+                            tracing::debug!(registry = %self.name, what, status = %answer.status(), ?wait, "retrying");
+                            wait
+                        }
+                        Decision::GiveUp => return Ok(answer),
+                    }
+                }
+                Ok(answer) => return Ok(answer),
+                Err(error) => match self.retry.decide(attempt, None) {
+                    Decision::RetryAfter(wait) if is_transient(&error) => {
+                        tracing::debug!(registry = %self.name, what, error = %error.without_url(), ?wait, "retrying");
+                        wait
+                    }
+                    _ => return Err(transport_error(what, error)),
+                },
+            };
+            attempt += 1;
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// `send`, then turns any non-success status into the matching error.
+    async fn send_ok(
+        &self,
+        scope: Scope<'_>,
+        what: &str,
+        build: &(dyn Fn() -> RequestBuilder + Send + Sync),
+    ) -> Result<Response> {
+        let answer = self.send(scope, what, build).await?;
+        if answer.status().is_success() {
+            Ok(answer)
+        } else {
+            Err(status_error(what, answer).await)
+        }
+    }
+
+    fn request(&self, method: Method, url: &str) -> RequestBuilder {
+        self.http.request(method, url).timeout(self.request_timeout)
+    }
+
+    async fn start_upload(&self, repo: &RepositoryName) -> Result<String> {
+        let url = self.url(&format!("{repo}/blobs/uploads/"));
+        let what = format!("starting a blob upload to {repo}");
+        let answer = self
+            .send_ok(Scope::Push(repo), &what, &|| {
+                self.request(Method::POST, &url).header(CONTENT_LENGTH, 0)
+            })
+            .await?;
+        self.location(&answer, &what)
+    }
+
+    fn location(&self, answer: &Response, what: &str) -> Result<String> {
+        answer
+            .headers()
+            .get(LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(|l| self.absolute(l))
+            .ok_or_else(|| Error::Protocol {
+                what: what.to_owned(),
+                reason: "the registry gave no Location for the upload".into(),
+            })
+    }
+
+    async fn finish_upload(
+        &self,
+        repo: &RepositoryName,
+        location: &str,
+        blob: &BlobInfo,
+        body: Bytes,
+    ) -> Result<()> {
+        let url = with_query(location, "digest", &blob.digest.to_oci_digest());
+        let what = format!(
+            "finishing the upload of {} to {repo}",
+            blob.digest.to_oci_digest()
+        );
+        self.send_ok(Scope::Push(repo), &what, &|| {
+            self.http
+                .put(&url)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, body.len())
+                .body(body.clone())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn put_small_blob(&self, repo: &RepositoryName, bytes: Bytes) -> Result<BlobInfo> {
+        let blob = BlobInfo {
+            digest: Sha256Hash::of(&bytes),
+            size: bytes.len() as u64,
+        };
+        if self.head_blob(repo, &blob.digest).await? == Some(blob.size) {
+            return Ok(blob);
+        }
+        let location = self.start_upload(repo).await?;
+        self.finish_upload(repo, &location, &blob, bytes).await?;
+        Ok(blob)
+    }
+
+    async fn get_redirected_blob(
+        &self,
+        url: &str,
+        range: Option<ByteRange>,
+        what: &str,
+    ) -> Result<BlobBody> {
+        // A fresh request without our Authorization: the blob store is another host and
+        // authenticates with the signed URL itself.
+        let mut request = self.http.get(url);
+        if let Some(range) = range {
+            request = request.header(RANGE, range_header(range));
+        }
+        let answer = request.send().await.map_err(|e| transport_error(what, e))?;
+        if !answer.status().is_success() {
+            return Err(status_error(what, answer).await);
+        }
+        Ok(stream_body(answer, range.is_some()))
+    }
+}
+
+/// Docker Hub (and others) say how much of the pull quota is left; worth a line when low.
+fn log_rate_limit(registry: &str, headers: &HeaderMap) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    if let Some(remaining) = header("ratelimit-remaining") {
+        tracing::warn!(
+            registry,
+            remaining,
+            limit = header("ratelimit-limit"),
+            "registry rate limit"
+        );
+    }
+}
+
+fn is_transient(error: &reqwest::Error) -> bool {
+    error.is_connect() || error.is_timeout() || error.is_request() || error.is_body()
+}
+
+fn transport_error(what: &str, error: reqwest::Error) -> Error {
+    // `without_url`: a redirect URL may carry a signature; keep it out of messages.
+    let error = error.without_url();
+    Error::Unavailable {
+        what: what.to_owned(),
+        reason: if error.is_timeout() {
+            "timed out".to_owned()
+        } else if error.is_connect() {
+            format!("cannot connect: {error}")
+        } else {
+            error.to_string()
+        },
+    }
+}
+
+/// Maps a registry's non-success answer to the error kind callers act on.
+async fn status_error(what: &str, answer: Response) -> Error {
+    let status = answer.status();
+    let retry = retry_after(answer.headers());
+    let detail = answer
+        .bytes()
+        .await
+        .ok()
+        .and_then(|body| serde_json::from_slice::<ErrorBody>(&body).ok())
+        .and_then(|body| body.errors.into_iter().next())
+        .map(|e| format!(": {} {}", e.code, e.message).trim_end().to_owned())
+        .unwrap_or_default();
+    let what = what.to_owned();
+    match status {
+        StatusCode::NOT_FOUND => Error::NotFound { what },
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Denied {
+            what,
+            hint: Some(format!("{status}{detail}")),
+        },
+        StatusCode::TOO_MANY_REQUESTS => Error::Unavailable {
+            what,
+            reason: format!(
+                "rate limited{}{detail}",
+                retry
+                    .map(|d| format!(", retry after {}s", d.as_secs()))
+                    .unwrap_or_default()
+            ),
+        },
+        s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => Error::Unavailable {
+            what,
+            reason: format!("{status}{detail}"),
+        },
+        _ => Error::Protocol {
+            what,
+            reason: format!("{status}{detail}"),
+        },
+    }
+}
+
+fn with_query(url: &str, key: &str, value: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{key}={value}")
+}
+
+fn range_header(range: ByteRange) -> String {
+    match range.end {
+        Some(end) => format!("bytes={}-{end}", range.start),
+        None => format!("bytes={}-", range.start),
+    }
+}
+
+/// `Content-Range: bytes start-end/total`.
+fn parse_content_range(headers: &HeaderMap) -> Option<(u64, u64, u64)> {
+    let value = headers.get(CONTENT_RANGE)?.to_str().ok()?;
+    let spec = value.strip_prefix("bytes ")?;
+    let (range, total) = spec.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    Some((start.parse().ok()?, end.parse().ok()?, total.parse().ok()?))
+}
+
+fn stream_body(answer: Response, ranged: bool) -> BlobBody {
+    let range = if ranged && answer.status() == StatusCode::PARTIAL_CONTENT {
+        parse_content_range(answer.headers())
+    } else {
+        None
+    };
+    let size = answer.content_length();
+    let body = answer
+        .bytes_stream()
+        .map_err(|e| std::io::Error::other(e.without_url()));
+    BlobBody::Stream {
+        size,
+        range,
+        body: Box::pin(body),
+    }
+}
+
+/// The next page of a tag listing: `Link: </v2/...?last=x&n=1000>; rel="next"`.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(LINK)?.to_str().ok()?;
+    value.split(',').find_map(|link| {
+        let (target, params) = link.split_once(';')?;
+        params.contains("rel=\"next\"").then(|| {
+            target
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        })
+    })
+}
+
+#[async_trait]
+impl oranc_core::Registry for DistributionRegistry {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn repository(&self, name: &str) -> Result<RepositoryName> {
+        (self.naming)(name)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let url = format!("{}/v2/", self.base_url);
+        let what = format!("registry {}", self.name);
+        let answer = self
+            .send(Scope::Registry, &what, &|| self.request(Method::GET, &url))
+            .await;
+        match answer {
+            Ok(a) if a.status().is_success() => Ok(()),
+            Ok(a) => Err(status_error(&what, a).await),
+            // A registry that wants a token scoped to a repository for /v2/ is still up.
+            Err(Error::Denied { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn head_blob(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<Option<u64>> {
+        let url = self.url(&format!("{repo}/blobs/{}", digest.to_oci_digest()));
+        let what = format!("blob {} in {repo}", digest.to_oci_digest());
+        let answer = self
+            .send(Scope::Pull(repo), &what, &|| {
+                self.request(Method::HEAD, &url)
+            })
+            .await?;
+        match answer.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            // Some registries redirect HEAD to blob storage too; the blob exists.
+            s if s.is_success() || s.is_redirection() => {
+                Ok(Some(answer.content_length().unwrap_or(0)))
+            }
+            _ => Err(status_error(&what, answer).await),
+        }
+    }
+
+    async fn get_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Sha256Hash,
+        range: Option<ByteRange>,
+    ) -> Result<BlobBody> {
+        let url = self.url(&format!("{repo}/blobs/{}", digest.to_oci_digest()));
+        let what = format!("blob {} in {repo}", digest.to_oci_digest());
+        let answer = self
+            .send(Scope::Pull(repo), &what, &|| {
+                let request = self.http.get(&url);
+                match range {
+                    Some(range) => request.header(RANGE, range_header(range)),
+                    None => request,
+                }
+            })
+            .await?;
+        let status = answer.status();
+        if status.is_redirection() {
+            let location = self.location(&answer, &what)?;
+            if self.pass_blob_redirects {
+                return Ok(BlobBody::Redirect { url: location });
+            }
+            return self.get_redirected_blob(&location, range, &what).await;
+        }
+        if !status.is_success() {
+            return Err(status_error(&what, answer).await);
+        }
+        Ok(stream_body(answer, range.is_some()))
+    }
+
+    async fn put_blob(
+        &self,
+        repo: &RepositoryName,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<BlobInfo> {
+        let io_error = |source| Error::Io {
+            what: format!("reading the blob to upload to {repo}"),
+            source,
+        };
+        let mut reader = HashingReader::new(body);
+        let first = read_up_to(&mut reader, self.chunk_size)
+            .await
+            .map_err(io_error)?;
+        if first.len() < self.chunk_size {
+            return self.put_small_blob(repo, Bytes::from(first)).await;
+        }
+        let what = format!("uploading a blob to {repo}");
+        let mut location = self.start_upload(repo).await?;
+        let mut offset: u64 = 0;
+        let mut chunk = Bytes::from(first);
+        while !chunk.is_empty() {
+            let end = offset + chunk.len() as u64 - 1;
+            let url = location.clone();
+            let answer = self
+                .send_ok(Scope::Push(repo), &what, &|| {
+                    self.http
+                        .patch(&url)
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_RANGE, format!("{offset}-{end}"))
+                        .header(CONTENT_LENGTH, chunk.len())
+                        .body(chunk.clone())
+                })
+                .await?;
+            location = self.location(&answer, &what)?;
+            offset = end + 1;
+            chunk = Bytes::from(
+                read_up_to(&mut reader, self.chunk_size)
+                    .await
+                    .map_err(io_error)?,
+            );
+        }
+        let blob = reader.finish();
+        self.finish_upload(repo, &location, &blob, Bytes::new())
+            .await?;
+        Ok(blob)
+    }
+
+    async fn put_blob_bytes(&self, repo: &RepositoryName, bytes: Bytes) -> Result<BlobInfo> {
+        self.put_small_blob(repo, bytes).await
+    }
+
+    async fn get_manifest(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+    ) -> Result<Option<StoredManifest>> {
+        let url = self.url(&format!("{repo}/manifests/{tag}"));
+        let what = format!("manifest {repo}:{tag}");
+        let answer = self
+            .send(Scope::Pull(repo), &what, &|| {
+                self.request(Method::GET, &url)
+                    .header(ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        if answer.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status().is_success() {
+            return Err(status_error(&what, answer).await);
+        }
+        let media_type = answer
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(oranc_core::layout::MANIFEST_MEDIA_TYPE)
+            .to_owned();
+        let bytes = answer
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&what, e))?;
+        Ok(Some(StoredManifest {
+            digest: Sha256Hash::of(&bytes),
+            media_type,
+            bytes,
+        }))
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<Sha256Hash> {
+        let url = self.url(&format!("{repo}/manifests/{tag}"));
+        let what = format!("storing manifest {repo}:{tag}");
+        self.send_ok(Scope::Push(repo), &what, &|| {
+            self.request(Method::PUT, &url)
+                .header(CONTENT_TYPE, media_type)
+                .body(bytes.clone())
+        })
+        .await?;
+        Ok(Sha256Hash::of(&bytes))
+    }
+
+    async fn list_tags(&self, repo: &RepositoryName) -> Result<Vec<Tag>> {
+        let what = format!("tags of {repo}");
+        let mut url = self.url(&format!("{repo}/tags/list?n={TAGS_PAGE_SIZE}"));
+        let mut tags = Vec::new();
+        loop {
+            let page_url = url.clone();
+            let answer = self
+                .send(Scope::Pull(repo), &what, &|| {
+                    self.request(Method::GET, &page_url)
+                })
+                .await?;
+            if answer.status() == StatusCode::NOT_FOUND {
+                // NAME_UNKNOWN: nothing was ever pushed to this repository.
+                return Ok(tags);
+            }
+            if !answer.status().is_success() {
+                return Err(status_error(&what, answer).await);
+            }
+            let next = next_link(answer.headers());
+            let page: TagList = answer.json().await.map_err(|e| Error::Protocol {
+                what: what.clone(),
+                reason: format!("unreadable tag list: {}", e.without_url()),
+            })?;
+            for tag in page.tags.unwrap_or_default() {
+                match tag.parse::<Tag>() {
+                    Ok(tag) => tags.push(tag),
+                    Err(error) => {
+                        tracing::warn!(%repo, %error, "skipping a tag the registry listed")
+                    }
+                }
+            }
+            match next {
+                Some(next) => url = self.absolute(&next),
+                None => return Ok(tags),
+            }
+        }
+    }
+
+    async fn delete_manifest(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<()> {
+        let url = self.url(&format!("{repo}/manifests/{}", digest.to_oci_digest()));
+        let what = format!("deleting manifest {} from {repo}", digest.to_oci_digest());
+        self.send_ok(Scope::Push(repo), &what, &|| {
+            self.request(Method::DELETE, &url)
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follows_link_headers_and_reads_content_ranges() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            LINK,
+            r#"</v2/a/tags/list?last=x&n=2>; rel="next""#.parse().unwrap(),
+        );
+        assert_eq!(
+            next_link(&headers).as_deref(),
+            Some("/v2/a/tags/list?last=x&n=2")
+        );
+        headers.insert(CONTENT_RANGE, "bytes 10-19/100".parse().unwrap());
+        assert_eq!(parse_content_range(&headers), Some((10, 19, 100)));
+        assert_eq!(
+            with_query("http://r/u?_state=1", "digest", "d"),
+            "http://r/u?_state=1&digest=d"
+        );
+        assert_eq!(
+            with_query("http://r/u", "digest", "d"),
+            "http://r/u?digest=d"
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! Registry backends, and [`open`]: the one place that picks one from settings.
+
+pub mod auth;
+pub mod credentials;
+pub mod distribution;
+pub mod docker_hub;
+pub mod ghcr;
+mod hashing;
+pub mod oci_layout;
+pub mod retry;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use oranc_core::Registry;
+
+pub use credentials::Credentials;
+pub use distribution::{DistributionRegistry, DistributionSettings, HttpTuning};
+pub use oci_layout::OciLayoutRegistry;
+
+use crate::error::BackendError;
+
+/// Which implementation serves a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Any OCI distribution registry (distribution, Harbor, Zot, ...).
+    Distribution,
+    Ghcr,
+    DockerHub,
+    /// A local directory in the OCI image layout.
+    OciLayout,
+}
+
+impl BackendKind {
+    /// The backend a registry location implies: a path is an OCI layout, `ghcr.io` and
+    /// Docker Hub's names get their own backends, anything else is generic distribution.
+    pub fn for_location(location: &str) -> Self {
+        if location.starts_with('/')
+            || location.starts_with("./")
+            || location.starts_with("oci-layout:")
+        {
+            Self::OciLayout
+        } else if location == ghcr::HOST {
+            Self::Ghcr
+        } else if docker_hub::is_docker_hub(location) {
+            Self::DockerHub
+        } else {
+            Self::Distribution
+        }
+    }
+}
+
+/// Everything needed to open one registry.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    pub kind: BackendKind,
+    /// `host[:port]` for HTTP registries; a directory (optionally `oci-layout:DIR`) for
+    /// [`BackendKind::OciLayout`].
+    pub location: String,
+    /// Credentials given by flag or config; `None` falls back to the environment, then the
+    /// docker config, then anonymous.
+    pub credentials: Option<Credentials>,
+    pub http: HttpTuning,
+}
+
+impl RegistrySettings {
+    pub fn new(location: &str) -> Self {
+        Self {
+            kind: BackendKind::for_location(location),
+            location: location.to_owned(),
+            credentials: None,
+            http: HttpTuning::default(),
+        }
+    }
+}
+
+/// Opens the backend `settings` names.
+pub fn open(settings: RegistrySettings) -> Result<Arc<dyn Registry>, BackendError> {
+    let RegistrySettings {
+        kind,
+        location,
+        credentials,
+        http,
+    } = settings;
+    let (host, naming): (
+        String,
+        fn(&str) -> oranc_core::Result<oranc_core::RepositoryName>,
+    ) = match kind {
+        BackendKind::OciLayout => {
+            let dir = location.strip_prefix("oci-layout:").unwrap_or(&location);
+            return Ok(Arc::new(OciLayoutRegistry::new(PathBuf::from(dir))?));
+        }
+        BackendKind::Distribution => {
+            if location.is_empty() || location.contains('/') {
+                return Err(BackendError::InvalidSetting {
+                    setting: "registry",
+                    reason: format!("{location:?} is not host[:port]"),
+                });
+            }
+            (location, distribution::plain_naming)
+        }
+        BackendKind::Ghcr => (ghcr::HOST.to_owned(), ghcr::naming),
+        BackendKind::DockerHub => (docker_hub::API_HOST.to_owned(), docker_hub::naming),
+    };
+    let credentials = Credentials::resolve(credentials, &host)?;
+    Ok(Arc::new(DistributionRegistry::new(DistributionSettings {
+        host,
+        credentials,
+        tuning: http,
+        naming,
+    })?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_location_picks_the_backend() {
+        assert_eq!(BackendKind::for_location("ghcr.io"), BackendKind::Ghcr);
+        assert_eq!(
+            BackendKind::for_location("docker.io"),
+            BackendKind::DockerHub
+        );
+        assert_eq!(
+            BackendKind::for_location("127.0.0.1:5000"),
+            BackendKind::Distribution
+        );
+        assert_eq!(
+            BackendKind::for_location("/var/lib/oranc"),
+            BackendKind::OciLayout
+        );
+        assert_eq!(
+            BackendKind::for_location("oci-layout:cache"),
+            BackendKind::OciLayout
+        );
+    }
+
+    #[test]
+    fn a_location_with_a_path_is_not_a_host() {
+        let mut settings = RegistrySettings::new("example.com/v2");
+        settings.credentials = Some(Credentials::Anonymous);
+        assert!(matches!(
+            open(settings),
+            Err(BackendError::InvalidSetting { .. })
+        ));
+    }
+}
