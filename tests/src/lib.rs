@@ -5,6 +5,8 @@
 //! Nothing here is mocked; a test that needs a fault a real registry will not produce
 //! brings its own fault server.
 
+pub mod auth;
+pub mod faults;
 pub mod nix;
 pub mod oci;
 pub mod registry;
@@ -62,4 +64,32 @@ pub fn shared_fixture(relative: &str) -> std::path::PathBuf {
         path.display()
     );
     path
+}
+
+/// oranc's backend for a plain-HTTP registry on loopback (as the original's `--no-ssl`).
+pub fn open_backend(
+    host: &str,
+    credentials: oranc_backends::Credentials,
+    tune: impl FnOnce(&mut oranc_backends::registry::HttpTuning),
+) -> std::sync::Arc<dyn oranc_core::Registry> {
+    let mut settings = oranc_backends::RegistrySettings::new(host);
+    settings.kind = oranc_backends::BackendKind::Distribution;
+    settings.credentials = Some(credentials);
+    settings.http.plain_http = true;
+    tune(&mut settings.http);
+    oranc_backends::open(settings).expect("opening the backend")
+}
+
+/// Reads a whole blob body (tests only: production code streams).
+pub async fn read_blob(body: oranc_core::BlobBody) -> Result<Vec<u8>, std::io::Error> {
+    use futures::TryStreamExt as _;
+    match body {
+        oranc_core::BlobBody::Stream { body, .. } => {
+            let chunks: Vec<bytes::Bytes> = body.try_collect().await?;
+            Ok(chunks.concat())
+        }
+        oranc_core::BlobBody::Redirect { url } => {
+            panic!("expected a stream, got a redirect to {url}")
+        }
+    }
 }

@@ -13,6 +13,17 @@ use crate::free_loopback_addr;
 const BINARY: &str = "docker-registry";
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How the registry authenticates clients.
+#[derive(Debug, Clone, Default)]
+pub enum RegistryAuth {
+    #[default]
+    None,
+    /// HTTP Basic against an htpasswd file ([`crate::auth::write_htpasswd`]).
+    Htpasswd,
+    /// Bearer tokens from an issuer ([`crate::auth::TokenIssuer`]).
+    Token(crate::auth::TokenAuthConfig),
+}
+
 #[derive(Debug)]
 pub struct RegistryProcess {
     child: Child,
@@ -23,9 +34,14 @@ pub struct RegistryProcess {
 impl RegistryProcess {
     /// An empty registry with no authentication.
     pub fn start() -> Self {
+        Self::start_with_auth(RegistryAuth::None)
+    }
+
+    /// An empty registry that authenticates as `auth` says.
+    pub fn start_with_auth(auth: RegistryAuth) -> Self {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         std::fs::create_dir(dir.path().join("data")).expect("creating the data directory");
-        Self::start_in(dir)
+        Self::start_in(dir, auth)
     }
 
     /// A registry serving a copy of a distribution storage tree (such as the original
@@ -41,16 +57,34 @@ impl RegistryProcess {
                 .arg("-xzf")
                 .arg(archive),
         );
-        Self::start_in(dir)
+        Self::start_in(dir, RegistryAuth::None)
     }
 
-    fn start_in(dir: TempDir) -> Self {
+    fn start_in(dir: TempDir, auth: RegistryAuth) -> Self {
         let addr = free_loopback_addr();
         let config = dir.path().join("config.yml");
+        let auth_section = match auth {
+            RegistryAuth::None => String::new(),
+            RegistryAuth::Htpasswd => {
+                let file = dir.path().join("htpasswd");
+                crate::auth::write_htpasswd(&file);
+                format!(
+                    "auth:\n  htpasswd:\n    realm: oranc-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+            RegistryAuth::Token(token) => format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                token.realm,
+                token.service,
+                token.issuer,
+                token.root_cert_bundle.display()
+            ),
+        };
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth_section}",
                 dir.path().join("data").display()
             ),
         )

@@ -31,8 +31,6 @@ use super::retry::{retry_after, Decision, RetryPolicy};
 
 /// Manifest media types we ask for; registries answer with what the tag holds.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json;q=0.9";
-/// How many tags to ask for per page of a tag listing.
-const TAGS_PAGE_SIZE: usize = 1000;
 
 /// How to reach and talk to one registry.
 #[derive(Debug, Clone)]
@@ -61,6 +59,8 @@ pub struct HttpTuning {
     pub chunk_size: usize,
     /// Hand blob redirects (307 to blob storage) back to the caller instead of following them.
     pub pass_blob_redirects: bool,
+    /// Tags asked for per page of a tag listing.
+    pub tags_page_size: usize,
 }
 
 impl Default for HttpTuning {
@@ -74,6 +74,7 @@ impl Default for HttpTuning {
             max_in_flight: 32,
             chunk_size: 8 << 20,
             pass_blob_redirects: false,
+            tags_page_size: 1000,
         }
     }
 }
@@ -94,6 +95,7 @@ pub struct DistributionRegistry {
     request_timeout: Duration,
     chunk_size: usize,
     pass_blob_redirects: bool,
+    tags_page_size: usize,
     naming: fn(&str) -> Result<RepositoryName>,
 }
 
@@ -142,6 +144,7 @@ impl DistributionRegistry {
             request_timeout: tuning.request_timeout,
             chunk_size: tuning.chunk_size.max(1 << 16),
             pass_blob_redirects: tuning.pass_blob_redirects,
+            tags_page_size: tuning.tags_page_size.max(1),
             naming,
         })
     }
@@ -484,9 +487,15 @@ impl oranc_core::Registry for DistributionRegistry {
         match answer.status() {
             StatusCode::NOT_FOUND => Ok(None),
             // Some registries redirect HEAD to blob storage too; the blob exists.
-            s if s.is_success() || s.is_redirection() => {
-                Ok(Some(answer.content_length().unwrap_or(0)))
-            }
+            // The header, not `content_length()`: a HEAD answer's body is empty.
+            s if s.is_success() || s.is_redirection() => Ok(Some(
+                answer
+                    .headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            )),
             _ => Err(status_error(&what, answer).await),
         }
     }
@@ -629,7 +638,7 @@ impl oranc_core::Registry for DistributionRegistry {
 
     async fn list_tags(&self, repo: &RepositoryName) -> Result<Vec<Tag>> {
         let what = format!("tags of {repo}");
-        let mut url = self.url(&format!("{repo}/tags/list?n={TAGS_PAGE_SIZE}"));
+        let mut url = self.url(&format!("{repo}/tags/list?n={}", self.tags_page_size));
         let mut tags = Vec::new();
         loop {
             let page_url = url.clone();
