@@ -1,6 +1,11 @@
 //! The cache the original oranc wrote (../shared/fixtures/original-oranc), served by a real
 //! registry, reads correctly through the core model: tags, manifests, narinfo, signatures.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: helpers outside #[test] panic on purpose"
+)]
+
 use oranc_core::{CacheKey, NarInfo, PublicKey, StoreDir, TagEncoding};
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::RegistryProcess;

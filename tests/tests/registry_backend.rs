@@ -2,6 +2,11 @@
 //! manifests in the original's layout read back by skopeo, paginated tag listing, delete,
 //! and the three ways registries authenticate.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: helpers outside #[test] panic on purpose"
+)]
+
 use std::sync::Arc;
 
 use bytes::Bytes;

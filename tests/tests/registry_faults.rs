@@ -2,6 +2,11 @@
 //! backend retries what may pass, honours Retry-After, gives up in bounded time with an
 //! error that says "unavailable", and never hangs on a stalled body.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: helpers outside #[test] panic on purpose"
+)]
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

@@ -1,6 +1,11 @@
 //! The harness's own proof: the registry and the Nix store are real, and the core model
 //! agrees with both of them.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: helpers outside #[test] panic on purpose"
+)]
+
 use bytes::Bytes;
 use oranc_core::{CacheKey, NarInfo, PublicKey, Sha256Hash, StoreDir, TagEncoding};
 use oranc_tests::nix::{path_info_from_nix, SignedClosure};
