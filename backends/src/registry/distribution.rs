@@ -55,7 +55,7 @@ pub struct HttpTuning {
     /// Longest wait for the next bytes of a body; a stalled blob fails instead of hanging.
     pub read_timeout: Duration,
     pub max_in_flight: usize,
-    /// Upload chunk size; also the most memory one upload holds.
+    /// Upload chunk size; one upload holds at most two chunks in memory.
     pub chunk_size: usize,
     /// Hand blob redirects (307 to blob storage) back to the caller instead of following them.
     pub pass_blob_redirects: bool,
@@ -554,23 +554,22 @@ impl oranc_core::Registry for DistributionRegistry {
         while !chunk.is_empty() {
             let end = offset + chunk.len() as u64 - 1;
             let url = location.clone();
-            let answer = self
-                .send_ok(Scope::Push(repo), &what, &|| {
-                    self.http
-                        .patch(&url)
-                        .header(CONTENT_TYPE, "application/octet-stream")
-                        .header(CONTENT_RANGE, format!("{offset}-{end}"))
-                        .header(CONTENT_LENGTH, chunk.len())
-                        .body(chunk.clone())
-                })
-                .await?;
-            location = self.location(&answer, &what)?;
+            let sending = chunk.clone();
+            let build = || {
+                self.http
+                    .patch(&url)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_RANGE, format!("{offset}-{end}"))
+                    .header(CONTENT_LENGTH, sending.len())
+                    .body(sending.clone())
+            };
+            let patch = self.send_ok(Scope::Push(repo), &what, &build);
+            // Read and hash the next chunk while this one is on the wire: two chunks in
+            // memory at most, and the disk, the hash and the network overlap.
+            let (answer, next) = tokio::join!(patch, read_up_to(&mut reader, self.chunk_size));
+            location = self.location(&answer?, &what)?;
             offset = end + 1;
-            chunk = Bytes::from(
-                read_up_to(&mut reader, self.chunk_size)
-                    .await
-                    .map_err(io_error)?,
-            );
+            chunk = Bytes::from(next.map_err(io_error)?);
         }
         let blob = reader.finish();
         self.finish_upload(repo, &location, &blob, Bytes::new())
