@@ -2,6 +2,8 @@
 //! MB/s through oranc's distribution backend next to curl on the same blob and registry,
 //! and manifest lookups/s with a warm bearer token. Prints figures; asserts nothing.
 
+#![allow(clippy::print_stdout, reason = "a benchmark reports its figures on stdout")]
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
