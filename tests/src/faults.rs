@@ -20,6 +20,10 @@ pub const FLAKY: &str = "flaky/repo"; // the first `flaky_failures` answers are 
 pub const THROTTLED: &str = "throttled/repo"; // the first answer is 429, Retry-After: 1
 pub const DOWN: &str = "down/repo"; // always 503
 pub const STALLED: &str = "stalled/repo"; // blob bodies stop after 16 bytes
+/// Asks for Basic credentials, then redirects blob GETs (307) to a separate blob store on
+/// another port, as ghcr.io and Docker Hub send clients to their storage.
+pub const REDIRECTING: &str = "redirecting/repo";
+pub const REDIRECTED_BODY: &[u8] = b"bytes from the blob store";
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -31,6 +35,7 @@ struct Counters {
 #[derive(Debug)]
 struct FaultState {
     counters: Counters,
+    blob_store: SocketAddr,
     flaky_failures: usize,
     manifest: Bytes,
 }
@@ -40,12 +45,33 @@ pub struct FaultServer {
     pub addr: SocketAddr,
     state: Arc<FaultState>,
     server: tokio::task::JoinHandle<()>,
+    blob_store: tokio::task::JoinHandle<()>,
+    blob_store_saw_authorization: Arc<std::sync::Mutex<Vec<bool>>>,
 }
 
 impl FaultServer {
     /// Serves `manifest` for any tag once a repository's faults have passed.
     pub async fn start(flaky_failures: usize, manifest: Bytes) -> Self {
+        let saw_authorization = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = saw_authorization.clone();
+        let store = Router::new().route(
+            "/storage/blob",
+            get(move |headers: axum::http::HeaderMap| async move {
+                if let Ok(mut seen) = seen.lock() {
+                    seen.push(headers.contains_key(header::AUTHORIZATION));
+                }
+                REDIRECTED_BODY
+            }),
+        );
+        let store_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding");
+        let blob_store_addr = store_listener.local_addr().expect("an address");
+        let blob_store = tokio::spawn(async move {
+            let _ = axum::serve(store_listener, store).await;
+        });
         let state = Arc::new(FaultState {
+            blob_store: blob_store_addr,
             counters: Counters::default(),
             flaky_failures,
             manifest,
@@ -66,7 +92,17 @@ impl FaultServer {
             addr,
             state,
             server,
+            blob_store,
+            blob_store_saw_authorization: saw_authorization,
         }
+    }
+
+    /// For each request the blob store got: did it carry an Authorization header?
+    pub fn blob_store_saw_authorization(&self) -> Vec<bool> {
+        self.blob_store_saw_authorization
+            .lock()
+            .map(|seen| seen.clone())
+            .unwrap_or_default()
     }
 
     pub fn host(&self) -> String {
@@ -87,6 +123,7 @@ impl FaultServer {
 impl Drop for FaultServer {
     fn drop(&mut self) {
         self.server.abort();
+        self.blob_store.abort();
     }
 }
 
@@ -128,22 +165,42 @@ async fn serve_manifest(
     }
 }
 
-async fn serve_blob(Path((owner, name, _digest)): Path<(String, String, String)>) -> Response {
-    if format!("{owner}/{name}") != STALLED {
-        return StatusCode::NOT_FOUND.into_response();
+async fn serve_blob(
+    State(state): State<Arc<FaultState>>,
+    Path((owner, name, _digest)): Path<(String, String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    match format!("{owner}/{name}").as_str() {
+        STALLED => {
+            let first = futures::stream::once(async {
+                Ok::<_, std::io::Error>(Bytes::from_static(&[7u8; 16]))
+            });
+            let stall = futures::stream::once(async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok::<_, std::io::Error>(Bytes::new())
+            });
+            use futures::StreamExt as _;
+            (
+                [(header::CONTENT_LENGTH, "1000")],
+                Body::from_stream(first.chain(stall)),
+            )
+                .into_response()
+        }
+        REDIRECTING if !headers.contains_key(header::AUTHORIZATION) => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"faults\"")],
+        )
+            .into_response(),
+        REDIRECTING => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(
+                header::LOCATION,
+                format!("http://{}/storage/blob", state.blob_store),
+            )],
+        )
+            .into_response(),
+        _ => StatusCode::NOT_FOUND.into_response(),
     }
-    let first =
-        futures::stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(&[7u8; 16])) });
-    let stall = futures::stream::once(async {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        Ok::<_, std::io::Error>(Bytes::new())
-    });
-    use futures::StreamExt as _;
-    (
-        [(header::CONTENT_LENGTH, "1000")],
-        Body::from_stream(first.chain(stall)),
-    )
-        .into_response()
 }
 
 /// A loopback port that accepts connections and closes them at once, before any answer.

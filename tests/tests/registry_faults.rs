@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use oranc_backends::Credentials;
 use oranc_core::{Error, RepositoryName, Sha256Hash, Tag};
-use oranc_tests::faults::{FaultServer, ResettingPort, DOWN, FLAKY, STALLED, THROTTLED};
+use oranc_tests::faults::{
+    FaultServer, ResettingPort, DOWN, FLAKY, REDIRECTED_BODY, REDIRECTING, STALLED, THROTTLED,
+};
 use oranc_tests::{open_backend, read_blob};
 
 const MANIFEST: &[u8] = br#"{"schemaVersion":2,"layers":[]}"#;
@@ -99,5 +101,25 @@ async fn a_stalled_blob_body_fails_after_the_read_timeout() {
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn blob_redirects_are_followed_without_our_authorization() {
+    let faults = FaultServer::start(0, Bytes::from_static(MANIFEST)).await;
+    let backend = open_backend(
+        &faults.host(),
+        Credentials::basic("user", "secret-password"),
+        fast_retries,
+    );
+    let body = backend
+        .get_blob(&repo(REDIRECTING), &Sha256Hash::of(b"x"), None)
+        .await
+        .unwrap();
+    assert_eq!(read_blob(body).await.unwrap(), REDIRECTED_BODY);
+    assert_eq!(
+        faults.blob_store_saw_authorization(),
+        vec![false],
+        "the blob store got one request, without the registry's credentials"
     );
 }

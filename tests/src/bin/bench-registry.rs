@@ -2,7 +2,10 @@
 //! MB/s through oranc's distribution backend next to curl on the same blob and registry,
 //! and manifest lookups/s with a warm bearer token. Prints figures; asserts nothing.
 
-#![allow(clippy::print_stdout, reason = "a benchmark reports its figures on stdout")]
+#![allow(
+    clippy::print_stdout,
+    reason = "a benchmark reports its figures on stdout"
+)]
 
 use std::process::Command;
 use std::sync::Arc;
