@@ -1,5 +1,6 @@
 //! Implementations of the core traits: registry backends (generic OCI distribution,
-//! ghcr.io, Docker Hub, a local OCI layout directory) and, later, store sources.
+//! ghcr.io, Docker Hub, a local OCI layout directory) and store sources (the Nix SQLite DB,
+//! `nix path-info --json`).
 //!
 //! Each backend is one module behind [`oranc_core::Registry`]; [`registry::open`] is the one
 //! place that picks a backend from settings. Policy every HTTP backend shares (auth,
@@ -7,6 +8,7 @@
 
 pub mod error;
 pub mod registry;
+pub mod store;
 
 pub use error::BackendError;
 pub use registry::{open, BackendKind, Credentials, RegistrySettings};

@@ -1,8 +1,11 @@
 //! The command-line surface, kept compatible with the original oranc's flags so that its
 //! users can switch by changing the binary only.
 
-use clap::{Args, Parser, Subcommand};
-use oranc_core::TagEncoding;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::registry_args::{EncodingArgs, RegistryArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,6 +24,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Push store paths (and their closures) into a registry as a Nix binary cache.
+    ///
+    /// Paths come from the arguments or, when there are none, from standard input (one per
+    /// line; symlinks such as ./result are followed). Each path's NAR is streamed,
+    /// compressed and uploaded, then its narinfo, so a reader never sees a narinfo whose NAR
+    /// is missing. Paths already in the cache are skipped; a rerun after a crash finishes the
+    /// job.
+    Push(Box<PushArgs>),
     /// Show how cache keys map to registry tags (for debugging a cache by hand).
     #[command(subcommand)]
     Tag(TagCommand),
@@ -29,6 +40,112 @@ pub enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+#[command(subcommand_negates_reqs = true)]
+pub struct PushArgs {
+    #[command(subcommand)]
+    pub command: Option<PushCommand>,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    /// Store paths to push (read from standard input when none are given).
+    pub paths: Vec<String>,
+
+    /// Push only the given paths, not everything they reference.
+    #[arg(long)]
+    pub no_closure: bool,
+
+    /// The Nix store directory.
+    #[arg(long, default_value = "/nix/store")]
+    pub store_dir: String,
+
+    /// Paths with a signature by a key whose name matches are not pushed (they are in that
+    /// public cache already).
+    #[arg(long, default_value = r"^cache\.nixos\.org-.*$")]
+    pub excluded_signing_key_pattern: String,
+
+    /// Sign on the fly with this secret key file (as `nix key generate-secret` writes it).
+    /// ORANC_SIGNING_KEY may hold the key itself instead.
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+
+    /// Do not sign, even with a signing key: push only paths already signed by a trusted key
+    /// (the original oranc's flow after `nix store sign`).
+    #[arg(long)]
+    pub already_signed: bool,
+
+    /// A public key (`name:base64`) whose signatures make a path pushable; repeatable. The
+    /// signing key's own public key is always trusted.
+    #[arg(
+        long = "trusted-public-key",
+        value_name = "KEY",
+        env = "ORANC_TRUSTED_PUBLIC_KEYS",
+        value_delimiter = ' '
+    )]
+    pub trusted_public_keys: Vec<String>,
+
+    /// Paths pushed at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
+
+    /// NAR compression.
+    #[arg(long, value_enum, default_value_t = Compression::Zstd)]
+    pub compression: Compression,
+
+    /// zstd level (1-19).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub zstd_level: i32,
+
+    /// Show what would be pushed, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Where path metadata comes from: the Nix DB (fast) or `nix path-info` (no DB access
+    /// needed, works with --store).
+    #[arg(long, value_enum, default_value_t = StoreSourceKind::Sqlite)]
+    pub store_source: StoreSourceKind,
+
+    /// The Nix DB, for --store-source sqlite.
+    #[arg(long, default_value = "/nix/var/nix/db/db.sqlite", value_name = "FILE")]
+    pub nix_db: PathBuf,
+
+    /// Open the Nix DB with immutable=1 when its directory is not writable. Safe only while
+    /// no Nix process writes to it.
+    #[arg(long)]
+    pub allow_immutable_db: bool,
+
+    /// The Nix store to ask, for --store-source nix (e.g. `local?root=/tmp/x`).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PushCommand {
+    /// Write the cache's nix-cache-info (do this once per cache).
+    Initialize {
+        /// Substituter priority; lower is tried first (cache.nixos.org is 40).
+        #[arg(long, default_value_t = 41)]
+        priority: u32,
+        /// Tell Nix not to query this cache in bulk.
+        #[arg(long)]
+        no_mass_query: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compression {
+    Zstd,
+    Xz,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreSourceKind {
+    Sqlite,
+    Nix,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,21 +167,6 @@ pub enum TagCommand {
         #[command(flatten)]
         encodings: EncodingArgs,
     },
-}
-
-#[derive(Debug, Args)]
-pub struct EncodingArgs {
-    /// How keys are turned into tags: `custom` (the original oranc's default) or
-    /// `base32-dnssec` (older caches).
-    #[arg(long, default_value = "custom", value_parser = parse_encoding)]
-    pub tag_encoding: TagEncoding,
-    /// Encodings tried after --tag-encoding when reading (comma separated).
-    #[arg(long, value_delimiter = ',', default_value = "base32-dnssec", value_parser = parse_encoding)]
-    pub fallback_encodings: Vec<TagEncoding>,
-}
-
-fn parse_encoding(name: &str) -> Result<TagEncoding, String> {
-    name.parse().map_err(|e: oranc_core::Error| e.to_string())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! This crate does no I/O and makes no policy choices: no HTTP client, no SQLite, no
 //! runtime. Retries, caching and limits are wrappers around the traits, elsewhere.
 
+pub mod cache;
 pub mod cache_info;
 pub mod cache_key;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod store_path;
 pub mod store_source;
 pub mod tag;
 
+pub use cache::{CacheObject, RegistryCache};
 pub use cache_info::NixCacheInfo;
 pub use cache_key::CacheKey;
 pub use error::{Error, Result};

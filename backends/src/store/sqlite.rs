@@ -1,0 +1,208 @@
+//! The Nix SQLite database (`/nix/var/nix/db/db.sqlite`), read directly: the fastest source,
+//! one query per batch of paths.
+//!
+//! Nix keeps the DB in WAL mode, so even a read-only connection needs to create the `-shm`
+//! and `-wal` files beside it. Where the directory is not writable (a user without access,
+//! a read-only mount), `immutable=1` opens it without them; that is only safe while no Nix
+//! process writes, so it takes an explicit `--allow-immutable-db`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use oranc_core::{Error, PathInfo, Result, Sha256Hash, StoreDir, StorePath};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
+
+pub const DEFAULT_DB: &str = "/nix/var/nix/db/db.sqlite";
+
+#[derive(Debug)]
+pub struct SqliteSource {
+    store_dir: StoreDir,
+    db: PathBuf,
+    connection: Arc<Mutex<Connection>>,
+}
+
+fn sqlite_error(db: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::Unavailable {
+        what: format!("Nix DB {}", db.display()),
+        reason: e.to_string(),
+    }
+}
+
+impl SqliteSource {
+    /// Opens `db` read-only; with `allow_immutable`, falls back to `immutable=1` when
+    /// read-only fails (the directory is not writable).
+    pub fn open(store_dir: StoreDir, db: &Path, allow_immutable: bool) -> Result<Self> {
+        if !db.exists() {
+            return Err(Error::NotFound {
+                what: format!(
+                    "Nix DB {} (pass --nix-db, or --store-source nix)",
+                    db.display()
+                ),
+            });
+        }
+        let connection = match open_read_only(db) {
+            Ok(connection) => connection,
+            Err(read_only) if allow_immutable => {
+                tracing::info!(db = %db.display(), error = %read_only, "opening the Nix DB with immutable=1");
+                open_immutable(db).map_err(sqlite_error(db))?
+            }
+            Err(read_only) => {
+                return Err(Error::Denied {
+                    what: format!("cannot open Nix DB {} read-only: {read_only}", db.display()),
+                    hint: Some(
+                        "its directory must be writable for the WAL files; pass --allow-immutable-db to read it with immutable=1 while no Nix process writes, or use --store-source nix".into(),
+                    ),
+                })
+            }
+        };
+        Ok(Self {
+            store_dir,
+            db: db.to_owned(),
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// Opens `db` with `immutable=1` straight away.
+    pub fn open_immutable(store_dir: StoreDir, db: &Path) -> Result<Self> {
+        let connection = open_immutable(db).map_err(sqlite_error(db))?;
+        Ok(Self {
+            store_dir,
+            db: db.to_owned(),
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+}
+
+fn open_read_only(db: &Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // Opening is lazy; a query shows whether the WAL files can be made.
+    connection.query_row("SELECT count(*) FROM ValidPaths LIMIT 1", [], |_| Ok(()))?;
+    Ok(connection)
+}
+
+fn open_immutable(db: &Path) -> rusqlite::Result<Connection> {
+    let uri = format!("file:{}?immutable=1", db.display());
+    let connection = Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.query_row("SELECT count(*) FROM ValidPaths LIMIT 1", [], |_| Ok(()))?;
+    Ok(connection)
+}
+
+struct Row {
+    id: i64,
+    hash: String,
+    deriver: Option<String>,
+    nar_size: Option<i64>,
+    sigs: Option<String>,
+    ca: Option<String>,
+}
+
+fn query_paths(
+    connection: &Connection,
+    store_dir: &StoreDir,
+    paths: &[StorePath],
+) -> Result<Vec<PathInfo>> {
+    let db_error = |e: rusqlite::Error| Error::Unavailable {
+        what: "querying the Nix DB".into(),
+        reason: e.to_string(),
+    };
+    let mut by_path = connection
+        .prepare_cached(
+            "SELECT id, hash, deriver, narSize, sigs, ca FROM ValidPaths WHERE path = ?1",
+        )
+        .map_err(db_error)?;
+    let mut refs = connection
+        .prepare_cached("SELECT v.path FROM Refs r JOIN ValidPaths v ON v.id = r.reference WHERE r.referrer = ?1")
+        .map_err(db_error)?;
+    let mut infos = Vec::with_capacity(paths.len());
+    for path in paths {
+        let absolute = store_dir.display(path);
+        let row = by_path
+            .query_row([&absolute], |r| {
+                Ok(Row {
+                    id: r.get(0)?,
+                    hash: r.get(1)?,
+                    deriver: r.get(2)?,
+                    nar_size: r.get(3)?,
+                    sigs: r.get(4)?,
+                    ca: r.get(5)?,
+                })
+            })
+            .optional()
+            .map_err(db_error)?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("{absolute} in the Nix DB (is it a valid store path?)"),
+            })?;
+        let invalid = |reason: String| Error::Protocol {
+            what: format!("the Nix DB entry of {absolute}"),
+            reason,
+        };
+        let mut references = refs
+            .query_map([row.id], |r| r.get::<_, String>(0))
+            .map_err(db_error)?
+            .map(|r| {
+                let r = r.map_err(db_error)?;
+                store_dir.parse_path(&r).map_err(|e| invalid(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        references.sort();
+        infos.push(PathInfo {
+            path: path.clone(),
+            nar_hash: row
+                .hash
+                .parse::<Sha256Hash>()
+                .map_err(|e| invalid(e.to_string()))?,
+            nar_size: row
+                .nar_size
+                .and_then(|s| u64::try_from(s).ok())
+                .ok_or_else(|| invalid("no NAR size".into()))?,
+            references,
+            deriver: row
+                .deriver
+                .filter(|d| !d.is_empty())
+                .map(|d| store_dir.parse_path(&d))
+                .transpose()
+                .map_err(|e| invalid(e.to_string()))?,
+            signatures: row
+                .sigs
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_>>()
+                .map_err(|e| invalid(e.to_string()))?,
+            ca: row.ca.filter(|c| !c.is_empty()),
+        });
+    }
+    Ok(infos)
+}
+
+#[async_trait]
+impl oranc_core::StoreSource for SqliteSource {
+    fn store_dir(&self) -> &StoreDir {
+        &self.store_dir
+    }
+
+    async fn path_infos(&self, paths: &[StorePath]) -> Result<Vec<PathInfo>> {
+        let connection = self.connection.clone();
+        let store_dir = self.store_dir.clone();
+        let paths = paths.to_vec();
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = connection.lock().unwrap_or_else(|p| p.into_inner());
+            query_paths(&connection, &store_dir, &paths)
+        })
+        .await
+        .map_err(|e| Error::Io {
+            what: format!("reading {}", db.display()),
+            source: std::io::Error::other(e),
+        })?
+    }
+}

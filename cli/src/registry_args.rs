@@ -1,0 +1,122 @@
+//! The flags that name a cache (registry, repository, credentials, tag encodings), shared by
+//! push and server, and the one function that turns them into a [`RegistryCache`].
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use oranc_backends::{BackendKind, Credentials, RegistrySettings};
+use oranc_core::{RegistryCache, TagEncoding};
+
+/// Repository used with the embedded local registry when none is named.
+pub const DEFAULT_LOCAL_REPOSITORY: &str = "oranc/cache";
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Registry to use: `ghcr.io`, `docker.io`, `HOST[:PORT]`, or a directory holding a local
+    /// OCI layout. Without it, oranc uses its embedded local registry
+    /// ($ORANC_HOME, default ~/.local/share/oranc/registry). (The original oranc defaulted
+    /// to ghcr.io; pass `--registry ghcr.io` for that.)
+    #[arg(long, env = "ORANC_REGISTRY")]
+    pub registry: Option<String>,
+
+    /// Repository inside the registry, e.g. `owner/cache` (required with --registry).
+    #[arg(long, env = "ORANC_REPOSITORY")]
+    pub repository: Option<String>,
+
+    /// Talk plain HTTP to the registry (for a local registry on 127.0.0.1).
+    #[arg(long)]
+    pub no_ssl: bool,
+
+    /// Retries of a failed registry request (connection errors, 5xx, 429).
+    #[arg(long, default_value_t = 3)]
+    pub max_retry: u32,
+
+    /// Registry user name; the password comes from ORANC_PASSWORD. Without both, the docker
+    /// config (~/.docker/config.json) is used, else anonymous.
+    #[arg(long, env = "ORANC_USERNAME")]
+    pub username: Option<String>,
+
+    #[arg(long, env = "ORANC_PASSWORD", hide = true, hide_env_values = true)]
+    pub password: Option<String>,
+
+    #[command(flatten)]
+    pub encodings: EncodingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EncodingArgs {
+    /// How keys are turned into tags: `custom` (the original oranc's default) or
+    /// `base32-dnssec` (older caches).
+    #[arg(long, default_value = "custom", value_parser = parse_encoding)]
+    pub tag_encoding: TagEncoding,
+    /// Encodings also tried when reading (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "base32-dnssec", value_parser = parse_encoding)]
+    pub fallback_encodings: Vec<TagEncoding>,
+}
+
+fn parse_encoding(name: &str) -> Result<TagEncoding, String> {
+    name.parse().map_err(|e: oranc_core::Error| e.to_string())
+}
+
+/// Where the embedded local registry lives.
+pub fn local_registry_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("ORANC_HOME") {
+        return PathBuf::from(home);
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("oranc/registry")
+}
+
+impl RegistryArgs {
+    /// Opens the cache these flags name. Also returns a description for messages.
+    pub fn open_cache(&self) -> anyhow::Result<(RegistryCache, String)> {
+        let (location, repository) = match (&self.registry, &self.repository) {
+            (Some(registry), Some(repository)) => (registry.clone(), repository.clone()),
+            (Some(registry), None)
+                if BackendKind::for_location(registry) != BackendKind::OciLayout =>
+            {
+                anyhow::bail!("--repository is required with --registry {registry}")
+            }
+            (Some(registry), None) => (registry.clone(), DEFAULT_LOCAL_REPOSITORY.to_owned()),
+            (None, repository) => (
+                local_registry_dir().display().to_string(),
+                repository
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_LOCAL_REPOSITORY.to_owned()),
+            ),
+        };
+        let mut settings = RegistrySettings::new(&location);
+        if settings.kind == BackendKind::OciLayout
+            && !location.starts_with("oci-layout:")
+            && !location.starts_with('/')
+        {
+            settings.location = format!("oci-layout:{location}");
+        }
+        settings.http.plain_http = self.no_ssl;
+        settings.http.retry.max_retries = self.max_retry;
+        settings.credentials = match (&self.username, &self.password) {
+            (Some(user), Some(password)) => Some(Credentials::basic(user, password)),
+            (Some(_), None) => anyhow::bail!("--username needs ORANC_PASSWORD"),
+            _ => None,
+        };
+        let registry = oranc_backends::open(settings)
+            .with_context(|| format!("opening registry {location}"))?;
+        let repository = registry
+            .repository(&repository)
+            .with_context(|| format!("repository {repository:?}"))?;
+        let description = format!("{}/{repository}", registry.name());
+        Ok((
+            RegistryCache::new(
+                registry,
+                repository,
+                self.encodings.tag_encoding,
+                self.encodings.fallback_encodings.clone(),
+            ),
+            description,
+        ))
+    }
+}

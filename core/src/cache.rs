@@ -1,0 +1,155 @@
+//! The one seam push, the server and `initialize` share: a Nix binary cache kept in one
+//! repository of any [`Registry`]. It owns the key -> tag encoding (with fallbacks for
+//! reading older caches), the one-layer manifest layout and the write order; callers never
+//! build tags or manifests themselves.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::AsyncRead;
+
+use crate::cache_key::CacheKey;
+use crate::error::{Error, Result};
+use crate::layout::{self, StoredObject};
+use crate::registry::{BlobBody, BlobInfo, ByteRange, Registry, RepositoryName};
+use crate::tag::{Tag, TagEncoding};
+
+/// A cache object found in the registry: what it is and where its bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheObject {
+    pub content_type: String,
+    pub blob: BlobInfo,
+    /// The tag it was found under (which encoding matched).
+    pub tag: Tag,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistryCache {
+    registry: Arc<dyn Registry>,
+    repository: RepositoryName,
+    encoding: TagEncoding,
+    fallbacks: Vec<TagEncoding>,
+}
+
+impl RegistryCache {
+    /// A cache that writes with `encoding` and reads with it, then each of `fallbacks`.
+    pub fn new(
+        registry: Arc<dyn Registry>,
+        repository: RepositoryName,
+        encoding: TagEncoding,
+        fallbacks: Vec<TagEncoding>,
+    ) -> Self {
+        let fallbacks = fallbacks.into_iter().filter(|f| *f != encoding).collect();
+        Self {
+            registry,
+            repository,
+            encoding,
+            fallbacks,
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.registry
+    }
+
+    pub fn repository(&self) -> &RepositoryName {
+        &self.repository
+    }
+
+    fn read_encodings(&self) -> impl Iterator<Item = TagEncoding> + '_ {
+        std::iter::once(self.encoding).chain(self.fallbacks.iter().copied())
+    }
+
+    /// Finds `key`, trying the write encoding first, then the fallbacks.
+    pub async fn get(&self, key: &CacheKey) -> Result<Option<CacheObject>> {
+        for encoding in self.read_encodings() {
+            let Ok(tag) = encoding.encode(key.as_str()) else {
+                continue;
+            };
+            let Some(manifest) = self.registry.get_manifest(&self.repository, &tag).await? else {
+                continue;
+            };
+            let StoredObject {
+                content_type,
+                layer,
+                ..
+            } = layout::read_manifest(&manifest.bytes).map_err(|e| Error::Protocol {
+                what: format!("{key} in {}", self.repository),
+                reason: e.to_string(),
+            })?;
+            return Ok(Some(CacheObject {
+                content_type,
+                blob: layer,
+                tag,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// The bytes of an object found by [`Self::get`], or part of them.
+    pub async fn open(&self, object: &CacheObject, range: Option<ByteRange>) -> Result<BlobBody> {
+        self.registry
+            .get_blob(&self.repository, &object.blob.digest, range)
+            .await
+    }
+
+    /// Stores a small object held in memory (nix-cache-info, narinfo).
+    pub async fn put_bytes(
+        &self,
+        key: &CacheKey,
+        content_type: &str,
+        bytes: Bytes,
+    ) -> Result<BlobInfo> {
+        let blob = self
+            .registry
+            .put_blob_bytes(&self.repository, bytes)
+            .await?;
+        self.tag_blob(key, content_type, &blob).await?;
+        Ok(blob)
+    }
+
+    /// Uploads a streamed object's bytes as a blob, without tagging it yet: the caller checks
+    /// what it uploaded, then calls [`Self::tag_blob`]. Nothing is visible until then.
+    pub async fn upload_blob(&self, body: &mut (dyn AsyncRead + Unpin + Send)) -> Result<BlobInfo> {
+        self.registry.put_blob(&self.repository, body).await
+    }
+
+    /// Makes an uploaded blob visible as the object `key`.
+    pub async fn tag_blob(
+        &self,
+        key: &CacheKey,
+        content_type: &str,
+        blob: &BlobInfo,
+    ) -> Result<()> {
+        let tag = self.encoding.encode(key.as_str())?;
+        let config = self
+            .registry
+            .put_blob_bytes(&self.repository, Bytes::from(layout::image_config(blob)))
+            .await?;
+        let manifest = layout::manifest(key.as_str(), content_type, blob, &config)?;
+        self.registry
+            .put_manifest(
+                &self.repository,
+                &tag,
+                layout::MANIFEST_MEDIA_TYPE,
+                Bytes::from(manifest),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Every key in the cache, from one (paginated) tag listing. Tags no encoding can
+    /// decode, or that decode to something that is not a cache key, are left out.
+    pub async fn keys(&self) -> Result<HashSet<String>> {
+        let tags = self.registry.list_tags(&self.repository).await?;
+        Ok(tags
+            .iter()
+            .flat_map(|tag| {
+                self.read_encodings()
+                    .filter_map(move |encoding| encoding.decode(tag).ok())
+                    .filter(|key| key.parse::<CacheKey>().is_ok())
+            })
+            .collect())
+    }
+}
