@@ -91,12 +91,10 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     }
 
     if args.dry_run {
+        let mut out = std::io::stdout().lock();
         for (info, _) in &to_push {
-            println!(
-                "would push {} ({} bytes)",
-                store_dir.display(&info.path),
-                info.nar_size
-            );
+            let path = store_dir.display(&info.path);
+            writeln!(out, "would push {path} ({} bytes)", info.nar_size)?;
         }
         summary.would_push = to_push.len();
         summary.print(&description, true);
