@@ -113,7 +113,8 @@ pub struct PushArgs {
     pub nix_db: PathBuf,
 
     /// Open the Nix DB with immutable=1 when its directory is not writable. Safe only while
-    /// no Nix process writes to it.
+    /// no Nix process writes to it, and it does not see paths registered since Nix last
+    /// checkpointed the DB (use --store-source nix for those).
     #[arg(long)]
     pub allow_immutable_db: bool,
 

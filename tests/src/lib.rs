@@ -93,3 +93,44 @@ pub async fn read_blob(body: oranc_core::BlobBody) -> Result<Vec<u8>, std::io::E
         }
     }
 }
+
+/// The `oranc` binary, built (once per test process) from the workspace's current sources.
+pub fn oranc_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            run_ok(
+                std::process::Command::new(cargo)
+                    .current_dir(&workspace)
+                    .args(["build", "--quiet", "-p", "oranc"]),
+            );
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| workspace.join("target"));
+            target.join("debug/oranc")
+        })
+        .clone()
+}
+
+/// A `Command` for `oranc` with a clean environment for its own variables.
+pub fn oranc_command() -> std::process::Command {
+    let mut command = std::process::Command::new(oranc_binary());
+    for variable in [
+        "ORANC_USERNAME",
+        "ORANC_PASSWORD",
+        "ORANC_SIGNING_KEY",
+        "ORANC_REGISTRY",
+        "ORANC_REPOSITORY",
+        "ORANC_TRUSTED_PUBLIC_KEYS",
+        "ORANC_TEST_EXIT_AFTER_NAR",
+    ] {
+        command.env_remove(variable);
+    }
+    command.env(
+        "ORANC_HOME",
+        std::env::temp_dir().join("oranc-tests-unused-home"),
+    );
+    command
+}

@@ -161,3 +161,40 @@ pub fn skopeo_raw_manifest(registry_host: &str, repo: &str, tag: &str) -> Vec<u8
     );
     output.stdout
 }
+
+impl RawRegistry {
+    /// Copies the cache objects for `paths` (narinfo and NAR) and nix-cache-info out of
+    /// `repo` into `dir`, laid out as a `file://` binary cache, so real Nix can substitute
+    /// from what oranc pushed without trusting oranc to serve it.
+    pub async fn export_file_cache(&self, repo: &str, paths: &[String], dir: &std::path::Path) {
+        use oranc_core::{NarInfo, StoreDir, TagEncoding};
+        let tag = |key: &str| {
+            TagEncoding::Custom
+                .encode(key)
+                .expect("an encodable key")
+                .to_string()
+        };
+        std::fs::create_dir_all(dir.join("nar")).expect("creating the cache directory");
+        let (_, info) = self
+            .get_object(repo, "nix-cache-info")
+            .await
+            .expect("nix-cache-info was pushed");
+        std::fs::write(dir.join("nix-cache-info"), info).expect("writing nix-cache-info");
+        for path in paths {
+            let path = StoreDir::default().parse_path(path).expect("a store path");
+            let key = format!("{}.narinfo", path.hash_part());
+            let (_, narinfo) = self
+                .get_object(repo, &tag(&key))
+                .await
+                .expect("the narinfo was pushed");
+            let parsed =
+                NarInfo::parse(std::str::from_utf8(&narinfo).expect("UTF-8")).expect("a narinfo");
+            let (_, nar) = self
+                .get_object(repo, &tag(&parsed.url))
+                .await
+                .expect("the NAR was pushed");
+            std::fs::write(dir.join(&key), &narinfo).expect("writing the narinfo");
+            std::fs::write(dir.join(&parsed.url), &nar).expect("writing the NAR");
+        }
+    }
+}

@@ -20,6 +20,9 @@ pub struct SqliteSource {
     store_dir: StoreDir,
     db: PathBuf,
     connection: Arc<Mutex<Connection>>,
+    /// immutable=1 reads only the main DB file, not the WAL: paths registered since Nix's
+    /// last checkpoint are invisible, and errors must say so.
+    immutable: bool,
 }
 
 fn sqlite_error(db: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
@@ -41,11 +44,11 @@ impl SqliteSource {
                 ),
             });
         }
-        let connection = match open_read_only(db) {
-            Ok(connection) => connection,
+        let (connection, immutable) = match open_read_only(db) {
+            Ok(connection) => (connection, false),
             Err(read_only) if allow_immutable => {
                 tracing::info!(db = %db.display(), error = %read_only, "opening the Nix DB with immutable=1");
-                open_immutable(db).map_err(sqlite_error(db))?
+                (open_immutable(db).map_err(sqlite_error(db))?, true)
             }
             Err(read_only) => {
                 return Err(Error::Denied {
@@ -60,6 +63,7 @@ impl SqliteSource {
             store_dir,
             db: db.to_owned(),
             connection: Arc::new(Mutex::new(connection)),
+            immutable,
         })
     }
 
@@ -70,6 +74,7 @@ impl SqliteSource {
             store_dir,
             db: db.to_owned(),
             connection: Arc::new(Mutex::new(connection)),
+            immutable: true,
         })
     }
 }
@@ -109,6 +114,7 @@ fn query_paths(
     connection: &Connection,
     store_dir: &StoreDir,
     paths: &[StorePath],
+    immutable: bool,
 ) -> Result<Vec<PathInfo>> {
     let db_error = |e: rusqlite::Error| Error::Unavailable {
         what: "querying the Nix DB".into(),
@@ -139,7 +145,11 @@ fn query_paths(
             .optional()
             .map_err(db_error)?
             .ok_or_else(|| Error::NotFound {
-                what: format!("{absolute} in the Nix DB (is it a valid store path?)"),
+                what: if immutable {
+                    format!("{absolute} in the Nix DB (opened with immutable=1, which does not see paths registered since Nix last checkpointed its DB; use --store-source nix for fresh paths)")
+                } else {
+                    format!("{absolute} in the Nix DB (is it a valid store path?)")
+                },
             })?;
         let invalid = |reason: String| Error::Protocol {
             what: format!("the Nix DB entry of {absolute}"),
@@ -195,9 +205,10 @@ impl oranc_core::StoreSource for SqliteSource {
         let store_dir = self.store_dir.clone();
         let paths = paths.to_vec();
         let db = self.db.clone();
+        let immutable = self.immutable;
         tokio::task::spawn_blocking(move || {
             let connection = connection.lock().unwrap_or_else(|p| p.into_inner());
-            query_paths(&connection, &store_dir, &paths)
+            query_paths(&connection, &store_dir, &paths, immutable)
         })
         .await
         .map_err(|e| Error::Io {

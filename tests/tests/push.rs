@@ -1,0 +1,341 @@
+//! `oranc push` as a user runs it, against a real registry and real store paths: what it
+//! stores reads back byte for byte, real Nix accepts it, nothing unsigned or mismatched is
+//! pushed, and a crash between NAR and narinfo leaves nothing dangling.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: helpers outside #[test] panic on purpose"
+)]
+
+use std::io::Read as _;
+use std::process::Output;
+
+use oranc_core::{NarInfo, StoreDir, TagEncoding};
+use oranc_tests::nix::{nix_command, SignedClosure};
+use oranc_tests::oci::RawRegistry;
+use oranc_tests::registry::RegistryProcess;
+use oranc_tests::{oranc_command, run_ok, unique_suffix};
+
+fn push(registry: &RegistryProcess, repo: &str, extra: &[&str], paths: &[&str]) -> Output {
+    oranc_command()
+        .args([
+            "push",
+            "--no-ssl",
+            "--registry",
+            &registry.host(),
+            "--repository",
+            repo,
+        ])
+        .args(extra)
+        .args(paths)
+        .output()
+        .unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn narinfo_tag(path: &str) -> String {
+    let path = StoreDir::default().parse_path(path).unwrap();
+    format!("{}.narinfo", path.hash_part())
+}
+
+fn fresh_repo() -> String {
+    format!("push/{}", unique_suffix().replace('-', "."))
+}
+
+#[tokio::test]
+async fn pushed_closure_reads_back_byte_for_byte_and_real_nix_substitutes_it() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(300_000);
+    let repo = fresh_repo();
+    let init = oranc_command()
+        .args([
+            "push",
+            "--no-ssl",
+            "--registry",
+            &registry.host(),
+            "--repository",
+            &repo,
+            "initialize",
+        ])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", stderr(&init));
+    // Sign on the fly with a second key, keeping the closure's own signatures.
+    let our_key = closure.work_dir().join("ours.sk");
+    std::fs::write(
+        &our_key,
+        run_ok(nix_command("nix").args(["key", "generate-secret", "--key-name", "oranc-push-1"])),
+    )
+    .unwrap();
+    let output = push(
+        &registry,
+        &repo,
+        &["--signing-key", our_key.to_str().unwrap()],
+        &[&closure.root],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("pushed 3"), "{}", stderr(&output));
+
+    let raw = RawRegistry::new(&registry.base_url());
+    let trusted_by_closure_key: oranc_core::PublicKey = closure.public_key.parse().unwrap();
+    for path in &closure.paths {
+        let (object, bytes) = raw
+            .get_object(&repo, &narinfo_tag(path))
+            .await
+            .expect("narinfo pushed");
+        assert_eq!(object.content_type, "text/x-nix-narinfo");
+        let narinfo = NarInfo::parse(std::str::from_utf8(&bytes).unwrap()).unwrap();
+        assert_eq!(
+            narinfo.signatures.len(),
+            2,
+            "the existing signature is kept and ours added"
+        );
+        assert!(narinfo.is_signed_by_any(std::slice::from_ref(&trusted_by_closure_key)));
+        assert_eq!(narinfo.compression.as_deref(), Some("zstd"));
+
+        // The NAR, decompressed, is byte for byte what `nix-store --dump` writes.
+        let nar_tag = TagEncoding::Custom.encode(&narinfo.url).unwrap();
+        let (nar_object, compressed) = raw
+            .get_object(&repo, nar_tag.as_str())
+            .await
+            .expect("NAR pushed");
+        assert_eq!(nar_object.content_type, "application/x-nix-nar");
+        assert_eq!(Some(compressed.len() as u64), narinfo.file_size);
+        assert_eq!(
+            Some(oranc_core::Sha256Hash::of(&compressed)),
+            narinfo.file_hash
+        );
+        let mut nar = Vec::new();
+        zstd::Decoder::new(&compressed[..])
+            .unwrap()
+            .read_to_end(&mut nar)
+            .unwrap();
+        let dumped = nix_command("nix-store")
+            .args(["--dump", path])
+            .output()
+            .unwrap();
+        assert!(dumped.status.success());
+        assert!(
+            nar == dumped.stdout,
+            "NAR of {path} differs from nix-store --dump"
+        );
+    }
+
+    // Real Nix: substitute the closure from what was pushed into an empty store.
+    let exported = tempfile::tempdir().unwrap();
+    raw.export_file_cache(&repo, &closure.paths, exported.path())
+        .await;
+    let store = tempfile::tempdir().unwrap();
+    let copied = nix_command("nix")
+        .args(["copy", "--from"])
+        .arg(format!("file://{}", exported.path().display()))
+        .arg("--to")
+        .arg(store.path())
+        .arg(&closure.root)
+        .args(["--option", "trusted-public-keys", &closure.public_key])
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "nix copy: {}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let verified = nix_command("nix")
+        .args(["path-info", "--store"])
+        .arg(store.path())
+        .args(["-r", &closure.root])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&verified.stdout).lines().count(), 3);
+
+    // A second push finds everything there.
+    let again = push(
+        &registry,
+        &repo,
+        &["--signing-key", our_key.to_str().unwrap()],
+        &[&closure.root],
+    );
+    assert!(again.status.success());
+    assert!(
+        stderr(&again).contains("pushed 0") && stderr(&again).contains("already there 3"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[tokio::test]
+async fn a_crash_between_nar_and_narinfo_leaves_no_narinfo_and_a_rerun_finishes() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(10_000);
+    let repo = fresh_repo();
+    let trusted = [
+        "--trusted-public-key",
+        closure.public_key.as_str(),
+        "--no-closure",
+    ];
+    let crashed = oranc_command()
+        .env("ORANC_TEST_EXIT_AFTER_NAR", "1")
+        .args([
+            "push",
+            "--no-ssl",
+            "--registry",
+            &registry.host(),
+            "--repository",
+            &repo,
+        ])
+        .args(trusted)
+        .arg(&closure.root)
+        .output()
+        .unwrap();
+    assert_eq!(crashed.status.code(), Some(75), "{}", stderr(&crashed));
+
+    let raw = RawRegistry::new(&registry.base_url());
+    assert!(
+        raw.get_manifest(&repo, &narinfo_tag(&closure.root))
+            .await
+            .is_none(),
+        "no narinfo after the crash"
+    );
+    let output = push(&registry, &repo, &trusted, &[&closure.root]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (_, narinfo) = raw
+        .get_object(&repo, &narinfo_tag(&closure.root))
+        .await
+        .expect("the rerun wrote the narinfo");
+    let narinfo = NarInfo::parse(std::str::from_utf8(&narinfo).unwrap()).unwrap();
+    let nar_tag = TagEncoding::Custom.encode(&narinfo.url).unwrap();
+    assert!(raw.get_manifest(&repo, nar_tag.as_str()).await.is_some());
+}
+
+#[test]
+fn unsigned_and_badly_signed_paths_are_never_pushed() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(1_000);
+    let repo = fresh_repo();
+
+    // A key nobody signed with: every path is "unsigned" for it; skipped, exit 0.
+    let stranger = SignedClosure::build(10);
+    let output = push(
+        &registry,
+        &repo,
+        &["--trusted-public-key", &stranger.public_key],
+        &[&closure.root],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("skipped unsigned 3"),
+        "{}",
+        stderr(&output)
+    );
+
+    // A key with the closure's key name but other material: its signatures do not verify.
+    let key_name = closure.public_key.split(':').next().unwrap();
+    let impostor = format!(
+        "{key_name}:{}",
+        stranger.public_key.split(':').nth(1).unwrap()
+    );
+    let output = push(
+        &registry,
+        &repo,
+        &["--trusted-public-key", &impostor],
+        &[&closure.root],
+    );
+    assert!(!output.status.success(), "a bad signature fails the push");
+    assert!(
+        stderr(&output).contains("does not verify"),
+        "{}",
+        stderr(&output)
+    );
+
+    // No key at all: a clear error before anything happens.
+    let output = push(&registry, &repo, &[], &[&closure.root]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("--signing-key"),
+        "{}",
+        stderr(&output)
+    );
+
+    let listed = std::process::Command::new("curl")
+        .args([
+            "-s",
+            &format!("{}/v2/{repo}/tags/list", registry.base_url()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains(".narinfo"),
+        "nothing was pushed"
+    );
+}
+
+#[tokio::test]
+async fn a_nar_that_disagrees_with_the_store_record_is_refused() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(1_000);
+    let repo = fresh_repo();
+    // Corrupt the leaf path behind Nix's back (the path is unique to this test).
+    let leaf = closure
+        .paths
+        .iter()
+        .find(|p| p.ends_with("oranc-test-lib"))
+        .unwrap();
+    let file = format!("{leaf}/lib/libfoo.so");
+    run_ok(std::process::Command::new("chmod").args(["u+w", &format!("{leaf}/lib"), &file]));
+    std::fs::write(&file, b"tampered").unwrap();
+
+    let output = push(
+        &registry,
+        &repo,
+        &["--trusted-public-key", &closure.public_key, "--no-closure"],
+        &[leaf],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("does not match the store's record"),
+        "{}",
+        stderr(&output)
+    );
+    let raw = RawRegistry::new(&registry.base_url());
+    assert!(raw.get_manifest(&repo, &narinfo_tag(leaf)).await.is_none());
+}
+
+#[test]
+fn paths_come_from_standard_input_and_symlinks_resolve() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(1_000);
+    let repo = fresh_repo();
+    let link = closure.work_dir().join("result");
+    std::os::unix::fs::symlink(&closure.root, &link).unwrap();
+    let mut child = oranc_command()
+        .args([
+            "push",
+            "--no-ssl",
+            "--registry",
+            &registry.host(),
+            "--repository",
+            &repo,
+        ])
+        .args(["--trusted-public-key", &closure.public_key, "--dry-run"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    writeln!(child.stdin.take().unwrap(), "{}\n", link.display()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("would push"))
+            .count(),
+        3,
+        "{stdout}"
+    );
+}
