@@ -97,21 +97,29 @@ pub async fn read_blob(body: oranc_core::BlobBody) -> Result<Vec<u8>, std::io::E
 /// The `oranc` binary, built (once per test process) from the workspace's current sources.
 pub fn oranc_binary() -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            run_ok(
-                std::process::Command::new(cargo)
-                    .current_dir(&workspace)
-                    .args(["build", "--quiet", "-p", "oranc"]),
-            );
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| workspace.join("target"));
-            target.join("debug/oranc")
-        })
-        .clone()
+    BUILT.get_or_init(|| build_oranc(false)).clone()
+}
+
+/// Builds `oranc` (optimised with `release`) and returns its path.
+pub fn build_oranc(release: bool) -> std::path::PathBuf {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = std::process::Command::new(cargo);
+    command
+        .current_dir(&workspace)
+        .args(["build", "--quiet", "-p", "oranc"]);
+    if release {
+        command.arg("--release");
+    }
+    run_ok(&mut command);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    target.join(if release {
+        "release/oranc"
+    } else {
+        "debug/oranc"
+    })
 }
 
 /// A `Command` for `oranc` with a clean environment for its own variables.

@@ -29,6 +29,8 @@ use super::credentials::Credentials;
 use super::hashing::{read_up_to, HashingReader};
 use super::retry::{retry_after, Decision, RetryPolicy};
 
+/// Blobs at least this large are looked for (HEAD) before they are uploaded.
+const HEAD_BEFORE_UPLOAD_BYTES: usize = 64 << 10;
 /// Manifest media types we ask for; registries answer with what the tag holds.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json;q=0.9";
 
@@ -294,7 +296,11 @@ impl DistributionRegistry {
             digest: Sha256Hash::of(&bytes),
             size: bytes.len() as u64,
         };
-        if self.head_blob(repo, &blob.digest).await? == Some(blob.size) {
+        // For a tiny blob the HEAD costs as much as the upload it might save, and most are
+        // new (configs and narinfos are unique); look first only where bytes are at stake.
+        if bytes.len() >= HEAD_BEFORE_UPLOAD_BYTES
+            && self.head_blob(repo, &blob.digest).await? == Some(blob.size)
+        {
             return Ok(blob);
         }
         let location = self.start_upload(repo).await?;

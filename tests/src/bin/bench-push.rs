@@ -1,0 +1,170 @@
+//! `cargo run --release -p oranc-tests --bin bench-push [SMALL] [LARGE_MIB]`: `oranc push`
+//! of many small and a few large store paths into a local registry, next to
+//! `nix copy --to file://` of the same paths; the time of a second push where everything is
+//! there; and peak memory for a small and a large path, to show it does not grow with size.
+
+#![allow(
+    clippy::print_stdout,
+    reason = "a benchmark reports its figures on stdout"
+)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use oranc_tests::nix::nix_command;
+use oranc_tests::registry::RegistryProcess;
+use oranc_tests::{build_oranc, run_ok, unique_suffix};
+
+fn add_path(dir: &Path, name: &str, bytes: usize) -> String {
+    let content = dir.join(name);
+    std::fs::create_dir_all(&content).expect("a directory");
+    run_ok(
+        Command::new("head")
+            .arg("-c")
+            .arg(bytes.to_string())
+            .arg("/dev/urandom")
+            .stdout(std::fs::File::create(content.join("data")).expect("a file")),
+    );
+    std::fs::write(content.join("name"), name).expect("a file");
+    let path = run_ok(nix_command("nix-store").arg("--add").arg(&content))
+        .trim()
+        .to_owned();
+    std::fs::remove_dir_all(&content).expect("cleaning up");
+    path
+}
+
+struct PushRun {
+    elapsed: Duration,
+    peak: String,
+    summary: String,
+}
+
+fn push(
+    oranc: &Path,
+    registry: &RegistryProcess,
+    repo: &str,
+    key: &Path,
+    paths: &[String],
+) -> PushRun {
+    let started = Instant::now();
+    let output = Command::new(oranc)
+        .args([
+            "push",
+            "--no-ssl",
+            "--registry",
+            &registry.host(),
+            "--repository",
+            repo,
+            "--no-closure",
+        ])
+        .args(
+            std::env::var("BENCH_PUSH_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
+        .arg("--signing-key")
+        .arg(key)
+        .args(paths)
+        .output()
+        .expect("running oranc push");
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    let summary = stderr.lines().last().unwrap_or_default().to_owned();
+    let peak = summary
+        .rsplit("peak memory ")
+        .next()
+        .unwrap_or("?")
+        .to_owned();
+    PushRun {
+        elapsed,
+        peak,
+        summary,
+    }
+}
+
+fn nar_bytes(paths: &[String]) -> u64 {
+    let out = run_ok(nix_command("nix").args(["path-info", "--json"]).args(paths));
+    let infos: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    infos
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|i| i["narSize"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn main() {
+    let small: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(300);
+    let large_mib: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(64);
+    let oranc = build_oranc(true);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let nonce = unique_suffix();
+    let key = dir.path().join("key");
+    std::fs::write(
+        &key,
+        run_ok(nix_command("nix").args(["key", "generate-secret", "--key-name", "bench-1"])),
+    )
+    .expect("a key");
+
+    let mut paths: Vec<String> = (0..small)
+        .map(|i| add_path(dir.path(), &format!("small-{nonce}-{i}"), 4096))
+        .collect();
+    paths.extend(
+        (0..3).map(|i| add_path(dir.path(), &format!("large-{nonce}-{i}"), large_mib << 20)),
+    );
+    let bytes = nar_bytes(&paths);
+    println!("bench-push: {small} paths of 4 KiB + 3 of {large_mib} MiB = {} paths, {:.1} MB of NAR, zstd level 3, --parallel 4", paths.len(), bytes as f64 / 1e6);
+
+    let registry = RegistryProcess::start();
+    let first = push(&oranc, &registry, "bench/push", &key, &paths);
+    println!(
+        "oranc push (registry on loopback)  : {:6.2} s  {:7.1} paths/s  {:7.1} MB/s  peak RSS {}",
+        first.elapsed.as_secs_f64(),
+        paths.len() as f64 / first.elapsed.as_secs_f64(),
+        bytes as f64 / 1e6 / first.elapsed.as_secs_f64(),
+        first.peak
+    );
+    let second = push(&oranc, &registry, "bench/push", &key, &paths);
+    println!(
+        "oranc push again (all there)       : {:6.2} s  ({})",
+        second.elapsed.as_secs_f64(),
+        second.summary
+    );
+
+    let file_cache = dir.path().join("file-cache");
+    let started = Instant::now();
+    run_ok(
+        nix_command("nix")
+            .args(["copy", "--to"])
+            .arg(format!("file://{}?compression=zstd", file_cache.display()))
+            .args(&paths),
+    );
+    let nix_copy = started.elapsed();
+    println!(
+        "nix copy --to file://?compression=zstd: {:6.2} s  {:7.1} paths/s  {:7.1} MB/s",
+        nix_copy.as_secs_f64(),
+        paths.len() as f64 / nix_copy.as_secs_f64(),
+        bytes as f64 / 1e6 / nix_copy.as_secs_f64()
+    );
+
+    // Peak memory against path size: one path past the upload chunk size, then one 8 times
+    // larger.
+    let tiny = add_path(dir.path(), &format!("rss-small-{nonce}"), 64 << 20);
+    let huge = add_path(dir.path(), &format!("rss-large-{nonce}"), 512 << 20);
+    let small_run = push(&oranc, &registry, "bench/rss-small", &key, &[tiny]);
+    let large_run = push(&oranc, &registry, "bench/rss-large", &key, &[huge]);
+    println!("peak RSS pushing one 64 MiB path   : {}", small_run.peak);
+    println!(
+        "peak RSS pushing one 512 MiB path  : {}  ({:.1} MB/s)",
+        large_run.peak,
+        (512u64 << 20) as f64 / 1e6 / large_run.elapsed.as_secs_f64()
+    );
+}
