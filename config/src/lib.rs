@@ -1,4 +1,12 @@
-//! The TOML configuration model: registries, caches, credentials and limits, with their
-//! defaults and validation in one place.
-//!
-//! Empty until the server issue lands; the crate exists so the workspace has its final shape.
+//! The server's TOML configuration: which registries it may talk to and how, named caches
+//! (registry + repository + credentials, hidden behind a short URL), upstreams and limits.
+//! Defaults live in one place ([`model`]), validation names the field that is wrong
+//! ([`load`]). No I/O beyond reading the file and the environment variables it names.
+
+pub mod error;
+pub mod load;
+pub mod model;
+
+pub use error::ConfigError;
+pub use load::{load_file, parse};
+pub use model::{CacheConfig, Config, RegistryConfig, UpstreamConfig};

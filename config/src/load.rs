@@ -1,0 +1,162 @@
+//! Reading and validating a config file. Validation happens once, at start, and says which
+//! field is wrong and why, so the server never starts half-configured.
+
+use std::path::Path;
+
+use oranc_core::{RepositoryName, TagEncoding};
+
+use crate::error::ConfigError;
+use crate::model::Config;
+
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses and validates `text`; `path` names it in errors.
+pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    validate(&config, path)?;
+    Ok(config)
+}
+
+const KINDS: [&str; 4] = ["distribution", "ghcr", "docker-hub", "oci-layout"];
+
+fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
+    let invalid = |field: String, reason: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        field,
+        reason,
+    };
+    if !(1..=8).contains(&config.repository_parts) {
+        return Err(invalid(
+            "repository_parts".into(),
+            "must be between 1 and 8".into(),
+        ));
+    }
+    for (field, name) in std::iter::once(("tag_encoding", &config.tag_encoding)).chain(
+        config
+            .fallback_encodings
+            .iter()
+            .map(|e| ("fallback_encodings", e)),
+    ) {
+        name.parse::<TagEncoding>().map_err(|_| {
+            invalid(
+                field.into(),
+                format!("{name:?} is not custom or base32-dnssec"),
+            )
+        })?;
+    }
+    for (name, registry) in &config.registries {
+        if let Some(kind) = &registry.kind {
+            if !KINDS.contains(&kind.as_str()) {
+                return Err(invalid(
+                    format!("registries.{name:?}.kind"),
+                    format!("{kind:?} is not one of {}", KINDS.join(", ")),
+                ));
+            }
+        }
+        if registry.max_in_flight == Some(0) {
+            return Err(invalid(
+                format!("registries.{name:?}.max_in_flight"),
+                "must be at least 1".into(),
+            ));
+        }
+    }
+    for (name, cache) in &config.caches {
+        let field = |f: &str| format!("caches.{name}.{f}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                format!("caches.{name:?}"),
+                "a cache name is letters, digits, - _ .".into(),
+            ));
+        }
+        if cache.registry.is_empty() {
+            return Err(invalid(field("registry"), "is required".into()));
+        }
+        let is_directory =
+            cache.registry.starts_with('/') || cache.registry.starts_with("oci-layout:");
+        if !is_directory && !config.registries.contains_key(&cache.registry) {
+            return Err(invalid(
+                field("registry"),
+                format!("{:?} is not listed under [registries]", cache.registry),
+            ));
+        }
+        cache
+            .repository
+            .parse::<RepositoryName>()
+            .map_err(|e| invalid(field("repository"), e.to_string()))?;
+        if cache.password_env.is_some() && cache.password_file.is_some() {
+            return Err(invalid(
+                field("password_env"),
+                "give password_env or password_file, not both".into(),
+            ));
+        }
+        if (cache.password_env.is_some() || cache.password_file.is_some())
+            && cache.username.is_none()
+        {
+            return Err(invalid(
+                field("username"),
+                "is required with a password".into(),
+            ));
+        }
+    }
+    regex::Regex::new(&config.upstream.ignore)
+        .map_err(|e| invalid("upstream.ignore".into(), e.to_string()))?;
+    for url in &config.upstream.urls {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(
+                "upstream.urls".into(),
+                format!("{url:?} is not an http(s) URL"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(parse("", "x.toml").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_example_config_parses_and_validates() {
+        let text = include_str!("../../oranc.example.toml");
+        let config = parse(text, "oranc.example.toml").unwrap();
+        assert!(config.caches.contains_key("main"));
+        assert!(!config.allow_any_registry);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (text, needle) in [
+            ("listen = 5", "listen"),
+            ("unknown_field = 1", "unknown field"),
+            ("repository_parts = 0", "repository_parts"),
+            ("tag_encoding = \"rot13\"", "tag_encoding"),
+            ("[registries.\"x\"]\nkind = \"s3\"", "kind"),
+            ("[caches.main]\nregistry = \"ghcr.io\"\nrepository = \"a/b\"", "not listed under [registries]"),
+            ("[registries.\"ghcr.io\"]\n[caches.main]\nregistry = \"ghcr.io\"\nrepository = \"A/B\"", "caches.main.repository"),
+            ("[registries.\"ghcr.io\"]\n[caches.main]\nregistry = \"ghcr.io\"\nrepository = \"a/b\"\npassword_env = \"X\"", "username"),
+            ("[upstream]\nurls = [\"ftp://x\"]", "upstream.urls"),
+        ] {
+            let err = parse(text, "bad.toml").unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+            assert!(err.contains("bad.toml"), "{err}");
+        }
+    }
+}

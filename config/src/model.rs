@@ -1,0 +1,106 @@
+//! The configuration model. Every field has its default here and a comment saying what it
+//! does; `oranc.example.toml` in the repository shows them all and is parsed by a test.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// How many path segments name the repository in `/{registry}/{repository}/{key}` URLs.
+    pub repository_parts: usize,
+    /// Serve any registry named in a URL, as the original oranc did (an open proxy). Off:
+    /// only registries listed under `[registries]` and named caches are served.
+    pub allow_any_registry: bool,
+    /// Registry requests retried after a failure (connection errors, 5xx, 429).
+    pub max_retry: u32,
+    /// Seconds a registry request may take (manifests, tags, tokens).
+    pub request_timeout_secs: u64,
+    /// Seconds a blob body may stall before the transfer is abandoned.
+    pub read_timeout_secs: u64,
+    /// Key -> tag encoding for writes, and the first tried for reads.
+    pub tag_encoding: String,
+    /// Encodings also tried when reading.
+    pub fallback_encodings: Vec<String>,
+    /// Largest narinfo / nix-cache-info / listing body accepted by PUT, in bytes. NAR bodies
+    /// stream and are not limited here.
+    pub max_small_body_bytes: usize,
+    /// Registries the server may talk to, by host (`ghcr.io`, `127.0.0.1:5000`) or a local
+    /// OCI layout directory.
+    pub registries: BTreeMap<String, RegistryConfig>,
+    /// Named caches served at `/{name}/...`.
+    pub caches: BTreeMap<String, CacheConfig>,
+    pub upstream: UpstreamConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], 8080)),
+            repository_parts: 2,
+            allow_any_registry: false,
+            max_retry: 3,
+            request_timeout_secs: 60,
+            read_timeout_secs: 60,
+            tag_encoding: "custom".into(),
+            fallback_encodings: vec!["base32-dnssec".into()],
+            max_small_body_bytes: 4 << 20,
+            registries: BTreeMap::new(),
+            caches: BTreeMap::new(),
+            upstream: UpstreamConfig::default(),
+        }
+    }
+}
+
+/// How to talk to one registry.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// `distribution`, `ghcr`, `docker-hub` or `oci-layout`; inferred from the name when
+    /// absent.
+    pub kind: Option<String>,
+    /// Plain HTTP (the original's `--no-ssl`), for registries on a trusted network.
+    pub plain_http: bool,
+    /// Requests in flight to this registry at once.
+    pub max_in_flight: Option<usize>,
+}
+
+/// A named cache: `/{name}/...` serves `repository` in `registry`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// A key of `[registries]`, or a local directory.
+    pub registry: String,
+    pub repository: String,
+    /// Registry user for this cache only.
+    pub username: Option<String>,
+    /// Environment variable holding the password or token (never the secret itself here).
+    pub password_env: Option<String>,
+    /// File holding the password or token (for systemd credentials).
+    pub password_file: Option<String>,
+    /// Accept PUT (`nix copy --to`) without client credentials, using this cache's own.
+    pub allow_write: bool,
+}
+
+/// Upstream caches: when one has a key, the client is redirected there (302).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub urls: Vec<String>,
+    /// Keys matching this are never looked for upstream.
+    pub ignore: String,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            ignore: "nix-cache-info".into(),
+        }
+    }
+}
