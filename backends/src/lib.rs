@@ -11,4 +11,4 @@ pub mod registry;
 pub mod store;
 
 pub use error::BackendError;
-pub use registry::{open, BackendKind, Credentials, RegistrySettings};
+pub use registry::{open, open_handle, BackendKind, Credentials, RegistryHandle, RegistrySettings};

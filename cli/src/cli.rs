@@ -32,6 +32,16 @@ pub enum Command {
     /// is missing. Paths already in the cache are skipped; a rerun after a crash finishes the
     /// job.
     Push(Box<PushArgs>),
+    /// Serve caches to Nix over HTTP: `substituters = http://HOST:8080/{registry}/{owner}/{repo}`
+    /// (or `http://HOST:8080/{cache}` for a cache named in the config). Also accepts uploads
+    /// from `nix copy --to`.
+    ///
+    /// With no --config, it serves the embedded local registry as the cache `local`
+    /// (`http://HOST:8080/local`), which `oranc push` fills when no --registry is given.
+    Server(Box<ServerArgs>),
+    /// Configuration file tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Show how cache keys map to registry tags (for debugging a cache by hand).
     #[command(subcommand)]
     Tag(TagCommand),
@@ -121,6 +131,55 @@ pub struct PushArgs {
     /// The Nix store to ask, for --store-source nix (e.g. `local?root=/tmp/x`).
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// TOML configuration file (see oranc.example.toml); flags override it.
+    #[arg(long, short, env = "ORANC_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: [::]:8080].
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Path segments that name the repository in /{registry}/{repository}/{file} [default: 2].
+    #[arg(long)]
+    pub repository_parts: Option<usize>,
+    /// Retries of a failed registry request [default: 3].
+    #[arg(long)]
+    pub max_retry: Option<u32>,
+    /// Serve any registry a URL names, as the original oranc did (an open proxy).
+    #[arg(long)]
+    pub allow_any_registry: bool,
+    /// Allow this registry (host[:port]); repeatable. Adds to the config's [registries].
+    #[arg(long = "registry", value_name = "HOST")]
+    pub registries: Vec<String>,
+    /// Talk plain HTTP to registries given by --registry or reached through
+    /// --allow-any-registry.
+    #[arg(long)]
+    pub no_ssl: bool,
+    /// Upstream cache to redirect to when it has a file; repeatable.
+    #[arg(long = "upstream", value_name = "URL")]
+    pub upstreams: Vec<String>,
+    /// Keys matching this are never looked for upstream [default: nix-cache-info].
+    #[arg(long)]
+    pub ignore_upstream: Option<String>,
+    /// Accepted for compatibility: oranc never sends credentials upstream.
+    #[arg(long)]
+    pub upstream_anonymous: bool,
+    /// How keys become tags: custom or base32-dnssec.
+    #[arg(long)]
+    pub tag_encoding: Option<String>,
+    /// Encodings also tried when reading (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub fallback_encodings: Option<Vec<String>>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Parse and validate a configuration file; errors name the field.
+    Check { file: PathBuf },
+    /// Print the example configuration, every option with its default.
+    Example,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,5 +8,5 @@ pub mod load;
 pub mod model;
 
 pub use error::ConfigError;
-pub use load::{load_file, parse};
+pub use load::{load_file, parse, validate};
 pub use model::{CacheConfig, Config, RegistryConfig, UpstreamConfig};

@@ -28,7 +28,9 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
 
 const KINDS: [&str; 4] = ["distribution", "ghcr", "docker-hub", "oci-layout"];
 
-fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
+/// Checks a configuration however it was made (file, defaults, flags); `path` names its
+/// origin in errors.
+pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
     let invalid = |field: String, reason: String| ConfigError::Invalid {
         path: path.to_owned(),
         field,

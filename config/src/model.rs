@@ -17,6 +17,9 @@ pub struct Config {
     /// Serve any registry named in a URL, as the original oranc did (an open proxy). Off:
     /// only registries listed under `[registries]` and named caches are served.
     pub allow_any_registry: bool,
+    /// Talk plain HTTP to registries that are not listed (with `allow_any_registry`), as the
+    /// original's `--no-ssl`.
+    pub no_ssl: bool,
     /// Registry requests retried after a failure (connection errors, 5xx, 429).
     pub max_retry: u32,
     /// Seconds a registry request may take (manifests, tags, tokens).
@@ -44,6 +47,7 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], 8080)),
             repository_parts: 2,
             allow_any_registry: false,
+            no_ssl: false,
             max_retry: 3,
             request_timeout_secs: 60,
             read_timeout_secs: 60,

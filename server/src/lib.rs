@@ -1,4 +1,30 @@
-//! The HTTP server Nix uses as a substituter: an axum router over the core's cache-over-a-
-//! registry type, with caching, rate limiting and metrics as tower layers.
+//! The HTTP server Nix uses as a substituter (`substituters = http://HOST/{registry}/{repo}`
+//! or `http://HOST/{cache}`) and as an upload target (`nix copy --to`): every binary-cache
+//! file is read from or written to a registry through [`oranc_core::RegistryCache`],
+//! streamed both ways.
 //!
-//! Empty until the server issue lands; the crate exists so the workspace has its final shape.
+//! It talks only to registries its config allows, forwards a client's own credentials, and
+//! uses a named cache's credentials for that cache alone.
+
+pub mod error;
+pub mod resolve;
+pub mod router;
+pub mod routes;
+pub mod state;
+pub mod upstream;
+
+pub use error::ServerError;
+pub use router::router;
+pub use state::AppState;
+
+/// Serves `state` on `listener` until `shutdown` completes; in-flight requests (NAR
+/// streams included) are allowed to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -86,12 +86,12 @@ pub fn plain_naming(name: &str) -> Result<RepositoryName> {
     name.parse()
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DistributionRegistry {
     name: String,
     base_url: String,
     http: Client,
-    auth: Authenticator,
+    auth: Arc<Authenticator>,
     retry: RetryPolicy,
     in_flight: Arc<Semaphore>,
     request_timeout: Duration,
@@ -140,7 +140,7 @@ impl DistributionRegistry {
             base_url: format!("{scheme}://{host}"),
             name: host,
             http,
-            auth: Authenticator::new(credentials),
+            auth: Arc::new(Authenticator::new(credentials)),
             retry: tuning.retry,
             in_flight: Arc::new(Semaphore::new(tuning.max_in_flight.max(1))),
             request_timeout: tuning.request_timeout,
@@ -149,6 +149,15 @@ impl DistributionRegistry {
             tags_page_size: tuning.tags_page_size.max(1),
             naming,
         })
+    }
+
+    /// The same registry with other credentials: shares the connection pool and the bound
+    /// on requests in flight, but has its own tokens.
+    pub fn with_credentials(&self, credentials: Credentials) -> Self {
+        Self {
+            auth: Arc::new(Authenticator::new(credentials)),
+            ..self.clone()
+        }
     }
 
     fn url(&self, path: &str) -> String {

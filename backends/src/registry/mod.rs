@@ -74,8 +74,39 @@ impl RegistrySettings {
     }
 }
 
+/// An opened registry that can also act for other credentials (the server forwards each
+/// client's own), sharing connections and limits.
+#[derive(Debug, Clone)]
+pub enum RegistryHandle {
+    Http(Arc<DistributionRegistry>),
+    Local(Arc<OciLayoutRegistry>),
+}
+
+impl RegistryHandle {
+    /// The registry with the credentials it was opened with.
+    pub fn registry(&self) -> Arc<dyn Registry> {
+        match self {
+            Self::Http(registry) => registry.clone(),
+            Self::Local(registry) => registry.clone(),
+        }
+    }
+
+    /// The registry acting with `credentials` instead (a local layout has none).
+    pub fn with_credentials(&self, credentials: Credentials) -> Arc<dyn Registry> {
+        match self {
+            Self::Http(registry) => Arc::new(registry.with_credentials(credentials)),
+            Self::Local(registry) => registry.clone(),
+        }
+    }
+}
+
 /// Opens the backend `settings` names.
 pub fn open(settings: RegistrySettings) -> Result<Arc<dyn Registry>, BackendError> {
+    Ok(open_handle(settings)?.registry())
+}
+
+/// Opens the backend `settings` names, keeping the ability to switch credentials.
+pub fn open_handle(settings: RegistrySettings) -> Result<RegistryHandle, BackendError> {
     let RegistrySettings {
         kind,
         location,
@@ -88,7 +119,9 @@ pub fn open(settings: RegistrySettings) -> Result<Arc<dyn Registry>, BackendErro
     ) = match kind {
         BackendKind::OciLayout => {
             let dir = location.strip_prefix("oci-layout:").unwrap_or(&location);
-            return Ok(Arc::new(OciLayoutRegistry::new(PathBuf::from(dir))?));
+            return Ok(RegistryHandle::Local(Arc::new(OciLayoutRegistry::new(
+                PathBuf::from(dir),
+            )?)));
         }
         BackendKind::Distribution => {
             if location.is_empty() || location.contains('/') {
@@ -103,12 +136,14 @@ pub fn open(settings: RegistrySettings) -> Result<Arc<dyn Registry>, BackendErro
         BackendKind::DockerHub => (docker_hub::API_HOST.to_owned(), docker_hub::naming),
     };
     let credentials = Credentials::resolve(credentials, &host)?;
-    Ok(Arc::new(DistributionRegistry::new(DistributionSettings {
-        host,
-        credentials,
-        tuning: http,
-        naming,
-    })?))
+    Ok(RegistryHandle::Http(Arc::new(DistributionRegistry::new(
+        DistributionSettings {
+            host,
+            credentials,
+            tuning: http,
+            naming,
+        },
+    )?)))
 }
 
 #[cfg(test)]

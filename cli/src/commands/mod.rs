@@ -2,13 +2,23 @@
 
 mod completion;
 mod push;
+mod server;
 mod tag;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ConfigCommand};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Push(args) => runtime()?.block_on(push::run(*args)),
+        Command::Server(args) => runtime()?.block_on(server::run(*args)),
+        Command::Config(ConfigCommand::Check { file }) => server::check(&file),
+        Command::Config(ConfigCommand::Example) => {
+            use std::io::Write as _;
+            std::io::stdout()
+                .lock()
+                .write_all(server::EXAMPLE.as_bytes())?;
+            Ok(())
+        }
         Command::Tag(command) => tag::run(command),
         Command::Completion { shell } => {
             completion::run(shell);

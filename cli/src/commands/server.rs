@@ -1,0 +1,117 @@
+//! `oranc server`: the config file (or the embedded default), flags on top, then serve
+//! until SIGINT/SIGTERM, letting in-flight transfers finish.
+
+use anyhow::Context as _;
+use oranc_config::{CacheConfig, Config, RegistryConfig};
+use oranc_server::AppState;
+
+use crate::cli::ServerArgs;
+use crate::registry_args::{local_registry_dir, DEFAULT_LOCAL_REPOSITORY};
+
+/// Name of the embedded local cache served when no config file is given.
+pub const LOCAL_CACHE: &str = "local";
+
+fn effective_config(args: &ServerArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => oranc_config::load_file(path)?,
+        None => {
+            let mut config = Config::default();
+            config.caches.insert(
+                LOCAL_CACHE.to_owned(),
+                CacheConfig {
+                    registry: local_registry_dir().display().to_string(),
+                    repository: DEFAULT_LOCAL_REPOSITORY.to_owned(),
+                    allow_write: false,
+                    ..CacheConfig::default()
+                },
+            );
+            config
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(parts) = args.repository_parts {
+        config.repository_parts = parts;
+    }
+    if let Some(retries) = args.max_retry {
+        config.max_retry = retries;
+    }
+    config.allow_any_registry |= args.allow_any_registry;
+    config.no_ssl |= args.no_ssl;
+    for host in &args.registries {
+        let entry = config
+            .registries
+            .entry(host.clone())
+            .or_insert_with(RegistryConfig::default);
+        entry.plain_http |= args.no_ssl;
+    }
+    config.upstream.urls.extend(args.upstreams.iter().cloned());
+    if let Some(ignore) = &args.ignore_upstream {
+        config.upstream.ignore = ignore.clone();
+    }
+    if let Some(encoding) = &args.tag_encoding {
+        config.tag_encoding = encoding.clone();
+    }
+    if let Some(fallbacks) = &args.fallback_encodings {
+        config.fallback_encodings = fallbacks.clone();
+    }
+    // Flags can make a config invalid too; check the result as a whole.
+    oranc_config::validate(&config, "the configuration with command-line flags")?;
+    Ok(config)
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let config = effective_config(&args)?;
+    let listen = config.listen;
+    if args.config.is_none() {
+        eprintln!(
+            "no --config: serving the embedded local registry as http://{listen}/{LOCAL_CACHE} (from {})",
+            local_registry_dir().display()
+        );
+    }
+    let state = AppState::new(config).map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    eprintln!(
+        "oranc server listening on http://{}",
+        listener.local_addr()?
+    );
+    oranc_server::serve(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        () = terminate => {}
+    }
+    eprintln!("shutting down: finishing requests in flight");
+}
+
+pub fn check(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = oranc_config::load_file(file)?;
+    eprintln!(
+        "{}: ok ({} registries, {} caches, listening on {})",
+        file.display(),
+        config.registries.len(),
+        config.caches.len(),
+        config.listen
+    );
+    Ok(())
+}
+
+pub const EXAMPLE: &str = include_str!("../../../oranc.example.toml");

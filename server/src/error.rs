@@ -1,0 +1,69 @@
+//! Every failure the server answers with, mapped to HTTP in one place: absent -> 404,
+//! credentials missing or refused -> 401/403, bad input -> 400, registry trouble ->
+//! 502/503/504 (never a 404, or Nix would think the path is simply not cached), our bug ->
+//! 500. Messages never carry credentials.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Core(#[from] oranc_core::Error),
+
+    #[error("registry {0} is not served here (list it under [registries] in the config)")]
+    RegistryNotAllowed(String),
+
+    #[error("{0}")]
+    BadRequest(String),
+
+    #[error("uploading needs credentials (HTTP Basic, e.g. from a netrc file) or a cache configured with allow_write")]
+    CredentialsRequired,
+
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ServerError {
+    pub fn status(&self) -> StatusCode {
+        use oranc_core::Error as E;
+        match self {
+            Self::Core(error) => match error {
+                E::NotFound { .. } => StatusCode::NOT_FOUND,
+                E::Denied { .. } => StatusCode::FORBIDDEN,
+                E::Unavailable { reason, .. } if reason.contains("timed out") => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+                E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                E::Protocol { .. } | E::InvalidManifest { .. } => StatusCode::BAD_GATEWAY,
+                E::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            Self::RegistryNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::CredentialsRequired => StatusCode::UNAUTHORIZED,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ServerError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(%status, error = %self, "request failed");
+        }
+        let mut response = (status, format!("{self}\n")).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"oranc\""),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,195 @@
+//! GET, HEAD and PUT of binary-cache files. Bodies stream in both directions: a NAR goes
+//! from the registry's blob to the client (and from the client into a blob) chunk by chunk.
+//! A narinfo is accepted only when the NAR it names is already stored, so the cache never
+//! holds a narinfo pointing at a missing NAR.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::TryStreamExt as _;
+use oranc_core::cache_key::KeyKind;
+use oranc_core::{BlobBody, ByteRange, CacheKey, NarInfo, NixCacheInfo};
+use tokio_util::io::StreamReader;
+
+use crate::error::ServerError;
+use crate::resolve::{resolve, Target};
+use crate::state::AppState;
+
+pub async fn handle(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let outcome = match method {
+        Method::GET | Method::HEAD => read(&state, &method, &uri, &headers).await,
+        Method::PUT => write(&state, &uri, &headers, body).await,
+        _ => Ok((
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, HEAD, PUT")],
+        )
+            .into_response()),
+    };
+    outcome.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `Range: bytes=start-[end]` (one range; anything else is served whole).
+fn requested_range(headers: &HeaderMap) -> Option<ByteRange> {
+    let value = headers.get(header::RANGE)?.to_str().ok()?;
+    let spec = value.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let start = start.trim().parse().ok()?;
+    let end = match end.trim() {
+        "" => None,
+        end => Some(end.parse().ok()?),
+    };
+    Some(ByteRange { start, end })
+}
+
+fn header_value(value: &str) -> Result<HeaderValue, ServerError> {
+    HeaderValue::from_str(value)
+        .map_err(|_| ServerError::Internal(format!("unusable header value {value:?}")))
+}
+
+async fn read(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, ServerError> {
+    let Target { cache, key, .. } = resolve(state, uri, headers)?;
+    if let Some(url) = state.upstreams().find(key.as_str()).await {
+        return Ok((StatusCode::FOUND, [(header::LOCATION, header_value(&url)?)]).into_response());
+    }
+    let object = cache
+        .get(&key)
+        .await?
+        .ok_or_else(|| oranc_core::Error::NotFound {
+            what: key.to_string(),
+        })?;
+    let content_type = header_value(&object.content_type)?;
+    if method == Method::HEAD {
+        return Ok((
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CONTENT_LENGTH, HeaderValue::from(object.blob.size)),
+                (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+            ],
+        )
+            .into_response());
+    }
+    let range = requested_range(headers);
+    if let Some(range) = range {
+        if range.start >= object.blob.size || range.end.is_some_and(|end| end < range.start) {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(
+                    header::CONTENT_RANGE,
+                    header_value(&format!("bytes */{}", object.blob.size))?,
+                )],
+            )
+                .into_response());
+        }
+    }
+    match cache.open(&object, range).await? {
+        BlobBody::Redirect { url } => Ok((
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, header_value(&url)?)],
+        )
+            .into_response()),
+        BlobBody::Stream { size, range, body } => {
+            let mut response = Response::new(Body::from_stream(body));
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, content_type);
+            headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            if let Some((start, end, total)) = range {
+                *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_RANGE,
+                    header_value(&format!("bytes {start}-{end}/{total}"))?,
+                );
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+            } else {
+                let length = size.unwrap_or(object.blob.size);
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
+            Ok(response)
+        }
+    }
+}
+
+async fn small_body(body: Body, limit: usize) -> Result<Bytes, ServerError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ServerError::TooLarge(limit))
+}
+
+fn utf8(bytes: &Bytes, what: &str) -> Result<String, ServerError> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| ServerError::BadRequest(format!("{what} is not UTF-8")))
+}
+
+async fn write(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ServerError> {
+    let Target {
+        cache,
+        key,
+        writable,
+    } = resolve(state, uri, headers)?;
+    if !writable {
+        return Err(ServerError::CredentialsRequired);
+    }
+    let limit = state.config().max_small_body_bytes;
+    match key.kind() {
+        KeyKind::CacheInfo => {
+            let bytes = small_body(body, limit).await?;
+            utf8(&bytes, "nix-cache-info")?
+                .parse::<NixCacheInfo>()
+                .map_err(|e| ServerError::BadRequest(e.to_string()))?;
+            cache.put_bytes(&key, key.content_type(), bytes).await?;
+        }
+        KeyKind::NarInfo => {
+            let bytes = small_body(body, limit).await?;
+            let narinfo = NarInfo::parse(&utf8(&bytes, "the narinfo")?)
+                .map_err(|e| ServerError::BadRequest(e.to_string()))?;
+            if CacheKey::narinfo(&narinfo.store_path) != key {
+                return Err(ServerError::BadRequest(format!(
+                    "{key} holds the narinfo of {}",
+                    narinfo.store_path
+                )));
+            }
+            let nar_key: CacheKey = narinfo
+                .url
+                .parse()
+                .map_err(|e: oranc_core::Error| ServerError::BadRequest(format!("URL: {e}")))?;
+            if cache.get(&nar_key).await?.is_none() {
+                return Err(ServerError::BadRequest(format!(
+                    "the narinfo points at {nar_key}, which is not in the cache; upload the NAR first"
+                )));
+            }
+            cache.put_bytes(&key, key.content_type(), bytes).await?;
+        }
+        KeyKind::Nar | KeyKind::Listing | KeyKind::Log | KeyKind::Realisation => {
+            let stream = body.into_data_stream().map_err(std::io::Error::other);
+            let mut reader = StreamReader::new(stream);
+            let blob = cache.upload_blob(&mut reader).await?;
+            cache.tag_blob(&key, key.content_type(), &blob).await?;
+        }
+    }
+    tracing::info!(key = %key, "stored");
+    Ok(StatusCode::OK.into_response())
+}

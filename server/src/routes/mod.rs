@@ -1,0 +1,4 @@
+//! Request handlers: the binary-cache files, and health.
+
+pub mod cache;
+pub mod health;

@@ -1,0 +1,226 @@
+//! What every request needs: the opened registries (one pooled client each), named caches,
+//! encodings, limits and upstreams, built once from the config.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oranc_backends::{BackendKind, Credentials, RegistryHandle, RegistrySettings};
+use oranc_config::Config;
+use oranc_core::{Registry, RepositoryName, TagEncoding};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::ServerError;
+use crate::upstream::Upstreams;
+
+/// Per-credential registry clients kept for reuse (their tokens stay warm).
+const MAX_CLIENTS_PER_REGISTRY: usize = 256;
+
+#[derive(Debug)]
+pub struct NamedCache {
+    pub registry: RegistryHandle,
+    pub repository: RepositoryName,
+    pub credentials: Credentials,
+    pub allow_write: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    encoding: TagEncoding,
+    fallbacks: Vec<TagEncoding>,
+    registries: Mutex<HashMap<String, RegistryHandle>>,
+    clients: Mutex<HashMap<(String, [u8; 32]), Arc<dyn Registry>>>,
+    caches: HashMap<String, NamedCache>,
+    upstreams: Upstreams,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+fn settings_for(
+    config: &Config,
+    location: &str,
+    kind: Option<&str>,
+    plain_http: bool,
+    max_in_flight: Option<usize>,
+) -> RegistrySettings {
+    let mut settings = RegistrySettings::new(location);
+    if let Some(kind) = kind {
+        settings.kind = match kind {
+            "ghcr" => BackendKind::Ghcr,
+            "docker-hub" => BackendKind::DockerHub,
+            "oci-layout" => BackendKind::OciLayout,
+            _ => BackendKind::Distribution,
+        };
+    }
+    // The server's own environment never lends credentials to clients' requests.
+    settings.credentials = Some(Credentials::Anonymous);
+    settings.http.plain_http = plain_http;
+    settings.http.retry.max_retries = config.max_retry;
+    settings.http.request_timeout = Duration::from_secs(config.request_timeout_secs);
+    settings.http.read_timeout = Duration::from_secs(config.read_timeout_secs);
+    if let Some(max) = max_in_flight {
+        settings.http.max_in_flight = max;
+    }
+    settings
+}
+
+fn read_password(name: &str, cache: &oranc_config::CacheConfig) -> Result<Option<String>, String> {
+    if let Some(variable) = &cache.password_env {
+        return std::env::var(variable)
+            .map(Some)
+            .map_err(|_| format!("cache {name}: environment variable {variable} is not set"));
+    }
+    if let Some(file) = &cache.password_file {
+        return std::fs::read_to_string(file)
+            .map(|p| Some(p.trim_end().to_owned()))
+            .map_err(|e| format!("cache {name}: cannot read password_file {file}: {e}"));
+    }
+    Ok(None)
+}
+
+impl AppState {
+    /// Opens everything the config names; fails on the first thing that cannot be opened.
+    pub fn new(config: Config) -> Result<Self, String> {
+        let encoding: TagEncoding = config
+            .tag_encoding
+            .parse()
+            .map_err(|e| format!("tag_encoding: {e}"))?;
+        let fallbacks = config
+            .fallback_encodings
+            .iter()
+            .map(|e| e.parse().map_err(|e| format!("fallback_encodings: {e}")))
+            .collect::<Result<Vec<TagEncoding>, String>>()?;
+        let mut registries = HashMap::new();
+        for (name, registry) in &config.registries {
+            let settings = settings_for(
+                &config,
+                name,
+                registry.kind.as_deref(),
+                registry.plain_http,
+                registry.max_in_flight,
+            );
+            let handle = oranc_backends::open_handle(settings)
+                .map_err(|e| format!("registry {name}: {e}"))?;
+            registries.insert(name.clone(), handle);
+        }
+        let mut caches = HashMap::new();
+        for (name, cache) in &config.caches {
+            let handle = match registries.get(&cache.registry) {
+                Some(handle) => handle.clone(),
+                None => oranc_backends::open_handle(settings_for(
+                    &config,
+                    &cache.registry,
+                    None,
+                    false,
+                    None,
+                ))
+                .map_err(|e| format!("cache {name}: {e}"))?,
+            };
+            let repository = handle
+                .registry()
+                .repository(&cache.repository)
+                .map_err(|e| format!("cache {name}: {e}"))?;
+            let credentials = match (&cache.username, read_password(name, cache)?) {
+                (Some(user), Some(password)) => Credentials::basic(user, password),
+                _ => Credentials::Anonymous,
+            };
+            caches.insert(
+                name.clone(),
+                NamedCache {
+                    registry: handle,
+                    repository,
+                    credentials,
+                    allow_write: cache.allow_write,
+                },
+            );
+        }
+        let upstreams = Upstreams::new(&config.upstream)?;
+        Ok(Self(Arc::new(Inner {
+            encoding,
+            fallbacks,
+            registries: Mutex::new(registries),
+            clients: Mutex::new(HashMap::new()),
+            caches,
+            upstreams,
+            config,
+        })))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub fn encodings(&self) -> (TagEncoding, Vec<TagEncoding>) {
+        (self.0.encoding, self.0.fallbacks.clone())
+    }
+
+    pub fn named_cache(&self, name: &str) -> Option<&NamedCache> {
+        self.0.caches.get(name)
+    }
+
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.0.upstreams
+    }
+
+    /// The registry `name` acting with `credentials`, if the config allows `name`.
+    pub fn registry_for(
+        &self,
+        name: &str,
+        credentials: Credentials,
+    ) -> Result<Arc<dyn Registry>, ServerError> {
+        let handle = {
+            let mut registries = self.0.registries.lock().unwrap_or_else(|p| p.into_inner());
+            match registries.get(name) {
+                Some(handle) => handle.clone(),
+                None if self.0.config.allow_any_registry && is_host(name) => {
+                    let settings =
+                        settings_for(&self.0.config, name, None, self.0.config.no_ssl, None);
+                    let handle = oranc_backends::open_handle(settings)
+                        .map_err(|e| ServerError::BadRequest(format!("registry {name}: {e}")))?;
+                    registries.insert(name.to_owned(), handle.clone());
+                    handle
+                }
+                None => return Err(ServerError::RegistryNotAllowed(name.to_owned())),
+            }
+        };
+        Ok(self.client(name, &handle, credentials))
+    }
+
+    /// A registry client for `credentials`, reused across requests so its tokens stay warm.
+    pub fn client(
+        &self,
+        name: &str,
+        handle: &RegistryHandle,
+        credentials: Credentials,
+    ) -> Arc<dyn Registry> {
+        let fingerprint: [u8; 32] = match &credentials {
+            Credentials::Anonymous => [0; 32],
+            Credentials::Basic { username, password } => {
+                Sha256::digest(format!("{username}\0{password}").as_bytes()).into()
+            }
+        };
+        let key = (name.to_owned(), fingerprint);
+        let mut clients = self.0.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return client.clone();
+        }
+        if clients.len() >= MAX_CLIENTS_PER_REGISTRY * self.0.config.registries.len().max(1) {
+            clients.clear();
+        }
+        let client = handle.with_credentials(credentials);
+        clients.insert(key, client.clone());
+        client
+    }
+}
+
+/// A registry named in a URL must look like `host[:port]`: never a path or a URL.
+fn is_host(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        && !name.starts_with(['.', '-'])
+}
