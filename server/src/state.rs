@@ -16,6 +16,9 @@ use crate::upstream::Upstreams;
 /// Per-credential registry clients kept for reuse (their tokens stay warm).
 const MAX_CLIENTS_PER_REGISTRY: usize = 256;
 
+/// (registry name, SHA-256 of the credentials) -> a client acting with them.
+type ClientsByCredentials = HashMap<(String, [u8; 32]), Arc<dyn Registry>>;
+
 #[derive(Debug)]
 pub struct NamedCache {
     pub registry: RegistryHandle,
@@ -30,7 +33,7 @@ struct Inner {
     encoding: TagEncoding,
     fallbacks: Vec<TagEncoding>,
     registries: Mutex<HashMap<String, RegistryHandle>>,
-    clients: Mutex<HashMap<(String, [u8; 32]), Arc<dyn Registry>>>,
+    clients: Mutex<ClientsByCredentials>,
     caches: HashMap<String, NamedCache>,
     upstreams: Upstreams,
 }
