@@ -17,7 +17,7 @@ pub enum ServerError {
     #[error("{0}")]
     BadRequest(String),
 
-    #[error("uploading needs credentials (HTTP Basic, e.g. from a netrc file) or a cache configured with allow_write")]
+    #[error("credentials needed: send HTTP Basic credentials (e.g. from a netrc file); uploading to a configured cache needs allow_write")]
     CredentialsRequired,
 
     #[error("body larger than {0} bytes")]
@@ -56,6 +56,8 @@ impl IntoResponse for ServerError {
         let status = self.status();
         if status.is_server_error() {
             tracing::warn!(%status, error = %self, "request failed");
+        } else {
+            tracing::debug!(%status, error = %self, "request refused");
         }
         let mut response = (status, format!("{self}\n")).into_response();
         if status == StatusCode::UNAUTHORIZED {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 pub const USERNAME: &str = "oranc-test";
-pub const PASSWORD: &str = "correct horse battery staple";
+pub const PASSWORD: &str = "correct-horse-battery-staple";
 
 /// Writes an htpasswd file accepting [`USERNAME`] / [`PASSWORD`].
 pub fn write_htpasswd(path: &Path) {

@@ -10,6 +10,7 @@ pub mod faults;
 pub mod nix;
 pub mod oci;
 pub mod registry;
+pub mod server;
 
 use std::net::{SocketAddr, TcpListener};
 

@@ -33,7 +33,17 @@ pub async fn handle(
         )
             .into_response()),
     };
-    outcome.unwrap_or_else(IntoResponse::into_response)
+    outcome.unwrap_or_else(|error| {
+        // The registry wants credentials and the client sent none: challenge it, so a
+        // client with a netrc file (Nix does this through curl) answers with them.
+        let anonymous = crate::resolve::client_credentials(&headers).is_none();
+        match error {
+            ServerError::Core(oranc_core::Error::Denied { .. }) if anonymous => {
+                ServerError::CredentialsRequired.into_response()
+            }
+            error => error.into_response(),
+        }
+    })
 }
 
 /// `Range: bytes=start-[end]` (one range; anything else is served whole).

@@ -1,0 +1,405 @@
+//! `oranc server` with real Nix (Debian's nix-bin) and a real registry: substituting what
+//! `oranc push` stored, uploading with `nix copy --to`, refusing what it must refuse, and
+//! serving the cache the original oranc wrote.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: helpers outside #[test] panic on purpose"
+)]
+
+use std::process::Output;
+
+use oranc_tests::auth::{PASSWORD, USERNAME};
+use oranc_tests::nix::{nix_command, SignedClosure};
+use oranc_tests::registry::{RegistryAuth, RegistryProcess};
+use oranc_tests::server::ServerProcess;
+use oranc_tests::{oranc_command, shared_fixture, unique_suffix};
+
+fn allow(registry: &RegistryProcess) -> String {
+    format!("[registries.\"{}\"]\nplain_http = true\n", registry.host())
+}
+
+fn nix_copy_from(url: &str, store: &std::path::Path, path: &str, key: &str) -> Output {
+    nix_command("nix")
+        .args(["copy", "--from", url, "--to"])
+        .arg(store)
+        .arg(path)
+        .args(["--option", "trusted-public-keys", key])
+        .output()
+        .unwrap()
+}
+
+fn store_paths(store: &std::path::Path, root: &str) -> Vec<String> {
+    let out = nix_command("nix")
+        .args(["path-info", "--json", "--store"])
+        .arg(store)
+        .args(["-r", root])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let infos: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut hashes: Vec<String> = infos
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{} {}",
+                i["path"].as_str().unwrap(),
+                i["narHash"].as_str().unwrap()
+            )
+        })
+        .collect();
+    hashes.sort();
+    hashes
+}
+
+fn http_status(method: &str, url: &str, extra: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method])
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn nix_substitutes_what_oranc_push_stored_and_refuses_a_wrong_key() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(200_000);
+    let repo = format!("srv/{}", unique_suffix().replace('-', "."));
+    for extra in [
+        vec!["initialize"],
+        vec!["--trusted-public-key", &closure.public_key, &closure.root],
+    ] {
+        let out = oranc_command()
+            .args([
+                "push",
+                "--no-ssl",
+                "--registry",
+                &registry.host(),
+                "--repository",
+                &repo,
+            ])
+            .args(&extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let server = ServerProcess::start(&allow(&registry), &[]);
+    let cache_url = server.url(&format!("{}/{repo}", registry.host()));
+
+    let store = tempfile::tempdir().unwrap();
+    let copied = nix_copy_from(&cache_url, store.path(), &closure.root, &closure.public_key);
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let originals = nix_command("nix")
+        .args(["path-info", "--json", "-r", &closure.root])
+        .output()
+        .unwrap();
+    let originals: serde_json::Value = serde_json::from_slice(&originals.stdout).unwrap();
+    let mut expected: Vec<String> = originals
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{} {}",
+                i["path"].as_str().unwrap(),
+                i["narHash"].as_str().unwrap()
+            )
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(
+        store_paths(store.path(), &closure.root),
+        expected,
+        "same paths, same NAR hashes"
+    );
+
+    // Another key: Nix refuses the paths.
+    let stranger = SignedClosure::build(10);
+    let other_store = tempfile::tempdir().unwrap();
+    let refused = nix_copy_from(
+        &cache_url,
+        other_store.path(),
+        &closure.root,
+        &stranger.public_key,
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("signature"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // HTTP behaviour Nix relies on.
+    let hash = closure
+        .root
+        .trim_start_matches("/nix/store/")
+        .split('-')
+        .next()
+        .unwrap();
+    assert_eq!(
+        http_status("GET", &format!("{cache_url}/{hash}.narinfo"), &[]),
+        "200"
+    );
+    assert_eq!(
+        http_status("HEAD", &format!("{cache_url}/{hash}.narinfo"), &["-I"]),
+        "200"
+    );
+    assert_eq!(
+        http_status(
+            "GET",
+            &format!("{cache_url}/00000000000000000000000000000000.narinfo"),
+            &[]
+        ),
+        "404"
+    );
+    assert_eq!(
+        http_status("GET", &format!("{cache_url}/..%2f..%2fetc/passwd"), &[]),
+        "400"
+    );
+    assert_eq!(
+        http_status(
+            "GET",
+            &server.url("registry.example.com/a/b/nix-cache-info"),
+            &[]
+        ),
+        "403"
+    );
+    assert_eq!(
+        http_status(
+            "PUT",
+            &format!("{cache_url}/nix-cache-info"),
+            &["--data-binary", "StoreDir: /nix/store\n"]
+        ),
+        "401"
+    );
+}
+
+#[test]
+fn nar_range_requests_are_answered_with_partial_content() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(100_000);
+    let repo = format!("range/{}", unique_suffix().replace('-', "."));
+    let out = oranc_command()
+        .args([
+            "push",
+            "--no-ssl",
+            "--registry",
+            &registry.host(),
+            "--repository",
+            &repo,
+        ])
+        .args([
+            "--trusted-public-key",
+            &closure.public_key,
+            "--no-closure",
+            &closure.root,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let server = ServerProcess::start(&allow(&registry), &[]);
+    let cache_url = server.url(&format!("{}/{repo}", registry.host()));
+    let hash = closure
+        .root
+        .trim_start_matches("/nix/store/")
+        .split('-')
+        .next()
+        .unwrap();
+    let narinfo = std::process::Command::new("curl")
+        .arg("-sf")
+        .arg(format!("{cache_url}/{hash}.narinfo"))
+        .output()
+        .unwrap();
+    let narinfo =
+        oranc_core::NarInfo::parse(std::str::from_utf8(&narinfo.stdout).unwrap()).unwrap();
+    let whole = std::process::Command::new("curl")
+        .arg("-sf")
+        .arg(format!("{cache_url}/{}", narinfo.url))
+        .output()
+        .unwrap();
+    assert_eq!(whole.stdout.len() as u64, narinfo.file_size.unwrap());
+    let part = std::process::Command::new("curl")
+        .args(["-s", "-D", "-", "-H", "Range: bytes=10-19"])
+        .arg(format!("{cache_url}/{}", narinfo.url))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&part.stdout);
+    assert!(text.starts_with("HTTP/1.1 206"), "{text}");
+    assert!(part.stdout.ends_with(&whole.stdout[10..20]));
+}
+
+#[test]
+fn nix_copy_to_the_server_uploads_a_cache_that_substitutes_back() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(50_000);
+    let config = format!(
+        "{}[caches.team]\nregistry = \"{}\"\nrepository = \"team/cache\"\nallow_write = true\n",
+        allow(&registry),
+        registry.host()
+    );
+    let server = ServerProcess::start(&config, &[]);
+    let uploaded = nix_command("nix")
+        .args([
+            "copy",
+            "--to",
+            &format!("{}?compression=zstd", server.url("team")),
+            &closure.root,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        uploaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&uploaded.stderr)
+    );
+
+    let store = tempfile::tempdir().unwrap();
+    let copied = nix_copy_from(
+        &server.url("team"),
+        store.path(),
+        &closure.root,
+        &closure.public_key,
+    );
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    assert_eq!(store_paths(store.path(), &closure.root).len(), 3);
+
+    // A narinfo whose NAR was never uploaded is refused, and nothing is written.
+    let bogus = "StorePath: /nix/store/5kk4mwqi310s9ssry90al6mxrb47vdiw-app\nURL: nar/1n7bp8gfz80mjraq5jq1qghh5dcsbb5gfi3rkp2b6v1pr8i7gbcf.nar.zst\nNarHash: sha256:13zkh9mx7kkmdiz0wx9arwvkx0ss3ixkmhill5dx2j682ibp8v8x\nNarSize: 1\n";
+    let url = server.url("team/5kk4mwqi310s9ssry90al6mxrb47vdiw.narinfo");
+    assert_eq!(http_status("PUT", &url, &["--data-binary", bogus]), "400");
+    assert_eq!(http_status("GET", &url, &[]), "404");
+}
+
+#[test]
+fn client_credentials_from_netrc_are_forwarded_to_the_registry() {
+    let registry = RegistryProcess::start_with_auth(RegistryAuth::Htpasswd);
+    let closure = SignedClosure::build(10_000);
+    let server = ServerProcess::start(&allow(&registry), &[]);
+    let netrc = closure.work_dir().join("netrc");
+    std::fs::write(
+        &netrc,
+        format!("machine 127.0.0.1 login {USERNAME} password {PASSWORD}\n"),
+    )
+    .unwrap();
+    let cache_url = server.url(&format!("{}/private/cache", registry.host()));
+    let uploaded = nix_command("nix")
+        .args([
+            "copy",
+            "--to",
+            &format!("{cache_url}?compression=zstd"),
+            &closure.root,
+        ])
+        .args(["--option", "netrc-file"])
+        .arg(&netrc)
+        .output()
+        .unwrap();
+    assert!(
+        uploaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&uploaded.stderr)
+    );
+    // Without credentials the server challenges (not a 404); wrong ones are refused.
+    assert_eq!(
+        http_status("GET", &format!("{cache_url}/nix-cache-info"), &[]),
+        "401"
+    );
+    assert_eq!(
+        http_status(
+            "GET",
+            &format!("{cache_url}/nix-cache-info"),
+            &["-u", "x:wrong"]
+        ),
+        "403"
+    );
+    let store = tempfile::tempdir().unwrap();
+    let copied = nix_command("nix")
+        .args(["copy", "--from", &cache_url, "--to"])
+        .arg(store.path())
+        .arg(&closure.root)
+        .args([
+            "--option",
+            "trusted-public-keys",
+            &closure.public_key,
+            "--option",
+            "netrc-file",
+        ])
+        .arg(&netrc)
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+}
+
+#[test]
+fn a_registry_that_is_down_is_a_5xx_never_a_404() {
+    let port = oranc_tests::free_loopback_addr();
+    let server = ServerProcess::start(
+        &format!("max_retry = 0\n[registries.\"{port}\"]\nplain_http = true\n"),
+        &[],
+    );
+    let url = server.url(&format!("{port}/a/b/nix-cache-info"));
+    assert_eq!(http_status("GET", &url, &[]), "503");
+}
+
+#[test]
+fn the_cache_the_original_oranc_wrote_is_substituted_by_real_nix() {
+    let registry = RegistryProcess::start_with_data_from(&shared_fixture(
+        "original-oranc/registry-data.tar.gz",
+    ));
+    let server = ServerProcess::start(&allow(&registry), &[]);
+    let key = std::fs::read_to_string(shared_fixture("original-oranc/public-key")).unwrap();
+    let root = std::fs::read_to_string(shared_fixture("original-oranc/root-path")).unwrap();
+    let expected: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(shared_fixture("original-oranc/path-info.json")).unwrap(),
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let copied = nix_copy_from(
+        &server.url(&format!("{}/fixture/cache", registry.host())),
+        store.path(),
+        root.trim(),
+        key.trim(),
+    );
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let mut wanted: Vec<String> = expected
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{} {}",
+                i["path"].as_str().unwrap(),
+                i["narHash"].as_str().unwrap()
+            )
+        })
+        .collect();
+    wanted.sort();
+    assert_eq!(store_paths(store.path(), root.trim()), wanted);
+}
