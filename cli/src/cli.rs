@@ -184,7 +184,8 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PushCommand {
-    /// Write the cache's nix-cache-info (do this once per cache).
+    /// Write the cache's nix-cache-info (a push writes the defaults itself when the cache has
+    /// none; use this to set the priority or mass-query flag).
     Initialize {
         /// Substituter priority; lower is tried first (cache.nixos.org is 40).
         #[arg(long, default_value_t = 41)]

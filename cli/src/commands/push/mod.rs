@@ -63,6 +63,20 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listing what {description} holds"))?;
 
+    if !args.dry_run && !existing.contains(CacheKey::CACHE_INFO) {
+        // Nix will not use a cache without nix-cache-info; the first push makes one with
+        // the defaults `push initialize` would write.
+        initialize(
+            &cache,
+            &description,
+            &args.store_dir,
+            oranc_core::cache_info::DEFAULT_PRIORITY,
+            true,
+            false,
+        )
+        .await?;
+    }
+
     let mut summary = Summary::default();
     let mut to_push: Vec<(PathInfo, Vec<oranc_core::Signature>)> = Vec::new();
     for info in infos {
