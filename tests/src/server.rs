@@ -19,12 +19,17 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `oranc server` with `config` (TOML, without `listen`) plus `args`.
     pub fn start(config: &str, args: &[&str]) -> Self {
+        Self::start_binary(oranc_command(), config, args)
+    }
+
+    /// As [`Self::start`], with a given `oranc` command (e.g. a release build).
+    pub fn start_binary(mut command: std::process::Command, config: &str, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let addr = free_loopback_addr();
         let file = dir.path().join("oranc.toml");
         std::fs::write(&file, format!("listen = \"{addr}\"\n{config}"))
             .expect("writing the config");
-        let child = oranc_command()
+        let child = command
             .arg("server")
             .arg("--config")
             .arg(&file)
@@ -50,6 +55,13 @@ impl ServerProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("oranc server did not listen on {addr}");
+    }
+
+    /// Peak resident memory of the server so far (Linux), e.g. "23456 kB".
+    pub fn peak_memory(&self) -> Option<String> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        Some(line.trim_start_matches("VmHWM:").trim().to_owned())
     }
 
     pub fn url(&self, path: &str) -> String {

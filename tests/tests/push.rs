@@ -339,3 +339,49 @@ fn paths_come_from_standard_input_and_symlinks_resolve() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn xz_and_uncompressed_nars_are_substitutable_by_real_nix() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(20_000);
+    for (compression, expected) in [("xz", "xz"), ("none", "none")] {
+        let repo = fresh_repo();
+        let output = push(
+            &registry,
+            &repo,
+            &[
+                "--trusted-public-key",
+                &closure.public_key,
+                "--compression",
+                compression,
+            ],
+            &[&closure.root],
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+        let raw = RawRegistry::new(&registry.base_url());
+        let (_, narinfo) = raw
+            .get_object(&repo, &narinfo_tag(&closure.root))
+            .await
+            .unwrap();
+        let narinfo = NarInfo::parse(std::str::from_utf8(&narinfo).unwrap()).unwrap();
+        assert_eq!(narinfo.compression.as_deref(), Some(expected));
+        let exported = tempfile::tempdir().unwrap();
+        raw.export_file_cache(&repo, &closure.paths, exported.path())
+            .await;
+        let store = tempfile::tempdir().unwrap();
+        let copied = nix_command("nix")
+            .args(["copy", "--from"])
+            .arg(format!("file://{}", exported.path().display()))
+            .arg("--to")
+            .arg(store.path())
+            .arg(&closure.root)
+            .args(["--option", "trusted-public-keys", &closure.public_key])
+            .output()
+            .unwrap();
+        assert!(
+            copied.status.success(),
+            "{compression}: {}",
+            String::from_utf8_lossy(&copied.stderr)
+        );
+    }
+}

@@ -403,3 +403,85 @@ fn the_cache_the_original_oranc_wrote_is_substituted_by_real_nix() {
     wanted.sort();
     assert_eq!(store_paths(store.path(), root.trim()), wanted);
 }
+
+#[test]
+fn upstreams_redirect_query_parameters_address_and_old_encodings_read() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(5_000);
+    // Pushed with the older tag encoding: readers find it through the fallback.
+    let out = oranc_command()
+        .args([
+            "push",
+            "--no-ssl",
+            "--registry",
+            &registry.host(),
+            "--repository",
+            "old/cache",
+        ])
+        .args([
+            "--tag-encoding",
+            "base32-dnssec",
+            "--trusted-public-key",
+            &closure.public_key,
+            &closure.root,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let has_it = ServerProcess::start(&allow(&registry), &[]);
+    let hash = closure
+        .root
+        .trim_start_matches("/nix/store/")
+        .split('-')
+        .next()
+        .unwrap();
+    let old_cache = has_it.url(&format!("{}/old/cache", registry.host()));
+    assert_eq!(
+        http_status("GET", &format!("{old_cache}/{hash}.narinfo"), &[]),
+        "200",
+        "base32-dnssec fallback"
+    );
+    let store = tempfile::tempdir().unwrap();
+    let copied = nix_copy_from(&old_cache, store.path(), &closure.root, &closure.public_key);
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+
+    // registry and repository as query parameters, as the original accepts them.
+    let by_query = has_it.url(&format!(
+        "{hash}.narinfo?registry={}&repository=old%2Fcache",
+        registry.host()
+    ));
+    assert_eq!(http_status("GET", &by_query, &[]), "200");
+
+    // A server whose own repository is empty redirects to the upstream that has the file.
+    let config = format!("{}[upstream]\nurls = [\"{old_cache}\"]\n", allow(&registry));
+    let front = ServerProcess::start(&config, &[]);
+    let empty = front.url(&format!("{}/empty/cache", registry.host()));
+    let answer = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+        ])
+        .arg(format!("{empty}/{hash}.narinfo"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&answer.stdout),
+        format!("302 {old_cache}/{hash}.narinfo")
+    );
+    // nix-cache-info is never taken from upstream (the default --ignore-upstream).
+    assert_eq!(
+        http_status("GET", &format!("{empty}/nix-cache-info"), &[]),
+        "404"
+    );
+}

@@ -1,0 +1,142 @@
+//! `cargo run --release -p oranc-tests --bin bench-server [SECONDS]`: a load generator (Debian's
+//! `wrk`) on loopback against `oranc server` in front of a real registry: narinfo requests/s
+//! and p50/p99 latency for hits and misses, NAR MB/s through the server next to a direct blob
+//! GET from the registry, and the server's peak memory. Prints figures; asserts nothing.
+
+#![allow(
+    clippy::print_stdout,
+    reason = "a benchmark reports its figures on stdout"
+)]
+
+use std::process::Command;
+use std::time::Instant;
+
+use oranc_tests::nix::nix_command;
+use oranc_tests::registry::RegistryProcess;
+use oranc_tests::server::ServerProcess;
+use oranc_tests::{build_oranc, run_ok, unique_suffix};
+
+fn wrk(url: &str, seconds: u32) -> String {
+    let output = Command::new("wrk")
+        .args(["-t2", "-c16", &format!("-d{seconds}s"), "--latency", url])
+        .output()
+        .unwrap_or_else(|e| panic!("running wrk: {e} (apt-get install wrk)"));
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let field = |prefix: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let requests = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?");
+    let non_2xx = text
+        .lines()
+        .find(|l| l.contains("Non-2xx"))
+        .map(|l| l.trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{requests:>10} req/s   p50 {:>8}   p99 {:>8}   {non_2xx}",
+        field("50%"),
+        field("99%")
+    )
+}
+
+fn curl_mb_per_s(url: &str, bytes: u64) -> f64 {
+    let best = (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            run_ok(Command::new("curl").args(["-sf", "-o", "/dev/null", url]));
+            started.elapsed()
+        })
+        .min()
+        .unwrap_or_default();
+    bytes as f64 / 1e6 / best.as_secs_f64()
+}
+
+fn main() {
+    let seconds: u32 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5);
+    let oranc = build_oranc(true);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let key = dir.path().join("key");
+    std::fs::write(
+        &key,
+        run_ok(nix_command("nix").args(["key", "generate-secret", "--key-name", "bench-1"])),
+    )
+    .expect("a key");
+    let content = dir.path().join(format!("bench-server-{}", unique_suffix()));
+    std::fs::create_dir(&content).expect("a directory");
+    run_ok(
+        Command::new("head")
+            .args(["-c", &(256u64 << 20).to_string(), "/dev/urandom"])
+            .stdout(std::fs::File::create(content.join("data")).expect("a file")),
+    );
+    let path = run_ok(nix_command("nix-store").arg("--add").arg(&content))
+        .trim()
+        .to_owned();
+
+    let registry = RegistryProcess::start();
+    run_ok(
+        Command::new(&oranc)
+            .args([
+                "push",
+                "--no-ssl",
+                "--registry",
+                &registry.host(),
+                "--repository",
+                "bench/server",
+                "--signing-key",
+            ])
+            .arg(&key)
+            .arg(&path),
+    );
+    let config = format!("[registries.\"{}\"]\nplain_http = true\n", registry.host());
+    let server = ServerProcess::start_binary(Command::new(&oranc), &config, &[]);
+    let cache = server.url(&format!("{}/bench/server", registry.host()));
+    let hash = path
+        .trim_start_matches("/nix/store/")
+        .split('-')
+        .next()
+        .unwrap_or_default();
+
+    println!("bench-server: wrk -t2 -c16 -d{seconds}s on loopback, distribution registry, no caching layer yet");
+    println!(
+        "narinfo hit : {}",
+        wrk(&format!("{cache}/{hash}.narinfo"), seconds)
+    );
+    println!(
+        "narinfo miss: {}",
+        wrk(
+            &format!("{cache}/00000000000000000000000000000000.narinfo"),
+            seconds
+        )
+    );
+
+    let narinfo = run_ok(Command::new("curl").args(["-sf", &format!("{cache}/{hash}.narinfo")]));
+    let narinfo = oranc_core::NarInfo::parse(&narinfo).expect("a narinfo");
+    let size = narinfo.file_size.unwrap_or_default();
+    let digest = narinfo.file_hash.expect("a FileHash").to_oci_digest();
+    println!(
+        "NAR {} MB through oranc server : {:8.1} MB/s",
+        size / 1_000_000,
+        curl_mb_per_s(&format!("{cache}/{}", narinfo.url), size)
+    );
+    println!(
+        "same blob straight from registry: {:8.1} MB/s",
+        curl_mb_per_s(
+            &format!("{}/v2/bench/server/blobs/{digest}", registry.base_url()),
+            size
+        )
+    );
+    println!(
+        "server peak RSS: {}",
+        server.peak_memory().unwrap_or_else(|| "?".into())
+    );
+}
