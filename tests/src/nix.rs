@@ -158,3 +158,51 @@ pub fn path_info_from_nix(
         ca: entry["ca"].as_str().map(str::to_owned),
     }
 }
+
+/// `nix copy --from URL --to STORE PATH` trusting `public_key`, as a client substitutes.
+pub fn copy_from(
+    url: &str,
+    store: &std::path::Path,
+    path: &str,
+    public_key: &str,
+) -> std::process::Output {
+    nix_command("nix")
+        .args(["copy", "--from", url, "--to"])
+        .arg(store)
+        .arg(path)
+        .args(["--option", "trusted-public-keys", public_key])
+        .output()
+        .expect("running nix copy")
+}
+
+/// "PATH NARHASH" for each path of `root`'s closure in `store` (the default store when
+/// `None`), sorted: what two stores must agree on to hold the same closure.
+pub fn closure_hashes(store: Option<&std::path::Path>, root: &str) -> Vec<String> {
+    let mut command = nix_command("nix");
+    command.args(["path-info", "--json"]);
+    if let Some(store) = store {
+        command.arg("--store").arg(store);
+    }
+    let output = run_ok(command.args(["-r", root]));
+    let infos: serde_json::Value =
+        serde_json::from_str(&output).expect("nix path-info prints JSON");
+    hashes_of(&infos)
+}
+
+/// "PATH NARHASH" for each entry of a `nix path-info --json` list, sorted.
+pub fn hashes_of(infos: &serde_json::Value) -> Vec<String> {
+    let mut hashes: Vec<String> = infos
+        .as_array()
+        .expect("a list of path infos")
+        .iter()
+        .map(|i| {
+            format!(
+                "{} {}",
+                i["path"].as_str().unwrap_or("?"),
+                i["narHash"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    hashes.sort();
+    hashes
+}

@@ -11,7 +11,7 @@ use std::io::Read as _;
 use std::process::Output;
 
 use oranc_core::{NarInfo, StoreDir, TagEncoding};
-use oranc_tests::nix::{nix_command, SignedClosure};
+use oranc_tests::nix::{copy_from, nix_command, SignedClosure};
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::{oranc_command, run_ok, unique_suffix};
@@ -129,15 +129,8 @@ async fn pushed_closure_reads_back_byte_for_byte_and_real_nix_substitutes_it() {
     raw.export_file_cache(&repo, &closure.paths, exported.path())
         .await;
     let store = tempfile::tempdir().unwrap();
-    let copied = nix_command("nix")
-        .args(["copy", "--from"])
-        .arg(format!("file://{}", exported.path().display()))
-        .arg("--to")
-        .arg(store.path())
-        .arg(&closure.root)
-        .args(["--option", "trusted-public-keys", &closure.public_key])
-        .output()
-        .unwrap();
+    let file_url = format!("file://{}", exported.path().display());
+    let copied = copy_from(&file_url, store.path(), &closure.root, &closure.public_key);
     assert!(
         copied.status.success(),
         "nix copy: {}",
@@ -369,15 +362,8 @@ async fn xz_and_uncompressed_nars_are_substitutable_by_real_nix() {
         raw.export_file_cache(&repo, &closure.paths, exported.path())
             .await;
         let store = tempfile::tempdir().unwrap();
-        let copied = nix_command("nix")
-            .args(["copy", "--from"])
-            .arg(format!("file://{}", exported.path().display()))
-            .arg("--to")
-            .arg(store.path())
-            .arg(&closure.root)
-            .args(["--option", "trusted-public-keys", &closure.public_key])
-            .output()
-            .unwrap();
+        let file_url = format!("file://{}", exported.path().display());
+        let copied = copy_from(&file_url, store.path(), &closure.root, &closure.public_key);
         assert!(
             copied.status.success(),
             "{compression}: {}",

@@ -7,55 +7,16 @@
     reason = "integration tests: helpers outside #[test] panic on purpose"
 )]
 
-use std::process::Output;
-
 use oranc_tests::auth::{PASSWORD, USERNAME};
-use oranc_tests::nix::{nix_command, SignedClosure};
+use oranc_tests::nix::{
+    closure_hashes, copy_from as nix_copy_from, hashes_of, nix_command, SignedClosure,
+};
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
 use oranc_tests::server::ServerProcess;
 use oranc_tests::{oranc_command, shared_fixture, unique_suffix};
 
 fn allow(registry: &RegistryProcess) -> String {
     format!("[registries.\"{}\"]\nplain_http = true\n", registry.host())
-}
-
-fn nix_copy_from(url: &str, store: &std::path::Path, path: &str, key: &str) -> Output {
-    nix_command("nix")
-        .args(["copy", "--from", url, "--to"])
-        .arg(store)
-        .arg(path)
-        .args(["--option", "trusted-public-keys", key])
-        .output()
-        .unwrap()
-}
-
-fn store_paths(store: &std::path::Path, root: &str) -> Vec<String> {
-    let out = nix_command("nix")
-        .args(["path-info", "--json", "--store"])
-        .arg(store)
-        .args(["-r", root])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let infos: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut hashes: Vec<String> = infos
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            format!(
-                "{} {}",
-                i["path"].as_str().unwrap(),
-                i["narHash"].as_str().unwrap()
-            )
-        })
-        .collect();
-    hashes.sort();
-    hashes
 }
 
 fn http_status(method: &str, url: &str, extra: &[&str]) -> String {
@@ -105,27 +66,9 @@ fn nix_substitutes_what_oranc_push_stored_and_refuses_a_wrong_key() {
         "{}",
         String::from_utf8_lossy(&copied.stderr)
     );
-    let originals = nix_command("nix")
-        .args(["path-info", "--json", "-r", &closure.root])
-        .output()
-        .unwrap();
-    let originals: serde_json::Value = serde_json::from_slice(&originals.stdout).unwrap();
-    let mut expected: Vec<String> = originals
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            format!(
-                "{} {}",
-                i["path"].as_str().unwrap(),
-                i["narHash"].as_str().unwrap()
-            )
-        })
-        .collect();
-    expected.sort();
     assert_eq!(
-        store_paths(store.path(), &closure.root),
-        expected,
+        closure_hashes(Some(store.path()), &closure.root),
+        closure_hashes(None, &closure.root),
         "same paths, same NAR hashes"
     );
 
@@ -281,7 +224,7 @@ fn nix_copy_to_the_server_uploads_a_cache_that_substitutes_back() {
         "{}",
         String::from_utf8_lossy(&copied.stderr)
     );
-    assert_eq!(store_paths(store.path(), &closure.root).len(), 3);
+    assert_eq!(closure_hashes(Some(store.path()), &closure.root).len(), 3);
 
     // A narinfo whose NAR was never uploaded is refused, and nothing is written.
     let bogus = "StorePath: /nix/store/5kk4mwqi310s9ssry90al6mxrb47vdiw-app\nURL: nar/1n7bp8gfz80mjraq5jq1qghh5dcsbb5gfi3rkp2b6v1pr8i7gbcf.nar.zst\nNarHash: sha256:13zkh9mx7kkmdiz0wx9arwvkx0ss3ixkmhill5dx2j682ibp8v8x\nNarSize: 1\n";
@@ -388,20 +331,10 @@ fn the_cache_the_original_oranc_wrote_is_substituted_by_real_nix() {
         "{}",
         String::from_utf8_lossy(&copied.stderr)
     );
-    let mut wanted: Vec<String> = expected
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            format!(
-                "{} {}",
-                i["path"].as_str().unwrap(),
-                i["narHash"].as_str().unwrap()
-            )
-        })
-        .collect();
-    wanted.sort();
-    assert_eq!(store_paths(store.path(), root.trim()), wanted);
+    assert_eq!(
+        closure_hashes(Some(store.path()), root.trim()),
+        hashes_of(&expected)
+    );
 }
 
 #[test]
