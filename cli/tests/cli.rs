@@ -61,12 +61,19 @@ fn completion_scripts_are_generated() {
 #[test]
 fn config_check_accepts_the_example_and_names_the_bad_field() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../oranc.example.toml");
-    oranc().args(["config", "check", example]).assert().success();
+    oranc()
+        .args(["config", "check", example])
+        .assert()
+        .success();
     let dir = std::env::temp_dir().join(format!("oranc-config-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a directory");
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "repository_parts = 0\n").expect("writing");
-    let assert = oranc().args(["config", "check"]).arg(&bad).assert().failure();
+    let assert = oranc()
+        .args(["config", "check"])
+        .arg(&bad)
+        .assert()
+        .failure();
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
     assert!(stderr.contains("repository_parts"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -9,4 +9,4 @@ pub mod model;
 
 pub use error::ConfigError;
 pub use load::{load_file, parse, validate};
-pub use model::{CacheConfig, Config, RegistryConfig, UpstreamConfig};
+pub use model::{CacheConfig, Config, RegistryConfig, ResponseCacheConfig, UpstreamConfig};

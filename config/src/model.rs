@@ -39,6 +39,31 @@ pub struct Config {
     /// Named caches served at `/{name}/...`.
     pub caches: BTreeMap<String, CacheConfig>,
     pub upstream: UpstreamConfig,
+    pub cache: ResponseCacheConfig,
+}
+
+/// The in-memory cache of small answers (narinfo, nix-cache-info) and of 404s, so a warm
+/// lookup costs no registry round trip.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseCacheConfig {
+    /// Seconds a narinfo or nix-cache-info answer is reused.
+    pub ttl_secs: u64,
+    /// Seconds a 404 is reused (a path pushed meanwhile shows up after at most this long,
+    /// at once when pushed through this server).
+    pub negative_ttl_secs: u64,
+    /// Memory the cached bodies may use, in bytes; 0 turns the cache off.
+    pub max_bytes: u64,
+}
+
+impl Default for ResponseCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl_secs: 600,
+            negative_ttl_secs: 30,
+            max_bytes: 64 << 20,
+        }
+    }
 }
 
 impl Default for Config {
@@ -57,6 +82,7 @@ impl Default for Config {
             registries: BTreeMap::new(),
             caches: BTreeMap::new(),
             upstream: UpstreamConfig::default(),
+            cache: ResponseCacheConfig::default(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! uses a named cache's credentials for that cache alone.
 
 pub mod error;
+pub mod layers;
 pub mod resolve;
 pub mod router;
 pub mod routes;

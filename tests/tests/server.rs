@@ -418,3 +418,64 @@ fn upstreams_redirect_query_parameters_address_and_old_encodings_read() {
         "404"
     );
 }
+
+#[test]
+fn a_warm_narinfo_is_served_without_the_registry() {
+    let mut registry = Some(RegistryProcess::start());
+    let host = registry.as_ref().unwrap().host();
+    let closure = SignedClosure::build(1_000);
+    let out = oranc_command()
+        .args([
+            "push",
+            "--no-ssl",
+            "--registry",
+            &host,
+            "--repository",
+            "warm/cache",
+        ])
+        .args([
+            "--trusted-public-key",
+            &closure.public_key,
+            "--no-closure",
+            &closure.root,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = ServerProcess::start(&allow(registry.as_ref().unwrap()), &[]);
+    let hash = closure
+        .root
+        .trim_start_matches("/nix/store/")
+        .split('-')
+        .next()
+        .unwrap();
+    let narinfo = server.url(&format!("{host}/warm/cache/{hash}.narinfo"));
+    let absent = server.url(&format!(
+        "{host}/warm/cache/00000000000000000000000000000000.narinfo"
+    ));
+    assert_eq!(http_status("GET", &narinfo, &[]), "200");
+    assert_eq!(http_status("GET", &absent, &[]), "404");
+    registry.take(); // stops the registry
+    assert_eq!(
+        http_status("GET", &narinfo, &[]),
+        "200",
+        "a hit costs no registry round trip"
+    );
+    assert_eq!(
+        http_status("GET", &absent, &[]),
+        "404",
+        "a recent 404 is remembered"
+    );
+    let other = server.url(&format!(
+        "{host}/warm/cache/11111111111111111111111111111111.narinfo"
+    ));
+    assert_eq!(
+        http_status("GET", &other, &[]),
+        "503",
+        "a cold lookup still says the registry is down"
+    );
+}

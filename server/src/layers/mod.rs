@@ -1,0 +1,3 @@
+//! Cross-cutting behaviour as tower layers, one file each, composed in [`crate::router`].
+
+pub mod response_cache;

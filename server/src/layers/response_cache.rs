@@ -1,0 +1,424 @@
+//! Caches small answers (narinfo, nix-cache-info) and 404s in memory, so a warm lookup
+//! costs no registry round trip; concurrent identical misses wait for one registry request
+//! (moka's `try_get_with` coalesces them). Entries are keyed by method, path and a digest
+//! of the client's Authorization header, so one client's answer is never served to another
+//! with other credentials. A successful PUT through this server drops the entries for its
+//! path at once.
+//!
+//! NAR bodies are never buffered: for them only a 404 is remembered.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, Response, StatusCode};
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+use tower::{Layer, Service, ServiceExt as _};
+
+/// Largest body kept in the cache; larger answers pass through uncached.
+const MAX_CACHED_BODY: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    head: bool,
+    path_and_query: String,
+    authorization: [u8; 32],
+}
+
+#[derive(Debug)]
+struct Cached {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Cached {
+    fn to_response(&self) -> Response<Body> {
+        let mut response = Response::new(Body::from(self.body.clone()));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        response
+    }
+}
+
+/// Counters the metrics layer reads.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    /// Misses answered by another request's registry lookup.
+    pub coalesced: AtomicU64,
+    pub evictions: AtomicU64,
+}
+
+struct TtlByStatus {
+    positive: Duration,
+    negative: Duration,
+}
+
+impl moka::Expiry<Key, Arc<Cached>> for TtlByStatus {
+    fn expire_after_create(
+        &self,
+        _key: &Key,
+        value: &Arc<Cached>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(if value.status == StatusCode::NOT_FOUND {
+            self.negative
+        } else {
+            self.positive
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct ResponseCache {
+    entries: moka::future::Cache<Key, Arc<Cached>>,
+    stats: Arc<CacheStats>,
+}
+
+impl std::fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCache")
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+impl ResponseCache {
+    pub fn new(config: &oranc_config::ResponseCacheConfig) -> Self {
+        let stats = Arc::new(CacheStats::default());
+        let evictions = stats.clone();
+        let entries = moka::future::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|key: &Key, value: &Arc<Cached>| {
+                u32::try_from(value.body.len() + key.path_and_query.len() + 256).unwrap_or(u32::MAX)
+            })
+            .expire_after(TtlByStatus {
+                positive: Duration::from_secs(config.ttl_secs),
+                negative: Duration::from_secs(config.negative_ttl_secs),
+            })
+            .support_invalidation_closures()
+            .eviction_listener(move |_key, _value, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    evictions.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        Self { entries, stats }
+    }
+
+    pub fn stats(&self) -> Arc<CacheStats> {
+        self.stats.clone()
+    }
+
+    fn invalidate_path(&self, path: &str) {
+        let path = path.to_owned();
+        let _ = self.entries.invalidate_entries_if(move |key, _| {
+            key.path_and_query.split('?').next() == Some(path.as_str())
+        });
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ResponseCacheLayer {
+    cache: Option<ResponseCache>,
+}
+
+impl ResponseCacheLayer {
+    /// `None` (or `max_bytes = 0`) passes everything through.
+    pub fn new(cache: Option<ResponseCache>) -> Self {
+        Self { cache }
+    }
+}
+
+impl<S> Layer<S> for ResponseCacheLayer {
+    type Service = ResponseCacheService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ResponseCacheService {
+            inner,
+            cache: self.cache.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ResponseCacheService<S> {
+    inner: S,
+    cache: Option<ResponseCache>,
+}
+
+/// Small files worth keeping whole; anything else only has its 404s remembered.
+fn is_small_file(path: &str) -> bool {
+    path.ends_with(".narinfo") || path.ends_with("/nix-cache-info")
+}
+
+fn key_of(request: &Request<Body>) -> Key {
+    let authorization = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| Sha256::digest(v.as_bytes()).into())
+        .unwrap_or([0; 32]);
+    Key {
+        head: request.method() == Method::HEAD,
+        path_and_query: request
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default(),
+        authorization,
+    }
+}
+
+/// An answer that is not worth caching, shared with every request coalesced onto it.
+#[derive(Debug)]
+struct Uncacheable(Arc<Cached>);
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+impl<S> Service<Request<Body>> for ResponseCacheService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let Some(cache) = self.cache.clone() else {
+            return Box::pin(self.inner.call(request));
+        };
+        // The service that was polled ready serves this request; a clone takes its place.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        match method {
+            Method::PUT => Box::pin(async move {
+                let response = inner.oneshot(request).await?;
+                if response.status().is_success() {
+                    cache.invalidate_path(&path);
+                }
+                Ok(response)
+            }),
+            Method::GET | Method::HEAD if is_small_file(&path) => Box::pin(async move {
+                let key = key_of(&request);
+                if let Some(hit) = cache.entries.get(&key).await {
+                    cache.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(hit.to_response());
+                }
+                cache.stats.misses.fetch_add(1, Ordering::Relaxed);
+                let stats = cache.stats.clone();
+                let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let ran_here = ran.clone();
+                let outcome = cache
+                    .entries
+                    .try_get_with(key, async move {
+                        ran_here.store(true, Ordering::Relaxed);
+                        let response = inner
+                            .oneshot(request)
+                            .await
+                            .unwrap_or_else(|never| match never {});
+                        let (parts, body) = response.into_parts();
+                        let body = axum::body::to_bytes(body, MAX_CACHED_BODY)
+                            .await
+                            .unwrap_or_default();
+                        let cached = Arc::new(Cached {
+                            status: parts.status,
+                            headers: parts.headers,
+                            body,
+                        });
+                        if matches!(cached.status, StatusCode::OK | StatusCode::NOT_FOUND) {
+                            Ok(cached)
+                        } else {
+                            Err(Uncacheable(cached))
+                        }
+                    })
+                    .await;
+                if !ran.load(Ordering::Relaxed) {
+                    stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(match outcome {
+                    Ok(cached) => cached.to_response(),
+                    Err(uncacheable) => uncacheable.0.to_response(),
+                })
+            }),
+            Method::GET | Method::HEAD => Box::pin(async move {
+                let key = key_of(&request);
+                if let Some(hit) = cache.entries.get(&key).await {
+                    cache.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(hit.to_response());
+                }
+                let response = inner.oneshot(request).await?;
+                if response.status() == StatusCode::NOT_FOUND {
+                    cache.stats.misses.fetch_add(1, Ordering::Relaxed);
+                    let (parts, body) = response.into_parts();
+                    let body = axum::body::to_bytes(body, MAX_CACHED_BODY)
+                        .await
+                        .unwrap_or_default();
+                    let cached = Arc::new(Cached {
+                        status: parts.status,
+                        headers: parts.headers,
+                        body,
+                    });
+                    cache.entries.insert(key, cached.clone()).await;
+                    return Ok(cached.to_response());
+                }
+                Ok(response)
+            }),
+            _ => Box::pin(inner.oneshot(request)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// An inner service that counts calls and answers after a pause, 404 for `absent`.
+    fn counting_service(
+        calls: Arc<AtomicUsize>,
+    ) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future = impl Send>
+           + Clone
+           + Send
+           + 'static {
+        tower::service_fn(move |request: Request<Body>| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let status =
+                    if request.method() != Method::PUT && request.uri().path().contains("absent") {
+                        StatusCode::NOT_FOUND
+                    } else {
+                        StatusCode::OK
+                    };
+                let mut response = Response::new(Body::from("StorePath: x\n"));
+                *response.status_mut() = status;
+                Ok::<_, Infallible>(response)
+            }
+        })
+    }
+
+    /// A cache with a sub-second negative TTL (the config counts whole seconds).
+    fn cache(negative_ttl_ms: u64) -> ResponseCache {
+        let entries = moka::future::Cache::builder()
+            .max_capacity(1 << 20)
+            .expire_after(TtlByStatus {
+                positive: Duration::from_secs(60),
+                negative: Duration::from_millis(negative_ttl_ms),
+            })
+            .support_invalidation_closures()
+            .build();
+        ResponseCache {
+            entries,
+            stats: Arc::new(CacheStats::default()),
+        }
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path).body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_hundred_concurrent_misses_make_one_inner_request() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let cache = cache(1000);
+        let service =
+            ResponseCacheLayer::new(Some(cache.clone())).layer(counting_service(calls.clone()));
+        let requests = (0..100).map(|_| service.clone().oneshot(get("/r/o/c/x.narinfo")));
+        let responses = futures::future::join_all(requests).await;
+        assert!(responses
+            .iter()
+            .all(|r| r.as_ref().unwrap().status() == StatusCode::OK));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.stats.coalesced.load(Ordering::Relaxed), 99);
+        // And a later request is a plain hit.
+        service
+            .clone()
+            .oneshot(get("/r/o/c/x.narinfo"))
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.stats.hits.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_404_is_cached_for_its_ttl_only() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let service =
+            ResponseCacheLayer::new(Some(cache(300))).layer(counting_service(calls.clone()));
+        for _ in 0..3 {
+            let answer = service
+                .clone()
+                .oneshot(get("/r/o/c/absent.narinfo"))
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        service
+            .clone()
+            .oneshot(get("/r/o/c/absent.narinfo"))
+            .await
+            .unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "asked again after the negative TTL"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_put_drops_the_cached_answer_and_credentials_separate_entries() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let service =
+            ResponseCacheLayer::new(Some(cache(60_000))).layer(counting_service(calls.clone()));
+        service
+            .clone()
+            .oneshot(get("/r/o/c/absent.narinfo"))
+            .await
+            .unwrap();
+        let with_credentials = Request::get("/r/o/c/absent.narinfo")
+            .header("authorization", "Basic dTpw")
+            .body(Body::empty())
+            .unwrap();
+        service.clone().oneshot(with_credentials).await.unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "another client, another entry"
+        );
+        let put = Request::put("/r/o/c/absent.narinfo")
+            .body(Body::empty())
+            .unwrap();
+        service.clone().oneshot(put).await.unwrap();
+        service
+            .clone()
+            .oneshot(get("/r/o/c/absent.narinfo"))
+            .await
+            .unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            4,
+            "the PUT and a fresh lookup"
+        );
+    }
+}
