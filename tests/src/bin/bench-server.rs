@@ -97,28 +97,34 @@ fn main() {
             .arg(&key)
             .arg(&path),
     );
-    let config = format!("[registries.\"{}\"]\nplain_http = true\n", registry.host());
-    let server = ServerProcess::start_binary(Command::new(&oranc), &config, &[]);
-    let cache = server.url(&format!("{}/bench/server", registry.host()));
+    let allow = format!("[registries.\"{}\"]\nplain_http = true\n", registry.host());
     let hash = path
         .trim_start_matches("/nix/store/")
         .split('-')
         .next()
         .unwrap_or_default();
-
-    println!("bench-server: wrk -t2 -c16 -d{seconds}s on loopback, distribution registry, no caching layer yet");
-    println!(
-        "narinfo hit : {}",
-        wrk(&format!("{cache}/{hash}.narinfo"), seconds)
-    );
-    println!(
-        "narinfo miss: {}",
-        wrk(
-            &format!("{cache}/00000000000000000000000000000000.narinfo"),
-            seconds
-        )
-    );
-
+    println!("bench-server: wrk -t2 -c16 -d{seconds}s on loopback, distribution registry");
+    for (label, extra) in [
+        ("no response cache", "[cache]\nmax_bytes = 0\n"),
+        ("response cache  ", ""),
+    ] {
+        let server =
+            ServerProcess::start_binary(Command::new(&oranc), &format!("{allow}{extra}"), &[]);
+        let cache = server.url(&format!("{}/bench/server", registry.host()));
+        println!(
+            "{label}  narinfo hit : {}",
+            wrk(&format!("{cache}/{hash}.narinfo"), seconds)
+        );
+        println!(
+            "{label}  narinfo miss: {}",
+            wrk(
+                &format!("{cache}/00000000000000000000000000000000.narinfo"),
+                seconds
+            )
+        );
+    }
+    let server = ServerProcess::start_binary(Command::new(&oranc), &allow, &[]);
+    let cache = server.url(&format!("{}/bench/server", registry.host()));
     let narinfo = run_ok(Command::new("curl").args(["-sf", &format!("{cache}/{hash}.narinfo")]));
     let narinfo = oranc_core::NarInfo::parse(&narinfo).expect("a narinfo");
     let size = narinfo.file_size.unwrap_or_default();
