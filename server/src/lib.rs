@@ -8,6 +8,8 @@
 
 pub mod error;
 pub mod layers;
+pub mod metered;
+pub mod metrics;
 pub mod resolve;
 pub mod router;
 pub mod routes;

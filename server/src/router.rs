@@ -1,18 +1,20 @@
-//! The one place the router and its layers are put together.
+//! The one place the router and its layers are put together. Order, outermost first:
+//! metrics (sees every answer, cached or not), then the response cache, then the handlers.
 
 use axum::routing::get;
 use axum::Router;
 
-use crate::layers::response_cache::{ResponseCache, ResponseCacheLayer};
-use crate::routes::{cache, health};
+use crate::layers::metrics::MetricsLayer;
+use crate::layers::response_cache::ResponseCacheLayer;
+use crate::routes::{cache, health, metrics};
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
-    let response_cache =
-        (state.config().cache.max_bytes > 0).then(|| ResponseCache::new(&state.config().cache));
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(metrics::metrics))
         .fallback(cache::handle)
-        .layer(ResponseCacheLayer::new(response_cache))
+        .layer(ResponseCacheLayer::new(state.response_cache()))
+        .layer(MetricsLayer::new(state.metrics().clone()))
         .with_state(state)
 }

@@ -11,6 +11,9 @@ use oranc_core::{Registry, RepositoryName, TagEncoding};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::ServerError;
+use crate::layers::response_cache::ResponseCache;
+use crate::metered::MeteredRegistry;
+use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
 
 /// Per-credential registry clients kept for reuse (their tokens stay warm).
@@ -36,6 +39,8 @@ struct Inner {
     clients: Mutex<ClientsByCredentials>,
     caches: HashMap<String, NamedCache>,
     upstreams: Upstreams,
+    response_cache: Option<ResponseCache>,
+    metrics: Metrics,
 }
 
 #[derive(Debug, Clone)]
@@ -140,7 +145,12 @@ impl AppState {
             );
         }
         let upstreams = Upstreams::new(&config.upstream)?;
+        let response_cache =
+            (config.cache.max_bytes > 0).then(|| ResponseCache::new(&config.cache));
+        let metrics = Metrics::new(response_cache.as_ref().map(ResponseCache::stats));
         Ok(Self(Arc::new(Inner {
+            response_cache,
+            metrics,
             encoding,
             fallbacks,
             registries: Mutex::new(registries),
@@ -165,6 +175,14 @@ impl AppState {
 
     pub fn upstreams(&self) -> &Upstreams {
         &self.0.upstreams
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub fn response_cache(&self) -> Option<ResponseCache> {
+        self.0.response_cache.clone()
     }
 
     /// The registry `name` acting with `credentials`, if the config allows `name`.
@@ -212,7 +230,8 @@ impl AppState {
         if clients.len() >= MAX_CLIENTS_PER_REGISTRY * self.0.config.registries.len().max(1) {
             clients.clear();
         }
-        let client = handle.with_credentials(credentials);
+        let client =
+            MeteredRegistry::wrap(handle.with_credentials(credentials), self.0.metrics.clone());
         clients.insert(key, client.clone());
         client
     }

@@ -479,3 +479,94 @@ fn a_warm_narinfo_is_served_without_the_registry() {
         "a cold lookup still says the registry is down"
     );
 }
+
+#[test]
+fn metrics_count_requests_cache_hits_and_registry_calls_and_pass_promtool() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(1_000);
+    let out = oranc_command()
+        .args([
+            "push",
+            "--no-ssl",
+            "--registry",
+            &registry.host(),
+            "--repository",
+            "metrics/cache",
+        ])
+        .args([
+            "--trusted-public-key",
+            &closure.public_key,
+            "--no-closure",
+            &closure.root,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = ServerProcess::start(&allow(&registry), &[]);
+    let hash = closure
+        .root
+        .trim_start_matches("/nix/store/")
+        .split('-')
+        .next()
+        .unwrap();
+    let narinfo = server.url(&format!("{}/metrics/cache/{hash}.narinfo", registry.host()));
+    for _ in 0..3 {
+        assert_eq!(http_status("GET", &narinfo, &[]), "200");
+    }
+    let scrape = std::process::Command::new("curl")
+        .args(["-sf", &server.url("metrics")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(scrape.stdout).unwrap();
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value("oranc_http_requests_total{method=\"GET\",route=\"narinfo\",status=\"200\"}"),
+        3.0
+    );
+    assert_eq!(value("oranc_response_cache_hits_total"), 2.0);
+    assert_eq!(value("oranc_response_cache_misses_total"), 1.0);
+    assert_eq!(
+        value(&format!(
+            "oranc_registry_requests_total{{operation=\"get_manifest\",registry=\"{}\"}}",
+            registry.host()
+        )),
+        1.0,
+        "two of three lookups cost the registry nothing"
+    );
+    assert!(!text.contains(hash), "no keys or paths in labels");
+
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus; .ci/setup does)");
+    use std::io::Write as _;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}

@@ -1,3 +1,4 @@
 //! Cross-cutting behaviour as tower layers, one file each, composed in [`crate::router`].
 
+pub mod metrics;
 pub mod response_cache;

@@ -1,0 +1,117 @@
+//! Counts and times every request: `oranc_http_requests_total{route,method,status}`,
+//! latency to the response head, bytes in and out (by Content-Length, so a streamed NAR is
+//! counted without being touched), and requests in flight.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{header, Request, Response};
+use tower::{Layer, Service};
+
+use crate::metrics::{route_kind, Metrics};
+
+#[derive(Debug, Clone)]
+pub struct MetricsLayer {
+    metrics: Metrics,
+}
+
+impl MetricsLayer {
+    pub fn new(metrics: Metrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+/// Counts a request in flight until dropped, so a request whose client hung up is not
+/// counted for ever.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn new(gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn content_length<B>(headers: &axum::http::HeaderMap, _body: &B) -> u64 {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+impl<S> Service<Request<Body>> for MetricsService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let metrics = self.metrics.clone();
+        let route = route_kind(request.uri().path());
+        let method = request.method().as_str().to_owned();
+        let uploaded = content_length(request.headers(), request.body());
+        let started = Instant::now();
+        let in_flight = InFlight::new(metrics.in_flight.clone());
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await?;
+            drop(in_flight);
+            metrics
+                .request_duration
+                .with_label_values(&[route])
+                .observe(started.elapsed().as_secs_f64());
+            metrics
+                .requests
+                .with_label_values(&[route, &method, response.status().as_str()])
+                .inc();
+            if method != "HEAD" {
+                metrics
+                    .response_bytes
+                    .with_label_values(&[route])
+                    .inc_by(content_length(response.headers(), response.body()));
+            }
+            if uploaded > 0 {
+                metrics
+                    .request_bytes
+                    .with_label_values(&[route])
+                    .inc_by(uploaded);
+            }
+            Ok(response)
+        })
+    }
+}

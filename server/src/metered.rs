@@ -1,0 +1,135 @@
+//! A [`Registry`] decorator that times and counts every registry operation for the metrics,
+//! by registry name and operation; errors by kind (not_found, denied, unavailable, ...).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use oranc_core::{
+    BlobBody, BlobInfo, ByteRange, Registry, RepositoryName, Result, Sha256Hash, StoredManifest,
+    Tag,
+};
+use tokio::io::AsyncRead;
+
+use crate::metrics::Metrics;
+
+#[derive(Debug)]
+pub struct MeteredRegistry {
+    inner: Arc<dyn Registry>,
+    metrics: Metrics,
+}
+
+impl MeteredRegistry {
+    pub fn wrap(inner: Arc<dyn Registry>, metrics: Metrics) -> Arc<dyn Registry> {
+        Arc::new(Self { inner, metrics })
+    }
+
+    fn record<T>(&self, operation: &str, started: Instant, result: &Result<T>) {
+        let registry = self.inner.name();
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[registry, operation])
+            .inc();
+        self.metrics
+            .upstream_duration
+            .with_label_values(&[registry, operation])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = result {
+            let kind = match error {
+                oranc_core::Error::NotFound { .. } => "not_found",
+                oranc_core::Error::Denied { .. } => "denied",
+                oranc_core::Error::Unavailable { .. } => "unavailable",
+                oranc_core::Error::Protocol { .. } => "protocol",
+                _ => "other",
+            };
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[registry, operation, kind])
+                .inc();
+        }
+    }
+}
+
+macro_rules! metered {
+    ($self:ident, $operation:literal, $call:expr) => {{
+        let started = Instant::now();
+        let result = $call.await;
+        $self.record($operation, started, &result);
+        result
+    }};
+}
+
+#[async_trait]
+impl Registry for MeteredRegistry {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn repository(&self, name: &str) -> Result<RepositoryName> {
+        self.inner.repository(name)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        metered!(self, "ping", self.inner.ping())
+    }
+
+    async fn head_blob(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<Option<u64>> {
+        metered!(self, "head_blob", self.inner.head_blob(repo, digest))
+    }
+
+    async fn get_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Sha256Hash,
+        range: Option<ByteRange>,
+    ) -> Result<BlobBody> {
+        metered!(self, "get_blob", self.inner.get_blob(repo, digest, range))
+    }
+
+    async fn put_blob(
+        &self,
+        repo: &RepositoryName,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<BlobInfo> {
+        metered!(self, "put_blob", self.inner.put_blob(repo, body))
+    }
+
+    async fn put_blob_bytes(&self, repo: &RepositoryName, bytes: Bytes) -> Result<BlobInfo> {
+        metered!(self, "put_blob", self.inner.put_blob_bytes(repo, bytes))
+    }
+
+    async fn get_manifest(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+    ) -> Result<Option<StoredManifest>> {
+        metered!(self, "get_manifest", self.inner.get_manifest(repo, tag))
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<Sha256Hash> {
+        metered!(
+            self,
+            "put_manifest",
+            self.inner.put_manifest(repo, tag, media_type, bytes)
+        )
+    }
+
+    async fn list_tags(&self, repo: &RepositoryName) -> Result<Vec<Tag>> {
+        metered!(self, "list_tags", self.inner.list_tags(repo))
+    }
+
+    async fn delete_manifest(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<()> {
+        metered!(
+            self,
+            "delete_manifest",
+            self.inner.delete_manifest(repo, digest)
+        )
+    }
+}

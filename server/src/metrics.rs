@@ -1,0 +1,197 @@
+//! The server's Prometheus metrics, in one registry rendered at `/metrics`. Names follow
+//! Prometheus conventions (`oranc_..._total`, `_seconds`, `_bytes`). Labels never carry
+//! credentials, keys or paths: only route kinds, methods, status codes and registry names.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::layers::response_cache::CacheStats;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub in_flight: IntGauge,
+    pub response_bytes: IntCounterVec,
+    pub request_bytes: IntCounterVec,
+    pub upstream_requests: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    pub rate_limited: IntCounter,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    cache_coalesced: IntCounter,
+    cache_evictions: IntCounter,
+    cache_stats: Option<Arc<CacheStats>>,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| panic!("registering {name}: {e}"));
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| panic!("registering {name}: {e}"));
+    metric
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let metric = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )
+    .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| panic!("registering {name}: {e}"));
+    metric
+}
+
+impl Metrics {
+    /// The metric names are fixed strings; a failure here is a bug caught by every test.
+    pub fn new(cache_stats: Option<Arc<CacheStats>>) -> Self {
+        let registry = Registry::new();
+        let in_flight = IntGauge::new(
+            "oranc_http_requests_in_flight",
+            "HTTP requests being served",
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        registry
+            .register(Box::new(in_flight.clone()))
+            .unwrap_or_else(|e| panic!("registering: {e}"));
+        Self {
+            requests: counter_vec(
+                &registry,
+                "oranc_http_requests_total",
+                "HTTP requests answered, by route kind, method and status",
+                &["route", "method", "status"],
+            ),
+            request_duration: histogram_vec(
+                &registry,
+                "oranc_http_request_duration_seconds",
+                "Time to the response head, by route kind",
+                &["route"],
+            ),
+            response_bytes: counter_vec(
+                &registry,
+                "oranc_http_response_bytes_total",
+                "Bytes served (by Content-Length), by route kind",
+                &["route"],
+            ),
+            request_bytes: counter_vec(
+                &registry,
+                "oranc_http_request_bytes_total",
+                "Bytes uploaded (by Content-Length), by route kind",
+                &["route"],
+            ),
+            upstream_requests: counter_vec(
+                &registry,
+                "oranc_registry_requests_total",
+                "Registry operations, by registry and operation",
+                &["registry", "operation"],
+            ),
+            upstream_errors: counter_vec(
+                &registry,
+                "oranc_registry_errors_total",
+                "Failed registry operations, by registry, operation and kind",
+                &["registry", "operation", "kind"],
+            ),
+            upstream_duration: histogram_vec(
+                &registry,
+                "oranc_registry_request_duration_seconds",
+                "Registry operation latency, by registry and operation",
+                &["registry", "operation"],
+            ),
+            rate_limited: counter(
+                &registry,
+                "oranc_http_rate_limited_total",
+                "Requests refused with 429 by the rate limiter",
+            ),
+            cache_hits: counter(
+                &registry,
+                "oranc_response_cache_hits_total",
+                "Answers served from the response cache",
+            ),
+            cache_misses: counter(
+                &registry,
+                "oranc_response_cache_misses_total",
+                "Cacheable requests not found in the response cache",
+            ),
+            cache_coalesced: counter(
+                &registry,
+                "oranc_response_cache_coalesced_total",
+                "Misses answered by another request's registry lookup",
+            ),
+            cache_evictions: counter(
+                &registry,
+                "oranc_response_cache_evictions_total",
+                "Entries evicted to stay within the size bound",
+            ),
+            in_flight,
+            cache_stats,
+            registry,
+        }
+    }
+
+    /// Brings a counter up to a value kept elsewhere (counters only go up).
+    fn sync(counter: &IntCounter, value: u64) {
+        let current = counter.get();
+        if value > current {
+            counter.inc_by(value - current);
+        }
+    }
+
+    /// The Prometheus text format.
+    pub fn render(&self) -> String {
+        if let Some(stats) = &self.cache_stats {
+            Self::sync(&self.cache_hits, stats.hits.load(Ordering::Relaxed));
+            Self::sync(&self.cache_misses, stats.misses.load(Ordering::Relaxed));
+            Self::sync(
+                &self.cache_coalesced,
+                stats.coalesced.load(Ordering::Relaxed),
+            );
+            Self::sync(
+                &self.cache_evictions,
+                stats.evictions.load(Ordering::Relaxed),
+            );
+        }
+        let mut out = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(%error, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The route kind of a request path, for labels: the cache file kind, or the endpoint.
+pub fn route_kind(path: &str) -> &'static str {
+    match path {
+        "/metrics" => "metrics",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        p if p.ends_with(".narinfo") => "narinfo",
+        p if p.ends_with("/nix-cache-info") || p == "/nix-cache-info" => "nix-cache-info",
+        p if p.contains("/nar/") || p.starts_with("/nar/") => "nar",
+        p if p.ends_with(".ls") => "ls",
+        p if p.contains("/log/") => "log",
+        p if p.contains("/realisations/") => "realisation",
+        _ => "other",
+    }
+}
