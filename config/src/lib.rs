@@ -9,4 +9,6 @@ pub mod model;
 
 pub use error::ConfigError;
 pub use load::{load_file, parse, validate};
-pub use model::{CacheConfig, Config, RegistryConfig, ResponseCacheConfig, UpstreamConfig};
+pub use model::{
+    CacheConfig, Config, RateLimitConfig, RegistryConfig, ResponseCacheConfig, UpstreamConfig,
+};

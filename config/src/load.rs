@@ -113,6 +113,12 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
             ));
         }
     }
+    if config.rate_limit.requests_per_second > 0 && config.rate_limit.burst == 0 {
+        return Err(invalid(
+            "rate_limit.burst".into(),
+            "must be at least 1 when the limit is on".into(),
+        ));
+    }
     regex::Regex::new(&config.upstream.ignore)
         .map_err(|e| invalid("upstream.ignore".into(), e.to_string()))?;
     for url in &config.upstream.urls {

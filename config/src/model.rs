@@ -40,6 +40,28 @@ pub struct Config {
     pub caches: BTreeMap<String, CacheConfig>,
     pub upstream: UpstreamConfig,
     pub cache: ResponseCacheConfig,
+    pub rate_limit: RateLimitConfig,
+}
+
+/// Per-client request rate limit (a client is its credentials when it sends some, else its
+/// IP address). Over the limit, requests get 429 with Retry-After.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per client; 0 turns the limit off.
+    pub requests_per_second: u32,
+    /// Requests a client may make at once above the sustained rate (Nix asks for many
+    /// narinfo files in a burst when it plans a closure).
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 0,
+            burst: 1000,
+        }
+    }
 }
 
 /// The in-memory cache of small answers (narinfo, nix-cache-info) and of 404s, so a warm
@@ -83,6 +105,7 @@ impl Default for Config {
             caches: BTreeMap::new(),
             upstream: UpstreamConfig::default(),
             cache: ResponseCacheConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The one place the router and its layers are put together. Order, outermost first:
-//! metrics (sees every answer, cached or not), then the response cache, then the handlers.
+//! metrics (sees every answer, limited or cached or not), the rate limit, the response
+//! cache, then the handlers.
 
 use axum::routing::get;
 use axum::Router;
 
 use crate::layers::metrics::MetricsLayer;
+use crate::layers::rate_limit::RateLimitLayer;
 use crate::layers::response_cache::ResponseCacheLayer;
 use crate::routes::{cache, health, metrics};
 use crate::state::AppState;
@@ -14,7 +16,12 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(metrics::metrics))
         .fallback(cache::handle)
+        .route("/readyz", get(health::readyz))
         .layer(ResponseCacheLayer::new(state.response_cache()))
+        .layer(RateLimitLayer::new(
+            &state.config().rate_limit,
+            state.metrics().clone(),
+        ))
         .layer(MetricsLayer::new(state.metrics().clone()))
         .with_state(state)
 }

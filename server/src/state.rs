@@ -177,6 +177,26 @@ impl AppState {
         &self.0.upstreams
     }
 
+    /// Every registry the config names (listed, or behind a named cache), once each, with
+    /// its anonymous client, for readiness checks.
+    pub fn registries_to_check(&self) -> Vec<(String, Arc<dyn Registry>)> {
+        let registries = self
+            .0
+            .registries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut checks: HashMap<String, Arc<dyn Registry>> = HashMap::new();
+        let all = registries
+            .values()
+            .chain(self.0.caches.values().map(|c| &c.registry));
+        for handle in all {
+            let registry = handle.registry();
+            checks.entry(registry.name().to_owned()).or_insert(registry);
+        }
+        checks.into_iter().collect()
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
     }

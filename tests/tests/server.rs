@@ -570,3 +570,41 @@ fn metrics_count_requests_cache_hits_and_registry_calls_and_pass_promtool() {
         String::from_utf8_lossy(&checked.stderr)
     );
 }
+
+#[test]
+fn the_rate_limit_answers_429_with_retry_after_and_readiness_follows_the_registry() {
+    let mut registry = Some(RegistryProcess::start());
+    let host = registry.as_ref().unwrap().host();
+    let config = format!(
+        "{}[rate_limit]\nrequests_per_second = 1\nburst = 3\n",
+        allow(registry.as_ref().unwrap())
+    );
+    let server = ServerProcess::start(&config, &[]);
+    assert_eq!(http_status("GET", &server.url("readyz"), &[]), "200");
+    let url = server.url(&format!("{host}/limited/cache/nix-cache-info"));
+    let statuses: Vec<String> = (0..6).map(|_| http_status("GET", &url, &[])).collect();
+    assert_eq!(
+        &statuses[..3],
+        ["404", "404", "404"],
+        "the burst passes: {statuses:?}"
+    );
+    assert!(
+        statuses[3..].iter().all(|s| s == "429"),
+        "then the limit: {statuses:?}"
+    );
+    let answer = std::process::Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", &url])
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&answer.stdout).to_lowercase();
+    assert!(headers.contains("retry-after: 1"), "{headers}");
+    assert_eq!(
+        http_status("GET", &server.url("metrics"), &[]),
+        "200",
+        "metrics are never limited"
+    );
+
+    registry.take();
+    assert_eq!(http_status("GET", &server.url("readyz"), &[]), "503");
+    assert_eq!(http_status("GET", &server.url("healthz"), &[]), "200");
+}

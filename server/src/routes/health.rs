@@ -1,5 +1,34 @@
-//! `/healthz`: the process answers. (Readiness against registries comes with the layer stack.)
+//! `/healthz` (the process answers) and `/readyz` (every configured registry answers).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use crate::state::AppState;
 
 pub async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// 200 when every registry of the config answers its ping, else 503 naming the ones that
+/// do not (by name only, never with credentials).
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+    let checks = state.registries_to_check();
+    let results = futures::future::join_all(
+        checks
+            .iter()
+            .map(|(name, registry)| async move { (name.clone(), registry.ping().await) }),
+    )
+    .await;
+    let failing: Vec<String> = results
+        .into_iter()
+        .filter_map(|(name, result)| result.err().map(|e| format!("{name}: {e}")))
+        .collect();
+    if failing.is_empty() {
+        (StatusCode::OK, "ready\n".into())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready:\n{}\n", failing.join("\n")),
+        )
+    }
 }
