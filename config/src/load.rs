@@ -113,6 +113,12 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
             ));
         }
     }
+    if config.response_timeout_secs == 0 {
+        return Err(invalid(
+            "response_timeout_secs".into(),
+            "must be at least 1".into(),
+        ));
+    }
     if config.rate_limit.requests_per_second > 0 && config.rate_limit.burst == 0 {
         return Err(invalid(
             "rate_limit.burst".into(),

@@ -26,6 +26,9 @@ pub struct Config {
     pub request_timeout_secs: u64,
     /// Seconds a blob body may stall before the transfer is abandoned.
     pub read_timeout_secs: u64,
+    /// Seconds the server may take to start answering a request (the body may stream for
+    /// longer); past it the client gets 504.
+    pub response_timeout_secs: u64,
     /// Key -> tag encoding for writes, and the first tried for reads.
     pub tag_encoding: String,
     /// Encodings also tried when reading.
@@ -98,6 +101,7 @@ impl Default for Config {
             max_retry: 3,
             request_timeout_secs: 60,
             read_timeout_secs: 60,
+            response_timeout_secs: 120,
             tag_encoding: "custom".into(),
             fallback_encodings: vec!["base32-dnssec".into()],
             max_small_body_bytes: 4 << 20,

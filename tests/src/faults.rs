@@ -20,6 +20,7 @@ pub const FLAKY: &str = "flaky/repo"; // the first `flaky_failures` answers are 
 pub const THROTTLED: &str = "throttled/repo"; // the first answer is 429, Retry-After: 1
 pub const DOWN: &str = "down/repo"; // always 503
 pub const STALLED: &str = "stalled/repo"; // blob bodies stop after 16 bytes
+pub const HANGING: &str = "hanging/repo"; // manifest requests never get an answer
 /// Asks for Basic credentials, then redirects blob GETs (307) to a separate blob store on
 /// another port, as ghcr.io and Docker Hub send clients to their storage.
 pub const REDIRECTING: &str = "redirecting/repo";
@@ -160,6 +161,10 @@ async fn serve_manifest(
         DOWN => {
             state.counters.down.fetch_add(1, Ordering::SeqCst);
             StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+        HANGING => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::OK.into_response()
         }
         _ => StatusCode::NOT_FOUND.into_response(),
     }

@@ -64,6 +64,19 @@ impl ServerProcess {
         Some(line.trim_start_matches("VmHWM:").trim().to_owned())
     }
 
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// The process id, to signal it from another thread.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
     }

@@ -608,3 +608,108 @@ fn the_rate_limit_answers_429_with_retry_after_and_readiness_follows_the_registr
     assert_eq!(http_status("GET", &server.url("readyz"), &[]), "503");
     assert_eq!(http_status("GET", &server.url("healthz"), &[]), "200");
 }
+
+#[tokio::test]
+async fn a_registry_that_never_answers_gets_a_504_in_bounded_time() {
+    let faults = oranc_tests::faults::FaultServer::start(0, bytes::Bytes::new()).await;
+    let config = format!(
+        "response_timeout_secs = 1\n[registries.\"{}\"]\nplain_http = true\n",
+        faults.host()
+    );
+    let server = ServerProcess::start(&config, &[]);
+    let url = server.url(&format!(
+        "{}/{}/nix-cache-info",
+        faults.host(),
+        oranc_tests::faults::HANGING
+    ));
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || http_status("GET", &url, &[]))
+        .await
+        .unwrap();
+    assert_eq!(status, "504");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_nar_download_finish() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(32 << 20);
+    let out = oranc_command()
+        .args([
+            "push",
+            "--no-ssl",
+            "--registry",
+            &registry.host(),
+            "--repository",
+            "drain/cache",
+        ])
+        .args([
+            "--trusted-public-key",
+            &closure.public_key,
+            "--compression",
+            "none",
+        ])
+        .arg(&closure.root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut server = ServerProcess::start(&allow(&registry), &[]);
+    let cache = server.url(&format!("{}/drain/cache", registry.host()));
+    let lib = closure
+        .paths
+        .iter()
+        .find(|p| p.ends_with("oranc-test-lib"))
+        .unwrap();
+    let hash = lib
+        .trim_start_matches("/nix/store/")
+        .split('-')
+        .next()
+        .unwrap();
+    let narinfo = std::process::Command::new("curl")
+        .arg("-sf")
+        .arg(format!("{cache}/{hash}.narinfo"))
+        .output()
+        .unwrap();
+    let narinfo =
+        oranc_core::NarInfo::parse(std::str::from_utf8(&narinfo.stdout).unwrap()).unwrap();
+    // About 4 s at 8 MB/s, far more than loopback socket buffers hold; SIGTERM after 1 s.
+    let target = closure.work_dir().join("downloaded.nar");
+    let download = std::process::Command::new("curl")
+        .args([
+            "-sSf",
+            "--limit-rate",
+            "8M",
+            "-w",
+            "%{http_code} %{size_download}",
+            "-o",
+        ])
+        .arg(&target)
+        .arg(format!("{cache}/{}", narinfo.url))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    assert!(server.terminate(), "the server exits cleanly");
+    let output = download.wait_with_output().unwrap();
+    assert!(output.status.success(), "the download finished");
+    let received = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(
+        received,
+        narinfo.file_size.unwrap(),
+        "every byte arrived (curl: {})",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "the server kept streaming after SIGTERM"
+    );
+}
