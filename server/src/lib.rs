@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod layers;
+pub mod manifest_cache;
 pub mod metered;
 pub mod metrics;
 pub mod resolve;

@@ -12,6 +12,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::ServerError;
 use crate::layers::response_cache::ResponseCache;
+use crate::manifest_cache::ManifestCache;
 use crate::metered::MeteredRegistry;
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
@@ -40,6 +41,7 @@ struct Inner {
     caches: HashMap<String, NamedCache>,
     upstreams: Upstreams,
     response_cache: Option<ResponseCache>,
+    manifest_cache: Option<ManifestCache>,
     metrics: Metrics,
 }
 
@@ -148,7 +150,10 @@ impl AppState {
         let response_cache =
             (config.cache.max_bytes > 0).then(|| ResponseCache::new(&config.cache));
         let metrics = Metrics::new(response_cache.as_ref().map(ResponseCache::stats));
+        let manifest_cache =
+            (config.cache.max_bytes > 0).then(|| ManifestCache::new(&config.cache));
         Ok(Self(Arc::new(Inner {
+            manifest_cache,
             response_cache,
             metrics,
             encoding,
@@ -247,11 +252,19 @@ impl AppState {
         if let Some(client) = clients.get(&key) {
             return client.clone();
         }
-        if clients.len() >= MAX_CLIENTS_PER_REGISTRY * self.0.config.registries.len().max(1) {
+        if clients.len()
+            >= MAX_CLIENTS_PER_REGISTRY
+                * (self.0.config.registries.len() + self.0.caches.len()).max(1)
+        {
             clients.clear();
         }
-        let client =
+        let metered =
             MeteredRegistry::wrap(handle.with_credentials(credentials), self.0.metrics.clone());
+        // Outside the metering: a cached lookup is not a registry request.
+        let client = match &self.0.manifest_cache {
+            Some(cache) => cache.wrap(metered, fingerprint),
+            None => metered,
+        };
         clients.insert(key, client.clone());
         client
     }

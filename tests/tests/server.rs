@@ -548,6 +548,49 @@ fn metrics_count_requests_cache_hits_and_registry_calls_and_pass_promtool() {
     );
     assert!(!text.contains(hash), "no keys or paths in labels");
 
+    // The NAR: two GETs and a HEAD cost one manifest lookup; each GET fetches the blob.
+    let body = std::process::Command::new("curl")
+        .args(["-sf", &narinfo])
+        .output()
+        .unwrap();
+    let parsed = oranc_core::NarInfo::parse(std::str::from_utf8(&body.stdout).unwrap()).unwrap();
+    let nar = server.url(&format!("{}/metrics/cache/{}", registry.host(), parsed.url));
+    assert_eq!(http_status("GET", &nar, &[]), "200");
+    assert_eq!(http_status("GET", &nar, &[]), "200");
+    assert_eq!(http_status("HEAD", &nar, &["-I"]), "200");
+    let scrape = std::process::Command::new("curl")
+        .args(["-sf", &server.url("metrics")])
+        .output()
+        .unwrap();
+    let after = String::from_utf8(scrape.stdout).unwrap();
+    let count = |prefix: &str| -> f64 {
+        after
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{after}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let registry_ops = |operation: &str| {
+        count(&format!(
+            "oranc_registry_requests_total{{operation=\"{operation}\",registry=\"{}\"}}",
+            registry.host()
+        ))
+    };
+    assert_eq!(
+        registry_ops("get_manifest"),
+        2.0,
+        "one lookup for the narinfo, one for the NAR"
+    );
+    assert_eq!(
+        registry_ops("get_blob"),
+        3.0,
+        "the narinfo once, the NAR per GET"
+    );
+
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

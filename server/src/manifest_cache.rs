@@ -1,0 +1,300 @@
+//! A [`Registry`] decorator that remembers tag -> manifest lookups (and absent tags, for
+//! less long), so a NAR GET or HEAD after the first costs one registry request (the blob),
+//! not two. One bounded cache is shared by every client of the server; entries are keyed by
+//! registry, credentials digest, repository and tag, so a client never sees a manifest
+//! through someone else's access. Writes through the decorator drop the tag's entries for
+//! every client.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use oranc_core::{
+    BlobBody, BlobInfo, ByteRange, Registry, RepositoryName, Result, Sha256Hash, StoredManifest,
+    Tag,
+};
+use tokio::io::AsyncRead;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    registry: String,
+    credentials: [u8; 32],
+    repository: RepositoryName,
+    tag: Tag,
+}
+
+type Entry = Option<StoredManifest>;
+
+struct TtlByPresence {
+    present: Duration,
+    absent: Duration,
+}
+
+impl moka::Expiry<Key, Entry> for TtlByPresence {
+    fn expire_after_create(&self, _key: &Key, value: &Entry, _now: Instant) -> Option<Duration> {
+        Some(if value.is_some() {
+            self.present
+        } else {
+            self.absent
+        })
+    }
+}
+
+/// The cache every decorated client shares.
+#[derive(Clone)]
+pub struct ManifestCache {
+    entries: moka::future::Cache<Key, Entry>,
+}
+
+impl std::fmt::Debug for ManifestCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManifestCache")
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+impl ManifestCache {
+    pub fn new(config: &oranc_config::ResponseCacheConfig) -> Self {
+        Self {
+            entries: moka::future::Cache::builder()
+                .max_capacity(config.max_bytes / 4)
+                .weigher(|key: &Key, value: &Entry| {
+                    let size = value
+                        .as_ref()
+                        .map_or(0, |m| m.bytes.len() + m.media_type.len());
+                    u32::try_from(
+                        size + key.repository.as_str().len() + key.tag.as_str().len() + 128,
+                    )
+                    .unwrap_or(u32::MAX)
+                })
+                .expire_after(TtlByPresence {
+                    present: Duration::from_secs(config.ttl_secs),
+                    absent: Duration::from_secs(config.negative_ttl_secs),
+                })
+                .support_invalidation_closures()
+                .build(),
+        }
+    }
+
+    /// `inner` with manifest lookups cached under `credentials`' digest.
+    pub fn wrap(&self, inner: Arc<dyn Registry>, credentials: [u8; 32]) -> Arc<dyn Registry> {
+        Arc::new(CachingRegistry {
+            inner,
+            credentials,
+            cache: self.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct CachingRegistry {
+    inner: Arc<dyn Registry>,
+    credentials: [u8; 32],
+    cache: ManifestCache,
+}
+
+impl CachingRegistry {
+    fn key(&self, repository: &RepositoryName, tag: &Tag) -> Key {
+        Key {
+            registry: self.inner.name().to_owned(),
+            credentials: self.credentials,
+            repository: repository.clone(),
+            tag: tag.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl Registry for CachingRegistry {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn repository(&self, name: &str) -> Result<RepositoryName> {
+        self.inner.repository(name)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+
+    async fn head_blob(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<Option<u64>> {
+        self.inner.head_blob(repo, digest).await
+    }
+
+    async fn get_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Sha256Hash,
+        range: Option<ByteRange>,
+    ) -> Result<BlobBody> {
+        self.inner.get_blob(repo, digest, range).await
+    }
+
+    async fn put_blob(
+        &self,
+        repo: &RepositoryName,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<BlobInfo> {
+        self.inner.put_blob(repo, body).await
+    }
+
+    async fn put_blob_bytes(&self, repo: &RepositoryName, bytes: Bytes) -> Result<BlobInfo> {
+        self.inner.put_blob_bytes(repo, bytes).await
+    }
+
+    async fn get_manifest(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+    ) -> Result<Option<StoredManifest>> {
+        let inner = self.inner.clone();
+        let (repository, wanted) = (repo.clone(), tag.clone());
+        // Concurrent lookups of one tag wait for a single registry request; errors are not
+        // cached (and are shared only with the requests that waited for them).
+        self.cache
+            .entries
+            .try_get_with(self.key(repo, tag), async move {
+                inner.get_manifest(&repository, &wanted).await
+            })
+            .await
+            .map_err(|shared| match Arc::try_unwrap(shared) {
+                Ok(error) => error,
+                Err(shared) => oranc_core::Error::Unavailable {
+                    what: format!("manifest {repo}:{tag}"),
+                    reason: shared.to_string(),
+                },
+            })
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<Sha256Hash> {
+        let result = self.inner.put_manifest(repo, tag, media_type, bytes).await;
+        // Every client's view of this tag is stale now, not only the writer's.
+        let (registry, repository, written) =
+            (self.inner.name().to_owned(), repo.clone(), tag.clone());
+        let _ = self.cache.entries.invalidate_entries_if(move |key, _| {
+            key.registry == registry && key.repository == repository && key.tag == written
+        });
+        result
+    }
+
+    async fn list_tags(&self, repo: &RepositoryName) -> Result<Vec<Tag>> {
+        self.inner.list_tags(repo).await
+    }
+
+    async fn delete_manifest(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<()> {
+        let result = self.inner.delete_manifest(repo, digest).await;
+        // The tag is not known here; drop every entry of this repository.
+        let (registry, repository) = (self.inner.name().to_owned(), repo.clone());
+        let _ = self.cache.entries.invalidate_entries_if(move |key, _| {
+            key.registry == registry && key.repository == repository
+        });
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metered::MeteredRegistry;
+    use crate::metrics::Metrics;
+    use oranc_backends::registry::oci_layout::OciLayoutRegistry;
+    use oranc_core::{CacheKey, RegistryCache, TagEncoding};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        metered: Arc<dyn Registry>,
+        metrics: Metrics,
+        cache: ManifestCache,
+        repository: RepositoryName,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Registry> = Arc::new(OciLayoutRegistry::new(dir.path()).unwrap());
+        let repository = backend.repository("o/c").unwrap();
+        let metrics = Metrics::new(None);
+        Fixture {
+            metered: MeteredRegistry::wrap(backend, metrics.clone()),
+            metrics,
+            cache: ManifestCache::new(&oranc_config::ResponseCacheConfig::default()),
+            repository,
+            _dir: dir,
+        }
+    }
+
+    impl Fixture {
+        fn manifest_lookups(&self) -> u64 {
+            self.metrics
+                .upstream_requests
+                .with_label_values(&[self.metered.name(), "get_manifest"])
+                .get()
+        }
+
+        fn cache_for(&self, credentials: u8) -> RegistryCache {
+            RegistryCache::new(
+                self.cache.wrap(self.metered.clone(), [credentials; 32]),
+                self.repository.clone(),
+                TagEncoding::Custom,
+                vec![],
+            )
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_and_repeated_lookups_make_one_registry_request() {
+        let fixture = fixture();
+        let cache = fixture.cache_for(1);
+        let key: CacheKey = "nix-cache-info".parse().unwrap();
+        cache
+            .put_bytes(
+                &key,
+                "text/x-nix-cache-info",
+                Bytes::from("StoreDir: /nix/store\n"),
+            )
+            .await
+            .unwrap();
+        let lookups = (0..50).map(|_| cache.get(&key));
+        let found = futures::future::join_all(lookups).await;
+        assert!(found.iter().all(|f| matches!(f, Ok(Some(_)))));
+        cache.get(&key).await.unwrap().unwrap();
+        assert_eq!(fixture.manifest_lookups(), 1);
+    }
+
+    #[tokio::test]
+    async fn credentials_keep_separate_entries_and_a_put_refreshes_everyone() {
+        let fixture = fixture();
+        let (alice, bob) = (fixture.cache_for(1), fixture.cache_for(2));
+        let key: CacheKey = "nix-cache-info".parse().unwrap();
+        assert!(alice.get(&key).await.unwrap().is_none());
+        assert!(bob.get(&key).await.unwrap().is_none());
+        assert!(
+            bob.get(&key).await.unwrap().is_none(),
+            "absent is cached too"
+        );
+        assert_eq!(fixture.manifest_lookups(), 2, "one per credentials");
+
+        alice
+            .put_bytes(
+                &key,
+                "text/x-nix-cache-info",
+                Bytes::from("StoreDir: /nix/store\n"),
+            )
+            .await
+            .unwrap();
+        assert!(
+            bob.get(&key).await.unwrap().is_some(),
+            "bob sees alice's write"
+        );
+        assert!(alice.get(&key).await.unwrap().is_some());
+        assert_eq!(fixture.manifest_lookups(), 4);
+    }
+}
