@@ -88,6 +88,34 @@ impl ManifestCache {
     }
 }
 
+/// A copy of a failure several lookups share, of the same kind (so a refusal stays a 401/403
+/// and an absence a 404, not a 503).
+fn same_failure(error: &oranc_core::Error) -> oranc_core::Error {
+    use oranc_core::Error as E;
+    match error {
+        E::NotFound { what } => E::NotFound { what: what.clone() },
+        E::Denied { what, hint } => E::Denied {
+            what: what.clone(),
+            hint: hint.clone(),
+        },
+        E::Unavailable { what, reason } => E::Unavailable {
+            what: what.clone(),
+            reason: reason.clone(),
+        },
+        E::Protocol { what, reason } => E::Protocol {
+            what: what.clone(),
+            reason: reason.clone(),
+        },
+        E::InvalidManifest { reason } => E::InvalidManifest {
+            reason: reason.clone(),
+        },
+        other => E::Protocol {
+            what: "a manifest lookup".into(),
+            reason: other.to_string(),
+        },
+    }
+}
+
 #[derive(Debug)]
 struct CachingRegistry {
     inner: Arc<dyn Registry>,
@@ -160,12 +188,8 @@ impl Registry for CachingRegistry {
                 inner.get_manifest(&repository, &wanted).await
             })
             .await
-            .map_err(|shared| match Arc::try_unwrap(shared) {
-                Ok(error) => error,
-                Err(shared) => oranc_core::Error::Unavailable {
-                    what: format!("manifest {repo}:{tag}"),
-                    reason: shared.to_string(),
-                },
+            .map_err(|shared| {
+                Arc::try_unwrap(shared).unwrap_or_else(|shared| same_failure(&shared))
             })
     }
 
