@@ -108,6 +108,19 @@ async fn read(
                 .into_response());
         }
     }
+    let small_file = matches!(key.kind(), KeyKind::NarInfo | KeyKind::CacheInfo);
+    if small_file && range.is_none() {
+        let limit = state.config().max_small_body_bytes;
+        if let BlobBody::Stream { body, .. } = cache.open(&object, None).await? {
+            let bytes = checked_small_file(&key, body, limit).await?;
+            return Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, content_type)],
+                bytes,
+            )
+                .into_response());
+        }
+    }
     match cache.open(&object, range).await? {
         BlobBody::Redirect { url } => Ok((
             StatusCode::TEMPORARY_REDIRECT,
@@ -136,6 +149,42 @@ async fn read(
             Ok(response)
         }
     }
+}
+
+/// A narinfo or nix-cache-info read whole (they are small) and parsed before it is served:
+/// a registry answer that is not one (too large, not UTF-8, malformed) is a 502 naming the
+/// key, never garbage handed to Nix or kept in the response cache.
+async fn checked_small_file(
+    key: &CacheKey,
+    body: oranc_core::ByteStream,
+    limit: usize,
+) -> Result<Bytes, ServerError> {
+    let corrupt = |reason: String| oranc_core::Error::Protocol {
+        what: format!("{key} from the registry"),
+        reason,
+    };
+    let mut bytes = Vec::new();
+    let mut body = body;
+    while let Some(chunk) = body.try_next().await.map_err(|e| corrupt(e.to_string()))? {
+        if bytes.len() + chunk.len() > limit {
+            return Err(corrupt(format!("larger than {limit} bytes")).into());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| corrupt("not UTF-8".into()))?;
+    match key.kind() {
+        KeyKind::NarInfo => {
+            let narinfo = NarInfo::parse(text).map_err(|e| corrupt(e.to_string()))?;
+            if CacheKey::narinfo(&narinfo.store_path) != *key {
+                return Err(corrupt(format!("holds the narinfo of {}", narinfo.store_path)).into());
+            }
+        }
+        _ => {
+            text.parse::<NixCacheInfo>()
+                .map_err(|e| corrupt(e.to_string()))?;
+        }
+    }
+    Ok(Bytes::from(bytes))
 }
 
 async fn small_body(body: Body, limit: usize) -> Result<Bytes, ServerError> {
