@@ -1,6 +1,6 @@
 //! `oranc push` as a user runs it, against a real registry and real store paths: what it
 //! stores reads back byte for byte, real Nix accepts it, nothing unsigned or mismatched is
-//! pushed, and a crash between NAR and narinfo leaves nothing dangling.
+//! pushed, and a push interrupted at any stage leaves nothing dangling.
 
 #![allow(
     clippy::unwrap_used,
@@ -159,48 +159,91 @@ async fn pushed_closure_reads_back_byte_for_byte_and_real_nix_substitutes_it() {
     );
 }
 
+/// Every narinfo in `repo` names a NAR that is there; returns how many narinfos there are.
+async fn narinfos_with_their_nars(registry: &RegistryProcess, repo: &str) -> usize {
+    let backend = oranc_tests::open_backend(
+        &registry.host(),
+        oranc_backends::Credentials::Anonymous,
+        |_| {},
+    );
+    let cache =
+        oranc_core::RegistryCache::new(backend, repo.parse().unwrap(), TagEncoding::Custom, vec![]);
+    let keys = match cache.keys().await {
+        Ok(keys) => keys,
+        Err(oranc_core::Error::NotFound { .. }) => return 0,
+        Err(error) => panic!("listing {repo}: {error}"),
+    };
+    let mut narinfos = 0;
+    for key in keys.iter().filter(|k| k.ends_with(".narinfo")) {
+        let object = cache.get(&key.parse().unwrap()).await.unwrap().unwrap();
+        let body = oranc_tests::read_blob(cache.open(&object, None).await.unwrap())
+            .await
+            .unwrap();
+        let narinfo = NarInfo::parse(std::str::from_utf8(&body).unwrap()).unwrap();
+        assert!(
+            keys.contains(&narinfo.url),
+            "{key} points at {}, which is not stored",
+            narinfo.url
+        );
+        narinfos += 1;
+    }
+    narinfos
+}
+
 #[tokio::test]
-async fn a_crash_between_nar_and_narinfo_leaves_no_narinfo_and_a_rerun_finishes() {
+async fn a_push_interrupted_at_any_stage_leaves_no_dangling_narinfo_and_a_rerun_finishes() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(10_000);
-    let repo = fresh_repo();
+    let closure_size = run_ok(nix_command("nix-store").args(["-qR", &closure.root]))
+        .lines()
+        .count();
     let trusted = [
         "--trusted-public-key",
         closure.public_key.as_str(),
-        "--no-closure",
+        "--parallel",
+        "1",
     ];
-    let crashed = oranc_command()
-        .env("ORANC_TEST_EXIT_AFTER_NAR", "1")
-        .args([
-            "push",
-            "--no-ssl",
-            "--registry",
-            &registry.host(),
-            "--repository",
-            &repo,
-        ])
-        .args(trusted)
-        .arg(&closure.root)
-        .output()
-        .unwrap();
-    assert_eq!(crashed.status.code(), Some(75), "{}", stderr(&crashed));
+    for stage in ["nar-blob", "nar-tag", "narinfo-blob"] {
+        let repo = fresh_repo();
+        let crashed = oranc_command()
+            .env("ORANC_TEST_EXIT_AT", stage)
+            .args([
+                "push",
+                "--no-ssl",
+                "--registry",
+                &registry.host(),
+                "--repository",
+                &repo,
+            ])
+            .args(trusted)
+            .arg(&closure.root)
+            .output()
+            .unwrap();
+        assert_eq!(
+            crashed.status.code(),
+            Some(75),
+            "{stage}: {}",
+            stderr(&crashed)
+        );
+        assert_eq!(
+            narinfos_with_their_nars(&registry, &repo).await,
+            0,
+            "{stage}: the first path's narinfo is not visible"
+        );
 
-    let raw = RawRegistry::new(&registry.base_url());
-    assert!(
-        raw.get_manifest(&repo, &narinfo_tag(&closure.root))
+        let output = push(&registry, &repo, &trusted, &[&closure.root]);
+        assert!(output.status.success(), "{stage}: {}", stderr(&output));
+        assert_eq!(
+            narinfos_with_their_nars(&registry, &repo).await,
+            closure_size,
+            "{stage}: the rerun stored every path"
+        );
+        let raw = RawRegistry::new(&registry.base_url());
+        assert!(raw
+            .get_manifest(&repo, &narinfo_tag(&closure.root))
             .await
-            .is_none(),
-        "no narinfo after the crash"
-    );
-    let output = push(&registry, &repo, &trusted, &[&closure.root]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let (_, narinfo) = raw
-        .get_object(&repo, &narinfo_tag(&closure.root))
-        .await
-        .expect("the rerun wrote the narinfo");
-    let narinfo = NarInfo::parse(std::str::from_utf8(&narinfo).unwrap()).unwrap();
-    let nar_tag = TagEncoding::Custom.encode(&narinfo.url).unwrap();
-    assert!(raw.get_manifest(&repo, nar_tag.as_str()).await.is_some());
+            .is_some());
+    }
 }
 
 #[test]

@@ -12,8 +12,37 @@ use oranc_core::{BlobInfo, CacheKey, NarInfo, PathInfo, RegistryCache, Signature
 use super::nar;
 use crate::cli::Compression;
 
-/// For tests of the crash-safety guarantee: exit right after the NAR is stored.
-const EXIT_AFTER_NAR_ENV: &str = "ORANC_TEST_EXIT_AFTER_NAR";
+/// For tests of the crash-safety guarantee: `ORANC_TEST_EXIT_AT=STAGE` exits (code 75) at
+/// that point of the first path pushed, as a crash or a kill there would.
+const EXIT_AT_ENV: &str = "ORANC_TEST_EXIT_AT";
+
+/// The points a push may be interrupted at, in order.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    /// The NAR's blob is uploaded and checked, not yet tagged.
+    NarBlob,
+    /// The NAR is tagged (visible), its narinfo not yet uploaded.
+    NarTag,
+    /// The narinfo's blob is uploaded, not yet tagged.
+    NarinfoBlob,
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Self::NarBlob => "nar-blob",
+            Self::NarTag => "nar-tag",
+            Self::NarinfoBlob => "narinfo-blob",
+        }
+    }
+}
+
+fn exit_if_asked(stage: Stage, info: &PathInfo) {
+    if std::env::var(EXIT_AT_ENV).is_ok_and(|wanted| wanted == stage.name()) {
+        tracing::warn!(path = %info.path, "{EXIT_AT_ENV}: exiting at {}", stage.name());
+        std::process::exit(75);
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct UploadSettings {
@@ -45,21 +74,21 @@ pub async fn push_path(
     } else {
         upload_nar(cache, settings, info, &nar_key).await?
     };
-    if std::env::var_os(EXIT_AFTER_NAR_ENV).is_some() {
-        eprintln!(
-            "{EXIT_AFTER_NAR_ENV}: exiting after the NAR of {}",
-            info.path
-        );
-        std::process::exit(75);
-    }
+    exit_if_asked(Stage::NarTag, info);
     let mut narinfo = NarInfo::for_path(&settings.store_dir, info, nar_key.to_string());
     narinfo.compression = Some(settings.compression.nix_name().to_owned());
     narinfo.file_hash = Some(file.digest);
     narinfo.file_size = Some(file.size);
     narinfo.signatures = signatures;
     let key = CacheKey::narinfo(&info.path);
+    let blob = cache
+        .registry()
+        .put_blob_bytes(cache.repository(), Bytes::from(narinfo.to_string()))
+        .await
+        .with_context(|| format!("uploading {key}"))?;
+    exit_if_asked(Stage::NarinfoBlob, info);
     cache
-        .put_bytes(&key, key.content_type(), Bytes::from(narinfo.to_string()))
+        .tag_blob(&key, key.content_type(), &blob)
         .await
         .with_context(|| format!("storing {key}"))?;
     Ok(())
@@ -101,6 +130,7 @@ async fn upload_nar(
         );
     }
     debug_assert_eq!(key.kind(), KeyKind::Nar);
+    exit_if_asked(Stage::NarBlob, info);
     cache
         .tag_blob(key, key.content_type(), &blob)
         .await
