@@ -89,19 +89,36 @@ impl RegistryProcess {
             ),
         )
         .expect("writing the registry config");
-        let child = Command::new(BINARY)
+        let child = Self::spawn(&config);
+        let mut registry = Self { child, addr, dir };
+        registry.wait_until_ready();
+        registry
+    }
+
+    fn spawn(config: &Path) -> Child {
+        Command::new(BINARY)
             .arg("serve")
-            .arg(&config)
+            .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot start {BINARY}: {e}; install it with `apt-get install docker-registry` (.ci/run does)")
-            });
-        let mut registry = Self { child, addr, dir };
-        registry.wait_until_ready();
-        registry
+            })
+    }
+
+    /// Kills the registry process, keeping its data: an outage.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the registry again on the same address with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(&self.dir.path().join("config.yml"));
+        self.wait_until_ready();
     }
 
     fn wait_until_ready(&mut self) {

@@ -13,7 +13,8 @@ use crate::{free_loopback_addr, oranc_command};
 pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
-    _dir: TempDir,
+    dir: TempDir,
+    logged: bool,
 }
 
 impl ServerProcess {
@@ -23,7 +24,30 @@ impl ServerProcess {
     }
 
     /// As [`Self::start`], with a given `oranc` command (e.g. a release build).
-    pub fn start_binary(mut command: std::process::Command, config: &str, args: &[&str]) -> Self {
+    pub fn start_binary(command: std::process::Command, config: &str, args: &[&str]) -> Self {
+        Self::spawn(command, config, args, false)
+    }
+
+    /// As [`Self::start`], with everything the server logs (at `ORANC_LOG=trace` unless the
+    /// command sets it) kept for [`Self::log`].
+    pub fn start_logged(mut command: std::process::Command, config: &str, args: &[&str]) -> Self {
+        if !command.get_envs().any(|(name, _)| name == "ORANC_LOG") {
+            command.env("ORANC_LOG", "trace");
+        }
+        Self::spawn(command, config, args, true)
+    }
+
+    /// What the server wrote to stderr so far (for [`Self::start_logged`] servers).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn spawn(
+        mut command: std::process::Command,
+        config: &str,
+        args: &[&str],
+        logged: bool,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let addr = free_loopback_addr();
         let file = dir.path().join("oranc.toml");
@@ -36,18 +60,30 @@ impl ServerProcess {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(if logged {
+                Stdio::from(
+                    std::fs::File::create(dir.path().join("server.log")).expect("a log file"),
+                )
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("starting oranc server");
         let mut server = Self {
             child,
             addr,
-            _dir: dir,
+            dir,
+            logged,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("oranc server exited with {status}");
+                let log = if server.logged {
+                    server.log()
+                } else {
+                    String::new()
+                };
+                panic!("oranc server exited with {status}\n{log}");
             }
             if std::net::TcpStream::connect(addr).is_ok() {
                 return server;
@@ -70,6 +106,11 @@ impl ServerProcess {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The process id, to signal it from another thread.
