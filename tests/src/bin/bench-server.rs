@@ -1,6 +1,7 @@
 //! `cargo run --release -p oranc-tests --bin bench-server [SECONDS]`: a load generator (Debian's
 //! `wrk`) on loopback against `oranc server` in front of a real registry: narinfo requests/s
-//! and p50/p99 latency for hits and misses, NAR MB/s through the server next to a direct blob
+//! and p50/p99 latency for hits and misses (and what the registry itself answers for the
+//! manifest and blob GETs a narinfo costs without oranc), NAR MB/s through the server next to a direct blob
 //! GET from the registry, and the server's peak memory. Prints figures; asserts nothing.
 
 #![allow(
@@ -12,13 +13,34 @@ use std::process::Command;
 use std::time::Instant;
 
 use oranc_tests::nix::nix_command;
+use oranc_tests::oci::skopeo_raw_manifest;
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::ServerProcess;
 use oranc_tests::{build_oranc, run_ok, unique_suffix};
 
-fn wrk(url: &str, seconds: u32) -> String {
-    let output = Command::new("wrk")
-        .args(["-t2", "-c16", &format!("-d{seconds}s"), "--latency", url])
+/// A throughput run: 16 connections from 2 threads (wrk shares the machine's cores).
+const LOADED: &str = "-c16";
+/// A latency run: one connection, so a request's time is its own, not a queue's.
+const SINGLE: &str = "-c1";
+
+fn wrk(url: &str, seconds: u32, headers: &[&str]) -> String {
+    wrk_with(LOADED, url, seconds, headers)
+}
+
+fn wrk_with(connections: &str, url: &str, seconds: u32, headers: &[&str]) -> String {
+    let threads = if connections == SINGLE { "-t1" } else { "-t2" };
+    let mut command = Command::new("wrk");
+    command.args([
+        threads,
+        connections,
+        &format!("-d{seconds}s"),
+        "--latency",
+        url,
+    ]);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let output = command
         .output()
         .unwrap_or_else(|e| panic!("running wrk: {e} (apt-get install wrk)"));
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -103,7 +125,9 @@ fn main() {
         .split('-')
         .next()
         .unwrap_or_default();
-    println!("bench-server: wrk -t2 -c16 -d{seconds}s on loopback, distribution registry");
+    println!(
+        "bench-server: wrk -t2 -c16 (or -t1 -c1) -d{seconds}s on loopback, distribution registry"
+    );
     for (label, extra) in [
         ("no response cache", "[cache]\nmax_bytes = 0\n"),
         ("response cache  ", ""),
@@ -113,16 +137,49 @@ fn main() {
         let cache = server.url(&format!("{}/bench/server", registry.host()));
         println!(
             "{label}  narinfo hit : {}",
-            wrk(&format!("{cache}/{hash}.narinfo"), seconds)
+            wrk(&format!("{cache}/{hash}.narinfo"), seconds, &[])
+        );
+        println!(
+            "{label}  narinfo hit, 1 connection: {}",
+            wrk_with(SINGLE, &format!("{cache}/{hash}.narinfo"), seconds, &[])
         );
         println!(
             "{label}  narinfo miss: {}",
             wrk(
                 &format!("{cache}/00000000000000000000000000000000.narinfo"),
-                seconds
+                seconds,
+                &[]
             )
         );
     }
+    // What a narinfo costs a client that asks the registry itself: a manifest GET, then a
+    // blob GET, each a separate round trip.
+    let tag = oranc_core::TagEncoding::Custom
+        .encode(&format!("{hash}.narinfo"))
+        .expect("a tag");
+    let manifest = skopeo_raw_manifest(&registry.host(), "bench/server", tag.as_str());
+    let narinfo_blob = oranc_core::layout::read_manifest(&manifest)
+        .expect("our manifest")
+        .layer
+        .digest
+        .to_oci_digest();
+    let v2 = format!("{}/v2/bench/server", registry.base_url());
+    println!(
+        "registry directly  manifest GET: {}",
+        wrk(
+            &format!("{v2}/manifests/{}", tag.as_str()),
+            seconds,
+            &[&format!(
+                "Accept: {}",
+                oranc_core::layout::MANIFEST_MEDIA_TYPE
+            )]
+        )
+    );
+    println!(
+        "registry directly  blob GET    : {}",
+        wrk(&format!("{v2}/blobs/{narinfo_blob}"), seconds, &[])
+    );
+
     let server = ServerProcess::start_binary(Command::new(&oranc), &allow, &[]);
     let cache = server.url(&format!("{}/bench/server", registry.host()));
     let narinfo = run_ok(Command::new("curl").args(["-sf", &format!("{cache}/{hash}.narinfo")]));
