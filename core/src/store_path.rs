@@ -84,7 +84,10 @@ impl StorePath {
                 "too short: expected {HASH_PART_LEN} nix32 characters, '-' and a name"
             )));
         }
-        let (hash, rest) = base.split_at(HASH_PART_LEN);
+        // Not `split_at`: untrusted input may have a multi-byte character across the cut.
+        let (hash, rest) = base
+            .split_at_checked(HASH_PART_LEN)
+            .ok_or_else(|| invalid("the hash part is not nix32".into()))?;
         validate_hash_part(hash).map_err(|e| invalid(e.to_string()))?;
         let name = rest
             .strip_prefix('-')
@@ -178,6 +181,16 @@ mod tests {
             .parse_path("/tmp/store/5kk4mwqi310s9ssry90al6mxrb47vdiw-x")
             .unwrap();
         assert_eq!(path.name(), "x");
+    }
+
+    #[test]
+    fn a_multi_byte_character_across_the_hash_boundary_is_an_error_not_a_panic() {
+        // Found by the url_router fuzz target.
+        let base = "5555555555555555555555555555UZ9\u{31c}/nar/UUUU";
+        assert!(StorePath::from_base_name(base).is_err());
+        assert!("log/5555555555555555555555555555UZ9\u{31c}-x"
+            .parse::<crate::CacheKey>()
+            .is_err());
     }
 
     #[test]
