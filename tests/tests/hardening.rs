@@ -15,7 +15,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use oranc_core::{layout, BlobInfo, Sha256Hash};
 use oranc_tests::auth::{TokenIssuer, PASSWORD, USERNAME};
-use oranc_tests::faults::{FaultServer, ResettingPort, DOWN, STALLED};
+use oranc_tests::faults::{FaultServer, ResettingPort, DOWN, FLAKY, STALLED};
 use oranc_tests::nix::SignedClosure;
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
@@ -193,6 +193,18 @@ async fn corrupt_objects_in_the_registry_are_502s_naming_the_key() {
         .unwrap();
     assert!(put.status().is_success(), "{:?}", put.text().await);
 
+    // Tags no encoding gives, as other tools leave them in a shared repository.
+    for odd in ["latest", "sha256-0123abcd", "v1.0.0", "_-.-_"] {
+        raw.put_object(
+            &repo,
+            odd,
+            odd,
+            "application/octet-stream",
+            Bytes::from_static(b"?"),
+        )
+        .await;
+    }
+
     let mut server = ServerProcess::start(&allow(&registry.host()), &[]);
     let cache = server.url(&format!("{}/{repo}", registry.host()));
     for hash in &hashes {
@@ -202,6 +214,38 @@ async fn corrupt_objects_in_the_registry_are_502s_naming_the_key() {
         assert!(body.contains(hash), "the error names the key: {body}");
     }
     assert_healthy(&mut server);
+
+    // A push into that repository reads its tag listing, skips what it cannot decode and
+    // stores its paths.
+    let closure = tokio::task::block_in_place(|| SignedClosure::build(1_000));
+    let out = tokio::task::block_in_place(|| {
+        oranc_command()
+            .args([
+                "push",
+                "--no-ssl",
+                "--registry",
+                &registry.host(),
+                "--repository",
+                &repo,
+            ])
+            .args(["--trusted-public-key", &closure.public_key, &closure.root])
+            .output()
+            .unwrap()
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hash = closure
+        .root
+        .trim_start_matches("/nix/store/")
+        .split('-')
+        .next()
+        .unwrap();
+    let (status, body, _) =
+        tokio::task::block_in_place(|| curl(&[&format!("{cache}/{hash}.narinfo")]));
+    assert_eq!(status, "200", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -217,7 +261,8 @@ async fn registry_faults_are_errors_for_the_client_and_the_server_stays_up() {
     };
     let nar = format!("nar/{}.nar", "1".repeat(52));
     let manifest = layout::manifest(&nar, "application/x-nix-nar", &layer, &config).unwrap();
-    let faults = FaultServer::start(0, Bytes::from(manifest)).await;
+    // FLAKY answers 500 more often than anyone retries.
+    let faults = FaultServer::start(1_000, Bytes::from(manifest)).await;
     let resetting = ResettingPort::start().await;
     let settings = format!(
         "max_retry = 1\nread_timeout_secs = 2\nrequest_timeout_secs = 5\n{}{}",
@@ -229,6 +274,7 @@ async fn registry_faults_are_errors_for_the_client_and_the_server_stays_up() {
     let stalled = server.url(&format!("{}/{STALLED}/{nar}", faults.host()));
     let down = server.url(&format!("{}/{DOWN}/{ABSENT}.narinfo", faults.host()));
     let reset = server.url(&format!("{}/any/repo/{ABSENT}.narinfo", resetting.addr));
+    let failing = server.url(&format!("{}/{FLAKY}/{ABSENT}.narinfo", faults.host()));
     let started = std::time::Instant::now();
     tokio::task::block_in_place(|| {
         for _ in 0..5 {
@@ -243,6 +289,11 @@ async fn registry_faults_are_errors_for_the_client_and_the_server_stays_up() {
         assert_eq!(status, "503", "a registry that is down");
         let (status, _, _) = curl(&[&reset]);
         assert!(status.starts_with('5'), "connections reset: {status}");
+        let (status, _, _) = curl(&[&failing]);
+        assert!(
+            status.starts_with('5'),
+            "a registry answering 500: {status}"
+        );
     });
     assert!(
         started.elapsed() < std::time::Duration::from_secs(60),
