@@ -133,7 +133,7 @@ pub fn oranc_command() -> std::process::Command {
         "ORANC_REGISTRY",
         "ORANC_REPOSITORY",
         "ORANC_TRUSTED_PUBLIC_KEYS",
-        "ORANC_TEST_EXIT_AFTER_NAR",
+        "ORANC_TEST_EXIT_AT",
     ] {
         command.env_remove(variable);
     }
@@ -142,4 +142,27 @@ pub fn oranc_command() -> std::process::Command {
         std::env::temp_dir().join("oranc-tests-unused-home"),
     );
     command
+}
+
+/// `oranc push` of `closure` (trusting its key) to `repo` in a plain-HTTP loopback registry;
+/// its output.
+pub fn push_closure(
+    command: std::process::Command,
+    registry_host: &str,
+    repo: &str,
+    closure: &nix::SignedClosure,
+) -> std::process::Output {
+    let mut command = command;
+    command
+        .args([
+            "push",
+            "--no-ssl",
+            "--registry",
+            registry_host,
+            "--repository",
+            repo,
+        ])
+        .args(["--trusted-public-key", &closure.public_key, &closure.root])
+        .output()
+        .expect("running oranc push")
 }

@@ -20,7 +20,7 @@ use oranc_tests::nix::SignedClosure;
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
 use oranc_tests::server::ServerProcess;
-use oranc_tests::{oranc_command, unique_suffix};
+use oranc_tests::{oranc_command, push_closure, unique_suffix};
 
 /// A narinfo name no test stores.
 const ABSENT: &str = "0000000000000000000000000000000a";
@@ -219,18 +219,7 @@ async fn corrupt_objects_in_the_registry_are_502s_naming_the_key() {
     // stores its paths.
     let closure = tokio::task::block_in_place(|| SignedClosure::build(1_000));
     let out = tokio::task::block_in_place(|| {
-        oranc_command()
-            .args([
-                "push",
-                "--no-ssl",
-                "--registry",
-                &registry.host(),
-                "--repository",
-                &repo,
-            ])
-            .args(["--trusted-public-key", &closure.public_key, &closure.root])
-            .output()
-            .unwrap()
+        push_closure(oranc_command(), &registry.host(), &repo, &closure)
     });
     assert!(
         out.status.success(),
@@ -326,21 +315,12 @@ async fn no_credential_appears_in_logs_errors_or_metrics() {
     let repo = format!("secret/{}", unique_suffix().replace('-', "."));
     for password in [PASSWORD, wrong] {
         let out = tokio::task::block_in_place(|| {
-            oranc_command()
+            let mut command = oranc_command();
+            command
                 .env("ORANC_LOG", "trace")
                 .env("ORANC_USERNAME", USERNAME)
-                .env("ORANC_PASSWORD", password)
-                .args([
-                    "push",
-                    "--no-ssl",
-                    "--registry",
-                    &registry.host(),
-                    "--repository",
-                    &repo,
-                ])
-                .args(["--trusted-public-key", &closure.public_key, &closure.root])
-                .output()
-                .unwrap()
+                .env("ORANC_PASSWORD", password);
+            push_closure(command, &registry.host(), &repo, &closure)
         });
         assert_eq!(out.status.success(), password == PASSWORD);
         seen.push_str(&String::from_utf8_lossy(&out.stdout));

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use oranc_tests::nix::SignedClosure;
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::ServerProcess;
-use oranc_tests::{oranc_command, unique_suffix};
+use oranc_tests::{oranc_command, push_closure, unique_suffix};
 
 const WORKERS: usize = 8;
 
@@ -48,18 +48,7 @@ async fn the_server_rides_out_a_registry_restart_under_load() {
     let closure = tokio::task::block_in_place(|| SignedClosure::build(64_000));
     let repo = format!("soak/{}", unique_suffix().replace('-', "."));
     let pushed = tokio::task::block_in_place(|| {
-        oranc_command()
-            .args([
-                "push",
-                "--no-ssl",
-                "--registry",
-                &registry.host(),
-                "--repository",
-                &repo,
-            ])
-            .args(["--trusted-public-key", &closure.public_key, &closure.root])
-            .output()
-            .unwrap()
+        push_closure(oranc_command(), &registry.host(), &repo, &closure)
     });
     assert!(
         pushed.status.success(),
