@@ -301,7 +301,10 @@ Sig: oranc-fixture-1:Pd6MCf38geXih+JdeZlRxhePpcijBucnof0Gx5QLwwUv2HXc1zhIhYoxxFE
         assert_eq!(once, twice);
         assert_eq!(once.to_string(), twice.to_string());
         let crlf = BY_NIX.replace('\n', "\r\n");
-        assert!(NarInfo::parse(&crlf).is_err(), "Nix would not read it either");
+        assert!(
+            NarInfo::parse(&crlf).is_err(),
+            "Nix would not read it either"
+        );
     }
 
     #[test]
