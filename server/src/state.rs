@@ -18,10 +18,14 @@ use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
 
 /// Per-credential registry clients kept for reuse (their tokens stay warm).
-const MAX_CLIENTS_PER_REGISTRY: usize = 256;
+const MAX_CLIENTS_PER_REGISTRY: u64 = 256;
 
-/// (registry name, SHA-256 of the credentials) -> a client acting with them.
-type ClientsByCredentials = HashMap<(String, [u8; 32]), Arc<dyn Registry>>;
+/// A client nobody used for this long is dropped (with its tokens).
+const CLIENT_IDLE: Duration = Duration::from_secs(3600);
+
+/// (registry name, SHA-256 of the credentials) -> a client acting with them; bounded, the
+/// least recently used go first.
+type ClientsByCredentials = moka::sync::Cache<(String, [u8; 32]), Arc<dyn Registry>>;
 
 #[derive(Debug)]
 pub struct NamedCache {
@@ -37,7 +41,7 @@ struct Inner {
     encoding: TagEncoding,
     fallbacks: Vec<TagEncoding>,
     registries: Mutex<HashMap<String, RegistryHandle>>,
-    clients: Mutex<ClientsByCredentials>,
+    clients: ClientsByCredentials,
     caches: HashMap<String, NamedCache>,
     upstreams: Upstreams,
     response_cache: Option<ResponseCache>,
@@ -152,6 +156,7 @@ impl AppState {
         let metrics = Metrics::new(response_cache.as_ref().map(ResponseCache::stats));
         let manifest_cache =
             (config.cache.max_bytes > 0).then(|| ManifestCache::new(&config.cache));
+        let registry_count = config.registries.len() + caches.len();
         Ok(Self(Arc::new(Inner {
             manifest_cache,
             response_cache,
@@ -159,7 +164,10 @@ impl AppState {
             encoding,
             fallbacks,
             registries: Mutex::new(registries),
-            clients: Mutex::new(HashMap::new()),
+            clients: moka::sync::Cache::builder()
+                .max_capacity(MAX_CLIENTS_PER_REGISTRY * (registry_count as u64).max(1))
+                .time_to_idle(CLIENT_IDLE)
+                .build(),
             caches,
             upstreams,
             config,
@@ -247,26 +255,15 @@ impl AppState {
                 Sha256::digest(format!("{username}\0{password}").as_bytes()).into()
             }
         };
-        let key = (name.to_owned(), fingerprint);
-        let mut clients = self.0.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = clients.get(&key) {
-            return client.clone();
-        }
-        if clients.len()
-            >= MAX_CLIENTS_PER_REGISTRY
-                * (self.0.config.registries.len() + self.0.caches.len()).max(1)
-        {
-            clients.clear();
-        }
-        let metered =
-            MeteredRegistry::wrap(handle.with_credentials(credentials), self.0.metrics.clone());
-        // Outside the metering: a cached lookup is not a registry request.
-        let client = match &self.0.manifest_cache {
-            Some(cache) => cache.wrap(metered, fingerprint),
-            None => metered,
-        };
-        clients.insert(key, client.clone());
-        client
+        self.0.clients.get_with((name.to_owned(), fingerprint), || {
+            let metered =
+                MeteredRegistry::wrap(handle.with_credentials(credentials), self.0.metrics.clone());
+            // Outside the metering: a cached lookup is not a registry request.
+            match &self.0.manifest_cache {
+                Some(cache) => cache.wrap(metered, fingerprint),
+                None => metered,
+            }
+        })
     }
 }
 
