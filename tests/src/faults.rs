@@ -162,6 +162,7 @@ async fn serve_manifest(
             state.counters.down.fetch_add(1, Ordering::SeqCst);
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
+        STALLED => ok(),
         HANGING => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             StatusCode::OK.into_response()

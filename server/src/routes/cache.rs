@@ -128,6 +128,11 @@ async fn read(
         )
             .into_response()),
         BlobBody::Stream { size, range, body } => {
+            // The status is sent by now; a body that breaks can only be cut off, so say so.
+            let failed_key = key.clone();
+            let body = body.inspect_err(move |error| {
+                tracing::warn!(key = %failed_key, %error, "the registry's body failed mid-transfer; the answer is cut short");
+            });
             let mut response = Response::new(Body::from_stream(body));
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, content_type);
