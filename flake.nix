@@ -165,7 +165,7 @@
                 LockPersonality = true;
                 MemoryDenyWriteExecute = true;
                 SystemCallArchitectures = "native";
-                SystemCallFilter = [ "@system-service" "~@privileged" "~@resources" ];
+                SystemCallFilter = [ "@system-service" "~@privileged" ];
                 UMask = "0077";
               };
             };
