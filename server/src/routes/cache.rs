@@ -108,11 +108,14 @@ async fn read(
                 .into_response());
         }
     }
+    let opened = cache.open(&object, range).await?;
     let small_file = matches!(key.kind(), KeyKind::NarInfo | KeyKind::CacheInfo);
-    if small_file && range.is_none() {
-        let limit = state.config().max_small_body_bytes;
-        if let BlobBody::Stream { body, .. } = cache.open(&object, None).await? {
-            let bytes = checked_small_file(&key, body, limit).await?;
+    let opened = match opened {
+        // Small files are read whole and checked before they are served (a redirect is
+        // passed on as it is).
+        BlobBody::Stream { body, .. } if small_file && range.is_none() => {
+            let limit = state.config().max_small_body_bytes;
+            let bytes = checked_from_registry(&key, body, limit).await?;
             return Ok((
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, content_type)],
@@ -120,8 +123,9 @@ async fn read(
             )
                 .into_response());
         }
-    }
-    match cache.open(&object, range).await? {
+        other => other,
+    };
+    match opened {
         BlobBody::Redirect { url } => Ok((
             StatusCode::TEMPORARY_REDIRECT,
             [(header::LOCATION, header_value(&url)?)],
@@ -156,10 +160,25 @@ async fn read(
     }
 }
 
-/// A narinfo or nix-cache-info read whole (they are small) and parsed before it is served:
-/// a registry answer that is not one (too large, not UTF-8, malformed) is a 502 naming the
-/// key, never garbage handed to Nix or kept in the response cache.
-async fn checked_small_file(
+/// Checks a narinfo or nix-cache-info body, from a client or from the registry: UTF-8,
+/// parsed, and a narinfo stored under its own path's key. Returns the narinfo, if it is one.
+fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<Option<NarInfo>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| format!("{key} is not UTF-8"))?;
+    if key.kind() != KeyKind::NarInfo {
+        text.parse::<NixCacheInfo>().map_err(|e| e.to_string())?;
+        return Ok(None);
+    }
+    let narinfo = NarInfo::parse(text).map_err(|e| e.to_string())?;
+    if CacheKey::narinfo(&narinfo.store_path) != *key {
+        return Err(format!("{key} holds the narinfo of {}", narinfo.store_path));
+    }
+    Ok(Some(narinfo))
+}
+
+/// A small file read whole from the registry and checked before it is served: one that is
+/// not what its key says (too large, not UTF-8, malformed) is a 502 naming the key, never
+/// garbage handed to Nix or kept in the response cache.
+async fn checked_from_registry(
     key: &CacheKey,
     body: oranc_core::ByteStream,
     limit: usize,
@@ -168,39 +187,17 @@ async fn checked_small_file(
         what: format!("{key} from the registry"),
         reason,
     };
-    let mut bytes = Vec::new();
-    let mut body = body;
-    while let Some(chunk) = body.try_next().await.map_err(|e| corrupt(e.to_string()))? {
-        if bytes.len() + chunk.len() > limit {
-            return Err(corrupt(format!("larger than {limit} bytes")).into());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    let text = std::str::from_utf8(&bytes).map_err(|_| corrupt("not UTF-8".into()))?;
-    match key.kind() {
-        KeyKind::NarInfo => {
-            let narinfo = NarInfo::parse(text).map_err(|e| corrupt(e.to_string()))?;
-            if CacheKey::narinfo(&narinfo.store_path) != *key {
-                return Err(corrupt(format!("holds the narinfo of {}", narinfo.store_path)).into());
-            }
-        }
-        _ => {
-            text.parse::<NixCacheInfo>()
-                .map_err(|e| corrupt(e.to_string()))?;
-        }
-    }
-    Ok(Bytes::from(bytes))
+    let bytes = axum::body::to_bytes(Body::from_stream(body), limit)
+        .await
+        .map_err(|e| corrupt(format!("unreadable or larger than {limit} bytes: {e}")))?;
+    check_small_file(key, &bytes).map_err(corrupt)?;
+    Ok(bytes)
 }
 
 async fn small_body(body: Body, limit: usize) -> Result<Bytes, ServerError> {
     axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ServerError::TooLarge(limit))
-}
-
-fn utf8(bytes: &Bytes, what: &str) -> Result<String, ServerError> {
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| ServerError::BadRequest(format!("{what} is not UTF-8")))
 }
 
 async fn write(
@@ -219,31 +216,19 @@ async fn write(
     }
     let limit = state.config().max_small_body_bytes;
     match key.kind() {
-        KeyKind::CacheInfo => {
+        KeyKind::CacheInfo | KeyKind::NarInfo => {
             let bytes = small_body(body, limit).await?;
-            utf8(&bytes, "nix-cache-info")?
-                .parse::<NixCacheInfo>()
-                .map_err(|e| ServerError::BadRequest(e.to_string()))?;
-            cache.put_bytes(&key, key.content_type(), bytes).await?;
-        }
-        KeyKind::NarInfo => {
-            let bytes = small_body(body, limit).await?;
-            let narinfo = NarInfo::parse(&utf8(&bytes, "the narinfo")?)
-                .map_err(|e| ServerError::BadRequest(e.to_string()))?;
-            if CacheKey::narinfo(&narinfo.store_path) != key {
-                return Err(ServerError::BadRequest(format!(
-                    "{key} holds the narinfo of {}",
-                    narinfo.store_path
-                )));
-            }
-            let nar_key: CacheKey = narinfo
-                .url
-                .parse()
-                .map_err(|e: oranc_core::Error| ServerError::BadRequest(format!("URL: {e}")))?;
-            if cache.get(&nar_key).await?.is_none() {
-                return Err(ServerError::BadRequest(format!(
-                    "the narinfo points at {nar_key}, which is not in the cache; upload the NAR first"
-                )));
+            let narinfo = check_small_file(&key, &bytes).map_err(ServerError::BadRequest)?;
+            if let Some(narinfo) = narinfo {
+                let nar_key: CacheKey = narinfo
+                    .url
+                    .parse()
+                    .map_err(|e: oranc_core::Error| ServerError::BadRequest(format!("URL: {e}")))?;
+                if cache.get(&nar_key).await?.is_none() {
+                    return Err(ServerError::BadRequest(format!(
+                        "the narinfo points at {nar_key}, which is not in the cache; upload the NAR first"
+                    )));
+                }
             }
             cache.put_bytes(&key, key.content_type(), bytes).await?;
         }
