@@ -101,12 +101,15 @@ impl RegistryCache {
         content_type: &str,
         bytes: Bytes,
     ) -> Result<BlobInfo> {
-        let blob = self
-            .registry
-            .put_blob_bytes(&self.repository, bytes)
-            .await?;
+        let blob = self.upload_bytes(bytes).await?;
         self.tag_blob(key, content_type, &blob).await?;
         Ok(blob)
+    }
+
+    /// Uploads a small object's bytes as a blob without tagging it yet, as
+    /// [`Self::upload_blob`] does for streamed ones.
+    pub async fn upload_bytes(&self, bytes: Bytes) -> Result<BlobInfo> {
+        self.registry.put_blob_bytes(&self.repository, bytes).await
     }
 
     /// Uploads a streamed object's bytes as a blob, without tagging it yet: the caller checks

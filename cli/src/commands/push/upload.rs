@@ -82,8 +82,7 @@ pub async fn push_path(
     narinfo.signatures = signatures;
     let key = CacheKey::narinfo(&info.path);
     let blob = cache
-        .registry()
-        .put_blob_bytes(cache.repository(), Bytes::from(narinfo.to_string()))
+        .upload_bytes(Bytes::from(narinfo.to_string()))
         .await
         .with_context(|| format!("uploading {key}"))?;
     exit_if_asked(Stage::NarinfoBlob, info);
