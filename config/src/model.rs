@@ -68,7 +68,8 @@ impl Default for RateLimitConfig {
 }
 
 /// The in-memory cache of small answers (narinfo, nix-cache-info) and of 404s, so a warm
-/// lookup costs no registry round trip.
+/// lookup costs no registry round trip; tag -> manifest lookups (for NARs) are kept with the
+/// same TTLs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResponseCacheConfig {
@@ -77,7 +78,8 @@ pub struct ResponseCacheConfig {
     /// Seconds a 404 is reused (a path pushed meanwhile shows up after at most this long,
     /// at once when pushed through this server).
     pub negative_ttl_secs: u64,
-    /// Memory the cached bodies may use, in bytes; 0 turns the cache off.
+    /// Memory the cached answers may use, in bytes (manifest lookups get a quarter of this
+    /// on top); 0 turns both caches off.
     pub max_bytes: u64,
 }
 

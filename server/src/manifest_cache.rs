@@ -132,6 +132,21 @@ impl CachingRegistry {
             tag: tag.clone(),
         }
     }
+
+    /// Drops every client's entries for `tag` in `repository` (all its tags when `None`):
+    /// after a write, nobody's view of them is current.
+    fn forget(&self, repository: &RepositoryName, tag: Option<&Tag>) {
+        let (registry, repository, tag) = (
+            self.inner.name().to_owned(),
+            repository.clone(),
+            tag.cloned(),
+        );
+        let _ = self.cache.entries.invalidate_entries_if(move |key, _| {
+            key.registry == registry
+                && key.repository == repository
+                && tag.as_ref().is_none_or(|tag| key.tag == *tag)
+        });
+    }
 }
 
 #[async_trait]
@@ -201,12 +216,7 @@ impl Registry for CachingRegistry {
         bytes: Bytes,
     ) -> Result<Sha256Hash> {
         let result = self.inner.put_manifest(repo, tag, media_type, bytes).await;
-        // Every client's view of this tag is stale now, not only the writer's.
-        let (registry, repository, written) =
-            (self.inner.name().to_owned(), repo.clone(), tag.clone());
-        let _ = self.cache.entries.invalidate_entries_if(move |key, _| {
-            key.registry == registry && key.repository == repository && key.tag == written
-        });
+        self.forget(repo, Some(tag));
         result
     }
 
@@ -216,11 +226,8 @@ impl Registry for CachingRegistry {
 
     async fn delete_manifest(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<()> {
         let result = self.inner.delete_manifest(repo, digest).await;
-        // The tag is not known here; drop every entry of this repository.
-        let (registry, repository) = (self.inner.name().to_owned(), repo.clone());
-        let _ = self.cache.entries.invalidate_entries_if(move |key, _| {
-            key.registry == registry && key.repository == repository
-        });
+        // Which tags named the manifest is not known here.
+        self.forget(repo, None);
         result
     }
 }

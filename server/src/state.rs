@@ -151,11 +151,11 @@ impl AppState {
             );
         }
         let upstreams = Upstreams::new(&config.upstream)?;
-        let response_cache =
-            (config.cache.max_bytes > 0).then(|| ResponseCache::new(&config.cache));
+        // `[cache] max_bytes = 0` turns off both in-memory caches.
+        let caching = config.cache.max_bytes > 0;
+        let response_cache = caching.then(|| ResponseCache::new(&config.cache));
         let metrics = Metrics::new(response_cache.as_ref().map(ResponseCache::stats));
-        let manifest_cache =
-            (config.cache.max_bytes > 0).then(|| ManifestCache::new(&config.cache));
+        let manifest_cache = caching.then(|| ManifestCache::new(&config.cache));
         let registry_count = config.registries.len() + caches.len();
         Ok(Self(Arc::new(Inner {
             manifest_cache,
