@@ -14,7 +14,6 @@ pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
     dir: TempDir,
-    logged: bool,
 }
 
 impl ServerProcess {
@@ -37,7 +36,8 @@ impl ServerProcess {
         Self::spawn(command, config, args, true)
     }
 
-    /// What the server wrote to stderr so far (for [`Self::start_logged`] servers).
+    /// What the server wrote to stderr so far (empty unless started with
+    /// [`Self::start_logged`]).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
@@ -69,21 +69,11 @@ impl ServerProcess {
             })
             .spawn()
             .expect("starting oranc server");
-        let mut server = Self {
-            child,
-            addr,
-            dir,
-            logged,
-        };
+        let mut server = Self { child, addr, dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = server.child.try_wait() {
-                let log = if server.logged {
-                    server.log()
-                } else {
-                    String::new()
-                };
-                panic!("oranc server exited with {status}\n{log}");
+                panic!("oranc server exited with {status}\n{}", server.log());
             }
             if std::net::TcpStream::connect(addr).is_ok() {
                 return server;

@@ -480,6 +480,27 @@ fn a_warm_narinfo_is_served_without_the_registry() {
     );
 }
 
+/// The server's `/metrics` text.
+fn scrape_metrics(server: &ServerProcess) -> String {
+    let scrape = std::process::Command::new("curl")
+        .args(["-sf", &server.url("metrics")])
+        .output()
+        .unwrap();
+    String::from_utf8(scrape.stdout).unwrap()
+}
+
+/// The value of the first sample whose line starts with `prefix`.
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn metrics_count_requests_cache_hits_and_registry_calls_and_pass_promtool() {
     let registry = RegistryProcess::start();
@@ -517,21 +538,8 @@ fn metrics_count_requests_cache_hits_and_registry_calls_and_pass_promtool() {
     for _ in 0..3 {
         assert_eq!(http_status("GET", &narinfo, &[]), "200");
     }
-    let scrape = std::process::Command::new("curl")
-        .args(["-sf", &server.url("metrics")])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(scrape.stdout).unwrap();
-    let value = |prefix: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let text = scrape_metrics(&server);
+    let value = |prefix: &str| metric(&text, prefix);
     assert_eq!(
         value("oranc_http_requests_total{method=\"GET\",route=\"narinfo\",status=\"200\"}"),
         3.0
@@ -558,27 +566,15 @@ fn metrics_count_requests_cache_hits_and_registry_calls_and_pass_promtool() {
     assert_eq!(http_status("GET", &nar, &[]), "200");
     assert_eq!(http_status("GET", &nar, &[]), "200");
     assert_eq!(http_status("HEAD", &nar, &["-I"]), "200");
-    let scrape = std::process::Command::new("curl")
-        .args(["-sf", &server.url("metrics")])
-        .output()
-        .unwrap();
-    let after = String::from_utf8(scrape.stdout).unwrap();
-    let count = |prefix: &str| -> f64 {
-        after
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in:\n{after}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let after = scrape_metrics(&server);
     let registry_ops = |operation: &str| {
-        count(&format!(
-            "oranc_registry_requests_total{{operation=\"{operation}\",registry=\"{}\"}}",
-            registry.host()
-        ))
+        metric(
+            &after,
+            &format!(
+                "oranc_registry_requests_total{{operation=\"{operation}\",registry=\"{}\"}}",
+                registry.host()
+            ),
+        )
     };
     assert_eq!(
         registry_ops("get_manifest"),
