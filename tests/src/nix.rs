@@ -16,6 +16,15 @@ use crate::{run_ok, unique_suffix};
 pub const NIX_CONFIG: &str = "build-users-group =\nsandbox = false\nexperimental-features = nix-command\nsubstituters =\nwarn-dirty = false\n";
 
 /// A `Command` for a Nix tool with the test settings.
+/// The hash part of an absolute store path under /nix/store: what its narinfo is named by.
+pub fn hash_part(path: &str) -> String {
+    oranc_core::StoreDir::default()
+        .parse_path(path)
+        .unwrap_or_else(|e| panic!("{path} is not a store path: {e}"))
+        .hash_part()
+        .to_owned()
+}
+
 pub fn nix_command(program: &str) -> Command {
     let mut command = Command::new(program);
     command.env("NIX_CONFIG", NIX_CONFIG);

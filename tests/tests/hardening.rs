@@ -16,7 +16,7 @@ use bytes::Bytes;
 use oranc_core::{layout, BlobInfo, Sha256Hash};
 use oranc_tests::auth::{TokenIssuer, PASSWORD, USERNAME};
 use oranc_tests::faults::{FaultServer, ResettingPort, DOWN, FLAKY, STALLED};
-use oranc_tests::nix::SignedClosure;
+use oranc_tests::nix::{hash_part, SignedClosure};
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
 use oranc_tests::server::ServerProcess;
@@ -226,12 +226,7 @@ async fn corrupt_objects_in_the_registry_are_502s_naming_the_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let hash = closure
-        .root
-        .trim_start_matches("/nix/store/")
-        .split('-')
-        .next()
-        .unwrap();
+    let hash = hash_part(&closure.root);
     let (status, body, _) =
         tokio::task::block_in_place(|| curl(&[&format!("{cache}/{hash}.narinfo")]));
     assert_eq!(status, "200", "{body}");

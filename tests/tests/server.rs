@@ -9,7 +9,7 @@
 
 use oranc_tests::auth::{PASSWORD, USERNAME};
 use oranc_tests::nix::{
-    closure_hashes, copy_from as nix_copy_from, hashes_of, nix_command, SignedClosure,
+    closure_hashes, copy_from as nix_copy_from, hash_part, hashes_of, nix_command, SignedClosure,
 };
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
 use oranc_tests::server::ServerProcess;
@@ -89,12 +89,7 @@ fn nix_substitutes_what_oranc_push_stored_and_refuses_a_wrong_key() {
     );
 
     // HTTP behaviour Nix relies on.
-    let hash = closure
-        .root
-        .trim_start_matches("/nix/store/")
-        .split('-')
-        .next()
-        .unwrap();
+    let hash = hash_part(&closure.root);
     assert_eq!(
         http_status("GET", &format!("{cache_url}/{hash}.narinfo"), &[]),
         "200"
@@ -158,12 +153,7 @@ fn nar_range_requests_are_answered_with_partial_content() {
     assert!(out.status.success());
     let server = ServerProcess::start(&allow(&registry), &[]);
     let cache_url = server.url(&format!("{}/{repo}", registry.host()));
-    let hash = closure
-        .root
-        .trim_start_matches("/nix/store/")
-        .split('-')
-        .next()
-        .unwrap();
+    let hash = hash_part(&closure.root);
     let narinfo = std::process::Command::new("curl")
         .arg("-sf")
         .arg(format!("{cache_url}/{hash}.narinfo"))
@@ -366,12 +356,7 @@ fn upstreams_redirect_query_parameters_address_and_old_encodings_read() {
         String::from_utf8_lossy(&out.stderr)
     );
     let has_it = ServerProcess::start(&allow(&registry), &[]);
-    let hash = closure
-        .root
-        .trim_start_matches("/nix/store/")
-        .split('-')
-        .next()
-        .unwrap();
+    let hash = hash_part(&closure.root);
     let old_cache = has_it.url(&format!("{}/old/cache", registry.host()));
     assert_eq!(
         http_status("GET", &format!("{old_cache}/{hash}.narinfo"), &[]),
@@ -447,12 +432,7 @@ fn a_warm_narinfo_is_served_without_the_registry() {
         String::from_utf8_lossy(&out.stderr)
     );
     let server = ServerProcess::start(&allow(registry.as_ref().unwrap()), &[]);
-    let hash = closure
-        .root
-        .trim_start_matches("/nix/store/")
-        .split('-')
-        .next()
-        .unwrap();
+    let hash = hash_part(&closure.root);
     let narinfo = server.url(&format!("{host}/warm/cache/{hash}.narinfo"));
     let absent = server.url(&format!(
         "{host}/warm/cache/00000000000000000000000000000000.narinfo"
@@ -528,12 +508,7 @@ fn metrics_count_requests_cache_hits_and_registry_calls_and_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
     let server = ServerProcess::start(&allow(&registry), &[]);
-    let hash = closure
-        .root
-        .trim_start_matches("/nix/store/")
-        .split('-')
-        .next()
-        .unwrap();
+    let hash = hash_part(&closure.root);
     let narinfo = server.url(&format!("{}/metrics/cache/{hash}.narinfo", registry.host()));
     for _ in 0..3 {
         assert_eq!(http_status("GET", &narinfo, &[]), "200");
@@ -554,7 +529,7 @@ fn metrics_count_requests_cache_hits_and_registry_calls_and_pass_promtool() {
         1.0,
         "two of three lookups cost the registry nothing"
     );
-    assert!(!text.contains(hash), "no keys or paths in labels");
+    assert!(!text.contains(&hash), "no keys or paths in labels");
 
     // The NAR: two GETs and a HEAD cost one manifest lookup; each GET fetches the blob.
     let body = std::process::Command::new("curl")
@@ -707,11 +682,7 @@ fn sigterm_lets_an_in_flight_nar_download_finish() {
         .iter()
         .find(|p| p.ends_with("oranc-test-lib"))
         .unwrap();
-    let hash = lib
-        .trim_start_matches("/nix/store/")
-        .split('-')
-        .next()
-        .unwrap();
+    let hash = hash_part(lib);
     let narinfo = std::process::Command::new("curl")
         .arg("-sf")
         .arg(format!("{cache}/{hash}.narinfo"))

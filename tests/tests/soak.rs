@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oranc_tests::nix::SignedClosure;
+use oranc_tests::nix::{hash_part, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::ServerProcess;
 use oranc_tests::{oranc_command, push_closure, unique_suffix};
@@ -66,11 +66,7 @@ async fn the_server_rides_out_a_registry_restart_under_load() {
     let http = reqwest::Client::new();
     let mut present = vec![format!("{cache}/nix-cache-info")];
     for path in &closure.paths {
-        let hash = path
-            .trim_start_matches("/nix/store/")
-            .split('-')
-            .next()
-            .unwrap();
+        let hash = hash_part(path);
         let narinfo = format!("{cache}/{hash}.narinfo");
         let text = http
             .get(&narinfo)

@@ -12,7 +12,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use oranc_tests::nix::nix_command;
+use oranc_tests::nix::{hash_part, nix_command};
 use oranc_tests::oci::skopeo_raw_manifest;
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::ServerProcess;
@@ -120,11 +120,7 @@ fn main() {
             .arg(&path),
     );
     let allow = format!("[registries.\"{}\"]\nplain_http = true\n", registry.host());
-    let hash = path
-        .trim_start_matches("/nix/store/")
-        .split('-')
-        .next()
-        .unwrap_or_default();
+    let hash = hash_part(&path);
     println!(
         "bench-server: wrk -t2 -c16 (or -t1 -c1) -d{seconds}s on loopback, distribution registry"
     );
