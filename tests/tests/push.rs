@@ -17,7 +17,18 @@ use oranc_tests::registry::RegistryProcess;
 use oranc_tests::{oranc_command, run_ok, unique_suffix};
 
 fn push(registry: &RegistryProcess, repo: &str, extra: &[&str], paths: &[&str]) -> Output {
-    oranc_command()
+    push_with(oranc_command(), registry, repo, extra, paths)
+}
+
+/// [`push`] with a prepared command (e.g. with test variables set).
+fn push_with(
+    mut command: std::process::Command,
+    registry: &RegistryProcess,
+    repo: &str,
+    extra: &[&str],
+    paths: &[&str],
+) -> Output {
+    command
         .args([
             "push",
             "--no-ssl",
@@ -205,20 +216,9 @@ async fn a_push_interrupted_at_any_stage_leaves_no_dangling_narinfo_and_a_rerun_
     ];
     for stage in ["nar-blob", "nar-tag", "narinfo-blob"] {
         let repo = fresh_repo();
-        let crashed = oranc_command()
-            .env("ORANC_TEST_EXIT_AT", stage)
-            .args([
-                "push",
-                "--no-ssl",
-                "--registry",
-                &registry.host(),
-                "--repository",
-                &repo,
-            ])
-            .args(trusted)
-            .arg(&closure.root)
-            .output()
-            .unwrap();
+        let mut interrupted = oranc_command();
+        interrupted.env("ORANC_TEST_EXIT_AT", stage);
+        let crashed = push_with(interrupted, &registry, &repo, &trusted, &[&closure.root]);
         assert_eq!(
             crashed.status.code(),
             Some(75),
