@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn default_renders_what_the_original_oranc_wrote() {
-        // Byte for byte the nix-cache-info blob in ../shared/fixtures/original-oranc.
+        // Byte for byte the nix-cache-info blob in tests/fixtures/original-oranc.
         let expected = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 41\n";
         assert_eq!(NixCacheInfo::default().to_string(), expected);
         assert_eq!(

@@ -134,7 +134,7 @@ impl fmt::Debug for Sha256Hash {
 mod tests {
     use super::*;
 
-    // From ../shared/fixtures/original-oranc/path-info.json and the narinfo the original
+    // From tests/fixtures/original-oranc/path-info.json and the narinfo the original
     // wrote for the same path: the same NarHash in SRI and nix32.
     const SRI: &str = "sha256-a4WUUbK0G+y2dmz5svJ5wAs7/bm4dKQBzDHABwNz5m8=";
     const NIX: &str = "sha256:0vz6fc1hgh1irh0s8x5qp7ykn2y0g7rb5ybcfsvfq6xln98r91bb";

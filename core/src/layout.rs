@@ -156,7 +156,7 @@ mod tests {
     use super::*;
 
     /// The nix-cache-info manifest the original oranc wrote into
-    /// ../shared/fixtures/original-oranc, and its config blob.
+    /// tests/fixtures/original-oranc, and its config blob.
     const ORIGINAL_MANIFEST: &str = r#"{"annotations":{"com.linyinfeng.oranc.key":"nix-cache-info","org.opencontainers.image.description":"nix-cache-info"},"config":{"digest":"sha256:69a972910386b3f3a0189c1b3c1e6e3232ad841f31bfab6177b2e7c7d442fb6a","mediaType":"application/vnd.oci.image.config.v1+json","size":141},"layers":[{"annotations":{"com.linyinfeng.oranc.content.type":"text/x-nix-cache-info"},"digest":"sha256:67bd01fd9f36ab7f22fc8e11ee9f2d1fe3c882f44059353985ec3711513ed5fb","mediaType":"application/octet-stream","size":51}],"schemaVersion":2}"#;
     const ORIGINAL_CONFIG: &str = r#"{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":["sha256:67bd01fd9f36ab7f22fc8e11ee9f2d1fe3c882f44059353985ec3711513ed5fb"]}}"#;
 

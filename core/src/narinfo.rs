@@ -265,7 +265,7 @@ impl NarInfoParser {
 mod tests {
     use super::*;
 
-    /// Written by Nix 2.8 (`nix copy --to file://`), from ../shared/docs/nix-binary-cache.md.
+    /// Written by Nix 2.8 (`nix copy --to file://`), as documented in docs/nix-binary-cache.md.
     const BY_NIX: &str = "StorePath: /nix/store/5kk4mwqi310s9ssry90al6mxrb47vdiw-app
 URL: nar/1n7bp8gfz80mjraq5jq1qghh5dcsbb5gfi3rkp2b6v1pr8i7gbcf.nar.xz
 Compression: xz
@@ -278,7 +278,7 @@ Deriver: v873jj33sxxhc8d6jf84lbn85p09wm3i-app.drv
 Sig: test-1:LQRg8g3f78adsT8fGji7jIbjWcU8lHSc79MHQYJXPrvtRb6HNjbnrwf3l/KDJsNUBjC0M9uuy7QnAM3354p8CA==
 ";
 
-    /// Written by the original oranc (../shared/fixtures/original-oranc), no references.
+    /// Written by the original oranc (tests/fixtures/original-oranc), no references.
     const BY_ORIGINAL_ORANC: &str = "StorePath: /nix/store/kicgbgg16znbxwy45q9nd14f7cqxivqg-fixture-data-shared
 URL: nar/0cjyn0zbsfhc54l9pwj1i11bi3w4zlvn90rphhr1wf3sxqazgh1n.nar.zst
 Compression: zstd

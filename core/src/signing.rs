@@ -221,7 +221,7 @@ impl fmt::Debug for Signature {
 mod tests {
     use super::*;
 
-    // The fixture the original oranc wrote (../shared/fixtures/original-oranc): its public
+    // The fixture the original oranc wrote (tests/fixtures/original-oranc): its public
     // key and the narinfo of the closure's root.
     const FIXTURE_KEY: &str = "oranc-fixture-1:0Gg/nW/ItQON70fVFJaMFIjq/v/Pz6NjvAjdy6S5L8I=";
     const FIXTURE_SIG: &str = "oranc-fixture-1:HneEgxUNv8dH4NAg29JxyMtVbtMe5gH6rhFAZpULQ9gO70DjDrBQmHdKE8zkaqgdYsc4k1bTvK+06JSkWx9PCg==";

@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn custom_decoding_reads_the_fixture_tags() {
-        // Tags the original oranc wrote into ../shared/fixtures/original-oranc.
+        // Tags the original oranc wrote into tests/fixtures/original-oranc.
         let tag: Tag = "nar_L_08mjwad4r6dxq2x7b7ljxki6hzacr0f4kbpr6pbqcvi0vrh7iipm.nar.zst"
             .parse()
             .unwrap();

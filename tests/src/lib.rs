@@ -53,18 +53,26 @@ pub fn run_ok(command: &mut std::process::Command) -> String {
     String::from_utf8(output.stdout).expect("command output is UTF-8")
 }
 
-/// A file under `../shared/fixtures/` beside the repository (read-only test data written by
-/// other tools).
-pub fn shared_fixture(relative: &str) -> std::path::PathBuf {
+/// A file under `tests/fixtures/` (test data written by other tools, kept in the repository).
+pub fn fixture(relative: &str) -> std::path::PathBuf {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures")
+        .join("fixtures")
         .join(relative);
-    assert!(
-        path.exists(),
-        "fixture {} is missing: clone the repository with ../shared beside it",
-        path.display()
-    );
+    assert!(path.exists(), "fixture {} is missing", path.display());
     path
+}
+
+/// The Python that `.ci/setup` put boto3 into (a venv at `target/test-venv` in the
+/// workspace, wherever cargo builds).
+pub fn test_python() -> std::path::PathBuf {
+    let python =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash .ci/setup` first",
+        python.display()
+    );
+    python
 }
 
 /// oranc's backend for a plain-HTTP registry on loopback (as the original's `--no-ssl`).

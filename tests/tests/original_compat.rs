@@ -1,4 +1,4 @@
-//! The cache the original oranc wrote (../shared/fixtures/original-oranc), served by a real
+//! The cache the original oranc wrote (tests/fixtures/original-oranc), served by a real
 //! registry, reads correctly through the core model: tags, manifests, narinfo, signatures.
 
 #![allow(
@@ -7,27 +7,25 @@
 )]
 
 use oranc_core::{CacheKey, NarInfo, PublicKey, StoreDir, TagEncoding};
+use oranc_tests::fixture;
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::RegistryProcess;
-use oranc_tests::shared_fixture;
 
 const REPO: &str = "fixture/cache";
 
 #[tokio::test]
 async fn every_path_of_the_original_cache_reads_back_signed_and_matching_nix() {
-    let registry = RegistryProcess::start_with_data_from(&shared_fixture(
-        "original-oranc/registry-data.tar.gz",
-    ));
+    let registry =
+        RegistryProcess::start_with_data_from(&fixture("original-oranc/registry-data.tar.gz"));
     let raw = RawRegistry::new(&registry.base_url());
-    let key: PublicKey = std::fs::read_to_string(shared_fixture("original-oranc/public-key"))
+    let key: PublicKey = std::fs::read_to_string(fixture("original-oranc/public-key"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let expected: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(shared_fixture("original-oranc/path-info.json")).unwrap(),
-    )
-    .unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("original-oranc/path-info.json")).unwrap())
+            .unwrap();
     let store_dir = StoreDir::default();
 
     let (info_object, info_bytes) = raw

@@ -13,7 +13,7 @@ use oranc_tests::nix::{
 };
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
 use oranc_tests::server::ServerProcess;
-use oranc_tests::{oranc_command, shared_fixture, unique_suffix};
+use oranc_tests::{fixture, oranc_command, unique_suffix};
 
 fn allow(registry: &RegistryProcess) -> String {
     format!("[registries.\"{}\"]\nplain_http = true\n", registry.host())
@@ -299,16 +299,14 @@ fn a_registry_that_is_down_is_a_5xx_never_a_404() {
 
 #[test]
 fn the_cache_the_original_oranc_wrote_is_substituted_by_real_nix() {
-    let registry = RegistryProcess::start_with_data_from(&shared_fixture(
-        "original-oranc/registry-data.tar.gz",
-    ));
+    let registry =
+        RegistryProcess::start_with_data_from(&fixture("original-oranc/registry-data.tar.gz"));
     let server = ServerProcess::start(&allow(&registry), &[]);
-    let key = std::fs::read_to_string(shared_fixture("original-oranc/public-key")).unwrap();
-    let root = std::fs::read_to_string(shared_fixture("original-oranc/root-path")).unwrap();
-    let expected: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(shared_fixture("original-oranc/path-info.json")).unwrap(),
-    )
-    .unwrap();
+    let key = std::fs::read_to_string(fixture("original-oranc/public-key")).unwrap();
+    let root = std::fs::read_to_string(fixture("original-oranc/root-path")).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("original-oranc/path-info.json")).unwrap())
+            .unwrap();
     let store = tempfile::tempdir().unwrap();
     let copied = nix_copy_from(
         &server.url(&format!("{}/fixture/cache", registry.host())),
