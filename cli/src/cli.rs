@@ -77,15 +77,23 @@ pub struct PushArgs {
     #[arg(long, default_value = r"^cache\.nixos\.org-.*$")]
     pub excluded_signing_key_pattern: String,
 
-    /// Sign on the fly with this secret key file (as `nix key generate-secret` writes it).
-    /// ORANC_SIGNING_KEY may hold the key itself instead.
+    /// Sign on the fly with this secret key file (as `nix key generate-secret` writes it):
+    /// unsigned paths get its signature; paths that already carry it (`nix store sign`) are
+    /// checked and pushed as they are. ORANC_SIGNING_KEY may hold the key itself instead.
     #[arg(long, value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
 
-    /// Do not sign, even with a signing key: push only paths already signed by a trusted key
-    /// (the original oranc's flow after `nix store sign`).
+    /// Also push paths that are already signed (the original oranc's flag for paths signed
+    /// with `nix store sign`). oranc always does: a path signed by the signing key or a
+    /// --trusted-public-key is pushed, an unsigned one is signed when there is a signing key.
+    /// This flag never turns signing off; --no-sign does.
     #[arg(long)]
     pub already_signed: bool,
+
+    /// Never sign, even with a signing key: push only paths already signed by a trusted key
+    /// (--trusted-public-key, or the signing key's public half) and skip unsigned ones.
+    #[arg(long)]
+    pub no_sign: bool,
 
     /// A public key (`name:base64`) whose signatures make a path pushable; repeatable. The
     /// signing key's own public key is always trusted.

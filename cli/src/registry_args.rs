@@ -11,16 +11,19 @@ use oranc_core::{RegistryCache, TagEncoding};
 /// Repository used with the embedded local registry when none is named.
 pub const DEFAULT_LOCAL_REPOSITORY: &str = "oranc/cache";
 
+/// Registry used when only a repository is named, as the original oranc did.
+const ORIGINAL_DEFAULT_REGISTRY: &str = "ghcr.io";
+
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
     /// Registry to use: `ghcr.io`, `docker.io`, `HOST[:PORT]`, or a directory holding a local
-    /// OCI layout. Without it, oranc uses its embedded local registry
-    /// ($ORANC_HOME, default ~/.local/share/oranc/registry). (The original oranc defaulted
-    /// to ghcr.io; pass `--registry ghcr.io` for that.)
+    /// OCI layout. With --repository but no --registry it is `ghcr.io`, as in the original
+    /// oranc. With neither, oranc uses its embedded local registry
+    /// ($ORANC_HOME, default ~/.local/share/oranc/registry) and the repository `oranc/cache`.
     #[arg(long, env = "ORANC_REGISTRY")]
     pub registry: Option<String>,
 
-    /// Repository inside the registry, e.g. `owner/cache` (required with --registry).
+    /// Repository inside the registry, e.g. `owner/cache` (required with a remote --registry).
     #[arg(long, env = "ORANC_REPOSITORY")]
     pub repository: Option<String>,
 
@@ -82,11 +85,17 @@ impl RegistryArgs {
                 anyhow::bail!("--repository is required with --registry {registry}")
             }
             (Some(registry), None) => (registry.clone(), DEFAULT_LOCAL_REPOSITORY.to_owned()),
-            (None, repository) => (
+            // The original's scripts name only the repository and mean ghcr.io: never let
+            // them "succeed" into a local directory nobody reads.
+            (None, Some(repository)) => {
+                eprintln!(
+                    "no --registry given: using {ORIGINAL_DEFAULT_REGISTRY} (the original oranc's default) for --repository {repository}"
+                );
+                (ORIGINAL_DEFAULT_REGISTRY.to_owned(), repository.clone())
+            }
+            (None, None) => (
                 local_registry_dir().display().to_string(),
-                repository
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_LOCAL_REPOSITORY.to_owned()),
+                DEFAULT_LOCAL_REPOSITORY.to_owned(),
             ),
         };
         let mut settings = RegistrySettings::new(&location);
@@ -109,6 +118,9 @@ impl RegistryArgs {
             .repository(&repository)
             .with_context(|| format!("repository {repository:?}"))?;
         let description = format!("{}/{repository}", registry.name());
+        if self.registry.is_none() && self.repository.is_none() {
+            eprintln!("no --registry given: using the embedded local registry {description}");
+        }
         Ok((
             RegistryCache::new(
                 registry,

@@ -42,17 +42,15 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         )
         .await;
     }
-    if args.registry.registry.is_none() {
-        eprintln!("no --registry given: using the embedded local registry {description}");
-    }
     let store_dir = StoreDir::new(&args.store_dir)?;
     let policy = signing_policy(&args)?;
-    let source = open_source(&args, &store_dir)?;
-
+    // Paths first, store second: in `nix-store --add X | oranc push` on a machine where Nix
+    // never ran, the DB exists only once the command before the pipe has finished.
     let roots = read_roots(&args, &store_dir)?;
     if roots.is_empty() {
         anyhow::bail!("no store paths given (as arguments or on standard input)");
     }
+    let source = open_source(&args, &store_dir)?;
     let infos = if args.no_closure {
         source.path_infos(&roots).await?
     } else {
@@ -158,9 +156,7 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
 }
 
 fn signing_policy(args: &PushArgs) -> anyhow::Result<SigningPolicy> {
-    let signer = if args.already_signed {
-        None
-    } else if let Some(file) = &args.signing_key {
+    let key = if let Some(file) = &args.signing_key {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("reading the signing key {}", file.display()))?;
         Some(
@@ -175,7 +171,7 @@ fn signing_policy(args: &PushArgs) -> anyhow::Result<SigningPolicy> {
     } else {
         None
     };
-    let trusted = args
+    let mut trusted = args
         .trusted_public_keys
         .iter()
         .filter(|k| !k.trim().is_empty())
@@ -184,6 +180,15 @@ fn signing_policy(args: &PushArgs) -> anyhow::Result<SigningPolicy> {
                 .with_context(|| format!("--trusted-public-key {k:?}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // --already-signed is the original's "push signed paths too", which oranc always does;
+    // only --no-sign keeps the key from signing.
+    let signer = match key {
+        Some(key) if args.no_sign => {
+            trusted.push(key.to_public());
+            None
+        }
+        key => key,
+    };
     if signer.is_none() && trusted.is_empty() {
         anyhow::bail!(
             "nothing to sign or verify with: pass --signing-key FILE (or set {SIGNING_KEY_ENV}) to sign while pushing, or --trusted-public-key KEY to push paths already signed by that key"
