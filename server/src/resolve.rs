@@ -4,10 +4,9 @@
 //! accepts them. Keys are validated before anything is asked of a registry.
 
 use axum::http::{HeaderMap, Uri};
-use base64::Engine as _;
-use oranc_backends::Credentials;
 use oranc_core::{CacheKey, RegistryCache};
 
+use crate::client_auth::client_credentials;
 use crate::error::ServerError;
 use crate::state::AppState;
 
@@ -18,23 +17,6 @@ pub struct Target {
     pub key: CacheKey,
     /// True when the request may write (client credentials, or a cache that allows it).
     pub writable: bool,
-}
-
-/// The client's HTTP Basic credentials, if it sent any.
-pub fn client_credentials(headers: &HeaderMap) -> Option<Credentials> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let encoded = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (username, password) = text.split_once(':')?;
-    Some(Credentials::basic(username, password))
 }
 
 fn query_value<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
@@ -85,7 +67,11 @@ pub fn resolve(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Targe
                 .split_first()
                 .ok_or_else(|| ServerError::BadRequest("no registry in the path".into()))?;
             rest = tail;
-            (*first).to_owned()
+            // S3 clients send the endpoint's path percent-encoded (`127.0.0.1%3A5000`).
+            percent_encoding::percent_decode_str(first)
+                .decode_utf8()
+                .map_err(|_| ServerError::BadRequest(format!("malformed registry {first:?}")))?
+                .into_owned()
         }
     };
     let repository = match query_value(uri, "repository") {

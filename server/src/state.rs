@@ -8,7 +8,6 @@ use std::time::Duration;
 use oranc_backends::{BackendKind, Credentials, RegistryHandle, RegistrySettings};
 use oranc_config::Config;
 use oranc_core::{Registry, RepositoryName, TagEncoding};
-use sha2::{Digest as _, Sha256};
 
 use crate::error::ServerError;
 use crate::layers::response_cache::ResponseCache;
@@ -249,12 +248,7 @@ impl AppState {
         handle: &RegistryHandle,
         credentials: Credentials,
     ) -> Arc<dyn Registry> {
-        let fingerprint: [u8; 32] = match &credentials {
-            Credentials::Anonymous => [0; 32],
-            Credentials::Basic { username, password } => {
-                Sha256::digest(format!("{username}\0{password}").as_bytes()).into()
-            }
-        };
+        let fingerprint = crate::client_auth::fingerprint(&credentials);
         self.0.clients.get_with((name.to_owned(), fingerprint), || {
             let metered =
                 MeteredRegistry::wrap(handle.with_credentials(credentials), self.0.metrics.clone());

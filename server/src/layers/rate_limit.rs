@@ -17,7 +17,6 @@ use axum::http::{header, Request, Response, StatusCode};
 use axum::response::IntoResponse;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use sha2::{Digest as _, Sha256};
 use tower::{Layer, Service};
 
 use crate::metrics::Metrics;
@@ -73,8 +72,10 @@ pub struct RateLimitService<S> {
 }
 
 fn client_key(request: &Request<Body>) -> ClientKey {
-    if let Some(authorization) = request.headers().get(header::AUTHORIZATION) {
-        return ClientKey::Credentials(Sha256::digest(authorization.as_bytes()).into());
+    // By credentials, not by header (a SigV4 header differs on every request, and an
+    // unusable one must not buy a fresh allowance).
+    if let Some(credentials) = crate::client_auth::client_credentials(request.headers()) {
+        return ClientKey::Credentials(crate::client_auth::fingerprint(&credentials));
     }
     request
         .extensions()

@@ -1,8 +1,8 @@
 //! Caches small answers (narinfo, nix-cache-info) and 404s in memory, so a warm lookup
 //! costs no registry round trip; concurrent identical misses wait for one registry request
 //! (moka's `try_get_with` coalesces them). Entries are keyed by method, path and a digest
-//! of the client's Authorization header, so one client's answer is never served to another
-//! with other credentials. A successful PUT through this server drops the entries for its
+//! of the client's credentials (Basic or SigV4), so one client's answer is never served to
+//! another with other credentials. A successful PUT through this server drops the entries for its
 //! path at once.
 //!
 //! NAR bodies are never buffered: for them only a 404 is remembered.
@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, Response, StatusCode};
 use bytes::Bytes;
-use sha2::{Digest as _, Sha256};
 use tower::{Layer, Service, ServiceExt as _};
 
 /// Largest body kept in the cache; larger answers pass through uncached.
@@ -161,11 +160,8 @@ fn is_small_file(path: &str) -> bool {
 }
 
 fn key_of(request: &Request<Body>) -> Key {
-    let authorization = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .map(|v| Sha256::digest(v.as_bytes()).into())
-        .unwrap_or([0; 32]);
+    // By credentials, not by header: a SigV4 header differs on every request.
+    let authorization = crate::client_auth::client_fingerprint(request.headers());
     Key {
         head: request.method() == Method::HEAD,
         path_and_query: request

@@ -36,7 +36,7 @@ pub async fn handle(
     outcome.unwrap_or_else(|error| {
         // The registry wants credentials and the client sent none: challenge it, so a
         // client with a netrc file (Nix does this through curl) answers with them.
-        let anonymous = crate::resolve::client_credentials(&headers).is_none();
+        let anonymous = crate::client_auth::client_credentials(&headers).is_none();
         match error {
             ServerError::Core(oranc_core::Error::Denied { .. }) if anonymous => {
                 ServerError::CredentialsRequired.into_response()
@@ -213,6 +213,18 @@ async fn write(
     } = resolve(state, uri, headers)?;
     if !writable {
         return Err(ServerError::CredentialsRequired);
+    }
+    // An S3 client may frame the body with per-chunk signatures; stored as it is, that
+    // framing would corrupt the file. Nix's S3 store and boto3 over http send it plain.
+    let streaming_sigv4 = headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("STREAMING-"));
+    if streaming_sigv4 {
+        return Err(ServerError::BadRequest(
+            "aws-chunked (streaming SigV4) uploads are not supported; send the body unframed"
+                .into(),
+        ));
     }
     let limit = state.config().max_small_body_bytes;
     match key.kind() {
