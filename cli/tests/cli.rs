@@ -76,5 +76,22 @@ fn config_check_accepts_the_example_and_names_the_bad_field() {
         .failure();
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
     assert!(stderr.contains("repository_parts"), "{stderr}");
+    // Allowed but dangerous: said, and still a success.
+    let open = dir.join("open.toml");
+    std::fs::write(
+        &open,
+        "[caches.ci]\nregistry = \"/tmp/oranc-unused\"\nrepository = \"ci/cache\"\nallow_write = true\n",
+    )
+    .expect("writing");
+    let assert = oranc()
+        .args(["config", "check"])
+        .arg(&open)
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("warning: caches.ci: allow_write"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use oranc_core::{RepositoryName, TagEncoding};
+use oranc_core::{PublicKey, RepositoryName, TagEncoding};
 
 use crate::error::ConfigError;
 use crate::model::Config;
@@ -112,6 +112,22 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
                 "is required with a password".into(),
             ));
         }
+        if cache.allow_write && cache.writers_file.is_some() {
+            return Err(invalid(
+                field("allow_write"),
+                "lets anyone write, while writers_file allows only its users: choose one".into(),
+            ));
+        }
+        if cache.signing_key_file.is_some() && cache.writers_file.is_none() {
+            return Err(invalid(
+                field("signing_key_file"),
+                "signs what writers upload, so it needs writers_file (the server never signs for anonymous clients)".into(),
+            ));
+        }
+        for key in &cache.trusted_public_keys {
+            key.parse::<PublicKey>()
+                .map_err(|e| invalid(field("trusted_public_keys"), format!("{key:?}: {e}")))?;
+        }
     }
     if config.response_timeout_secs == 0 {
         return Err(invalid(
@@ -136,6 +152,25 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// Combinations that are allowed but that an operator should know about, one sentence each
+/// (`oranc config check` prints them; the server logs them at start).
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if config.allow_any_registry {
+        warnings.push(
+            "allow_any_registry: the server talks to any registry a URL names (an open proxy, as the original oranc); list [registries] instead where you can".to_owned(),
+        );
+    }
+    for (name, cache) in &config.caches {
+        if cache.allow_write && cache.trusted_public_keys.is_empty() {
+            warnings.push(format!(
+                "caches.{name}: allow_write without trusted_public_keys: anyone who reaches the server can add paths (never replace one; Nix still checks signatures). Set trusted_public_keys, or writers_file for authenticated writers"
+            ));
+        }
+    }
+    warnings
 }
 
 #[cfg(test)]
@@ -167,10 +202,29 @@ mod tests {
             ("[registries.\"ghcr.io\"]\n[caches.main]\nregistry = \"ghcr.io\"\nrepository = \"A/B\"", "caches.main.repository"),
             ("[registries.\"ghcr.io\"]\n[caches.main]\nregistry = \"ghcr.io\"\nrepository = \"a/b\"\npassword_env = \"X\"", "username"),
             ("[upstream]\nurls = [\"ftp://x\"]", "upstream.urls"),
+            ("[caches.c]\nregistry = \"/d\"\nrepository = \"a/b\"\nallow_write = true\nwriters_file = \"/w\"", "caches.c.allow_write"),
+            ("[caches.c]\nregistry = \"/d\"\nrepository = \"a/b\"\nsigning_key_file = \"/k\"", "caches.c.signing_key_file"),
+            ("[caches.c]\nregistry = \"/d\"\nrepository = \"a/b\"\ntrusted_public_keys = [\"nope\"]", "caches.c.trusted_public_keys"),
         ] {
             let err = parse(text, "bad.toml").unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");
             assert!(err.contains("bad.toml"), "{err}");
         }
+    }
+
+    #[test]
+    fn an_anonymously_writable_cache_without_trusted_keys_is_warned_about() {
+        let open = "[caches.c]\nregistry = \"/d\"\nrepository = \"a/b\"\nallow_write = true";
+        let said = warnings_of(open);
+        assert!(said.iter().any(|w| w.contains("anyone")), "{said:?}");
+        let guarded = format!(
+            "{open}\ntrusted_public_keys = [\"k-1:{}\"]",
+            "A".repeat(43) + "="
+        );
+        assert!(warnings_of(&guarded).is_empty());
+    }
+
+    fn warnings_of(text: &str) -> Vec<String> {
+        warnings(&parse(text, "x.toml").unwrap())
     }
 }

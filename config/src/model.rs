@@ -143,7 +143,20 @@ pub struct CacheConfig {
     /// File holding the password or token (for systemd credentials).
     pub password_file: Option<String>,
     /// Accept PUT (`nix copy --to`) without client credentials, using this cache's own.
+    /// Such anonymous writers may add files, never replace one (a narinfo that differs from
+    /// the stored one is refused with 409). Cannot be combined with `writers_file`.
     pub allow_write: bool,
+    /// Users who may write through the server, one `user:hash` line each (an argon2 PHC
+    /// string or a bcrypt hash, e.g. from `htpasswd -nbB user`). Clients send them as HTTP
+    /// Basic (a netrc file); the registry sees this cache's own credentials. A writer may
+    /// replace files. With writers, anonymous writes are refused.
+    pub writers_file: Option<String>,
+    /// Secret key file (`nix key generate-secret`): a narinfo a writer uploads is signed
+    /// with it before it is stored, so CI runners need no signing key. Needs `writers_file`.
+    pub signing_key_file: Option<String>,
+    /// Public keys (`name:base64`): a narinfo uploaded to this cache must carry a valid
+    /// signature by one of them (the signing key's own counts), or it is refused.
+    pub trusted_public_keys: Vec<String>,
 }
 
 /// Upstream caches: when one has a key, the client is redirected there (302).

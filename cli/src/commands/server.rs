@@ -70,6 +70,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             local_registry_dir().display()
         );
     }
+    for warning in oranc_config::warnings(&config) {
+        eprintln!("warning: {warning}");
+    }
     let state = AppState::new(config).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -111,6 +114,9 @@ pub fn check(file: &std::path::Path) -> anyhow::Result<()> {
         config.caches.len(),
         config.listen
     );
+    for warning in oranc_config::warnings(&config) {
+        eprintln!("warning: {warning}");
+    }
     Ok(())
 }
 
