@@ -17,8 +17,19 @@ pub enum ServerError {
     #[error("{0}")]
     BadRequest(String),
 
-    #[error("credentials needed: send HTTP Basic credentials (e.g. from a netrc file); uploading to a configured cache needs allow_write")]
+    #[error("credentials needed: send HTTP Basic credentials (e.g. from a netrc file); uploading to a configured cache needs a writer's credentials or allow_write")]
     CredentialsRequired,
+
+    #[error("wrong password for writer {0:?}")]
+    WrongWriterPassword(String),
+
+    /// The upload would replace a file that anonymous writers may only add.
+    #[error("{0}")]
+    Conflict(String),
+
+    /// An upload the cache's rules refuse (e.g. not signed by a trusted key).
+    #[error("{0}")]
+    Refused(String),
 
     #[error("body larger than {0} bytes")]
     TooLarge(usize),
@@ -44,7 +55,9 @@ impl ServerError {
             },
             Self::RegistryNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::CredentialsRequired => StatusCode::UNAUTHORIZED,
+            Self::CredentialsRequired | Self::WrongWriterPassword(_) => StatusCode::UNAUTHORIZED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Refused(_) => StatusCode::FORBIDDEN,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -17,6 +17,7 @@ pub mod router;
 pub mod routes;
 pub mod state;
 pub mod upstream;
+pub mod writers;
 
 pub use error::ServerError;
 pub use router::router;

@@ -4,19 +4,35 @@
 //! accepts them. Keys are validated before anything is asked of a registry.
 
 use axum::http::{HeaderMap, Uri};
+use oranc_backends::Credentials;
 use oranc_core::{CacheKey, RegistryCache};
 
 use crate::client_auth::client_credentials;
 use crate::error::ServerError;
-use crate::state::AppState;
+use crate::state::{AppState, NamedCache};
+use crate::writers::WriterCheck;
 
 /// What a request is about.
 #[derive(Debug)]
-pub struct Target {
+pub struct Target<'a> {
     pub cache: RegistryCache,
     pub key: CacheKey,
-    /// True when the request may write (client credentials, or a cache that allows it).
-    pub writable: bool,
+    pub access: WriteAccess,
+    /// The named cache addressed, with its upload rules; `None` for `/{registry}/{repo}/…`.
+    pub named: Option<&'a NamedCache>,
+}
+
+/// What a request may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteAccess {
+    /// Nothing: reads only.
+    ReadOnly,
+    /// An anonymous client of a cache with `allow_write`: may add files, never replace one.
+    AddOnly,
+    /// A client with registry credentials: may add and replace, as the registry allows.
+    Replace,
+    /// One of the cache's `writers`: may add and replace; the server signs its narinfos.
+    Writer,
 }
 
 fn query_value<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
@@ -32,7 +48,11 @@ fn parse_key(key: &str) -> Result<CacheKey, ServerError> {
         .map_err(|e| ServerError::BadRequest(e.to_string()))
 }
 
-pub fn resolve(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Target, ServerError> {
+pub async fn resolve<'a>(
+    state: &'a AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Target<'a>, ServerError> {
     let path = uri.path().trim_start_matches('/');
     if path.contains("//") || path.split('/').any(|s| s == ".." || s == ".") {
         return Err(ServerError::BadRequest(format!(
@@ -46,16 +66,13 @@ pub fn resolve(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Targe
 
     if let Some(named) = segments.first().and_then(|name| state.named_cache(name)) {
         let key = parse_key(&segments[1..].join("/"))?;
-        // A client's own credentials take precedence; otherwise the cache's.
-        let (credentials, writable) = match client {
-            Some(credentials) => (credentials, true),
-            None => (named.credentials.clone(), named.allow_write),
-        };
+        let (credentials, access) = named_cache_access(named, client).await?;
         let registry = state.client(segments[0], &named.registry, credentials);
         return Ok(Target {
             cache: RegistryCache::new(registry, named.repository.clone(), encoding, fallbacks),
             key,
-            writable,
+            access,
+            named: Some(named),
         });
     }
 
@@ -90,7 +107,11 @@ pub fn resolve(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Targe
         }
     };
     let key = parse_key(&rest.join("/"))?;
-    let writable = client.is_some();
+    let access = if client.is_some() {
+        WriteAccess::Replace
+    } else {
+        WriteAccess::ReadOnly
+    };
     let registry = state.registry_for(&registry_name, client.unwrap_or_default())?;
     let repository = registry
         .repository(&repository)
@@ -98,6 +119,39 @@ pub fn resolve(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Targe
     Ok(Target {
         cache: RegistryCache::new(registry, repository, encoding, fallbacks),
         key,
-        writable,
+        access,
+        named: None,
     })
+}
+
+/// The registry credentials a request to a named cache acts with, and what it may write.
+/// A writer of the cache acts with the cache's credentials; other client credentials are
+/// the registry's and are forwarded; anonymous clients get the cache's credentials.
+async fn named_cache_access(
+    named: &NamedCache,
+    client: Option<Credentials>,
+) -> Result<(Credentials, WriteAccess), ServerError> {
+    match client {
+        Some(Credentials::Basic { username, password }) => {
+            let check = match &named.writers {
+                Some(writers) => writers.check(&username, &password).await,
+                None => WriterCheck::NotAWriter,
+            };
+            match check {
+                WriterCheck::Valid => Ok((named.credentials.clone(), WriteAccess::Writer)),
+                WriterCheck::WrongPassword => Err(ServerError::WrongWriterPassword(username)),
+                WriterCheck::NotAWriter => {
+                    Ok((Credentials::basic(username, password), WriteAccess::Replace))
+                }
+            }
+        }
+        Some(Credentials::Anonymous) | None => {
+            let access = if named.allow_write {
+                WriteAccess::AddOnly
+            } else {
+                WriteAccess::ReadOnly
+            };
+            Ok((named.credentials.clone(), access))
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use oranc_backends::{BackendKind, Credentials, RegistryHandle, RegistrySettings};
 use oranc_config::Config;
-use oranc_core::{Registry, RepositoryName, TagEncoding};
+use oranc_core::{PublicKey, Registry, RepositoryName, SecretKey, TagEncoding};
 
 use crate::error::ServerError;
 use crate::layers::response_cache::ResponseCache;
@@ -15,6 +15,7 @@ use crate::manifest_cache::ManifestCache;
 use crate::metered::MeteredRegistry;
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
+use crate::writers::Writers;
 
 /// Per-credential registry clients kept for reuse (their tokens stay warm).
 const MAX_CLIENTS_PER_REGISTRY: u64 = 256;
@@ -32,6 +33,12 @@ pub struct NamedCache {
     pub repository: RepositoryName,
     pub credentials: Credentials,
     pub allow_write: bool,
+    /// The server's own write users (`writers_file`).
+    pub writers: Option<Writers>,
+    /// Signs what writers upload (`signing_key_file`).
+    pub signing_key: Option<SecretKey>,
+    /// An uploaded narinfo must be signed by one of these (or by `signing_key`).
+    pub trusted_keys: Vec<PublicKey>,
 }
 
 #[derive(Debug)]
@@ -139,6 +146,29 @@ impl AppState {
                 (Some(user), Some(password)) => Credentials::basic(user, password),
                 _ => Credentials::Anonymous,
             };
+            let writers = cache
+                .writers_file
+                .as_deref()
+                .map(Writers::load)
+                .transpose()
+                .map_err(|e| format!("cache {name}: {e}"))?;
+            let signing_key = cache
+                .signing_key_file
+                .as_deref()
+                .map(|file| {
+                    std::fs::read_to_string(file)
+                        .map_err(|e| format!("cannot read signing_key_file {file}: {e}"))?
+                        .parse::<SecretKey>()
+                        .map_err(|e| format!("signing_key_file {file}: {e}"))
+                })
+                .transpose()
+                .map_err(|e| format!("cache {name}: {e}"))?;
+            let trusted_keys = cache
+                .trusted_public_keys
+                .iter()
+                .map(|key| key.parse::<PublicKey>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("cache {name}: trusted_public_keys: {e}"))?;
             caches.insert(
                 name.clone(),
                 NamedCache {
@@ -146,6 +176,9 @@ impl AppState {
                     repository,
                     credentials,
                     allow_write: cache.allow_write,
+                    writers,
+                    signing_key,
+                    trusted_keys,
                 },
             );
         }

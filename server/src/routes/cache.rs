@@ -1,7 +1,6 @@
-//! GET, HEAD and PUT of binary-cache files. Bodies stream in both directions: a NAR goes
-//! from the registry's blob to the client (and from the client into a blob) chunk by chunk.
-//! A narinfo is accepted only when the NAR it names is already stored, so the cache never
-//! holds a narinfo pointing at a missing NAR.
+//! GET and HEAD of binary-cache files (PUT is `upload.rs`). A NAR streams from the
+//! registry's blob to the client chunk by chunk; small files are read whole and checked
+//! before they are served.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -11,7 +10,6 @@ use bytes::Bytes;
 use futures::TryStreamExt as _;
 use oranc_core::cache_key::KeyKind;
 use oranc_core::{BlobBody, ByteRange, CacheKey, NarInfo, NixCacheInfo};
-use tokio_util::io::StreamReader;
 
 use crate::error::ServerError;
 use crate::resolve::{resolve, Target};
@@ -26,7 +24,7 @@ pub async fn handle(
 ) -> Response {
     let outcome = match method {
         Method::GET | Method::HEAD => read(&state, &method, &uri, &headers).await,
-        Method::PUT => write(&state, &uri, &headers, body).await,
+        Method::PUT => super::upload::write(&state, &uri, &headers, body).await,
         _ => Ok((
             StatusCode::METHOD_NOT_ALLOWED,
             [(header::ALLOW, "GET, HEAD, PUT")],
@@ -73,7 +71,7 @@ async fn read(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Response, ServerError> {
-    let Target { cache, key, .. } = resolve(state, uri, headers)?;
+    let Target { cache, key, .. } = resolve(state, uri, headers).await?;
     if let Some(url) = state.upstreams().find(key.as_str()).await {
         return Ok((StatusCode::FOUND, [(header::LOCATION, header_value(&url)?)]).into_response());
     }
@@ -162,7 +160,7 @@ async fn read(
 
 /// Checks a narinfo or nix-cache-info body, from a client or from the registry: UTF-8,
 /// parsed, and a narinfo stored under its own path's key. Returns the narinfo, if it is one.
-fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<Option<NarInfo>, String> {
+pub(super) fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<Option<NarInfo>, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| format!("{key} is not UTF-8"))?;
     if key.kind() != KeyKind::NarInfo {
         text.parse::<NixCacheInfo>().map_err(|e| e.to_string())?;
@@ -192,65 +190,4 @@ async fn checked_from_registry(
         .map_err(|e| corrupt(format!("unreadable or larger than {limit} bytes: {e}")))?;
     check_small_file(key, &bytes).map_err(corrupt)?;
     Ok(bytes)
-}
-
-async fn small_body(body: Body, limit: usize) -> Result<Bytes, ServerError> {
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ServerError::TooLarge(limit))
-}
-
-async fn write(
-    state: &AppState,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, ServerError> {
-    let Target {
-        cache,
-        key,
-        writable,
-    } = resolve(state, uri, headers)?;
-    if !writable {
-        return Err(ServerError::CredentialsRequired);
-    }
-    // An S3 client may frame the body with per-chunk signatures; stored as it is, that
-    // framing would corrupt the file. Nix's S3 store and boto3 over http send it plain.
-    let streaming_sigv4 = headers
-        .get("x-amz-content-sha256")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("STREAMING-"));
-    if streaming_sigv4 {
-        return Err(ServerError::BadRequest(
-            "aws-chunked (streaming SigV4) uploads are not supported; send the body unframed"
-                .into(),
-        ));
-    }
-    let limit = state.config().max_small_body_bytes;
-    match key.kind() {
-        KeyKind::CacheInfo | KeyKind::NarInfo => {
-            let bytes = small_body(body, limit).await?;
-            let narinfo = check_small_file(&key, &bytes).map_err(ServerError::BadRequest)?;
-            if let Some(narinfo) = narinfo {
-                let nar_key: CacheKey = narinfo
-                    .url
-                    .parse()
-                    .map_err(|e: oranc_core::Error| ServerError::BadRequest(format!("URL: {e}")))?;
-                if cache.get(&nar_key).await?.is_none() {
-                    return Err(ServerError::BadRequest(format!(
-                        "the narinfo points at {nar_key}, which is not in the cache; upload the NAR first"
-                    )));
-                }
-            }
-            cache.put_bytes(&key, key.content_type(), bytes).await?;
-        }
-        KeyKind::Nar | KeyKind::Listing | KeyKind::Log | KeyKind::Realisation => {
-            let stream = body.into_data_stream().map_err(std::io::Error::other);
-            let mut reader = StreamReader::new(stream);
-            let blob = cache.upload_blob(&mut reader).await?;
-            cache.tag_blob(&key, key.content_type(), &blob).await?;
-        }
-    }
-    tracing::info!(key = %key, "stored");
-    Ok(StatusCode::OK.into_response())
 }

@@ -1,0 +1,193 @@
+//! PUT of binary-cache files (`nix copy --to http://…`, an S3 client, curl), with the rules
+//! that keep a cache usable whoever can reach the server:
+//!
+//! - a narinfo is stored only when the NAR it names is stored and its `FileHash` /
+//!   `FileSize` are that blob's digest and size, so no narinfo points at a missing or wrong
+//!   NAR;
+//! - an anonymous writer (`allow_write`) adds files and never replaces one: a re-upload of
+//!   the same bytes is a no-op, anything else for an existing key is 409, and an existing
+//!   NAR (named by its hash) stays as it is;
+//! - a named cache's `trusted_public_keys` must sign every narinfo, and its `signing_key_file`
+//!   signs what its writers upload.
+//!
+//! Bodies of NARs and other large files stream into a blob; only small files are read whole.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::TryStreamExt as _;
+use oranc_core::cache_key::KeyKind;
+use oranc_core::{BlobInfo, CacheKey, CacheObject, NarInfo, RegistryCache, Sha256Hash};
+use tokio_util::io::StreamReader;
+
+use super::cache::check_small_file;
+use crate::error::ServerError;
+use crate::resolve::{resolve, Target, WriteAccess};
+use crate::state::{AppState, NamedCache};
+
+pub async fn write(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ServerError> {
+    let Target {
+        cache,
+        key,
+        access,
+        named,
+    } = resolve(state, uri, headers).await?;
+    if access == WriteAccess::ReadOnly {
+        return Err(ServerError::CredentialsRequired);
+    }
+    refuse_framed_body(headers)?;
+    let existing = match access {
+        WriteAccess::AddOnly => cache.get(&key).await?,
+        _ => None,
+    };
+    match key.kind() {
+        KeyKind::CacheInfo | KeyKind::NarInfo => {
+            let bytes = small_body(body, state.config().max_small_body_bytes).await?;
+            let narinfo = check_small_file(&key, &bytes).map_err(ServerError::BadRequest)?;
+            if let Some(existing) = &existing {
+                return add_only_outcome(&key, existing, Sha256Hash::of(&bytes));
+            }
+            let bytes = match narinfo {
+                Some(narinfo) => checked_narinfo(&cache, narinfo, bytes, access, named).await?,
+                None => bytes,
+            };
+            cache.put_bytes(&key, key.content_type(), bytes).await?;
+        }
+        KeyKind::Nar if existing.is_some() => {
+            // Named by its hash: the stored NAR stays whatever this one holds. The body is
+            // read to its end so the client's connection stays usable.
+            body.into_data_stream()
+                .try_for_each(|_| std::future::ready(Ok(())))
+                .await
+                .map_err(|e| ServerError::BadRequest(format!("reading the body: {e}")))?;
+            return Ok(StatusCode::OK.into_response());
+        }
+        KeyKind::Nar | KeyKind::Listing | KeyKind::Log | KeyKind::Realisation => {
+            let blob = upload_stream(&cache, body).await?;
+            if let Some(existing) = &existing {
+                // The blob stays untagged; the registry's garbage collection takes it.
+                return add_only_outcome(&key, existing, blob.digest);
+            }
+            cache.tag_blob(&key, key.content_type(), &blob).await?;
+        }
+    }
+    tracing::info!(key = %key, "stored");
+    Ok(StatusCode::OK.into_response())
+}
+
+/// An anonymous writer sent a file the cache has: the same bytes are fine (nothing is
+/// written), other bytes would replace it and are refused.
+fn add_only_outcome(
+    key: &CacheKey,
+    existing: &CacheObject,
+    sent: Sha256Hash,
+) -> Result<Response, ServerError> {
+    if existing.blob.digest == sent {
+        return Ok(StatusCode::OK.into_response());
+    }
+    Err(ServerError::Conflict(format!(
+        "{key} is already in this cache with other content; uploads without credentials may add files, never replace them"
+    )))
+}
+
+/// A narinfo that may be stored: its NAR is there and matches, it is signed as the cache
+/// requires (by the server, for a writer). Returns the bytes to store.
+async fn checked_narinfo(
+    cache: &RegistryCache,
+    mut narinfo: NarInfo,
+    bytes: Bytes,
+    access: WriteAccess,
+    named: Option<&NamedCache>,
+) -> Result<Bytes, ServerError> {
+    let nar_key: CacheKey = narinfo
+        .url
+        .parse()
+        .map_err(|e: oranc_core::Error| ServerError::BadRequest(format!("URL: {e}")))?;
+    let nar = cache.get(&nar_key).await?.ok_or_else(|| {
+        ServerError::BadRequest(format!(
+            "the narinfo points at {nar_key}, which is not in the cache; upload the NAR first"
+        ))
+    })?;
+    check_matches_nar(&narinfo, &nar_key, &nar.blob)?;
+    let Some(named) = named else {
+        return Ok(bytes);
+    };
+    let mut bytes = bytes;
+    if let (WriteAccess::Writer, Some(key)) = (access, &named.signing_key) {
+        narinfo.signatures.retain(|s| s.key_name() != key.name());
+        narinfo.signatures.push(key.sign(&narinfo.fingerprint()));
+        bytes = Bytes::from(narinfo.to_string());
+    }
+    if !named.trusted_keys.is_empty() {
+        let own = named.signing_key.as_ref().map(|k| k.to_public());
+        let trusted: Vec<_> = named.trusted_keys.iter().cloned().chain(own).collect();
+        if !narinfo.is_signed_by_any(&trusted) {
+            return Err(ServerError::Refused(format!(
+                "{} carries no valid signature by a key in this cache's trusted_public_keys",
+                narinfo.store_path
+            )));
+        }
+    }
+    Ok(bytes)
+}
+
+/// `FileHash` and `FileSize`, where given, must be the stored NAR blob's: the blob digest
+/// is the SHA-256 of the compressed file.
+fn check_matches_nar(
+    narinfo: &NarInfo,
+    nar_key: &CacheKey,
+    blob: &BlobInfo,
+) -> Result<(), ServerError> {
+    if let Some(file_hash) = &narinfo.file_hash {
+        if *file_hash != blob.digest {
+            return Err(ServerError::BadRequest(format!(
+                "FileHash {} does not match {nar_key} as stored ({})",
+                file_hash.to_nix_string(),
+                blob.digest.to_nix_string()
+            )));
+        }
+    }
+    if let Some(file_size) = narinfo.file_size {
+        if file_size != blob.size {
+            return Err(ServerError::BadRequest(format!(
+                "FileSize {file_size} does not match {nar_key} as stored ({} bytes)",
+                blob.size
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An S3 client may frame the body with per-chunk signatures; stored as it is, that framing
+/// would corrupt the file. Nix's S3 store and boto3 over http send it plain.
+fn refuse_framed_body(headers: &HeaderMap) -> Result<(), ServerError> {
+    let framed = headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("STREAMING-"));
+    if framed {
+        return Err(ServerError::BadRequest(
+            "aws-chunked (streaming SigV4) uploads are not supported; send the body unframed"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn small_body(body: Body, limit: usize) -> Result<Bytes, ServerError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ServerError::TooLarge(limit))
+}
+
+async fn upload_stream(cache: &RegistryCache, body: Body) -> Result<BlobInfo, ServerError> {
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let mut reader = StreamReader::new(stream);
+    Ok(cache.upload_blob(&mut reader).await?)
+}
