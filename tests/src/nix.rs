@@ -47,6 +47,15 @@ impl SignedClosure {
     /// Builds a fresh closure of three paths (`app` -> `tool` -> `lib`) holding `lib_bytes`
     /// of random data, and signs all of it with a new key.
     pub fn build(lib_bytes: usize) -> Self {
+        Self::build_with(lib_bytes, true)
+    }
+
+    /// As [`Self::build`], but nothing is signed (the key is made all the same).
+    pub fn build_unsigned(lib_bytes: usize) -> Self {
+        Self::build_with(lib_bytes, false)
+    }
+
+    fn build_with(lib_bytes: usize, sign: bool) -> Self {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let nonce = unique_suffix();
         let expr = dir.path().join("closure.nix");
@@ -71,12 +80,14 @@ impl SignedClosure {
         )
         .trim()
         .to_owned();
-        run_ok(
-            nix_command("nix")
-                .args(["store", "sign", "-r", "-k"])
-                .arg(&secret_key_file)
-                .arg(&root),
-        );
+        if sign {
+            run_ok(
+                nix_command("nix")
+                    .args(["store", "sign", "-r", "-k"])
+                    .arg(&secret_key_file)
+                    .arg(&root),
+            );
+        }
         let paths = run_ok(nix_command("nix-store").args(["-qR", &root]))
             .lines()
             .map(str::to_owned)
