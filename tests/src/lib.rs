@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod faults;
+pub mod latency;
 pub mod nix;
 pub mod oci;
 pub mod registry;

@@ -31,6 +31,14 @@ pub struct RegistryProcess {
     dir: TempDir,
 }
 
+/// One request as the registry's access log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
 impl RegistryProcess {
     /// An empty registry with no authentication.
     pub fn start() -> Self {
@@ -84,23 +92,30 @@ impl RegistryProcess {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth_section}",
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth_section}",
                 dir.path().join("data").display()
             ),
         )
         .expect("writing the registry config");
-        let child = Self::spawn(&config);
+        let child = Self::spawn(dir.path());
         let mut registry = Self { child, addr, dir };
         registry.wait_until_ready();
         registry
     }
 
-    fn spawn(config: &Path) -> Child {
+    /// Starts the registry of `dir`; its access log (stdout) is appended to
+    /// `dir/requests.log`.
+    fn spawn(dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("requests.log"))
+            .expect("opening the registry's request log");
         Command::new(BINARY)
             .arg("serve")
-            .arg(config)
+            .arg(dir.join("config.yml"))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log)
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
@@ -117,7 +132,7 @@ impl RegistryProcess {
     /// Starts the registry again on the same address with the same data.
     pub fn restart(&mut self) {
         self.stop();
-        self.child = Self::spawn(&self.dir.path().join("config.yml"));
+        self.child = Self::spawn(self.dir.path());
         self.wait_until_ready();
     }
 
@@ -138,6 +153,10 @@ impl RegistryProcess {
         );
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// `127.0.0.1:PORT`, as oranc's `--registry` takes it.
     pub fn host(&self) -> String {
         self.addr.to_string()
@@ -149,6 +168,26 @@ impl RegistryProcess {
 
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// Every request the registry answered so far, in order, from its access log
+    /// (`"METHOD PATH HTTP/1.1" STATUS …` lines).
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        let log = std::fs::read_to_string(self.dir.path().join("requests.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| {
+                let (_, rest) = line.split_once(" \"")?;
+                let (request, rest) = rest.split_once("\" ")?;
+                let mut words = request.split(' ');
+                let (method, path) = (words.next()?, words.next()?);
+                let status = rest.split(' ').next()?.parse().ok()?;
+                Some(LoggedRequest {
+                    method: method.to_owned(),
+                    path: path.to_owned(),
+                    status,
+                })
+            })
+            .collect()
     }
 }
 

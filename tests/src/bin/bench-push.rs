@@ -1,7 +1,10 @@
 //! `cargo run --release -p oranc-tests --bin bench-push [SMALL] [LARGE_MIB]`: `oranc push`
-//! of many small and a few large store paths into a local registry, next to
-//! `nix copy --to file://` of the same paths; the time of a second push where everything is
-//! there; and peak memory for a small and a large path, to show it does not grow with size.
+//! of many small and a few large store paths into a local registry, at each round-trip time
+//! in `BENCH_RTT_MS` (default `0,20`: loopback, then through a proxy that delays every
+//! packet), with the registry requests per path from its access log; next to
+//! `nix copy --to file://` of the same paths as the floor; the time of a second push where
+//! everything is there; and peak memory for a small and a large path, to show it does not
+//! grow with size.
 
 #![allow(
     clippy::print_stdout,
@@ -13,6 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use oranc_tests::nix::nix_command;
+use oranc_tests::latency::LatencyProxy;
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::{build_oranc, run_ok, unique_suffix};
 
@@ -42,7 +46,7 @@ struct PushRun {
 
 fn push(
     oranc: &Path,
-    registry: &RegistryProcess,
+    registry_host: &str,
     repo: &str,
     key: &Path,
     paths: &[String],
@@ -53,7 +57,7 @@ fn push(
             "push",
             "--no-ssl",
             "--registry",
-            &registry.host(),
+            registry_host,
             "--repository",
             repo,
             "--no-closure",
@@ -99,11 +103,11 @@ fn main() {
     let small: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(200);
     let large_mib: usize = std::env::args()
         .nth(2)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(64);
+        .unwrap_or(44);
     let oranc = build_oranc(true);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let nonce = unique_suffix();
@@ -123,21 +127,36 @@ fn main() {
     let bytes = nar_bytes(&paths);
     println!("bench-push: {small} paths of 4 KiB + 3 of {large_mib} MiB = {} paths, {:.1} MB of NAR, zstd level 3, --parallel 4", paths.len(), bytes as f64 / 1e6);
 
+    let rtts: Vec<u64> = std::env::var("BENCH_RTT_MS")
+        .unwrap_or_else(|_| "0,20".into())
+        .split(',')
+        .filter_map(|ms| ms.trim().parse().ok())
+        .collect();
+    for rtt in rtts {
+        let registry = RegistryProcess::start();
+        let proxy = (rtt > 0)
+            .then(|| LatencyProxy::start(registry.addr(), Duration::from_millis(rtt)));
+        let host = proxy
+            .as_ref()
+            .map_or_else(|| registry.host(), LatencyProxy::host);
+        let first = push(&oranc, &host, "bench/push", &key, &paths);
+        let requests = registry.requests().len();
+        println!(
+            "oranc push, RTT {rtt:>3} ms      : {:6.2} s  {:7.1} paths/s  {:7.1} MB/s  {:4.1} requests/path  peak RSS {}",
+            first.elapsed.as_secs_f64(),
+            paths.len() as f64 / first.elapsed.as_secs_f64(),
+            bytes as f64 / 1e6 / first.elapsed.as_secs_f64(),
+            requests as f64 / paths.len() as f64,
+            first.peak
+        );
+        let second = push(&oranc, &host, "bench/push", &key, &paths);
+        println!(
+            "oranc push again (all there)  : {:6.2} s  ({})",
+            second.elapsed.as_secs_f64(),
+            second.summary
+        );
+    }
     let registry = RegistryProcess::start();
-    let first = push(&oranc, &registry, "bench/push", &key, &paths);
-    println!(
-        "oranc push (registry on loopback)  : {:6.2} s  {:7.1} paths/s  {:7.1} MB/s  peak RSS {}",
-        first.elapsed.as_secs_f64(),
-        paths.len() as f64 / first.elapsed.as_secs_f64(),
-        bytes as f64 / 1e6 / first.elapsed.as_secs_f64(),
-        first.peak
-    );
-    let second = push(&oranc, &registry, "bench/push", &key, &paths);
-    println!(
-        "oranc push again (all there)       : {:6.2} s  ({})",
-        second.elapsed.as_secs_f64(),
-        second.summary
-    );
 
     let file_cache = dir.path().join("file-cache");
     let started = Instant::now();
@@ -159,8 +178,8 @@ fn main() {
     // larger.
     let tiny = add_path(dir.path(), &format!("rss-small-{nonce}"), 64 << 20);
     let huge = add_path(dir.path(), &format!("rss-large-{nonce}"), 512 << 20);
-    let small_run = push(&oranc, &registry, "bench/rss-small", &key, &[tiny]);
-    let large_run = push(&oranc, &registry, "bench/rss-large", &key, &[huge]);
+    let small_run = push(&oranc, &registry.host(), "bench/rss-small", &key, &[tiny]);
+    let large_run = push(&oranc, &registry.host(), "bench/rss-large", &key, &[huge]);
     println!("peak RSS pushing one 64 MiB path   : {}", small_run.peak);
     println!(
         "peak RSS pushing one 512 MiB path  : {}  ({:.1} MB/s)",
