@@ -7,12 +7,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::stream::{FuturesOrdered, StreamExt as _};
 use tokio::io::AsyncRead;
 
 use crate::cache_key::CacheKey;
 use crate::error::{Error, Result};
 use crate::layout::{self, StoredObject};
-use crate::registry::{BlobBody, BlobInfo, ByteRange, Registry, RepositoryName};
+use crate::registry::{BlobBody, BlobInfo, ByteRange, Registry, RepositoryName, UploadSlot};
 use crate::tag::{Tag, TagEncoding};
 
 /// A cache object found in the registry: what it is and where its bytes are.
@@ -30,6 +31,9 @@ pub struct RegistryCache {
     repository: RepositoryName,
     encoding: TagEncoding,
     fallbacks: Vec<TagEncoding>,
+    /// The repository's shared config blob, once it is known to be stored (shared by
+    /// clones, so one push checks it once).
+    shared_config: Arc<tokio::sync::OnceCell<BlobInfo>>,
 }
 
 impl RegistryCache {
@@ -46,6 +50,7 @@ impl RegistryCache {
             repository,
             encoding,
             fallbacks,
+            shared_config: Arc::default(),
         }
     }
 
@@ -61,13 +66,21 @@ impl RegistryCache {
         std::iter::once(self.encoding).chain(self.fallbacks.iter().copied())
     }
 
-    /// Finds `key`, trying the write encoding first, then the fallbacks.
+    /// Finds `key` under the write encoding, else under the first fallback that has it.
+    /// Every encoding is asked at once, so a miss costs one round trip rather than one per
+    /// encoding; answers are taken in that order of preference, and the lookups still
+    /// running are dropped once one is found.
     pub async fn get(&self, key: &CacheKey) -> Result<Option<CacheObject>> {
-        for encoding in self.read_encodings() {
-            let Ok(tag) = encoding.encode(key.as_str()) else {
-                continue;
-            };
-            let Some(manifest) = self.registry.get_manifest(&self.repository, &tag).await? else {
+        let mut lookups: FuturesOrdered<_> = self
+            .read_encodings()
+            .filter_map(|encoding| encoding.encode(key.as_str()).ok())
+            .map(|tag| async move {
+                let manifest = self.registry.get_manifest(&self.repository, &tag).await;
+                (tag, manifest)
+            })
+            .collect();
+        while let Some((tag, manifest)) = lookups.next().await {
+            let Some(manifest) = manifest? else {
                 continue;
             };
             let StoredObject {
@@ -118,6 +131,23 @@ impl RegistryCache {
         self.registry.put_blob(&self.repository, body).await
     }
 
+    /// Opens an upload before its bytes are ready, so opening it overlaps other work; see
+    /// [`Registry::open_upload`].
+    pub async fn open_upload(&self) -> Result<UploadSlot> {
+        self.registry.open_upload(&self.repository).await
+    }
+
+    /// [`Self::upload_blob`] through a slot from [`Self::open_upload`].
+    pub async fn upload_blob_via(
+        &self,
+        slot: UploadSlot,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<BlobInfo> {
+        self.registry
+            .put_blob_via(&self.repository, slot, body)
+            .await
+    }
+
     /// Makes an uploaded blob visible as the object `key`.
     pub async fn tag_blob(
         &self,
@@ -126,10 +156,7 @@ impl RegistryCache {
         blob: &BlobInfo,
     ) -> Result<()> {
         let tag = self.encoding.encode(key.as_str())?;
-        let config = self
-            .registry
-            .put_blob_bytes(&self.repository, Bytes::from(layout::image_config(blob)))
-            .await?;
+        let config = self.shared_config().await?;
         let manifest = layout::manifest(key.as_str(), content_type, blob, &config)?;
         self.registry
             .put_manifest(
@@ -140,6 +167,32 @@ impl RegistryCache {
             )
             .await?;
         Ok(())
+    }
+
+    /// The config blob every manifest names ([`layout::shared_config`]): looked for once,
+    /// uploaded when the repository lacks it.
+    async fn shared_config(&self) -> Result<BlobInfo> {
+        let config = self
+            .shared_config
+            .get_or_try_init(|| async {
+                let bytes = Bytes::from(layout::shared_config());
+                let blob = BlobInfo {
+                    digest: crate::Sha256Hash::of(&bytes),
+                    size: bytes.len() as u64,
+                };
+                let stored = self
+                    .registry
+                    .head_blob(&self.repository, &blob.digest)
+                    .await?;
+                if stored != Some(blob.size) {
+                    self.registry
+                        .put_blob_bytes(&self.repository, bytes)
+                        .await?;
+                }
+                Ok::<_, Error>(blob)
+            })
+            .await?;
+        Ok(*config)
     }
 
     /// Every key in the cache, from one (paginated) tag listing. Tags no encoding can

@@ -21,12 +21,10 @@ pub const LAYER_MEDIA_TYPE: &str = "application/octet-stream";
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
-/// The image config the original writes: empty architecture and os, and the layer as the
-/// only diff id.
+/// An image config as the original writes it: empty architecture and os.
 ///
 /// Our own struct rather than `oci_spec::image::ImageConfiguration`: that type's `Arch` and
-/// `Os` cannot hold the empty strings the original writes, and writing the same bytes in the
-/// same field order gives the same config digest, so both tools share one config blob.
+/// `Os` cannot hold the empty strings the original writes.
 #[derive(Serialize)]
 struct ImageConfig<'a> {
     architecture: &'a str,
@@ -38,20 +36,32 @@ struct ImageConfig<'a> {
 struct RootFs {
     #[serde(rename = "type")]
     kind: &'static str,
-    diff_ids: [String; 1],
+    diff_ids: Vec<String>,
 }
 
-/// The config blob for an object whose bytes are `layer`.
-pub fn image_config(layer: &BlobInfo) -> Vec<u8> {
+fn config_bytes(diff_ids: Vec<String>) -> Vec<u8> {
     let config = ImageConfig {
         architecture: "",
         os: "",
         rootfs: RootFs {
             kind: "layers",
-            diff_ids: [layer.digest.to_oci_digest()],
+            diff_ids,
         },
     };
     serde_json::to_vec(&config).unwrap_or_else(|_| unreachable!("a plain struct serialises"))
+}
+
+/// The config the original writes for each object, naming its layer as the only diff id:
+/// one more blob per object. Kept to write caches exactly as the original does (tests).
+pub fn image_config(layer: &BlobInfo) -> Vec<u8> {
+    config_bytes(vec![layer.digest.to_oci_digest()])
+}
+
+/// The one config blob every object oranc writes shares: the original's config with no diff
+/// ids. Readers (the original's and ours) never read a config; sharing one saves two
+/// requests per object. See `docs/layout.md`.
+pub fn shared_config() -> Vec<u8> {
+    config_bytes(Vec::new())
 }
 
 fn descriptor(media_type: MediaType, blob: &BlobInfo) -> Result<Descriptor> {
@@ -182,6 +192,14 @@ mod tests {
     fn writes_the_config_blob_the_original_wrote_byte_for_byte() {
         let layer = blob(b"StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 41\n");
         assert_eq!(image_config(&layer), ORIGINAL_CONFIG.as_bytes());
+    }
+
+    #[test]
+    fn the_shared_config_is_the_originals_without_diff_ids() {
+        assert_eq!(
+            shared_config(),
+            br#"{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]}}"#
+        );
     }
 
     #[test]

@@ -140,6 +140,23 @@ pub struct StoredManifest {
     pub bytes: Bytes,
 }
 
+/// An upload opened before its bytes are ready (a registry's upload session, by its
+/// `Location`), so the round trip that opens it overlaps other work. Empty for backends
+/// that have no sessions; used once.
+#[derive(Debug, Default)]
+pub struct UploadSlot(Option<String>);
+
+impl UploadSlot {
+    pub fn new(location: String) -> Self {
+        Self(Some(location))
+    }
+
+    /// The session's location, if the backend opened one.
+    pub fn into_location(self) -> Option<String> {
+        self.0
+    }
+}
+
 /// The registry operations oranc needs, object-safe so the backend can be chosen at run time.
 ///
 /// Absence is an `Ok(None)` where the verb asks "is it there?" and [`Error::NotFound`]
@@ -177,6 +194,23 @@ pub trait Registry: Send + Sync + fmt::Debug {
         repo: &RepositoryName,
         body: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<BlobInfo>;
+
+    /// Opens an upload ahead of its bytes, for [`Self::put_blob_via`]. Backends without
+    /// upload sessions hand back an empty slot.
+    async fn open_upload(&self, _repo: &RepositoryName) -> Result<UploadSlot> {
+        Ok(UploadSlot::default())
+    }
+
+    /// [`Self::put_blob`] into a slot from [`Self::open_upload`], saving the round trip that
+    /// would open it.
+    async fn put_blob_via(
+        &self,
+        repo: &RepositoryName,
+        _slot: UploadSlot,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<BlobInfo> {
+        self.put_blob(repo, body).await
+    }
 
     /// Uploads a small blob held in memory (configs, narinfo); backends may skip the upload
     /// when the registry already has it.
