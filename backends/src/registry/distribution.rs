@@ -6,6 +6,7 @@
 //! downloads as a byte stream, uploads in bounded chunks (POST, PATCH..., PUT) hashed as they
 //! go, so memory never grows with the blob.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use futures::TryStreamExt as _;
 use oranc_core::Registry as _;
 use oranc_core::{
     BlobBody, BlobInfo, ByteRange, Error, RepositoryName, Result, Sha256Hash, StoredManifest, Tag,
+    UploadSlot,
 };
 use reqwest::header::{
     HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LINK, LOCATION, RANGE,
@@ -99,6 +101,38 @@ pub struct DistributionRegistry {
     pass_blob_redirects: bool,
     tags_page_size: usize,
     naming: fn(&str) -> Result<RepositoryName>,
+    /// Learned on the first small upload, shared by every client of this registry.
+    monolithic: Arc<MonolithicSupport>,
+}
+
+/// Whether the registry stores a blob sent whole with the POST that opens its upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Monolithic {
+    Untried,
+    Supported,
+    Unsupported,
+}
+
+#[derive(Debug, Default)]
+struct MonolithicSupport(AtomicU8);
+
+impl MonolithicSupport {
+    fn get(&self) -> Monolithic {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Monolithic::Supported,
+            2 => Monolithic::Unsupported,
+            _ => Monolithic::Untried,
+        }
+    }
+
+    fn set(&self, support: Monolithic) {
+        let value = match support {
+            Monolithic::Untried => 0,
+            Monolithic::Supported => 1,
+            Monolithic::Unsupported => 2,
+        };
+        self.0.store(value, Ordering::Relaxed);
+    }
 }
 
 #[derive(Deserialize)]
@@ -130,6 +164,9 @@ impl DistributionRegistry {
             .connect_timeout(tuning.connect_timeout)
             .read_timeout(tuning.read_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
+            // HTTP/2 where the registry offers it (ALPN on https): every request of a push
+            // multiplexed on one connection, the window sized to the path's delay.
+            .http2_adaptive_window(true)
             // Redirects are followed by hand: blob storage must not see our Authorization.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("oranc/", env!("CARGO_PKG_VERSION")))
@@ -148,6 +185,7 @@ impl DistributionRegistry {
             pass_blob_redirects: tuning.pass_blob_redirects,
             tags_page_size: tuning.tags_page_size.max(1),
             naming,
+            monolithic: Arc::default(),
         })
     }
 
@@ -300,20 +338,131 @@ impl DistributionRegistry {
         Ok(())
     }
 
-    async fn put_small_blob(&self, repo: &RepositoryName, bytes: Bytes) -> Result<BlobInfo> {
+    /// Uploads a blob held in memory: through `session` when one was opened ahead, else in
+    /// one request where the registry takes monolithic uploads, else POST + PUT.
+    async fn put_small_blob(
+        &self,
+        repo: &RepositoryName,
+        session: Option<String>,
+        bytes: Bytes,
+    ) -> Result<BlobInfo> {
         let blob = BlobInfo {
             digest: Sha256Hash::of(&bytes),
             size: bytes.len() as u64,
         };
+        if let Some(location) = session {
+            self.finish_upload(repo, &location, &blob, bytes).await?;
+            return Ok(blob);
+        }
         // For a tiny blob the HEAD costs as much as the upload it might save, and most are
-        // new (configs and narinfos are unique); look first only where bytes are at stake.
+        // new (narinfos are unique); look first only where bytes are at stake.
         if bytes.len() >= HEAD_BEFORE_UPLOAD_BYTES
             && self.head_blob(repo, &blob.digest).await? == Some(blob.size)
         {
             return Ok(blob);
         }
-        let location = self.start_upload(repo).await?;
+        let location = match self.monolithic.get() {
+            Monolithic::Unsupported => self.start_upload(repo).await?,
+            Monolithic::Untried | Monolithic::Supported => {
+                match self.post_monolithic(repo, &blob, &bytes).await? {
+                    None => return Ok(blob),
+                    Some(location) => location,
+                }
+            }
+        };
         self.finish_upload(repo, &location, &blob, bytes).await?;
+        Ok(blob)
+    }
+
+    /// `POST …/blobs/uploads/?digest=…` with the body: the whole upload in one request
+    /// (`None`) where the registry supports it. One that answers 202 instead (CNCF
+    /// distribution 2.8 stores nothing then) has opened an ordinary session, whose location
+    /// is returned and used as is, so the attempt costs bytes, not a request; the registry
+    /// is remembered as not supporting it and later uploads send an empty POST.
+    async fn post_monolithic(
+        &self,
+        repo: &RepositoryName,
+        blob: &BlobInfo,
+        bytes: &Bytes,
+    ) -> Result<Option<String>> {
+        let url = with_query(
+            &self.url(&format!("{repo}/blobs/uploads/")),
+            "digest",
+            &blob.digest.to_oci_digest(),
+        );
+        let what = format!(
+            "uploading {} to {repo} in one request",
+            blob.digest.to_oci_digest()
+        );
+        let answer = self
+            .send_ok(Scope::Push(repo), &what, &|| {
+                self.request(Method::POST, &url)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, bytes.len())
+                    .body(bytes.clone())
+            })
+            .await?;
+        if answer.status() == StatusCode::CREATED {
+            self.monolithic.set(Monolithic::Supported);
+            return Ok(None);
+        }
+        if self.monolithic.get() == Monolithic::Untried {
+            tracing::debug!(registry = %self.name, "no monolithic uploads; using POST + PUT");
+        }
+        self.monolithic.set(Monolithic::Unsupported);
+        self.location(&answer, &what).map(Some)
+    }
+
+    /// Streams `body` as one blob: a body smaller than a chunk goes up whole
+    /// ([`Self::put_small_blob`]), a larger one in PATCHed chunks, through `session` when
+    /// one was opened ahead.
+    async fn upload_stream(
+        &self,
+        repo: &RepositoryName,
+        session: Option<String>,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<BlobInfo> {
+        let io_error = |source| Error::Io {
+            what: format!("reading the blob to upload to {repo}"),
+            source,
+        };
+        let mut reader = HashingReader::new(body);
+        let first = read_up_to(&mut reader, self.chunk_size)
+            .await
+            .map_err(io_error)?;
+        if first.len() < self.chunk_size {
+            return self.put_small_blob(repo, session, Bytes::from(first)).await;
+        }
+        let what = format!("uploading a blob to {repo}");
+        let mut location = match session {
+            Some(location) => location,
+            None => self.start_upload(repo).await?,
+        };
+        let mut offset: u64 = 0;
+        let mut chunk = Bytes::from(first);
+        while !chunk.is_empty() {
+            let end = offset + chunk.len() as u64 - 1;
+            let url = location.clone();
+            let sending = chunk.clone();
+            let build = || {
+                self.http
+                    .patch(&url)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_RANGE, format!("{offset}-{end}"))
+                    .header(CONTENT_LENGTH, sending.len())
+                    .body(sending.clone())
+            };
+            let patch = self.send_ok(Scope::Push(repo), &what, &build);
+            // Read and hash the next chunk while this one is on the wire: two chunks in
+            // memory at most, and the disk, the hash and the network overlap.
+            let (answer, next) = tokio::join!(patch, read_up_to(&mut reader, self.chunk_size));
+            location = self.location(&answer?, &what)?;
+            offset = end + 1;
+            chunk = Bytes::from(next.map_err(io_error)?);
+        }
+        let blob = reader.finish();
+        self.finish_upload(repo, &location, &blob, Bytes::new())
+            .await?;
         Ok(blob)
     }
 
@@ -551,49 +700,24 @@ impl oranc_core::Registry for DistributionRegistry {
         repo: &RepositoryName,
         body: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<BlobInfo> {
-        let io_error = |source| Error::Io {
-            what: format!("reading the blob to upload to {repo}"),
-            source,
-        };
-        let mut reader = HashingReader::new(body);
-        let first = read_up_to(&mut reader, self.chunk_size)
-            .await
-            .map_err(io_error)?;
-        if first.len() < self.chunk_size {
-            return self.put_small_blob(repo, Bytes::from(first)).await;
-        }
-        let what = format!("uploading a blob to {repo}");
-        let mut location = self.start_upload(repo).await?;
-        let mut offset: u64 = 0;
-        let mut chunk = Bytes::from(first);
-        while !chunk.is_empty() {
-            let end = offset + chunk.len() as u64 - 1;
-            let url = location.clone();
-            let sending = chunk.clone();
-            let build = || {
-                self.http
-                    .patch(&url)
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_RANGE, format!("{offset}-{end}"))
-                    .header(CONTENT_LENGTH, sending.len())
-                    .body(sending.clone())
-            };
-            let patch = self.send_ok(Scope::Push(repo), &what, &build);
-            // Read and hash the next chunk while this one is on the wire: two chunks in
-            // memory at most, and the disk, the hash and the network overlap.
-            let (answer, next) = tokio::join!(patch, read_up_to(&mut reader, self.chunk_size));
-            location = self.location(&answer?, &what)?;
-            offset = end + 1;
-            chunk = Bytes::from(next.map_err(io_error)?);
-        }
-        let blob = reader.finish();
-        self.finish_upload(repo, &location, &blob, Bytes::new())
-            .await?;
-        Ok(blob)
+        self.upload_stream(repo, None, body).await
+    }
+
+    async fn open_upload(&self, repo: &RepositoryName) -> Result<UploadSlot> {
+        Ok(UploadSlot::new(self.start_upload(repo).await?))
+    }
+
+    async fn put_blob_via(
+        &self,
+        repo: &RepositoryName,
+        slot: UploadSlot,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<BlobInfo> {
+        self.upload_stream(repo, slot.into_location(), body).await
     }
 
     async fn put_blob_bytes(&self, repo: &RepositoryName, bytes: Bytes) -> Result<BlobInfo> {
-        self.put_small_blob(repo, bytes).await
+        self.put_small_blob(repo, None, bytes).await
     }
 
     async fn get_manifest(

@@ -57,13 +57,26 @@ impl<R> std::fmt::Debug for HashingReader<R> {
     }
 }
 
-/// Reads until `limit` bytes or the end, whichever comes first.
+/// Reads until `limit` bytes or the end, whichever comes first. The buffer grows by
+/// doubling but never past `limit`: `read_to_end` would double a full buffer once more to
+/// look for the end, holding twice the chunk size for every upload in flight.
 pub async fn read_up_to<R: AsyncRead + Unpin>(
     reader: &mut R,
     limit: usize,
 ) -> std::io::Result<Vec<u8>> {
-    let mut buffer = Vec::with_capacity(limit.min(1 << 20));
-    reader.take(limit as u64).read_to_end(&mut buffer).await?;
+    let mut buffer = vec![0u8; limit.min(64 << 10)];
+    let mut filled = 0;
+    while filled < limit {
+        if filled == buffer.len() {
+            buffer.resize((buffer.len() * 2).min(limit), 0);
+        }
+        let read = reader.read(&mut buffer[filled..]).await?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    buffer.truncate(filled);
     Ok(buffer)
 }
 
