@@ -120,10 +120,12 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     };
     let total = to_push.len();
     let progress = progress::Progress::new(to_push.iter().map(|(i, _)| i.nar_size).sum(), total);
+    let buffers = tokio::sync::Semaphore::new(BUFFER_BUDGET_MIB as usize);
     let mut results = futures::stream::iter(to_push)
         .map(|(info, signatures)| {
-            let (cache, settings, existing) = (&cache, &settings, &existing);
+            let (cache, settings, existing, buffers) = (&cache, &settings, &existing, &buffers);
             async move {
+                let _buffers = buffers.acquire_many(buffer_cost_mib(&info)).await;
                 let outcome = upload::push_path(cache, settings, existing, &info, signatures).await;
                 (info, outcome)
             }
@@ -153,6 +155,18 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     progress.finish();
     summary.print(&description, false);
     summary.result()
+}
+
+/// Memory that paths being pushed may hold in buffers at once, in MiB. Many small paths
+/// fit side by side (round trips, not bytes, bound them); a large one holds up to two
+/// upload chunks, the NAR channel and the compressor's window, so only a few large ones
+/// stream at a time, whatever --parallel says.
+const BUFFER_BUDGET_MIB: u32 = 56;
+
+/// What one path may hold: about twice its NAR (read-ahead), up to a large path's worth.
+fn buffer_cost_mib(info: &PathInfo) -> u32 {
+    let nar_mib = u32::try_from(info.nar_size >> 20).unwrap_or(u32::MAX);
+    nar_mib.saturating_mul(2).clamp(1, 24)
 }
 
 fn signing_policy(args: &PushArgs) -> anyhow::Result<SigningPolicy> {

@@ -1,13 +1,14 @@
 //! Pushing one path in the safe order: NAR blob, check NarHash/NarSize, NAR tag, then the
-//! narinfo. A crash at any point leaves either nothing visible or a NAR without narinfo,
-//! which a rerun reuses; never a narinfo pointing at a missing NAR.
+//! narinfo's tag. A crash at any point leaves either nothing visible or a NAR without
+//! narinfo, which a rerun reuses; never a narinfo pointing at a missing NAR. Work that does
+//! not change that order (opening upload sessions, the narinfo's blob) runs alongside.
 
 use std::collections::HashSet;
 
 use anyhow::{bail, Context as _};
-use bytes::Bytes;
-use oranc_core::cache_key::KeyKind;
-use oranc_core::{BlobInfo, CacheKey, NarInfo, PathInfo, RegistryCache, Signature, StoreDir};
+use oranc_core::{
+    BlobInfo, CacheKey, NarInfo, PathInfo, RegistryCache, Signature, StoreDir, UploadSlot,
+};
 
 use super::nar;
 use crate::cli::Compression;
@@ -21,7 +22,7 @@ const EXIT_AT_ENV: &str = "ORANC_TEST_EXIT_AT";
 enum Stage {
     /// The NAR's blob is uploaded and checked, not yet tagged.
     NarBlob,
-    /// The NAR is tagged (visible), its narinfo not yet uploaded.
+    /// The NAR is tagged (visible), its narinfo not yet tagged (its blob may be on the way).
     NarTag,
     /// The narinfo's blob is uploaded, not yet tagged.
     NarinfoBlob,
@@ -61,6 +62,9 @@ pub fn nar_key(info: &PathInfo, compression: Compression) -> anyhow::Result<Cach
     .parse()?)
 }
 
+/// Pushes one path in about four round trips for a small one: both upload sessions open
+/// at once; the NAR's bytes; the NAR's tag while the narinfo's bytes go up (they are known
+/// once the NAR is); the narinfo's tag last, only after the NAR's tag exists.
 pub async fn push_path(
     cache: &RegistryCache,
     settings: &UploadSettings,
@@ -69,22 +73,53 @@ pub async fn push_path(
     signatures: Vec<Signature>,
 ) -> anyhow::Result<()> {
     let nar_key = nar_key(info, settings.compression)?;
-    let file = if existing.contains(nar_key.as_str()) {
-        reuse_nar(cache, &nar_key).await?
-    } else {
-        upload_nar(cache, settings, info, &nar_key).await?
+    let key = CacheKey::narinfo(&info.path);
+    let open_narinfo_upload = async {
+        cache
+            .open_upload()
+            .await
+            .with_context(|| format!("opening the upload of {key}"))
     };
-    exit_if_asked(Stage::NarTag, info);
+    let nar_is_stored = existing.contains(nar_key.as_str());
+    let (file, narinfo_slot) = if nar_is_stored {
+        tokio::try_join!(reuse_nar(cache, &nar_key), open_narinfo_upload)?
+    } else {
+        let open_nar_upload = async {
+            cache
+                .open_upload()
+                .await
+                .with_context(|| format!("opening the upload of {nar_key}"))
+        };
+        let (nar_slot, narinfo_slot) = tokio::try_join!(open_nar_upload, open_narinfo_upload)?;
+        (
+            upload_nar(cache, settings, info, nar_slot).await?,
+            narinfo_slot,
+        )
+    };
+
     let mut narinfo = NarInfo::for_path(&settings.store_dir, info, nar_key.to_string());
     narinfo.compression = Some(settings.compression.nix_name().to_owned());
     narinfo.file_hash = Some(file.digest);
     narinfo.file_size = Some(file.size);
     narinfo.signatures = signatures;
-    let key = CacheKey::narinfo(&info.path);
-    let blob = cache
-        .upload_bytes(Bytes::from(narinfo.to_string()))
-        .await
-        .with_context(|| format!("uploading {key}"))?;
+    let narinfo_bytes = narinfo.to_string().into_bytes();
+    let tag_nar = async {
+        if !nar_is_stored {
+            cache
+                .tag_blob(&nar_key, nar_key.content_type(), &file)
+                .await
+                .with_context(|| format!("storing {nar_key}"))?;
+        }
+        exit_if_asked(Stage::NarTag, info);
+        anyhow::Ok(())
+    };
+    let upload_narinfo = async {
+        cache
+            .upload_blob_via(narinfo_slot, &mut narinfo_bytes.as_slice())
+            .await
+            .with_context(|| format!("uploading {key}"))
+    };
+    let ((), blob) = tokio::try_join!(tag_nar, upload_narinfo)?;
     exit_if_asked(Stage::NarinfoBlob, info);
     cache
         .tag_blob(&key, key.content_type(), &blob)
@@ -102,15 +137,17 @@ async fn reuse_nar(cache: &RegistryCache, key: &CacheKey) -> anyhow::Result<Blob
     Ok(object.blob)
 }
 
+/// Streams the NAR of `info` into `slot` and checks it against the store's record. The blob
+/// is not tagged yet: nothing is visible.
 async fn upload_nar(
     cache: &RegistryCache,
     settings: &UploadSettings,
     info: &PathInfo,
-    key: &CacheKey,
+    slot: UploadSlot,
 ) -> anyhow::Result<BlobInfo> {
     let path = std::path::PathBuf::from(settings.store_dir.display(&info.path));
     let (mut reader, digest) = nar::stream(path, settings.compression, settings.zstd_level);
-    let uploaded = cache.upload_blob(&mut reader).await;
+    let uploaded = cache.upload_blob_via(slot, &mut reader).await;
     drop(reader);
     // The serialiser's error says more than the upload's "stream ended", so it goes first.
     let measured = digest
@@ -128,11 +165,6 @@ async fn upload_nar(
             measured.size
         );
     }
-    debug_assert_eq!(key.kind(), KeyKind::Nar);
     exit_if_asked(Stage::NarBlob, info);
-    cache
-        .tag_blob(key, key.content_type(), &blob)
-        .await
-        .with_context(|| format!("storing {key}"))?;
     Ok(blob)
 }
