@@ -43,15 +43,31 @@ async fn skopeo_reads_the_layout_and_copies_it_into_a_real_registry() {
     let repo: RepositoryName = "owner/cache".parse().unwrap();
     let tag: Tag = "nar_L_abc.nar.zst".parse().unwrap();
     let nar = vec![42u8; 300_000];
-    let manifest = put_object(
-        &layout_backend,
-        &repo,
-        &tag,
-        "nar/abc.nar.zst",
-        "application/x-nix-nar",
-        &nar,
-    )
-    .await;
+    // Written as push writes it: through the cache, with the repository's shared config.
+    let cache = oranc_core::RegistryCache::new(
+        layout_backend.clone(),
+        repo.clone(),
+        oranc_core::TagEncoding::Custom,
+        Vec::new(),
+    );
+    let key: oranc_core::CacheKey = "nar/abc.nar.zst".parse().unwrap();
+    cache
+        .put_bytes(&key, "application/x-nix-nar", Bytes::from(nar.clone()))
+        .await
+        .unwrap();
+    let manifest = layout_backend
+        .get_manifest(&repo, &tag)
+        .await
+        .unwrap()
+        .unwrap()
+        .bytes;
+    let config =
+        serde_json::from_slice::<serde_json::Value>(&manifest).unwrap()["config"]["digest"].clone();
+    assert_eq!(
+        config,
+        Sha256Hash::of(&layout::shared_config()).to_oci_digest(),
+        "the shared config"
+    );
 
     let layout_ref = format!("oci:{}/owner/cache:{tag}", dir.path().display());
     let inspected = std::process::Command::new("skopeo")

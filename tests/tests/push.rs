@@ -414,3 +414,68 @@ async fn xz_and_uncompressed_nars_are_substitutable_by_real_nix() {
         );
     }
 }
+
+#[test]
+fn a_small_path_costs_six_registry_requests() {
+    // Round trips are what a push over a real network waits for: count them in the real
+    // registry's access log. Per path: POST + PUT for the NAR and for the narinfo, and a
+    // manifest PUT for each; nothing else (the config blob is shared by the repository).
+    let registry = RegistryProcess::start();
+    let dir = tempfile::tempdir().unwrap();
+    let nonce = unique_suffix();
+    let sources: Vec<_> = (0..200)
+        .map(|i| {
+            let source = dir.path().join(format!("small-{nonce}-{i}"));
+            std::fs::write(&source, format!("{nonce} {i}")).unwrap();
+            source
+        })
+        .collect();
+    let paths: Vec<String> = run_ok(nix_command("nix-store").arg("--add").args(&sources))
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(paths.len(), 200);
+    let key = dir.path().join("key");
+    std::fs::write(
+        &key,
+        run_ok(nix_command("nix").args(["key", "generate-secret", "--key-name", "count-1"])),
+    )
+    .unwrap();
+    let repo = fresh_repo();
+    let before = registry.requests().len();
+    let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let output = push(
+        &registry,
+        &repo,
+        &["--signing-key", key.to_str().unwrap(), "--no-closure"],
+        &path_refs,
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("pushed 200"),
+        "{}",
+        stderr(&output)
+    );
+    let requests = &registry.requests()[before..];
+    let count = |method: &str, part: &str| {
+        requests
+            .iter()
+            .filter(|r| r.method == method && r.path.contains(part))
+            .count()
+    };
+    let per_push = requests.len().saturating_sub(6 * paths.len());
+    assert!(
+        requests.len() <= 6 * paths.len() + 8,
+        "{} requests for {} paths ({per_push} beyond 6 per path): {:?}",
+        requests.len(),
+        paths.len(),
+        &requests[..requests.len().min(40)]
+    );
+    assert!(count("PUT", "/manifests/") >= 2 * paths.len());
+    assert!(count("POST", "/blobs/uploads/") <= 2 * paths.len() + 2);
+    eprintln!(
+        "{} registry requests for {} paths ({per_push} per push)",
+        requests.len(),
+        paths.len()
+    );
+}

@@ -317,3 +317,104 @@ async fn public_pulls_work_anonymously_and_expired_tokens_are_renewed() {
         "an expired token is replaced, once"
     );
 }
+
+#[tokio::test]
+async fn a_registry_without_monolithic_uploads_costs_no_extra_request_and_is_remembered() {
+    // CNCF distribution 2.8 answers a POST carrying the blob with 202 and stores nothing:
+    // the session it opened takes the PUT, and later uploads send an empty POST.
+    let registry = RegistryProcess::start();
+    let backend = open_backend(&registry.host(), Credentials::Anonymous, |_| {});
+    let repository = repo("mono/fallback");
+    let before = registry.requests().len();
+    for i in 0..3 {
+        let bytes = Bytes::from(format!("small blob {i}"));
+        let blob = backend
+            .put_blob_bytes(&repository, bytes.clone())
+            .await
+            .unwrap();
+        let body = read_blob(
+            backend
+                .get_blob(&repository, &blob.digest, None)
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(body, bytes);
+    }
+    let uploads: Vec<_> = registry.requests()[before..]
+        .iter()
+        .filter(|r| r.method != "GET")
+        .cloned()
+        .collect();
+    let methods: Vec<&str> = uploads.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(
+        methods,
+        ["POST", "PUT", "POST", "PUT", "POST", "PUT"],
+        "{uploads:?}"
+    );
+    assert!(
+        uploads[0].path.contains("digest=sha256"),
+        "tried once: {uploads:?}"
+    );
+    assert!(
+        !uploads[2].path.contains("digest="),
+        "remembered: {uploads:?}"
+    );
+    assert!(
+        !uploads[4].path.contains("digest="),
+        "remembered: {uploads:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_registry_with_monolithic_uploads_takes_a_small_blob_in_one_request() {
+    // No registry packaged here implements the spec's single-POST upload, so a minimal
+    // server stands in for one: it stores a POST whose body matches ?digest=.
+    use axum::extract::{Query, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::Mutex;
+
+    type Seen = Arc<Mutex<Vec<String>>>;
+    async fn upload(
+        State(seen): State<Seen>,
+        Query(query): Query<std::collections::HashMap<String, String>>,
+        body: Bytes,
+    ) -> (StatusCode, HeaderMap) {
+        seen.lock().unwrap().push("POST".into());
+        let digest = query.get("digest").cloned().unwrap_or_default();
+        let mut headers = HeaderMap::new();
+        if digest == Sha256Hash::of(&body).to_oci_digest() {
+            headers.insert(
+                "location",
+                format!("/v2/a/b/blobs/{digest}").parse().unwrap(),
+            );
+            return (StatusCode::CREATED, headers);
+        }
+        headers.insert("location", "/v2/a/b/blobs/uploads/session".parse().unwrap());
+        (StatusCode::ACCEPTED, headers)
+    }
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new()
+        .route("/v2/a/b/blobs/uploads/", axum::routing::post(upload))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let backend = open_backend(&host, Credentials::Anonymous, |_| {});
+    for i in 0..2 {
+        let bytes = Bytes::from(format!("narinfo {i}"));
+        let blob = backend
+            .put_blob_bytes(&repo("a/b"), bytes.clone())
+            .await
+            .unwrap();
+        assert_eq!(blob.digest, Sha256Hash::of(&bytes));
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["POST", "POST"],
+        "one request per blob"
+    );
+    server.abort();
+}

@@ -15,8 +15,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use oranc_tests::nix::nix_command;
 use oranc_tests::latency::LatencyProxy;
+use oranc_tests::nix::nix_command;
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::{build_oranc, run_ok, unique_suffix};
 
@@ -44,13 +44,7 @@ struct PushRun {
     summary: String,
 }
 
-fn push(
-    oranc: &Path,
-    registry_host: &str,
-    repo: &str,
-    key: &Path,
-    paths: &[String],
-) -> PushRun {
+fn push(oranc: &Path, registry_host: &str, repo: &str, key: &Path, paths: &[String]) -> PushRun {
     let started = Instant::now();
     let output = Command::new(oranc)
         .args([
@@ -125,7 +119,12 @@ fn main() {
         (0..3).map(|i| add_path(dir.path(), &format!("large-{nonce}-{i}"), large_mib << 20)),
     );
     let bytes = nar_bytes(&paths);
-    println!("bench-push: {small} paths of 4 KiB + 3 of {large_mib} MiB = {} paths, {:.1} MB of NAR, zstd level 3, --parallel 4", paths.len(), bytes as f64 / 1e6);
+    println!(
+        "bench-push: {small} paths of 4 KiB + 3 of {large_mib} MiB = {} paths, {:.1} MB of NAR, zstd level 3, extra flags {:?}",
+        paths.len(),
+        bytes as f64 / 1e6,
+        std::env::var("BENCH_PUSH_ARGS").unwrap_or_default()
+    );
 
     let rtts: Vec<u64> = std::env::var("BENCH_RTT_MS")
         .unwrap_or_else(|_| "0,20".into())
@@ -134,8 +133,8 @@ fn main() {
         .collect();
     for rtt in rtts {
         let registry = RegistryProcess::start();
-        let proxy = (rtt > 0)
-            .then(|| LatencyProxy::start(registry.addr(), Duration::from_millis(rtt)));
+        let proxy =
+            (rtt > 0).then(|| LatencyProxy::start(registry.addr(), Duration::from_millis(rtt)));
         let host = proxy
             .as_ref()
             .map_or_else(|| registry.host(), LatencyProxy::host);

@@ -2,7 +2,8 @@
 //! `wrk`) on loopback against `oranc server` in front of a real registry: narinfo requests/s
 //! and p50/p99 latency for hits and misses (and what the registry itself answers for the
 //! manifest and blob GETs a narinfo costs without oranc), NAR MB/s through the server next to a direct blob
-//! GET from the registry, and the server's peak memory. Prints figures; asserts nothing.
+//! GET from the registry, the server's peak memory, and cold narinfo hits and misses with the
+//! registry 20 ms away (through a delaying proxy). Prints figures; asserts nothing.
 
 #![allow(
     clippy::print_stdout,
@@ -12,6 +13,7 @@
 use std::process::Command;
 use std::time::Instant;
 
+use oranc_tests::latency::LatencyProxy;
 use oranc_tests::nix::{hash_part, nix_command};
 use oranc_tests::oci::skopeo_raw_manifest;
 use oranc_tests::registry::RegistryProcess;
@@ -175,6 +177,39 @@ fn main() {
         "registry directly  blob GET    : {}",
         wrk(&format!("{v2}/blobs/{narinfo_blob}"), seconds, &[])
     );
+
+    // Cold lookups (no caches) with the registry 20 ms away: what a first request waits.
+    let rtt = std::time::Duration::from_millis(20);
+    let proxy = LatencyProxy::start(registry.addr(), rtt);
+    let far = ServerProcess::start_binary(
+        Command::new(&oranc),
+        &format!(
+            "[registries.\"{}\"]\nplain_http = true\n[cache]\nmax_bytes = 0\n",
+            proxy.host()
+        ),
+        &[],
+    );
+    let far_cache = far.url(&format!("{}/bench/server", proxy.host()));
+    for (label, key) in [
+        ("hit ", format!("{hash}.narinfo")),
+        (
+            "miss",
+            "00000000000000000000000000000000.narinfo".to_owned(),
+        ),
+    ] {
+        let url = format!("{far_cache}/{key}");
+        run_ok(Command::new("curl").args(["-s", "-o", "/dev/null", &url]));
+        let started = Instant::now();
+        let rounds = 20;
+        for _ in 0..rounds {
+            run_ok(Command::new("curl").args(["-s", "-o", "/dev/null", &url]));
+        }
+        println!(
+            "cold narinfo {label}, registry RTT {} ms: {:6.1} ms per request",
+            rtt.as_millis(),
+            started.elapsed().as_secs_f64() * 1000.0 / f64::from(rounds)
+        );
+    }
 
     let server = ServerProcess::start_binary(Command::new(&oranc), &allow, &[]);
     let cache = server.url(&format!("{}/bench/server", registry.host()));
