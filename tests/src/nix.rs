@@ -186,13 +186,26 @@ pub fn copy_from(
     path: &str,
     public_key: &str,
 ) -> std::process::Output {
-    nix_command("nix")
+    copy_from_command(url, store, path, public_key)
+        .output()
+        .expect("running nix copy")
+}
+
+/// The command [`copy_from`] runs, for a caller that adds to it (a netrc file, another
+/// machine's Nix cache directory).
+pub fn copy_from_command(
+    url: &str,
+    store: &std::path::Path,
+    path: &str,
+    public_key: &str,
+) -> Command {
+    let mut command = nix_command("nix");
+    command
         .args(["copy", "--from", url, "--to"])
         .arg(store)
         .arg(path)
-        .args(["--option", "trusted-public-keys", public_key])
-        .output()
-        .expect("running nix copy")
+        .args(["--option", "trusted-public-keys", public_key]);
+    command
 }
 
 /// "PATH NARHASH" for each path of `root`'s closure in `store` (the default store when

@@ -14,7 +14,7 @@ use std::process::{Output, Stdio};
 
 use oranc_core::{NarInfo, PublicKey, StoreDir};
 use oranc_tests::auth::{PASSWORD, USERNAME};
-use oranc_tests::nix::{closure_hashes, nix_command, SignedClosure};
+use oranc_tests::nix::{closure_hashes, copy_from_command, nix_command, SignedClosure};
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
 use oranc_tests::server::ServerProcess;
@@ -68,14 +68,6 @@ async fn pushed_narinfo(registry: &RegistryProcess, repo: &str, path: &str) -> O
     Some(NarInfo::parse(std::str::from_utf8(&bytes).unwrap()).unwrap())
 }
 
-fn verifies(narinfo: &NarInfo, key: &PublicKey) -> bool {
-    let fingerprint = narinfo.fingerprint();
-    narinfo
-        .signatures
-        .iter()
-        .any(|sig| key.verifies(&fingerprint, sig))
-}
-
 #[tokio::test]
 async fn signing_key_with_already_signed_pushes_signed_and_unsigned_paths_alike() {
     // The original's README: ORANC_SIGNING_KEY signs on the fly; paths signed by hand
@@ -97,7 +89,10 @@ async fn signing_key_with_already_signed_pushes_signed_and_unsigned_paths_alike(
     let key: PublicKey = closure.public_key.parse().unwrap();
     for path in closure.paths.iter().chain([&unsigned]) {
         let narinfo = pushed_narinfo(&registry, &repo, path).await.unwrap();
-        assert!(verifies(&narinfo, &key), "{path} is signed by the key");
+        assert!(
+            narinfo.is_signed_by_any(std::slice::from_ref(&key)),
+            "{path} is signed by the key"
+        );
     }
 }
 
@@ -110,7 +105,7 @@ async fn signing_key_alone_signs_unsigned_paths_on_the_fly() {
     let output = push_with_signing_key_env(&registry, &repo, &closure, &[], &[&unsigned]);
     assert!(output.status.success(), "{}", stderr(&output));
     let narinfo = pushed_narinfo(&registry, &repo, &unsigned).await.unwrap();
-    assert!(verifies(&narinfo, &closure.public_key.parse().unwrap()));
+    assert!(narinfo.is_signed_by_any(&[closure.public_key.parse().unwrap()]));
 }
 
 #[tokio::test]
@@ -277,15 +272,16 @@ fn an_s3_client_pushes_through_the_server_and_nix_substitutes_what_it_stored() {
     )
     .unwrap();
     let store = tempfile::tempdir().unwrap();
-    let copied = nix_command("nix")
-        .args(["copy", "--from", &format!("{endpoint}/cache"), "--to"])
-        .arg(store.path())
-        .arg(&closure.root)
-        .args(["--option", "trusted-public-keys", &closure.public_key])
-        .args(["--option", "netrc-file"])
-        .arg(&netrc)
-        .output()
-        .unwrap();
+    let copied = copy_from_command(
+        &format!("{endpoint}/cache"),
+        store.path(),
+        &closure.root,
+        &closure.public_key,
+    )
+    .args(["--option", "netrc-file"])
+    .arg(&netrc)
+    .output()
+    .unwrap();
     assert!(copied.status.success(), "{}", stderr(&copied));
     assert_eq!(
         closure_hashes(Some(store.path()), &closure.root),

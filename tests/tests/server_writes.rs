@@ -10,7 +10,9 @@
 
 use std::path::Path;
 
-use oranc_tests::nix::{closure_hashes, copy_from, hash_part, nix_command, SignedClosure};
+use oranc_tests::nix::{
+    closure_hashes, copy_from, copy_from_command, hash_part, nix_command, SignedClosure,
+};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::ServerProcess;
 use oranc_tests::{run_ok, unique_suffix};
@@ -195,12 +197,8 @@ fn writers_push_unsigned_paths_that_the_server_signs() {
     // another machine: the uploader's own Nix remembers the unsigned narinfos it sent.)
     let store = tempfile::tempdir().unwrap();
     let other_machine_cache = tempfile::tempdir().unwrap();
-    let copied = nix_command("nix")
+    let copied = copy_from_command(&cache_url, store.path(), &closure.root, &server_public)
         .env("XDG_CACHE_HOME", other_machine_cache.path())
-        .args(["copy", "--from", &cache_url, "--to"])
-        .arg(store.path())
-        .arg(&closure.root)
-        .args(["--option", "trusted-public-keys", &server_public])
         .output()
         .unwrap();
     assert!(copied.status.success(), "{}", stderr(&copied));
