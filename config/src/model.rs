@@ -127,6 +127,12 @@ pub struct RegistryConfig {
     pub plain_http: bool,
     /// Requests in flight to this registry at once.
     pub max_in_flight: Option<usize>,
+    /// When the registry answers a blob GET with a redirect to its storage or CDN (ghcr.io,
+    /// distribution/Harbor/Zot on S3), hand that redirect (307) to the client for NARs
+    /// instead of streaming the bytes through this server. narinfo and nix-cache-info are
+    /// still read and checked here. The URL is the registry's own presigned one; it never
+    /// carries the server's or the client's credentials.
+    pub redirect_blobs: bool,
 }
 
 /// A named cache: `/{name}/...` serves `repository` in `registry`.

@@ -107,6 +107,18 @@ impl RegistryCache {
             .await
     }
 
+    /// [`Self::open`], or the registry's redirect to the storage holding the bytes, for a
+    /// client to fetch them there.
+    pub async fn open_or_redirect(
+        &self,
+        object: &CacheObject,
+        range: Option<ByteRange>,
+    ) -> Result<BlobBody> {
+        self.registry
+            .get_blob_or_redirect(&self.repository, &object.blob.digest, range)
+            .await
+    }
+
     /// Stores a small object held in memory (nix-cache-info, narinfo).
     pub async fn put_bytes(
         &self,

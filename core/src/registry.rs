@@ -180,13 +180,26 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// The size of the blob, or `None` when the repository does not have it.
     async fn head_blob(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<Option<u64>>;
 
-    /// The blob's bytes (or part of them), or a redirect to where they are.
+    /// The blob's bytes (or part of them); a redirect to other storage is followed (without
+    /// our credentials).
     async fn get_blob(
         &self,
         repo: &RepositoryName,
         digest: &Sha256Hash,
         range: Option<ByteRange>,
     ) -> Result<BlobBody>;
+
+    /// Like [`Self::get_blob`], but where the registry hands the blob to other storage (a
+    /// redirect to its CDN or a presigned object-store URL), that redirect is returned for
+    /// the client to follow instead of the bytes. Backends without redirects stream.
+    async fn get_blob_or_redirect(
+        &self,
+        repo: &RepositoryName,
+        digest: &Sha256Hash,
+        range: Option<ByteRange>,
+    ) -> Result<BlobBody> {
+        self.get_blob(repo, digest, range).await
+    }
 
     /// Uploads everything `body` yields as one blob, hashing while it streams.
     async fn put_blob(

@@ -176,6 +176,15 @@ impl Registry for CachingRegistry {
         self.inner.get_blob(repo, digest, range).await
     }
 
+    async fn get_blob_or_redirect(
+        &self,
+        repo: &RepositoryName,
+        digest: &Sha256Hash,
+        range: Option<ByteRange>,
+    ) -> Result<BlobBody> {
+        self.inner.get_blob_or_redirect(repo, digest, range).await
+    }
+
     async fn put_blob(
         &self,
         repo: &RepositoryName,

@@ -87,6 +87,19 @@ impl Registry for MeteredRegistry {
         metered!(self, "get_blob", self.inner.get_blob(repo, digest, range))
     }
 
+    async fn get_blob_or_redirect(
+        &self,
+        repo: &RepositoryName,
+        digest: &Sha256Hash,
+        range: Option<ByteRange>,
+    ) -> Result<BlobBody> {
+        metered!(
+            self,
+            "get_blob",
+            self.inner.get_blob_or_redirect(repo, digest, range)
+        )
+    }
+
     async fn put_blob(
         &self,
         repo: &RepositoryName,

@@ -20,6 +20,8 @@ pub struct Target<'a> {
     pub access: WriteAccess,
     /// The named cache addressed, with its upload rules; `None` for `/{registry}/{repo}/…`.
     pub named: Option<&'a NamedCache>,
+    /// Large files may be handed to the registry's storage by redirect (`redirect_blobs`).
+    pub redirect_blobs: bool,
 }
 
 /// What a request may write.
@@ -73,6 +75,7 @@ pub async fn resolve<'a>(
             key,
             access,
             named: Some(named),
+            redirect_blobs: named.redirect_blobs,
         });
     }
 
@@ -113,6 +116,7 @@ pub async fn resolve<'a>(
         WriteAccess::ReadOnly
     };
     let registry = state.registry_for(&registry_name, client.unwrap_or_default())?;
+    let redirect_blobs = state.redirects_blobs(&registry_name);
     let repository = registry
         .repository(&repository)
         .map_err(|e| ServerError::BadRequest(e.to_string()))?;
@@ -121,6 +125,7 @@ pub async fn resolve<'a>(
         key,
         access,
         named: None,
+        redirect_blobs,
     })
 }
 

@@ -39,6 +39,8 @@ pub struct NamedCache {
     pub signing_key: Option<SecretKey>,
     /// An uploaded narinfo must be signed by one of these (or by `signing_key`).
     pub trusted_keys: Vec<PublicKey>,
+    /// Its registry's `redirect_blobs`.
+    pub redirect_blobs: bool,
 }
 
 #[derive(Debug)]
@@ -179,6 +181,10 @@ impl AppState {
                     writers,
                     signing_key,
                     trusted_keys,
+                    redirect_blobs: config
+                        .registries
+                        .get(&cache.registry)
+                        .is_some_and(|r| r.redirect_blobs),
                 },
             );
         }
@@ -272,6 +278,15 @@ impl AppState {
             }
         };
         Ok(self.client(name, &handle, credentials))
+    }
+
+    /// Whether NAR reads from the registry `name` may be redirected to its storage.
+    pub fn redirects_blobs(&self, name: &str) -> bool {
+        self.0
+            .config
+            .registries
+            .get(name)
+            .is_some_and(|r| r.redirect_blobs)
     }
 
     /// A registry client for `credentials`, reused across requests so its tokens stay warm.

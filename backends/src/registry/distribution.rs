@@ -61,8 +61,6 @@ pub struct HttpTuning {
     pub max_in_flight: usize,
     /// Upload chunk size; one upload holds at most two chunks in memory.
     pub chunk_size: usize,
-    /// Hand blob redirects (307 to blob storage) back to the caller instead of following them.
-    pub pass_blob_redirects: bool,
     /// Tags asked for per page of a tag listing.
     pub tags_page_size: usize,
 }
@@ -77,7 +75,6 @@ impl Default for HttpTuning {
             read_timeout: Duration::from_secs(60),
             max_in_flight: 32,
             chunk_size: 8 << 20,
-            pass_blob_redirects: false,
             tags_page_size: 1000,
         }
     }
@@ -98,7 +95,6 @@ pub struct DistributionRegistry {
     in_flight: Arc<Semaphore>,
     request_timeout: Duration,
     chunk_size: usize,
-    pass_blob_redirects: bool,
     tags_page_size: usize,
     naming: fn(&str) -> Result<RepositoryName>,
     /// Learned on the first small upload, shared by every client of this registry.
@@ -182,7 +178,6 @@ impl DistributionRegistry {
             in_flight: Arc::new(Semaphore::new(tuning.max_in_flight.max(1))),
             request_timeout: tuning.request_timeout,
             chunk_size: tuning.chunk_size.max(1 << 16),
-            pass_blob_redirects: tuning.pass_blob_redirects,
             tags_page_size: tuning.tags_page_size.max(1),
             naming,
             monolithic: Arc::default(),
@@ -466,6 +461,40 @@ impl DistributionRegistry {
         Ok(blob)
     }
 
+    /// A blob GET; a redirect to other storage is handed back when `pass_redirect`, else
+    /// followed without our credentials.
+    async fn fetch_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Sha256Hash,
+        range: Option<ByteRange>,
+        pass_redirect: bool,
+    ) -> Result<BlobBody> {
+        let url = self.url(&format!("{repo}/blobs/{}", digest.to_oci_digest()));
+        let what = format!("blob {} in {repo}", digest.to_oci_digest());
+        let answer = self
+            .send(Scope::Pull(repo), &what, &|| {
+                let request = self.http.get(&url);
+                match range {
+                    Some(range) => request.header(RANGE, range_header(range)),
+                    None => request,
+                }
+            })
+            .await?;
+        let status = answer.status();
+        if status.is_redirection() {
+            let location = self.location(&answer, &what)?;
+            if pass_redirect {
+                return Ok(BlobBody::Redirect { url: location });
+            }
+            return self.get_redirected_blob(&location, range, &what).await;
+        }
+        if !status.is_success() {
+            return Err(status_error(&what, answer).await);
+        }
+        Ok(stream_body(answer, range.is_some()))
+    }
+
     async fn get_redirected_blob(
         &self,
         url: &str,
@@ -670,29 +699,16 @@ impl oranc_core::Registry for DistributionRegistry {
         digest: &Sha256Hash,
         range: Option<ByteRange>,
     ) -> Result<BlobBody> {
-        let url = self.url(&format!("{repo}/blobs/{}", digest.to_oci_digest()));
-        let what = format!("blob {} in {repo}", digest.to_oci_digest());
-        let answer = self
-            .send(Scope::Pull(repo), &what, &|| {
-                let request = self.http.get(&url);
-                match range {
-                    Some(range) => request.header(RANGE, range_header(range)),
-                    None => request,
-                }
-            })
-            .await?;
-        let status = answer.status();
-        if status.is_redirection() {
-            let location = self.location(&answer, &what)?;
-            if self.pass_blob_redirects {
-                return Ok(BlobBody::Redirect { url: location });
-            }
-            return self.get_redirected_blob(&location, range, &what).await;
-        }
-        if !status.is_success() {
-            return Err(status_error(&what, answer).await);
-        }
-        Ok(stream_body(answer, range.is_some()))
+        self.fetch_blob(repo, digest, range, false).await
+    }
+
+    async fn get_blob_or_redirect(
+        &self,
+        repo: &RepositoryName,
+        digest: &Sha256Hash,
+        range: Option<ByteRange>,
+    ) -> Result<BlobBody> {
+        self.fetch_blob(repo, digest, range, true).await
     }
 
     async fn put_blob(

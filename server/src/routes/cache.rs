@@ -71,7 +71,12 @@ async fn read(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Response, ServerError> {
-    let Target { cache, key, .. } = resolve(state, uri, headers).await?;
+    let Target {
+        cache,
+        key,
+        redirect_blobs,
+        ..
+    } = resolve(state, uri, headers).await?;
     if let Some(url) = state.upstreams().find(key.as_str()).await {
         return Ok((StatusCode::FOUND, [(header::LOCATION, header_value(&url)?)]).into_response());
     }
@@ -106,11 +111,16 @@ async fn read(
                 .into_response());
         }
     }
-    let opened = cache.open(&object, range).await?;
     let small_file = matches!(key.kind(), KeyKind::NarInfo | KeyKind::CacheInfo);
+    // Small files are always read here (and checked); the bytes of the others may come
+    // straight from the registry's storage.
+    let opened = if redirect_blobs && !small_file {
+        cache.open_or_redirect(&object, range).await?
+    } else {
+        cache.open(&object, range).await?
+    };
     let opened = match opened {
-        // Small files are read whole and checked before they are served (a redirect is
-        // passed on as it is).
+        // Small files are read whole and checked before they are served.
         BlobBody::Stream { body, .. } if small_file && range.is_none() => {
             let limit = state.config().max_small_body_bytes;
             let bytes = checked_from_registry(&key, body, limit).await?;

@@ -37,6 +37,7 @@ pub async fn write(
         key,
         access,
         named,
+        ..
     } = resolve(state, uri, headers).await?;
     if access == WriteAccess::ReadOnly {
         return Err(ServerError::CredentialsRequired);
