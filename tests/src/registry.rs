@@ -29,6 +29,8 @@ pub struct RegistryProcess {
     child: Child,
     addr: SocketAddr,
     dir: TempDir,
+    /// The object storage behind it, for [`Self::start_on_s3`].
+    object_store: Option<Child>,
 }
 
 /// One request as the registry's access log records it.
@@ -68,7 +70,51 @@ impl RegistryProcess {
         Self::start_in(dir, RegistryAuth::None)
     }
 
+    /// An empty registry storing into S3 (moto's server from `.ci/setup`'s venv, on a free
+    /// loopback port): it answers blob GETs with a 307 to a presigned storage URL, as
+    /// ghcr.io and registries on object storage do.
+    pub fn start_on_s3() -> Self {
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        let s3 = free_loopback_addr();
+        let moto =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/moto_server");
+        let object_store = Command::new(&moto)
+            .args(["-H", "127.0.0.1", "-p", &s3.port().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e}; run `bash .ci/setup` first",
+                    moto.display()
+                )
+            });
+        wait_for_port(s3, "moto_server");
+        // moto takes an unsigned bucket creation.
+        crate::run_ok(Command::new("curl").args([
+            "-sf",
+            "-X",
+            "PUT",
+            &format!("http://{s3}/registry"),
+        ]));
+        let storage = format!(
+            "storage:\n  s3:\n    accesskey: x\n    secretkey: y\n    region: us-east-1\n    regionendpoint: http://{s3}\n    bucket: registry\n    secure: false\n    v4auth: true\n    rootdirectory: /r\n  delete:\n    enabled: true\n"
+        );
+        let mut registry = Self::start_with_storage(dir, RegistryAuth::None, &storage);
+        registry.object_store = Some(object_store);
+        registry
+    }
+
     fn start_in(dir: TempDir, auth: RegistryAuth) -> Self {
+        let storage = format!(
+            "storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n",
+            dir.path().join("data").display()
+        );
+        Self::start_with_storage(dir, auth, &storage)
+    }
+
+    fn start_with_storage(dir: TempDir, auth: RegistryAuth, storage: &str) -> Self {
         let addr = free_loopback_addr();
         let config = dir.path().join("config.yml");
         let auth_section = match auth {
@@ -92,13 +138,17 @@ impl RegistryProcess {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth_section}",
-                dir.path().join("data").display()
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\n{storage}http:\n  addr: {addr}\n{auth_section}"
             ),
         )
         .expect("writing the registry config");
         let child = Self::spawn(dir.path());
-        let mut registry = Self { child, addr, dir };
+        let mut registry = Self {
+            child,
+            addr,
+            dir,
+            object_store: None,
+        };
         registry.wait_until_ready();
         registry
     }
@@ -114,6 +164,8 @@ impl RegistryProcess {
         Command::new(BINARY)
             .arg("serve")
             .arg(dir.join("config.yml"))
+            // The S3 driver refuses the CA bundle some machines point this at.
+            .env_remove("AWS_CA_BUNDLE")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(Stdio::null())
@@ -193,7 +245,21 @@ impl RegistryProcess {
 
 impl Drop for RegistryProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(self.object_store.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// Waits until something listens on `addr` (a process just started).
+fn wait_for_port(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {addr} within {START_TIMEOUT:?}");
 }

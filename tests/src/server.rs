@@ -108,6 +108,11 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// What `/metrics` answers now.
+    pub fn metrics(&self) -> String {
+        crate::run_ok(std::process::Command::new("curl").args(["-sf", &self.url("metrics")]))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
     }
@@ -118,4 +123,15 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of the first sample in a `/metrics` text whose line starts with `prefix`.
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+        .rsplit(' ')
+        .next()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("{prefix}: not a number in:\n{text}"))
 }

@@ -9,10 +9,11 @@
 
 use oranc_tests::auth::{PASSWORD, USERNAME};
 use oranc_tests::nix::{
-    closure_hashes, copy_from as nix_copy_from, hash_part, hashes_of, nix_command, SignedClosure,
+    closure_hashes, copy_from as nix_copy_from, copy_from_command, hash_part, hashes_of,
+    nix_command, SignedClosure,
 };
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
-use oranc_tests::server::ServerProcess;
+use oranc_tests::server::{metric, ServerProcess};
 use oranc_tests::{fixture, oranc_command, unique_suffix};
 
 fn allow(registry: &RegistryProcess) -> String {
@@ -265,17 +266,8 @@ fn client_credentials_from_netrc_are_forwarded_to_the_registry() {
         "403"
     );
     let store = tempfile::tempdir().unwrap();
-    let copied = nix_command("nix")
-        .args(["copy", "--from", &cache_url, "--to"])
-        .arg(store.path())
-        .arg(&closure.root)
-        .args([
-            "--option",
-            "trusted-public-keys",
-            &closure.public_key,
-            "--option",
-            "netrc-file",
-        ])
+    let copied = copy_from_command(&cache_url, store.path(), &closure.root, &closure.public_key)
+        .args(["--option", "netrc-file"])
         .arg(&netrc)
         .output()
         .unwrap();
@@ -459,26 +451,6 @@ fn a_warm_narinfo_is_served_without_the_registry() {
 }
 
 /// The server's `/metrics` text.
-fn scrape_metrics(server: &ServerProcess) -> String {
-    let scrape = std::process::Command::new("curl")
-        .args(["-sf", &server.url("metrics")])
-        .output()
-        .unwrap();
-    String::from_utf8(scrape.stdout).unwrap()
-}
-
-/// The value of the first sample whose line starts with `prefix`.
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn metrics_count_requests_cache_hits_and_registry_calls_and_pass_promtool() {
     let registry = RegistryProcess::start();
@@ -511,7 +483,7 @@ fn metrics_count_requests_cache_hits_and_registry_calls_and_pass_promtool() {
     for _ in 0..3 {
         assert_eq!(http_status("GET", &narinfo, &[]), "200");
     }
-    let text = scrape_metrics(&server);
+    let text = server.metrics();
     let value = |prefix: &str| metric(&text, prefix);
     assert_eq!(
         value("oranc_http_requests_total{method=\"GET\",route=\"narinfo\",status=\"200\"}"),
@@ -539,7 +511,7 @@ fn metrics_count_requests_cache_hits_and_registry_calls_and_pass_promtool() {
     assert_eq!(http_status("GET", &nar, &[]), "200");
     assert_eq!(http_status("GET", &nar, &[]), "200");
     assert_eq!(http_status("HEAD", &nar, &["-I"]), "200");
-    let after = scrape_metrics(&server);
+    let after = server.metrics();
     let registry_ops = |operation: &str| {
         metric(
             &after,
