@@ -6,6 +6,7 @@
 //! It talks only to registries its config allows, forwards a client's own credentials, and
 //! uses a named cache's credentials for that cache alone.
 
+pub mod cache_control;
 pub mod client_auth;
 pub mod error;
 pub mod layers;

@@ -11,6 +11,7 @@ use futures::TryStreamExt as _;
 use oranc_core::cache_key::KeyKind;
 use oranc_core::{BlobBody, ByteRange, CacheKey, NarInfo, NixCacheInfo};
 
+use crate::cache_control;
 use crate::error::ServerError;
 use crate::resolve::{resolve, Target};
 use crate::state::AppState;
@@ -71,22 +72,64 @@ async fn read(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Response, ServerError> {
-    let Target {
-        cache,
-        key,
-        redirect_blobs,
-        ..
-    } = resolve(state, uri, headers).await?;
+    let target = resolve(state, uri, headers).await?;
+    let kind = target.key.kind();
+    let mut response = match serve(state, method, headers, target).await {
+        // An absence is an answer too, and a cache in front may keep it (briefly).
+        Err(absent @ ServerError::Core(oranc_core::Error::NotFound { .. })) => {
+            absent.into_response()
+        }
+        other => other?,
+    };
+    let private = crate::client_auth::client_credentials(headers).is_some();
+    cache_control::apply(&mut response, kind, private, &state.config().cache);
+    Ok(response)
+}
+
+async fn serve(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    target: Target<'_>,
+) -> Result<Response, ServerError> {
+    let (cache, key) = (&target.cache, &target.key);
     if let Some(url) = state.upstreams().find(key.as_str()).await {
         return Ok((StatusCode::FOUND, [(header::LOCATION, header_value(&url)?)]).into_response());
     }
     let object = cache
-        .get(&key)
+        .get(key)
         .await?
         .ok_or_else(|| oranc_core::Error::NotFound {
             what: key.to_string(),
         })?;
     let content_type = header_value(&object.content_type)?;
+    // A NAR is named by its hash: its blob digest identifies its bytes for good.
+    let etag = (key.kind() == KeyKind::Nar).then(|| cache_control::etag(&object.blob.digest));
+    if let Some(etag) = &etag {
+        if cache_control::not_modified(headers.get(header::IF_NONE_MATCH), etag) {
+            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag.clone())]).into_response());
+        }
+    }
+    let mut response = serve_object(state, method, headers, &target, &object, content_type).await?;
+    if let Some(etag) = etag {
+        if response.status().is_success() {
+            response.headers_mut().insert(header::ETAG, etag);
+        }
+    }
+    Ok(response)
+}
+
+/// The answer for a stored object: its head, its bytes (or a range of them), or a redirect
+/// to the storage that holds them.
+async fn serve_object(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    target: &Target<'_>,
+    object: &oranc_core::CacheObject,
+    content_type: HeaderValue,
+) -> Result<Response, ServerError> {
+    let (cache, key) = (&target.cache, &target.key);
     if method == Method::HEAD {
         return Ok((
             StatusCode::OK,
@@ -114,16 +157,16 @@ async fn read(
     let small_file = matches!(key.kind(), KeyKind::NarInfo | KeyKind::CacheInfo);
     // Small files are always read here (and checked); the bytes of the others may come
     // straight from the registry's storage.
-    let opened = if redirect_blobs && !small_file {
-        cache.open_or_redirect(&object, range).await?
+    let opened = if target.redirect_blobs && !small_file {
+        cache.open_or_redirect(object, range).await?
     } else {
-        cache.open(&object, range).await?
+        cache.open(object, range).await?
     };
     let opened = match opened {
         // Small files are read whole and checked before they are served.
         BlobBody::Stream { body, .. } if small_file && range.is_none() => {
             let limit = state.config().max_small_body_bytes;
-            let bytes = checked_from_registry(&key, body, limit).await?;
+            let bytes = checked_from_registry(key, body, limit).await?;
             return Ok((
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, content_type)],
