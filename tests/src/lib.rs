@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod faults;
 pub mod latency;
+pub mod nginx;
 pub mod nix;
 pub mod oci;
 pub mod registry;
