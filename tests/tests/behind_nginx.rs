@@ -127,7 +127,7 @@ fn two_replicas_behind_a_load_balancer_survive_losing_one() {
     ));
     let cache_url = nginx.url(&format!("{}/ha/cache", registry.host()));
     let store = tempfile::tempdir().unwrap();
-    let mut substitute = oranc_tests::nix::copy_from_command(
+    let substitute = oranc_tests::nix::copy_from_command(
         &cache_url,
         store.path(),
         &closure.root,
