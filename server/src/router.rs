@@ -1,31 +1,90 @@
 //! The one place the router and its layers are put together. Order, outermost first:
-//! metrics (sees every answer, limited or cached or not), the rate limit, the response
-//! timeout, the response cache, then the handlers.
+//! credentials marked sensitive (no layer can log them), a request id (set when the client
+//! sent none, echoed in the answer and in every log line of the request), the request's
+//! tracing span, metrics (they see every answer: limited, cached, timed out or panicked),
+//! panics turned into 500s, the rate limit, the response timeout, the response cache, then
+//! the handlers.
+//!
+//! tower-http provides the generic layers; ours are only those it has no equivalent for
+//! (the response cache, the per-client rate limit, the metrics). Its body limit is not used:
+//! it would cap NAR uploads, which stream unbounded; small files are limited in the handler.
 
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, Response, StatusCode};
 use axum::routing::get;
 use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
 
 use crate::layers::metrics::MetricsLayer;
 use crate::layers::rate_limit::RateLimitLayer;
 use crate::layers::response_cache::ResponseCacheLayer;
-use crate::layers::timeout::ResponseTimeoutLayer;
+use crate::metrics::route_kind;
 use crate::routes::{cache, health, metrics};
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.config().response_timeout_secs);
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .fallback(cache::handle)
         .layer(ResponseCacheLayer::new(state.response_cache()))
-        .layer(ResponseTimeoutLayer::new(std::time::Duration::from_secs(
-            state.config().response_timeout_secs,
-        )))
+        // 504, not tower-http's default 408: the client was not slow, the registry was.
+        // Only the time to the response head counts; a NAR may stream for longer.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            timeout,
+        ))
         .layer(RateLimitLayer::new(
             &state.config().rate_limit,
             state.metrics().clone(),
         ))
+        .layer(CatchPanicLayer::custom(panic_answer))
         .layer(MetricsLayer::new(state.metrics().clone()))
+        // Failures are logged where their cause is known (ServerError, the panic handler);
+        // the trace layer's generic line would only repeat them.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
+        ]))
         .with_state(state)
+}
+
+/// Every log line of a request carries its id, so a Nix error can be matched with the log.
+/// Never credentials or query strings.
+fn request_span(request: &Request<Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let path = request.uri().path();
+    tracing::info_span!("request", id, method = %request.method(), route = route_kind(path), path)
+}
+
+/// A bug must not drop the client's connection: it gets a 500, the log a line.
+fn panic_answer(panic: Box<dyn std::any::Any + Send + 'static>) -> Response<String> {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = message, "a handler panicked; answered 500");
+    let mut response = Response::new("internal error; see the server log\n".to_owned());
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
 }

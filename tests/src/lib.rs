@@ -144,6 +144,7 @@ pub fn oranc_command() -> std::process::Command {
         "ORANC_REPOSITORY",
         "ORANC_TRUSTED_PUBLIC_KEYS",
         "ORANC_TEST_EXIT_AT",
+        "ORANC_TEST_PANIC_PATH",
     ] {
         command.env_remove(variable);
     }

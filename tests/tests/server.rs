@@ -693,3 +693,56 @@ fn sigterm_lets_an_in_flight_nar_download_finish() {
         "the server kept streaming after SIGTERM"
     );
 }
+
+#[test]
+fn a_panic_is_a_500_and_every_answer_carries_a_request_id_that_the_log_shows() {
+    let registry = RegistryProcess::start();
+    let mut command = oranc_command();
+    command.env("ORANC_TEST_PANIC_PATH", "/panic-now");
+    let server = ServerProcess::start_logged(command, &allow(&registry), &[]);
+    let base = server.url(&format!("{}/ids/cache", registry.host()));
+
+    // A real panic in the handler: a 500 with a body, not a dropped connection.
+    assert_eq!(http_status("GET", &format!("{base}/panic-now"), &[]), "500");
+    assert_eq!(
+        http_status("GET", &format!("{base}/nix-cache-info"), &[]),
+        "404"
+    );
+    assert!(
+        server.log().contains("a handler panicked"),
+        "{}",
+        server.log()
+    );
+    let metrics = server.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("oranc_http_requests_total{") && l.contains("status=\"500\"")),
+        "{metrics}"
+    );
+
+    // An id is made when the client sends none, and the client's own is kept; both are
+    // answered and appear in the server's log lines for the request.
+    let head = |extra: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-D", "-"])
+            .args(extra)
+            .arg(format!("{base}/nix-cache-info"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+    };
+    let made = head(&[]);
+    let made_id = made
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no request id in {made}"))
+        .to_owned();
+    assert_eq!(made_id.len(), 36, "a UUID: {made_id}");
+    let kept = head(&["-H", "x-request-id: nix-run-42"]);
+    assert!(kept.contains("x-request-id: nix-run-42"), "{kept}");
+    let log = server.log();
+    assert!(log.contains("nix-run-42"), "{log}");
+    assert!(log.contains(&made_id), "{log}");
+}

@@ -1,5 +1,4 @@
-//! Gives every request a tracing span (method, route kind, path; never credentials or
-//! query strings) and counts and times it: `oranc_http_requests_total{route,method,status}`,
+//! Counts and times every request: `oranc_http_requests_total{route,method,status}`,
 //! latency to the response head, bytes in and out (by Content-Length, so a streamed NAR is
 //! counted without being touched), and requests in flight.
 
@@ -88,8 +87,7 @@ where
         let uploaded = content_length(request.headers(), request.body());
         let started = Instant::now();
         let in_flight = InFlight::new(metrics.in_flight.clone());
-        let span = tracing::info_span!("request", method = %request.method(), route, path = %request.uri().path());
-        let future = tracing::Instrument::instrument(self.inner.call(request), span.clone());
+        let future = self.inner.call(request);
         Box::pin(async move {
             let response = future.await?;
             drop(in_flight);

@@ -3,4 +3,3 @@
 pub mod metrics;
 pub mod rate_limit;
 pub mod response_cache;
-pub mod timeout;

@@ -23,6 +23,9 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if test_panic_requested(uri.path()) {
+        panic!("ORANC_TEST_PANIC_PATH asked for a panic at {}", uri.path());
+    }
     let outcome = match method {
         Method::GET | Method::HEAD => read(&state, &method, &uri, &headers).await,
         Method::PUT => super::upload::write(&state, &uri, &headers, body).await,
@@ -43,6 +46,16 @@ pub async fn handle(
             error => error.into_response(),
         }
     })
+}
+
+/// Tests only: with `ORANC_TEST_PANIC_PATH=/x`, a request for a path ending in `/x`
+/// panics, so that "a bug is a 500, never a dropped connection" is tested with a real panic.
+fn test_panic_requested(path: &str) -> bool {
+    static PANIC_PATH: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    PANIC_PATH
+        .get_or_init(|| std::env::var("ORANC_TEST_PANIC_PATH").ok())
+        .as_deref()
+        .is_some_and(|suffix| path.ends_with(suffix))
 }
 
 /// `Range: bytes=start-[end]` (one range; anything else is served whole).
