@@ -102,7 +102,10 @@ fn main() {
         .nth(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(44);
-    let oranc = build_oranc(true);
+    // BENCH_ORANC compares another build (e.g. an older commit's) on the same machine.
+    let oranc = std::env::var_os("BENCH_ORANC")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| build_oranc(true));
     let dir = tempfile::tempdir().expect("a temporary directory");
     let nonce = unique_suffix();
     let key = dir.path().join("key");
