@@ -115,6 +115,12 @@ pub struct PushArgs {
     #[arg(long, value_enum, default_value_t = Compression::Zstd)]
     pub compression: Compression,
 
+    /// Also upload each path's `<hash>.ls` (the file listing Nix writes with
+    /// `write-nar-listing = true`), so `nix store ls` / `nix store cat` against the cache need
+    /// no NAR download. Built while the NAR streams. Not made for a NAR the cache already has.
+    #[arg(long)]
+    pub write_nar_listing: bool,
+
     /// zstd level (1-19).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub zstd_level: i32,

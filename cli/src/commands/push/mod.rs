@@ -1,6 +1,7 @@
 //! `oranc push`: plan (paths, closure, signatures, what is there already), then push the
 //! rest concurrently, with progress and a summary; non-zero exit when anything failed.
 
+mod listing;
 mod nar;
 mod plan;
 mod progress;
@@ -117,6 +118,7 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         store_dir: store_dir.clone(),
         compression: args.compression,
         zstd_level: args.zstd_level,
+        write_nar_listing: args.write_nar_listing,
     };
     let total = to_push.len();
     let progress = progress::Progress::new(to_push.iter().map(|(i, _)| i.nar_size).sum(), total);

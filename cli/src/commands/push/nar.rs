@@ -15,6 +15,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::io::StreamReader;
 
+use super::listing::ListingBuilder;
 use crate::cli::Compression;
 
 /// Bytes handed to the uploader per message, and messages in flight.
@@ -42,11 +43,13 @@ impl Compression {
     }
 }
 
-/// NarHash and NarSize, as measured while streaming.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// NarHash and NarSize, as measured while streaming, and the NAR's listing when asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NarDigest {
     pub hash: Sha256Hash,
     pub size: u64,
+    /// `<hash>.ls` JSON (see [`super::listing`]).
+    pub listing: Option<Vec<u8>>,
 }
 
 /// Sends what is written to it down the channel in `CHUNK`-sized pieces.
@@ -124,6 +127,7 @@ fn serialise(
     path: PathBuf,
     compression: Compression,
     zstd_level: i32,
+    with_listing: bool,
     sender: mpsc::Sender<std::io::Result<Bytes>>,
 ) -> std::io::Result<NarDigest> {
     let mut encoder = nix_nar::Encoder::builder(&path)
@@ -138,6 +142,7 @@ fn serialise(
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut buffer = vec![0u8; 256 << 10];
+    let mut listing = with_listing.then(ListingBuilder::start);
     loop {
         let read = encoder.read(&mut buffer).map_err(|e| {
             std::io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
@@ -146,6 +151,9 @@ fn serialise(
             break;
         }
         hasher.update(&buffer[..read]);
+        if let Some(listing) = &mut listing {
+            listing.feed(&buffer[..read]);
+        }
         size += read as u64;
         compressor.writer().write_all(&buffer[..read])?;
     }
@@ -153,6 +161,7 @@ fn serialise(
     Ok(NarDigest {
         hash: Sha256Hash::from_bytes(hasher.finalize().into()),
         size,
+        listing: listing.map(ListingBuilder::finish).transpose()?,
     })
 }
 
@@ -162,6 +171,7 @@ pub fn stream(
     path: PathBuf,
     compression: Compression,
     zstd_level: i32,
+    with_listing: bool,
 ) -> (
     impl tokio::io::AsyncRead + Unpin + Send,
     tokio::task::JoinHandle<std::io::Result<NarDigest>>,
@@ -169,7 +179,7 @@ pub fn stream(
     let (sender, receiver) = mpsc::channel(CHANNEL_DEPTH);
     let error_sender = sender.clone();
     let task = tokio::task::spawn_blocking(move || {
-        let result = serialise(path, compression, zstd_level, sender);
+        let result = serialise(path, compression, zstd_level, with_listing, sender);
         if let Err(error) = &result {
             // Make the upload fail too, with the cause, rather than end early and "succeed".
             let _ = error_sender

@@ -50,6 +50,7 @@ pub struct UploadSettings {
     pub store_dir: StoreDir,
     pub compression: Compression,
     pub zstd_level: i32,
+    pub write_nar_listing: bool,
 }
 
 /// Where the NAR of `info` is stored: named by NarHash, as the original oranc names it.
@@ -81,8 +82,9 @@ pub async fn push_path(
             .with_context(|| format!("opening the upload of {key}"))
     };
     let nar_is_stored = existing.contains(nar_key.as_str());
-    let (file, narinfo_slot) = if nar_is_stored {
-        tokio::try_join!(reuse_nar(cache, &nar_key), open_narinfo_upload)?
+    let (file, narinfo_slot, listing) = if nar_is_stored {
+        let (file, slot) = tokio::try_join!(reuse_nar(cache, &nar_key), open_narinfo_upload)?;
+        (file, slot, None)
     } else {
         let open_nar_upload = async {
             cache
@@ -91,10 +93,8 @@ pub async fn push_path(
                 .with_context(|| format!("opening the upload of {nar_key}"))
         };
         let (nar_slot, narinfo_slot) = tokio::try_join!(open_nar_upload, open_narinfo_upload)?;
-        (
-            upload_nar(cache, settings, info, nar_slot).await?,
-            narinfo_slot,
-        )
+        let (file, listing) = upload_nar(cache, settings, info, nar_slot).await?;
+        (file, narinfo_slot, listing)
     };
 
     let mut narinfo = NarInfo::for_path(&settings.store_dir, info, nar_key.to_string());
@@ -109,6 +109,13 @@ pub async fn push_path(
                 .tag_blob(&nar_key, nar_key.content_type(), &file)
                 .await
                 .with_context(|| format!("storing {nar_key}"))?;
+        }
+        if let Some(listing) = listing {
+            let listing_key: CacheKey = format!("{}.ls", info.path.hash_part()).parse()?;
+            cache
+                .put_bytes(&listing_key, listing_key.content_type(), listing.into())
+                .await
+                .with_context(|| format!("storing {listing_key}"))?;
         }
         exit_if_asked(Stage::NarTag, info);
         anyhow::Ok(())
@@ -138,15 +145,20 @@ async fn reuse_nar(cache: &RegistryCache, key: &CacheKey) -> anyhow::Result<Blob
 }
 
 /// Streams the NAR of `info` into `slot` and checks it against the store's record. The blob
-/// is not tagged yet: nothing is visible.
+/// is not tagged yet: nothing is visible. Returns it, and its listing when asked for.
 async fn upload_nar(
     cache: &RegistryCache,
     settings: &UploadSettings,
     info: &PathInfo,
     slot: UploadSlot,
-) -> anyhow::Result<BlobInfo> {
+) -> anyhow::Result<(BlobInfo, Option<Vec<u8>>)> {
     let path = std::path::PathBuf::from(settings.store_dir.display(&info.path));
-    let (mut reader, digest) = nar::stream(path, settings.compression, settings.zstd_level);
+    let (mut reader, digest) = nar::stream(
+        path,
+        settings.compression,
+        settings.zstd_level,
+        settings.write_nar_listing,
+    );
     let uploaded = cache.upload_blob_via(slot, &mut reader).await;
     drop(reader);
     // The serialiser's error says more than the upload's "stream ended", so it goes first.
@@ -166,5 +178,5 @@ async fn upload_nar(
         );
     }
     exit_if_asked(Stage::NarBlob, info);
-    Ok(blob)
+    Ok((blob, measured.listing))
 }
