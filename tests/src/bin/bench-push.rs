@@ -104,6 +104,7 @@ fn main() {
         .unwrap_or(44);
     // BENCH_ORANC compares another build (e.g. an older commit's) on the same machine.
     let oranc = std::env::var_os("BENCH_ORANC")
+        .filter(|path| !path.is_empty())
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| build_oranc(true));
     let dir = tempfile::tempdir().expect("a temporary directory");
