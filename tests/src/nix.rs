@@ -222,6 +222,16 @@ pub fn closure_hashes(store: Option<&std::path::Path>, root: &str) -> Vec<String
     hashes_of(&infos)
 }
 
+/// Asserts that `store` holds `root`'s closure exactly as the machine's store does: the same
+/// paths with the same NAR hashes (what a substitution must leave behind).
+pub fn assert_same_closure(store: &std::path::Path, root: &str) {
+    assert_eq!(
+        closure_hashes(Some(store), root),
+        closure_hashes(None, root),
+        "the substituted closure of {root} differs from the original"
+    );
+}
+
 /// "PATH NARHASH" for each entry of a `nix path-info --json` list, sorted.
 pub fn hashes_of(infos: &serde_json::Value) -> Vec<String> {
     let mut hashes: Vec<String> = infos

@@ -8,7 +8,7 @@
 )]
 
 use oranc_tests::nginx::NginxProcess;
-use oranc_tests::nix::{closure_hashes, copy_from, hash_part, SignedClosure};
+use oranc_tests::nix::{assert_same_closure, copy_from, hash_part, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::ServerProcess;
 use oranc_tests::{oranc_command, push_closure, run_ok};
@@ -61,10 +61,7 @@ fn a_caching_proxy_keeps_nars_and_narinfos_and_nix_substitutes_through_it() {
         String::from_utf8_lossy(&copied.stderr),
         nginx.error_log()
     );
-    assert_eq!(
-        closure_hashes(Some(store.path()), &closure.root),
-        closure_hashes(None, &closure.root)
-    );
+    assert_same_closure(store.path(), &closure.root);
 
     // Nix fetched every narinfo and NAR once through nginx; now they come from nginx alone.
     let narinfo_url = nginx.url(&format!(
@@ -155,10 +152,7 @@ fn two_replicas_behind_a_load_balancer_survive_losing_one() {
         String::from_utf8_lossy(&finished.stderr),
         nginx.error_log()
     );
-    assert_eq!(
-        closure_hashes(Some(store.path()), &closure.root),
-        closure_hashes(None, &closure.root)
-    );
+    assert_same_closure(store.path(), &closure.root);
     assert!(
         served_by_server(&second) > 0.0,
         "the second replica served the rest"

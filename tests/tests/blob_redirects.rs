@@ -8,7 +8,7 @@
     reason = "integration tests: helpers outside #[test] panic on purpose"
 )]
 
-use oranc_tests::nix::{closure_hashes, copy_from, hash_part, SignedClosure};
+use oranc_tests::nix::{assert_same_closure, copy_from, hash_part, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{metric, ServerProcess};
 use oranc_tests::{oranc_command, push_closure, run_ok};
@@ -81,10 +81,7 @@ fn with_redirect_blobs_nars_come_from_storage_and_nix_substitutes_the_closure() 
             "{}",
             String::from_utf8_lossy(&copied.stderr)
         );
-        assert_eq!(
-            closure_hashes(Some(store.path()), &closure.root),
-            closure_hashes(None, &closure.root)
-        );
+        assert_same_closure(store.path(), &closure.root);
         let nar_bytes = metric(
             &server.metrics(),
             "oranc_http_response_bytes_total{route=\"nar\"}",

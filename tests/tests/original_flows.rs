@@ -14,7 +14,7 @@ use std::process::{Output, Stdio};
 
 use oranc_core::{NarInfo, PublicKey, StoreDir};
 use oranc_tests::auth::{PASSWORD, USERNAME};
-use oranc_tests::nix::{closure_hashes, copy_from_command, nix_command, SignedClosure};
+use oranc_tests::nix::{assert_same_closure, copy_from_command, nix_command, SignedClosure};
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
 use oranc_tests::server::ServerProcess;
@@ -283,8 +283,5 @@ fn an_s3_client_pushes_through_the_server_and_nix_substitutes_what_it_stored() {
     .output()
     .unwrap();
     assert!(copied.status.success(), "{}", stderr(&copied));
-    assert_eq!(
-        closure_hashes(Some(store.path()), &closure.root),
-        closure_hashes(None, &closure.root)
-    );
+    assert_same_closure(store.path(), &closure.root);
 }

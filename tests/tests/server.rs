@@ -9,8 +9,8 @@
 
 use oranc_tests::auth::{PASSWORD, USERNAME};
 use oranc_tests::nix::{
-    closure_hashes, copy_from as nix_copy_from, copy_from_command, hash_part, hashes_of,
-    nix_command, SignedClosure,
+    assert_same_closure, closure_hashes, copy_from as nix_copy_from, copy_from_command, hash_part,
+    hashes_of, nix_command, SignedClosure,
 };
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
 use oranc_tests::server::{metric, ServerProcess};
@@ -67,11 +67,7 @@ fn nix_substitutes_what_oranc_push_stored_and_refuses_a_wrong_key() {
         "{}",
         String::from_utf8_lossy(&copied.stderr)
     );
-    assert_eq!(
-        closure_hashes(Some(store.path()), &closure.root),
-        closure_hashes(None, &closure.root),
-        "same paths, same NAR hashes"
-    );
+    assert_same_closure(store.path(), &closure.root);
 
     // Another key: Nix refuses the paths.
     let stranger = SignedClosure::build(10);

@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use oranc_tests::nix::{
-    closure_hashes, copy_from, copy_from_command, hash_part, nix_command, SignedClosure,
+    assert_same_closure, copy_from, copy_from_command, hash_part, nix_command, SignedClosure,
 };
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::ServerProcess;
@@ -202,10 +202,7 @@ fn writers_push_unsigned_paths_that_the_server_signs() {
         .output()
         .unwrap();
     assert!(copied.status.success(), "{}", stderr(&copied));
-    assert_eq!(
-        closure_hashes(Some(store.path()), &closure.root),
-        closure_hashes(None, &closure.root)
-    );
+    assert_same_closure(store.path(), &closure.root);
     // Neither the writer's password (plain or as Basic) nor the server's key is logged.
     let log = server.log();
     let secret = std::fs::read_to_string(&server_key).unwrap();
