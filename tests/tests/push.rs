@@ -481,7 +481,7 @@ fn a_small_path_costs_six_registry_requests() {
 }
 
 #[test]
-fn nar_listings_match_what_nix_writes_and_nix_store_ls_uses_them() {
+fn nar_listings_match_what_nix_writes_and_nix_store_ls_lists_the_cache() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(50_000);
     let repo = fresh_repo();
