@@ -7,13 +7,15 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::stream::{FuturesOrdered, StreamExt as _};
+use futures::future::Either;
 use tokio::io::AsyncRead;
 
 use crate::cache_key::CacheKey;
 use crate::error::{Error, Result};
 use crate::layout::{self, StoredObject};
-use crate::registry::{BlobBody, BlobInfo, ByteRange, Registry, RepositoryName, UploadSlot};
+use crate::registry::{
+    BlobBody, BlobInfo, ByteRange, Registry, RepositoryName, StoredManifest, UploadSlot,
+};
 use crate::tag::{Tag, TagEncoding};
 
 /// A cache object found in the registry: what it is and where its bytes are.
@@ -67,37 +69,59 @@ impl RegistryCache {
     }
 
     /// Finds `key` under the write encoding, else under the first fallback that has it.
-    /// Every encoding is asked at once, so a miss costs one round trip rather than one per
-    /// encoding; answers are taken in that order of preference, and the lookups still
-    /// running are dropped once one is found.
+    /// The write encoding's manifest is fetched while the fallbacks are only probed (HEAD),
+    /// all at once: a miss costs one round trip rather than one per encoding, and a hit
+    /// costs the registry one manifest GET, as before. A hit drops the probes still running.
     pub async fn get(&self, key: &CacheKey) -> Result<Option<CacheObject>> {
-        let mut lookups: FuturesOrdered<_> = self
+        let tags: Vec<Tag> = self
             .read_encodings()
             .filter_map(|encoding| encoding.encode(key.as_str()).ok())
-            .map(|tag| async move {
-                let manifest = self.registry.get_manifest(&self.repository, &tag).await;
-                (tag, manifest)
-            })
             .collect();
-        while let Some((tag, manifest)) = lookups.next().await {
-            let Some(manifest) = manifest? else {
+        let Some((primary, fallbacks)) = tags.split_first() else {
+            return Ok(None);
+        };
+        let lookup = std::pin::pin!(self.registry.get_manifest(&self.repository, primary));
+        let probes = std::pin::pin!(futures::future::join_all(
+            fallbacks
+                .iter()
+                .map(|tag| self.registry.has_manifest(&self.repository, tag))
+        ));
+        let probed = match futures::future::select(lookup, probes).await {
+            Either::Left((found, probes)) => match found? {
+                Some(manifest) => return self.object(key, primary, &manifest).map(Some),
+                None => probes.await,
+            },
+            Either::Right((probed, lookup)) => match lookup.await? {
+                Some(manifest) => return self.object(key, primary, &manifest).map(Some),
+                None => probed,
+            },
+        };
+        for (tag, present) in fallbacks.iter().zip(probed) {
+            if !present? {
                 continue;
-            };
-            let StoredObject {
-                content_type,
-                layer,
-                ..
-            } = layout::read_manifest(&manifest.bytes).map_err(|e| Error::Protocol {
-                what: format!("{key} in {}", self.repository),
-                reason: e.to_string(),
-            })?;
-            return Ok(Some(CacheObject {
-                content_type,
-                blob: layer,
-                tag,
-            }));
+            }
+            if let Some(manifest) = self.registry.get_manifest(&self.repository, tag).await? {
+                return self.object(key, tag, &manifest).map(Some);
+            }
         }
         Ok(None)
+    }
+
+    /// What a manifest found under `tag` says about the object `key`.
+    fn object(&self, key: &CacheKey, tag: &Tag, manifest: &StoredManifest) -> Result<CacheObject> {
+        let StoredObject {
+            content_type,
+            layer,
+            ..
+        } = layout::read_manifest(&manifest.bytes).map_err(|e| Error::Protocol {
+            what: format!("{key} in {}", self.repository),
+            reason: e.to_string(),
+        })?;
+        Ok(CacheObject {
+            content_type,
+            blob: layer,
+            tag: tag.clone(),
+        })
     }
 
     /// The bytes of an object found by [`Self::get`], or part of them.

@@ -239,6 +239,12 @@ pub trait Registry: Send + Sync + fmt::Debug {
         tag: &Tag,
     ) -> Result<Option<StoredManifest>>;
 
+    /// Whether a tag exists, without fetching its manifest: a HEAD where the registry has
+    /// one (cheaper, and not counted against pull quotas such as Docker Hub's).
+    async fn has_manifest(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool> {
+        Ok(self.get_manifest(repo, tag).await?.is_some())
+    }
+
     /// Stores a manifest under a tag; every blob it names must already be uploaded.
     async fn put_manifest(
         &self,

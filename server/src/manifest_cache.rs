@@ -217,6 +217,15 @@ impl Registry for CachingRegistry {
             })
     }
 
+    /// Answered from a cached lookup when there is one, else asked of the registry (and
+    /// not cached: a probe carries no manifest to keep).
+    async fn has_manifest(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool> {
+        if let Some(cached) = self.cache.entries.get(&self.key(repo, tag)).await {
+            return Ok(cached.is_some());
+        }
+        self.inner.has_manifest(repo, tag).await
+    }
+
     async fn put_manifest(
         &self,
         repo: &RepositoryName,

@@ -120,6 +120,10 @@ impl Registry for MeteredRegistry {
         metered!(self, "get_manifest", self.inner.get_manifest(repo, tag))
     }
 
+    async fn has_manifest(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool> {
+        metered!(self, "has_manifest", self.inner.has_manifest(repo, tag))
+    }
+
     async fn put_manifest(
         &self,
         repo: &RepositoryName,

@@ -772,6 +772,22 @@ impl oranc_core::Registry for DistributionRegistry {
         }))
     }
 
+    async fn has_manifest(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool> {
+        let url = self.url(&format!("{repo}/manifests/{tag}"));
+        let what = format!("manifest {repo}:{tag}");
+        let answer = self
+            .send(Scope::Pull(repo), &what, &|| {
+                self.request(Method::HEAD, &url)
+                    .header(ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        match answer.status() {
+            StatusCode::NOT_FOUND => Ok(false),
+            status if status.is_success() => Ok(true),
+            _ => Err(status_error(&what, answer).await),
+        }
+    }
+
     async fn put_manifest(
         &self,
         repo: &RepositoryName,
