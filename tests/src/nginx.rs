@@ -1,6 +1,6 @@
 //! A real nginx (Debian's package) on a free loopback port in front of `oranc server`: as
-//! a caching proxy (what a CDN does) or as the load balancer of several replicas. Stopped
-//! when the guard drops.
+//! a caching proxy (what a CDN does) or as the load balancer of several replicas. One
+//! process (`master_process off`), so killing it when the guard drops leaves no workers.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -29,7 +29,7 @@ impl NginxProcess {
             .replace("{listen}", &addr.to_string())
             .replace("{dir}", &dir.path().display().to_string());
         let config = format!(
-            "daemon off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {error} warn;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log {access};\n  client_body_temp_path {body};\n  proxy_temp_path {proxy};\n  fastcgi_temp_path {fastcgi};\n  uwsgi_temp_path {uwsgi};\n  scgi_temp_path {scgi};\n{http_block}\n}}\n",
+            "daemon off;\nmaster_process off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {error} warn;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log {access};\n  client_body_temp_path {body};\n  proxy_temp_path {proxy};\n  fastcgi_temp_path {fastcgi};\n  uwsgi_temp_path {uwsgi};\n  scgi_temp_path {scgi};\n{http_block}\n}}\n",
             pid = path("nginx.pid"),
             error = path("error.log"),
             access = path("access.log"),
