@@ -32,6 +32,16 @@ pub enum Command {
     /// is missing. Paths already in the cache are skipped; a rerun after a crash finishes the
     /// job.
     Push(Box<PushArgs>),
+    /// Push every store path that becomes valid while this runs (what a CI build makes),
+    /// with the same registry, signing and filtering flags as `push`.
+    ///
+    /// Paths valid before it starts are left alone; each new path (and what of its closure
+    /// the cache lacks) is pushed as soon as the Nix DB lists it. `.drv` files are not
+    /// pushed. SIGTERM or Ctrl-C: one last look at the store, the queue is drained, a summary
+    /// is printed, and the exit status says whether any path failed; a second signal stops
+    /// at once. A path whose push fails is retried later, never dropped. Needs read access
+    /// to the Nix DB (--nix-db) to see new paths, whatever --store-source says.
+    WatchStore(Box<WatchStoreArgs>),
     /// Serve caches to Nix over HTTP: `substituters = http://HOST:8080/{registry}/{owner}/{repo}`
     /// (or `http://HOST:8080/{cache}` for a cache named in the config). Also accepts uploads
     /// from `nix copy --to`.
@@ -59,7 +69,7 @@ pub struct PushArgs {
     pub command: Option<PushCommand>,
 
     #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub options: PushOptions,
 
     /// Store paths to push (read from standard input when none are given).
     pub paths: Vec<String>,
@@ -67,6 +77,33 @@ pub struct PushArgs {
     /// Push only the given paths, not everything they reference.
     #[arg(long)]
     pub no_closure: bool,
+
+    /// Show what would be pushed, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchStoreArgs {
+    #[command(flatten)]
+    pub options: PushOptions,
+
+    /// Push only the new paths, not what of their closures the cache lacks.
+    #[arg(long)]
+    pub no_closure: bool,
+
+    /// How often the Nix DB is asked for new paths (e.g. `500ms`, `2s`). One indexed query
+    /// per look; a path is pushed at most this long after it becomes valid, plus its upload.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll_interval: std::time::Duration,
+}
+
+/// What `push` and `watch-store` share: where to push, how to sign and filter, how to
+/// compress, and where path metadata comes from.
+#[derive(Debug, Args)]
+pub struct PushOptions {
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 
     /// The Nix store directory.
     #[arg(long, default_value = "/nix/store")]
@@ -124,10 +161,6 @@ pub struct PushArgs {
     /// zstd level (1-19).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub zstd_level: i32,
-
-    /// Show what would be pushed, change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
 
     /// Where path metadata comes from: the Nix DB (fast) or `nix path-info` (no DB access
     /// needed, works with --store).

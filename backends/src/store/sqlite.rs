@@ -79,6 +79,66 @@ impl SqliteSource {
     }
 }
 
+/// Watching for new paths (`oranc watch-store`). Nix gives every path it registers a new
+/// row id in `ValidPaths` (AUTOINCREMENT: ids only grow, and a path deleted and built
+/// again comes back with a higher one), so "what became valid since" is one indexed range
+/// query on the primary key.
+impl SqliteSource {
+    /// The newest row id: where watching starts (paths at or below it are not new).
+    pub async fn newest_path_id(&self) -> Result<i64> {
+        self.with_connection(|connection| {
+            connection.query_row("SELECT coalesce(max(id), 0) FROM ValidPaths", [], |r| {
+                r.get(0)
+            })
+        })
+        .await
+    }
+
+    /// Paths registered after row id `after`, oldest first, with the newest id among them
+    /// (`after` itself when there are none). Rows that are not paths of this store are
+    /// skipped with a warning.
+    pub async fn paths_registered_after(&self, after: i64) -> Result<(Vec<StorePath>, i64)> {
+        let rows: Vec<(i64, String)> = self
+            .with_connection(move |connection| {
+                let mut statement = connection
+                    .prepare_cached("SELECT id, path FROM ValidPaths WHERE id > ?1 ORDER BY id")?;
+                let rows = statement.query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            })
+            .await?;
+        let newest = rows.last().map_or(after, |(id, _)| *id);
+        let paths = rows
+            .into_iter()
+            .filter_map(|(_, path)| match self.store_dir.parse_path(&path) {
+                Ok(parsed) => Some(parsed),
+                Err(error) => {
+                    tracing::warn!(path, %error, "the Nix DB lists a path outside the store; ignored");
+                    None
+                }
+            })
+            .collect();
+        Ok((paths, newest))
+    }
+
+    /// Runs `query` on the connection off the async threads.
+    async fn with_connection<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let connection = self.connection.clone();
+        let db = self.db.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let connection = connection.lock().unwrap_or_else(|p| p.into_inner());
+            query(&connection).map_err(sqlite_error(&db))
+        })
+        .await;
+        joined.map_err(|e| Error::Io {
+            what: format!("reading {}", self.db.display()),
+            source: std::io::Error::other(e),
+        })?
+    }
+}
+
 fn open_read_only(db: &Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open_with_flags(
         db,

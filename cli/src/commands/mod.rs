@@ -4,12 +4,14 @@ mod completion;
 mod push;
 mod server;
 mod tag;
+mod watch_store;
 
 use crate::cli::{Cli, Command, ConfigCommand};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Push(args) => runtime()?.block_on(push::run(*args)),
+        Command::WatchStore(args) => runtime()?.block_on(watch_store::run(*args)),
         Command::Server(args) => runtime()?.block_on(server::run(*args)),
         Command::Config(ConfigCommand::Check { file }) => server::check(&file),
         Command::Config(ConfigCommand::Example) => {

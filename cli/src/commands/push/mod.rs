@@ -3,31 +3,28 @@
 
 mod listing;
 mod nar;
-mod plan;
+pub mod options;
+pub mod plan;
 mod progress;
-mod upload;
+pub mod summary;
+pub mod upload;
 
 use std::collections::HashSet;
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::StreamExt as _;
-use oranc_backends::store::{NixCliSource, SqliteSource};
-use oranc_core::{
-    CacheKey, NixCacheInfo, PathInfo, PublicKey, RegistryCache, SecretKey, StoreDir, StoreSource,
-};
-use regex::Regex;
+use oranc_core::{CacheKey, NixCacheInfo, PathInfo, RegistryCache, StoreDir};
 
-use crate::cli::{PushArgs, PushCommand, StoreSourceKind};
-use plan::{Decision, SigningPolicy};
-use upload::UploadSettings;
-
-const SIGNING_KEY_ENV: &str = "ORANC_SIGNING_KEY";
+use crate::cli::{PushArgs, PushCommand};
+use options::{buffer_cost_mib, BUFFER_BUDGET_MIB};
+use plan::Decision;
+use summary::Summary;
 
 pub async fn run(args: PushArgs) -> anyhow::Result<()> {
-    let (cache, description) = args.registry.open_cache()?;
+    let options = &args.options;
+    let (cache, description) = options.registry.open_cache()?;
     if let Some(PushCommand::Initialize {
         priority,
         no_mass_query,
@@ -36,22 +33,22 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         return initialize(
             &cache,
             &description,
-            &args.store_dir,
+            &options.store_dir,
             priority,
             !no_mass_query,
             args.dry_run,
         )
         .await;
     }
-    let store_dir = StoreDir::new(&args.store_dir)?;
-    let policy = signing_policy(&args)?;
+    let store_dir = StoreDir::new(&options.store_dir)?;
+    let policy = options::signing_policy(options)?;
     // Paths first, store second: in `nix-store --add X | oranc push` on a machine where Nix
     // never ran, the DB exists only once the command before the pipe has finished.
     let roots = read_roots(&args, &store_dir)?;
     if roots.is_empty() {
         anyhow::bail!("no store paths given (as arguments or on standard input)");
     }
-    let source = open_source(&args, &store_dir)?;
+    let source = options::open_source(options, &store_dir)?;
     let infos = if args.no_closure {
         source.path_infos(&roots).await?
     } else {
@@ -68,7 +65,7 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         initialize(
             &cache,
             &description,
-            &args.store_dir,
+            &options.store_dir,
             oranc_core::cache_info::DEFAULT_PRIORITY,
             true,
             false,
@@ -114,25 +111,23 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         return summary.result();
     }
 
-    let settings = UploadSettings {
-        store_dir: store_dir.clone(),
-        compression: args.compression,
-        zstd_level: args.zstd_level,
-        write_nar_listing: args.write_nar_listing,
-    };
+    let settings = options::upload_settings(options, &store_dir);
     let total = to_push.len();
     let progress = progress::Progress::new(to_push.iter().map(|(i, _)| i.nar_size).sum(), total);
     let buffers = tokio::sync::Semaphore::new(BUFFER_BUDGET_MIB as usize);
     let mut results = futures::stream::iter(to_push)
         .map(|(info, signatures)| {
-            let (cache, settings, existing, buffers) = (&cache, &settings, &existing, &buffers);
+            let (cache, settings, buffers) = (&cache, &settings, &buffers);
+            let nar_is_stored = upload::nar_key(&info, settings.compression)
+                .is_ok_and(|key| existing.contains(key.as_str()));
             async move {
                 let _buffers = buffers.acquire_many(buffer_cost_mib(&info)).await;
-                let outcome = upload::push_path(cache, settings, existing, &info, signatures).await;
+                let outcome =
+                    upload::push_path(cache, settings, nar_is_stored, &info, signatures).await;
                 (info, outcome)
             }
         })
-        .buffer_unordered(usize::from(args.parallel));
+        .buffer_unordered(usize::from(options.parallel));
     let mut done = 0;
     while let Some((info, outcome)) = results.next().await {
         done += 1;
@@ -159,81 +154,6 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     summary.result()
 }
 
-/// Memory that paths being pushed may hold in buffers at once, in MiB. Many small paths
-/// fit side by side (round trips, not bytes, bound them); a large one holds up to two
-/// upload chunks, the NAR channel and the compressor's window, so only a few large ones
-/// stream at a time, whatever --parallel says.
-const BUFFER_BUDGET_MIB: u32 = 56;
-
-/// What one path may hold: about twice its NAR (read-ahead), up to a large path's worth.
-fn buffer_cost_mib(info: &PathInfo) -> u32 {
-    let nar_mib = u32::try_from(info.nar_size >> 20).unwrap_or(u32::MAX);
-    nar_mib.saturating_mul(2).clamp(1, 24)
-}
-
-fn signing_policy(args: &PushArgs) -> anyhow::Result<SigningPolicy> {
-    let key = if let Some(file) = &args.signing_key {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("reading the signing key {}", file.display()))?;
-        Some(
-            text.parse::<SecretKey>()
-                .with_context(|| format!("the signing key {}", file.display()))?,
-        )
-    } else if let Ok(text) = std::env::var(SIGNING_KEY_ENV) {
-        Some(
-            text.parse::<SecretKey>()
-                .with_context(|| format!("the key in {SIGNING_KEY_ENV}"))?,
-        )
-    } else {
-        None
-    };
-    let mut trusted = args
-        .trusted_public_keys
-        .iter()
-        .filter(|k| !k.trim().is_empty())
-        .map(|k| {
-            k.parse::<PublicKey>()
-                .with_context(|| format!("--trusted-public-key {k:?}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    // --already-signed is the original's "push signed paths too", which oranc always does;
-    // only --no-sign keeps the key from signing.
-    let signer = match key {
-        Some(key) if args.no_sign => {
-            trusted.push(key.to_public());
-            None
-        }
-        key => key,
-    };
-    if signer.is_none() && trusted.is_empty() {
-        anyhow::bail!(
-            "nothing to sign or verify with: pass --signing-key FILE (or set {SIGNING_KEY_ENV}) to sign while pushing, or --trusted-public-key KEY to push paths already signed by that key"
-        );
-    }
-    let excluded = Regex::new(&args.excluded_signing_key_pattern).with_context(|| {
-        format!(
-            "--excluded-signing-key-pattern {:?}",
-            args.excluded_signing_key_pattern
-        )
-    })?;
-    Ok(SigningPolicy {
-        signer,
-        trusted,
-        excluded,
-    })
-}
-
-fn open_source(args: &PushArgs, store_dir: &StoreDir) -> anyhow::Result<Arc<dyn StoreSource>> {
-    Ok(match args.store_source {
-        StoreSourceKind::Sqlite => Arc::new(SqliteSource::open(
-            store_dir.clone(),
-            &args.nix_db,
-            args.allow_immutable_db,
-        )?),
-        StoreSourceKind::Nix => Arc::new(NixCliSource::new(store_dir.clone(), args.store.clone())),
-    })
-}
-
 fn read_roots(args: &PushArgs, store_dir: &StoreDir) -> anyhow::Result<Vec<oranc_core::StorePath>> {
     let given: Vec<String> = if args.paths.is_empty() {
         if std::io::stdin().is_terminal() {
@@ -256,7 +176,7 @@ fn read_roots(args: &PushArgs, store_dir: &StoreDir) -> anyhow::Result<Vec<oranc
         .collect()
 }
 
-async fn initialize(
+pub async fn initialize(
     cache: &RegistryCache,
     description: &str,
     store_dir: &str,
@@ -280,47 +200,4 @@ async fn initialize(
         .with_context(|| format!("writing nix-cache-info to {description}"))?;
     eprintln!("initialized {description}");
     Ok(())
-}
-
-#[derive(Debug, Default)]
-struct Summary {
-    pushed: usize,
-    pushed_bytes: u64,
-    would_push: usize,
-    already_there: usize,
-    excluded: usize,
-    unsigned: usize,
-    failed: usize,
-}
-
-impl Summary {
-    fn print(&self, description: &str, dry_run: bool) {
-        let first = if dry_run {
-            format!("would push {}", self.would_push)
-        } else {
-            format!("pushed {} ({} NAR bytes)", self.pushed, self.pushed_bytes)
-        };
-        eprintln!(
-            "{description}: {first}, already there {}, skipped unsigned {}, excluded {}, failed {}{}",
-            self.already_there,
-            self.unsigned,
-            self.excluded,
-            self.failed,
-            peak_memory().map(|m| format!("; peak memory {m}")).unwrap_or_default()
-        );
-    }
-
-    fn result(&self) -> anyhow::Result<()> {
-        if self.failed > 0 {
-            anyhow::bail!("{} path(s) failed", self.failed);
-        }
-        Ok(())
-    }
-}
-
-/// The process's peak resident memory, from /proc (Linux), for the summary and benchmarks.
-fn peak_memory() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    Some(line.trim_start_matches("VmHWM:").trim().to_owned())
 }

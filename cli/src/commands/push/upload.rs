@@ -3,8 +3,6 @@
 //! narinfo, which a rerun reuses; never a narinfo pointing at a missing NAR. Work that does
 //! not change that order (opening upload sessions, the narinfo's blob) runs alongside.
 
-use std::collections::HashSet;
-
 use anyhow::{bail, Context as _};
 use oranc_core::{
     BlobInfo, CacheKey, NarInfo, PathInfo, RegistryCache, Signature, StoreDir, UploadSlot,
@@ -65,11 +63,12 @@ pub fn nar_key(info: &PathInfo, compression: Compression) -> anyhow::Result<Cach
 
 /// Pushes one path in about four round trips for a small one: both upload sessions open
 /// at once; the NAR's bytes; the NAR's tag while the narinfo's bytes go up (they are known
-/// once the NAR is); the narinfo's tag last, only after the NAR's tag exists.
+/// once the NAR is); the narinfo's tag last, only after the NAR's tag exists. With
+/// `nar_is_stored` the NAR already in the cache under [`nar_key`] is reused.
 pub async fn push_path(
     cache: &RegistryCache,
     settings: &UploadSettings,
-    existing: &HashSet<String>,
+    nar_is_stored: bool,
     info: &PathInfo,
     signatures: Vec<Signature>,
 ) -> anyhow::Result<()> {
@@ -81,7 +80,6 @@ pub async fn push_path(
             .await
             .with_context(|| format!("opening the upload of {key}"))
     };
-    let nar_is_stored = existing.contains(nar_key.as_str());
     let (file, narinfo_slot, listing) = if nar_is_stored {
         let (file, slot) = tokio::try_join!(reuse_nar(cache, &nar_key), open_narinfo_upload)?;
         (file, slot, None)

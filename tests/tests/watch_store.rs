@@ -1,0 +1,318 @@
+//! `oranc watch-store` as a CI job runs it, against a real registry and a real Nix store:
+//! what is built while it watches reaches the cache and substitutes; what was there before
+//! is left alone; a SIGTERM right after a build still leaves the closure complete; a
+//! registry outage loses nothing; a second signal stops at once and says what was left.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: helpers outside #[test] panic on purpose"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use oranc_core::{StoreDir, TagEncoding};
+use oranc_tests::nix::{assert_same_closure, copy_from, nix_command, SignedClosure};
+use oranc_tests::oci::RawRegistry;
+use oranc_tests::registry::RegistryProcess;
+use oranc_tests::server::ServerProcess;
+use oranc_tests::{oranc_command, run_ok, unique_suffix};
+use tempfile::TempDir;
+
+/// A running `oranc watch-store`, its standard error in a file.
+struct Watcher {
+    child: Child,
+    stderr: PathBuf,
+    _dir: TempDir,
+}
+
+impl Watcher {
+    fn start(registry: &RegistryProcess, repo: &str, key: &SigningKey, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = dir.path().join("stderr");
+        let child = oranc_command()
+            .args(["watch-store", "--no-ssl", "--registry"])
+            .arg(registry.host())
+            .args(["--repository", repo, "--signing-key"])
+            .arg(&key.secret_file)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let watcher = Self {
+            child,
+            stderr,
+            _dir: dir,
+        };
+        watcher.wait_for_stderr("watching", Duration::from_secs(30));
+        watcher
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn wait_for_stderr(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "watch-store did not print {text:?} within {timeout:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        run_ok(std::process::Command::new("kill").args([signal, &self.child.id().to_string()]));
+    }
+
+    /// Waits for the process to exit (at most `timeout`); its status and standard error.
+    fn wait(mut self, timeout: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, self.stderr());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "watch-store did not exit within {timeout:?}:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh signing key: the watcher signs with it, clients trust its public half.
+struct SigningKey {
+    secret_file: PathBuf,
+    public: String,
+    _dir: TempDir,
+}
+
+fn signing_key() -> SigningKey {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("watch.sk");
+    let name = format!("oranc-watch-{}", unique_suffix());
+    std::fs::write(
+        &secret_file,
+        run_ok(nix_command("nix").args(["key", "generate-secret", "--key-name", &name])),
+    )
+    .unwrap();
+    let public = run_ok(
+        nix_command("sh")
+            .arg("-c")
+            .arg("nix key convert-secret-to-public < \"$1\"")
+            .arg("sh")
+            .arg(&secret_file),
+    )
+    .trim()
+    .to_owned();
+    SigningKey {
+        secret_file,
+        public,
+        _dir: dir,
+    }
+}
+
+fn fresh_repo() -> String {
+    format!("watch/{}", unique_suffix().replace('-', "."))
+}
+
+fn narinfo_tag(path: &str) -> String {
+    let path = StoreDir::default().parse_path(path).unwrap();
+    TagEncoding::Custom
+        .encode(&format!("{}.narinfo", path.hash_part()))
+        .unwrap()
+        .to_string()
+}
+
+/// Which of `paths` have a narinfo in `repo`.
+async fn pushed(registry: &RegistryProcess, repo: &str, paths: &[String]) -> Vec<String> {
+    let raw = RawRegistry::new(&registry.base_url());
+    let mut found = Vec::new();
+    for path in paths {
+        if raw.get_manifest(repo, &narinfo_tag(path)).await.is_some() {
+            found.push(path.clone());
+        }
+    }
+    found
+}
+
+async fn wait_until_pushed(
+    registry: &RegistryProcess,
+    repo: &str,
+    paths: &[String],
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    while pushed(registry, repo, paths).await.len() < paths.len() {
+        assert!(
+            Instant::now() < deadline,
+            "not all of {paths:?} were pushed within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A store path added with `nix-store --add`: valid at once, unsigned.
+fn add_file(dir: &Path, name: &str) -> String {
+    let file = dir.join(name);
+    std::fs::write(&file, unique_suffix()).unwrap();
+    run_ok(nix_command("nix-store").arg("--add").arg(&file))
+        .trim()
+        .to_owned()
+}
+
+/// Real Nix substitutes `root` from the registry through an oranc server into a fresh store.
+fn assert_substitutes(registry: &RegistryProcess, repo: &str, root: &str, public_key: &str) {
+    let server = ServerProcess::start(
+        &format!("[registries.\"{}\"]\nplain_http = true\n", registry.host()),
+        &[],
+    );
+    let store = tempfile::tempdir().unwrap();
+    let copied = copy_from(
+        &server.url(&format!("{}/{repo}", registry.host())),
+        store.path(),
+        root,
+        public_key,
+    );
+    assert!(
+        copied.status.success(),
+        "nix copy: {}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    assert_same_closure(store.path(), root);
+}
+
+#[tokio::test]
+async fn what_is_built_while_watching_is_pushed_and_substitutes_what_was_there_is_not() {
+    let registry = RegistryProcess::start();
+    let repo = fresh_repo();
+    let key = signing_key();
+    let scratch = tempfile::tempdir().unwrap();
+    let before = add_file(scratch.path(), "valid-before-the-watch");
+
+    let watcher = Watcher::start(&registry, &repo, &key, &["--poll-interval", "100ms"]);
+    let closure = SignedClosure::build_unsigned(50_000);
+    wait_until_pushed(&registry, &repo, &closure.paths, Duration::from_secs(60)).await;
+    watcher.signal("-TERM");
+    let (status, stderr) = watcher.wait(Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("failed 0"), "{stderr}");
+
+    assert!(
+        pushed(&registry, &repo, &[before.clone()]).await.is_empty(),
+        "{before} was valid before watch-store started and must not be pushed:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains(".drv"),
+        "derivations are not pushed:\n{stderr}"
+    );
+    assert_substitutes(&registry, &repo, &closure.root, &key.public);
+}
+
+#[tokio::test]
+async fn sigterm_right_after_a_build_leaves_its_closure_complete() {
+    let registry = RegistryProcess::start();
+    let repo = fresh_repo();
+    let key = signing_key();
+    // Polling once an hour: only the last look, made on the signal, can find the build.
+    let watcher = Watcher::start(&registry, &repo, &key, &["--poll-interval", "1h"]);
+    let closure = SignedClosure::build_unsigned(50_000);
+    watcher.signal("-TERM");
+    let (status, stderr) = watcher.wait(Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("one last look"), "{stderr}");
+    assert_eq!(
+        pushed(&registry, &repo, &closure.paths).await,
+        closure.paths,
+        "the closure built just before SIGTERM is in the cache:\n{stderr}"
+    );
+    assert_substitutes(&registry, &repo, &closure.root, &key.public);
+}
+
+#[tokio::test]
+async fn a_registry_outage_loses_nothing() {
+    let mut registry = RegistryProcess::start();
+    let repo = fresh_repo();
+    let key = signing_key();
+    let watcher = Watcher::start(
+        &registry,
+        &repo,
+        &key,
+        &["--poll-interval", "100ms", "--max-retry", "1"],
+    );
+    registry.stop();
+    let closure = SignedClosure::build_unsigned(50_000);
+    watcher.wait_for_stderr("failed (retrying", Duration::from_secs(60));
+    registry.restart();
+    wait_until_pushed(&registry, &repo, &closure.paths, Duration::from_secs(90)).await;
+    watcher.signal("-TERM");
+    let (status, stderr) = watcher.wait(Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("failed 0"), "{stderr}");
+    assert_substitutes(&registry, &repo, &closure.root, &key.public);
+}
+
+#[tokio::test]
+async fn a_second_signal_stops_at_once_and_says_what_was_left() {
+    let registry = RegistryProcess::start();
+    let repo = fresh_repo();
+    let key = signing_key();
+    let scratch = tempfile::tempdir().unwrap();
+    let watcher = Watcher::start(&registry, &repo, &key, &["--poll-interval", "1h"]);
+    // A hung registry: the pushes the drain starts never finish.
+    registry.pause();
+    let stuck = add_file(scratch.path(), "stuck");
+    watcher.signal("-TERM");
+    watcher.wait_for_stderr("one last look", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    watcher.signal("-INT");
+    let (status, stderr) = watcher.wait(Duration::from_secs(30));
+    registry.resume();
+    assert!(!status.success(), "a hard stop is not a success:\n{stderr}");
+    assert!(
+        stderr.contains("stopped by a second SIGINT") && stderr.contains(&stuck),
+        "{stderr}"
+    );
+    assert!(
+        pushed(&registry, &repo, &[stuck.clone()]).await.is_empty(),
+        "{stuck} was never pushed, so it must not be visible"
+    );
+}
+
+#[test]
+fn without_access_to_the_nix_db_it_says_so() {
+    let key = signing_key();
+    let output = oranc_command()
+        .args([
+            "watch-store",
+            "--nix-db",
+            "/nonexistent/db.sqlite",
+            "--signing-key",
+        ])
+        .arg(&key.secret_file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("watch-store finds new paths in the Nix DB")
+            && stderr.contains("/nonexistent/db.sqlite"),
+        "{stderr}"
+    );
+}
