@@ -116,7 +116,9 @@ impl SignedClosure {
     }
 }
 
-fn closure_expression(nonce: &str, lib_bytes: usize) -> String {
+/// The Nix expression of a three-path closure (`app` -> `tool` -> `lib`, `lib_bytes` of
+/// random data in `lib`) unique to `nonce`, for `nix-build`.
+pub fn closure_expression(nonce: &str, lib_bytes: usize) -> String {
     format!(
         r#"
 let

@@ -215,7 +215,9 @@ async fn what_is_built_while_watching_is_pushed_and_substitutes_what_was_there_i
     assert!(stderr.contains("failed 0"), "{stderr}");
 
     assert!(
-        pushed(&registry, &repo, std::slice::from_ref(&before)).await.is_empty(),
+        pushed(&registry, &repo, std::slice::from_ref(&before))
+            .await
+            .is_empty(),
         "{before} was valid before watch-store started and must not be pushed:\n{stderr}"
     );
     assert!(
@@ -290,7 +292,9 @@ async fn a_second_signal_stops_at_once_and_says_what_was_left() {
         "{stderr}"
     );
     assert!(
-        pushed(&registry, &repo, std::slice::from_ref(&stuck)).await.is_empty(),
+        pushed(&registry, &repo, std::slice::from_ref(&stuck))
+            .await
+            .is_empty(),
         "{stuck} was never pushed, so it must not be visible"
     );
 }
