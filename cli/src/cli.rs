@@ -42,6 +42,15 @@ pub enum Command {
     /// at once. A path whose push fails is retried later, never dropped. Needs read access
     /// to the Nix DB (--nix-db) to see new paths, whatever --store-source says.
     WatchStore(Box<WatchStoreArgs>),
+    /// Delete what the cache no longer needs: keep the closures of some paths and/or what
+    /// was pushed recently, delete the rest; or remove given paths on purpose.
+    ///
+    /// Without --delete nothing changes: the plan is printed (what would go, how many
+    /// bytes). With it, narinfos go first, then the NARs (and .ls, logs) no remaining
+    /// narinfo names, so no narinfo ever points at a missing NAR, even if gc is killed
+    /// half-way (a rerun finishes the job). Deleting needs a registry that allows it;
+    /// the space comes back with the registry's own garbage collection.
+    Gc(Box<GcArgs>),
     /// Serve caches to Nix over HTTP: `substituters = http://HOST:8080/{registry}/{owner}/{repo}`
     /// (or `http://HOST:8080/{cache}` for a cache named in the config). Also accepts uploads
     /// from `nix copy --to`.
@@ -97,6 +106,45 @@ pub struct WatchStoreArgs {
     /// before its upload starts.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     pub poll_interval: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    /// Keep these paths and their closures (as the cache's narinfos describe them).
+    /// Each value is a store path, or a file listing store paths one per line.
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub keep_closure_of: Vec<String>,
+
+    /// Keep paths pushed within this long (e.g. `30d`, `12h`), with their closures. Push
+    /// records the time; objects written without one (older oranc, the original) are kept
+    /// only if a root needs them.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub keep_newer_than: Option<std::time::Duration>,
+
+    /// Remove these paths' narinfos whatever else says (and their NARs, when no remaining
+    /// narinfo names them): for a path pushed by mistake. A store path or a file of them.
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub remove: Vec<String>,
+
+    /// Nothing stored within this long is deleted (`0` turns it off), so a push running
+    /// at the same time is not undercut. The rest of the race is in README.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub grace: std::time::Duration,
+
+    /// Delete; without it gc only prints what it would delete.
+    #[arg(long)]
+    pub delete: bool,
+
+    /// Registry requests at the same time.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
+
+    /// The Nix store directory the cache's paths live in.
+    #[arg(long, default_value = "/nix/store")]
+    pub store_dir: String,
 }
 
 /// What `push` and `watch-store` share: where to push, how to sign and filter, how to

@@ -193,7 +193,13 @@ impl RegistryCache {
     ) -> Result<()> {
         let tag = self.encoding.encode(key.as_str())?;
         let config = self.shared_config().await?;
-        let manifest = layout::manifest(key.as_str(), content_type, blob, &config)?;
+        let manifest = layout::manifest_created_at(
+            key.as_str(),
+            content_type,
+            blob,
+            &config,
+            std::time::SystemTime::now(),
+        )?;
         self.registry
             .put_manifest(
                 &self.repository,
@@ -234,14 +240,89 @@ impl RegistryCache {
     /// Every key in the cache, from one (paginated) tag listing. Tags no encoding can
     /// decode, or that decode to something that is not a cache key, are left out.
     pub async fn keys(&self) -> Result<HashSet<String>> {
+        Ok(self
+            .tagged_keys()
+            .await?
+            .into_iter()
+            .map(|(_, key)| key.as_str().to_owned())
+            .collect())
+    }
+
+    /// Every tag that stands for a cache key, with the key (by the first encoding that
+    /// decodes it); other tags are left out, so tools that change the cache never touch them.
+    pub async fn tagged_keys(&self) -> Result<Vec<(Tag, CacheKey)>> {
         let tags = self.registry.list_tags(&self.repository).await?;
         Ok(tags
-            .iter()
-            .flat_map(|tag| {
-                self.read_encodings()
-                    .filter_map(move |encoding| encoding.decode(tag).ok())
-                    .filter(|key| key.parse::<CacheKey>().is_ok())
+            .into_iter()
+            .filter_map(|tag| {
+                let key = self
+                    .read_encodings()
+                    .filter_map(|encoding| encoding.decode(&tag).ok())
+                    .find_map(|key| key.parse::<CacheKey>().ok())?;
+                Some((tag, key))
             })
             .collect())
+    }
+
+    /// The object stored under `tag` and its manifest's digest; `None` when the tag is gone.
+    pub async fn describe(&self, tag: &Tag) -> Result<Option<(crate::Sha256Hash, StoredObject)>> {
+        let Some(manifest) = self.registry.get_manifest(&self.repository, tag).await? else {
+            return Ok(None);
+        };
+        let object = layout::read_manifest(&manifest.bytes).map_err(|e| Error::Protocol {
+            what: format!("tag {tag} in {}", self.repository),
+            reason: e.to_string(),
+        })?;
+        Ok(Some((manifest.digest, object)))
+    }
+
+    /// The bytes of a small object (a narinfo), refusing more than `limit`.
+    pub async fn read_small(&self, blob: &BlobInfo, limit: u64) -> Result<Bytes> {
+        use futures::TryStreamExt as _;
+        let too_large = || Error::Protocol {
+            what: format!(
+                "blob {} in {}",
+                blob.digest.to_oci_digest(),
+                self.repository
+            ),
+            reason: format!("larger than {limit} bytes"),
+        };
+        if blob.size > limit {
+            return Err(too_large());
+        }
+        let body = self
+            .registry
+            .get_blob(&self.repository, &blob.digest, None)
+            .await?;
+        let BlobBody::Stream { body, .. } = body else {
+            return Err(Error::Protocol {
+                what: format!(
+                    "blob {} in {}",
+                    blob.digest.to_oci_digest(),
+                    self.repository
+                ),
+                reason: "answered with a redirect".into(),
+            });
+        };
+        let mut bytes = Vec::new();
+        let mut body = body;
+        while let Some(chunk) = body.try_next().await.map_err(|e| Error::Io {
+            what: format!("reading blob {}", blob.digest.to_oci_digest()),
+            source: e,
+        })? {
+            if bytes.len() + chunk.len() > limit as usize {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(bytes))
+    }
+
+    /// Deletes the manifest `digest` (every tag on it goes with it; its blobs stay until
+    /// the registry's own garbage collection).
+    pub async fn delete_manifest(&self, digest: &crate::Sha256Hash) -> Result<()> {
+        self.registry
+            .delete_manifest(&self.repository, digest)
+            .await
     }
 }

@@ -50,6 +50,11 @@ pub enum Error {
     #[error("{what}: unavailable: {reason}")]
     Unavailable { what: String, reason: String },
 
+    /// The registry does not offer the operation (HTTP 405: deletion turned off, or an API
+    /// that deletes another way).
+    #[error("{what}: not supported by the registry: {reason}")]
+    Unsupported { what: String, reason: String },
+
     /// The other side answered, but not in a way the protocol allows.
     #[error("{what}: unexpected answer: {reason}")]
     Protocol { what: String, reason: String },

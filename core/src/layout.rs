@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::time::SystemTime;
 
 use oci_spec::image::{Descriptor, ImageManifest, ImageManifestBuilder, MediaType};
 use serde::Serialize;
@@ -17,6 +18,9 @@ use crate::registry::BlobInfo;
 pub const KEY_ANNOTATION: &str = "com.linyinfeng.oranc.key";
 pub const CONTENT_TYPE_ANNOTATION: &str = "com.linyinfeng.oranc.content.type";
 pub const DESCRIPTION_ANNOTATION: &str = "org.opencontainers.image.description";
+/// When oranc stored the object (RFC 3339), for `oranc gc --keep-newer-than` and `--grace`.
+/// The original neither writes nor reads it.
+pub const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
 pub const LAYER_MEDIA_TYPE: &str = "application/octet-stream";
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -74,12 +78,34 @@ fn descriptor(media_type: MediaType, blob: &BlobInfo) -> Result<Descriptor> {
 }
 
 /// The manifest for the object `key` of `content_type`, whose bytes are the blob `layer`
-/// and whose config blob is `config` (made by [`image_config`]).
+/// and whose config blob is `config` (made by [`image_config`]), as the original writes it.
 pub fn manifest(
     key: &str,
     content_type: &str,
     layer: &BlobInfo,
     config: &BlobInfo,
+) -> Result<Vec<u8>> {
+    build_manifest(key, content_type, layer, config, None)
+}
+
+/// [`manifest`] with the time the object is stored, in [`CREATED_ANNOTATION`].
+pub fn manifest_created_at(
+    key: &str,
+    content_type: &str,
+    layer: &BlobInfo,
+    config: &BlobInfo,
+    created: SystemTime,
+) -> Result<Vec<u8>> {
+    let created = humantime::format_rfc3339_seconds(created).to_string();
+    build_manifest(key, content_type, layer, config, Some(created))
+}
+
+fn build_manifest(
+    key: &str,
+    content_type: &str,
+    layer: &BlobInfo,
+    config: &BlobInfo,
+    created: Option<String>,
 ) -> Result<Vec<u8>> {
     let mut layer_descriptor = descriptor(MediaType::Other(LAYER_MEDIA_TYPE.into()), layer)?;
     layer_descriptor.set_annotations(Some(HashMap::from([(
@@ -91,10 +117,15 @@ pub fn manifest(
         .media_type(MediaType::ImageManifest)
         .config(descriptor(MediaType::ImageConfig, config)?)
         .layers(vec![layer_descriptor])
-        .annotations(HashMap::from([
-            (KEY_ANNOTATION.to_owned(), key.to_owned()),
-            (DESCRIPTION_ANNOTATION.to_owned(), key.to_owned()),
-        ]))
+        .annotations(
+            [
+                (KEY_ANNOTATION.to_owned(), key.to_owned()),
+                (DESCRIPTION_ANNOTATION.to_owned(), key.to_owned()),
+            ]
+            .into_iter()
+            .chain(created.map(|at| (CREATED_ANNOTATION.to_owned(), at)))
+            .collect::<HashMap<_, _>>(),
+        )
         .build()
         .map_err(|e| Error::InvalidManifest {
             reason: format!("cannot build: {e}"),
@@ -109,6 +140,8 @@ pub fn manifest(
 pub struct StoredObject {
     /// The key annotation, when the writer set one.
     pub key: Option<String>,
+    /// When it was stored ([`CREATED_ANNOTATION`]), when the writer said and it parses.
+    pub created: Option<SystemTime>,
     pub content_type: String,
     pub layer: BlobInfo,
 }
@@ -147,12 +180,17 @@ pub fn read_manifest(bytes: &[u8]) -> Result<StoredObject> {
     }
     let digest = Sha256Hash::parse_digest(digest.digest())
         .map_err(|e| invalid(format!("the layer digest: {e}")))?;
-    Ok(StoredObject {
-        key: manifest
+    let annotation = |name: &str| {
+        manifest
             .annotations()
             .as_ref()
-            .and_then(|a| a.get(KEY_ANNOTATION))
-            .cloned(),
+            .and_then(|a| a.get(name))
+            .cloned()
+    };
+    Ok(StoredObject {
+        key: annotation(KEY_ANNOTATION),
+        created: annotation(CREATED_ANNOTATION)
+            .and_then(|at| humantime::parse_rfc3339_weak(&at).ok()),
         content_type,
         layer: BlobInfo {
             digest,

@@ -49,7 +49,9 @@ impl ServerError {
                     StatusCode::GATEWAY_TIMEOUT
                 }
                 E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                E::Protocol { .. } | E::InvalidManifest { .. } => StatusCode::BAD_GATEWAY,
+                E::Protocol { .. } | E::InvalidManifest { .. } | E::Unsupported { .. } => {
+                    StatusCode::BAD_GATEWAY
+                }
                 E::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
             },

@@ -41,6 +41,7 @@ impl MeteredRegistry {
                 oranc_core::Error::Denied { .. } => "denied",
                 oranc_core::Error::Unavailable { .. } => "unavailable",
                 oranc_core::Error::Protocol { .. } => "protocol",
+                oranc_core::Error::Unsupported { .. } => "unsupported",
                 _ => "other",
             };
             self.metrics

@@ -54,6 +54,51 @@ impl RegistryProcess {
         Self::start_in(dir, auth)
     }
 
+    /// An empty registry that refuses deletes (405), as distribution does by default.
+    pub fn start_without_delete() -> Self {
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        std::fs::create_dir(dir.path().join("data")).expect("creating the data directory");
+        let storage = format!(
+            "storage:\n  filesystem:\n    rootdirectory: {}\n",
+            dir.path().join("data").display()
+        );
+        Self::start_with_storage(dir, RegistryAuth::None, &storage)
+    }
+
+    /// Runs the registry's own `garbage-collect` over its storage (the registry is stopped
+    /// for it and started again), freeing blobs no manifest names.
+    pub fn garbage_collect(&mut self) {
+        self.stop();
+        let output = Command::new(BINARY)
+            .args(["garbage-collect", "--delete-untagged"])
+            .arg(self.dir.path().join("config.yml"))
+            .output()
+            .unwrap_or_else(|e| panic!("running {BINARY} garbage-collect: {e}"));
+        assert!(
+            output.status.success(),
+            "{BINARY} garbage-collect: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.restart();
+    }
+
+    /// Bytes under the registry's storage directory.
+    pub fn disk_usage(&self) -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            std::fs::read_dir(dir).map_or(0, |entries| {
+                entries
+                    .flatten()
+                    .map(|e| match e.metadata() {
+                        Ok(m) if m.is_dir() => walk(&e.path()),
+                        Ok(m) => m.len(),
+                        Err(_) => 0,
+                    })
+                    .sum()
+            })
+        }
+        walk(&self.data_dir())
+    }
+
     /// A registry serving a copy of a distribution storage tree (such as the original
     /// oranc's fixture), so the test may write without touching the source.
     pub fn start_with_data_from(archive: &Path) -> Self {

@@ -571,6 +571,10 @@ async fn status_error(what: &str, answer: Response) -> Error {
             what,
             hint: Some(format!("{status}{detail}")),
         },
+        StatusCode::METHOD_NOT_ALLOWED => Error::Unsupported {
+            what,
+            reason: format!("{status}{detail}"),
+        },
         StatusCode::TOO_MANY_REQUESTS => Error::Unavailable {
             what,
             reason: format!(

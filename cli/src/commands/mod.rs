@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod completion;
+mod gc;
 mod push;
 mod server;
 mod tag;
@@ -11,6 +12,7 @@ use crate::cli::{Cli, Command, ConfigCommand};
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Push(args) => runtime()?.block_on(push::run(*args)),
+        Command::Gc(args) => runtime()?.block_on(gc::run(*args)),
         Command::WatchStore(args) => runtime()?.block_on(watch_store::run(*args)),
         Command::Server(args) => runtime()?.block_on(server::run(*args)),
         Command::Config(ConfigCommand::Check { file }) => server::check(&file),

@@ -1,0 +1,171 @@
+//! Carrying out a gc plan in the safe order: the narinfos first; then, after listing the
+//! cache again (a push may have written narinfos since the plan), the NARs, listings and
+//! logs that no narinfo still there names. Killed at any point, no remaining narinfo points
+//! at a missing NAR, and a rerun finishes the job.
+
+use std::collections::HashSet;
+use std::io::IsTerminal as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use oranc_core::cache_key::KeyKind;
+use oranc_core::{RegistryCache, StoreDir};
+
+use super::inventory::{self, Inventory, Object};
+use super::plan::{names_of, Plan};
+
+/// For tests of the order: `ORANC_TEST_GC_EXIT_AFTER=N` exits (code 75) after N deletions,
+/// as a kill there would.
+const EXIT_AFTER_ENV: &str = "ORANC_TEST_GC_EXIT_AFTER";
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub removed: usize,
+    pub removed_bytes: u64,
+    pub failed: Vec<(Object, String)>,
+}
+
+pub async fn execute(
+    cache: &RegistryCache,
+    store_dir: &StoreDir,
+    plan: Plan,
+    inventory: &Inventory,
+    parallel: usize,
+) -> anyhow::Result<Outcome> {
+    let progress = progress_bar((plan.narinfos.len() + plan.files.len()) as u64);
+    let exit_after = std::env::var(EXIT_AFTER_ENV)
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok());
+    let deletions = AtomicUsize::new(0);
+    let deleter = Deleter {
+        cache,
+        progress: &progress,
+        exit_after,
+        deletions: &deletions,
+    };
+    let mut outcome = Outcome::default();
+    deleter
+        .delete_all(plan.narinfos, parallel, &mut outcome)
+        .await?;
+
+    // Anything a narinfo still in the cache names stays: the ones that failed to go, and
+    // any a push wrote since the plan was made.
+    let still_named = names_still_used(cache, store_dir, inventory, &outcome, parallel)
+        .await
+        .context("listing the cache again before deleting NARs")?;
+    let files = plan
+        .files
+        .into_iter()
+        .filter(|o| !still_named.contains(o.key.as_str()))
+        .collect();
+    deleter.delete_all(files, parallel, &mut outcome).await?;
+    progress.finish_and_clear();
+    Ok(outcome)
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} deleted",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+struct Deleter<'a> {
+    cache: &'a RegistryCache,
+    progress: &'a ProgressBar,
+    exit_after: Option<usize>,
+    deletions: &'a AtomicUsize,
+}
+
+impl Deleter<'_> {
+    /// Deletes `objects`, `parallel` at a time. A registry that does not delete at all
+    /// stops the run with an error saying what to do.
+    async fn delete_all(
+        &self,
+        objects: Vec<Object>,
+        parallel: usize,
+        outcome: &mut Outcome,
+    ) -> anyhow::Result<()> {
+        let mut results = futures::stream::iter(objects)
+            .map(|object| async move {
+                let result = self.cache.delete_manifest(&object.manifest).await;
+                (object, result)
+            })
+            .buffer_unordered(parallel);
+        while let Some((object, result)) = results.next().await {
+            self.progress.inc(1);
+            match result {
+                // Gone already (an earlier run, another tag on the same manifest): done.
+                Ok(()) | Err(oranc_core::Error::NotFound { .. }) => {
+                    outcome.removed += 1;
+                    outcome.removed_bytes += object.size;
+                    self.progress
+                        .suspend(|| eprintln!("deleted {}", object.key.as_str()));
+                    let done = self.deletions.fetch_add(1, Ordering::SeqCst) + 1;
+                    if self.exit_after == Some(done) {
+                        eprintln!("{EXIT_AFTER_ENV}: exiting after {done} deletions");
+                        std::process::exit(75);
+                    }
+                }
+                Err(error @ oranc_core::Error::Unsupported { .. }) => {
+                    self.progress.finish_and_clear();
+                    anyhow::bail!(
+                        "{error}\nThe registry does not delete manifests, so gc stopped ({} deleted before this, in the safe order). On a CNCF distribution registry turn deletion on (REGISTRY_STORAGE_DELETE_ENABLED=true, or `storage: delete: enabled: true` in its config). On ghcr.io delete package versions through the GitHub packages API or web page instead; `oranc gc` without --delete lists the tags to remove.",
+                        outcome.removed
+                    );
+                }
+                Err(error) => {
+                    self.progress.suspend(|| {
+                        eprintln!("failed to delete {}: {error}", object.key.as_str());
+                    });
+                    outcome.failed.push((object, error.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The keys named by the narinfos in the cache now: those whose deletion failed and those
+/// written since `inventory` was read.
+async fn names_still_used(
+    cache: &RegistryCache,
+    store_dir: &StoreDir,
+    inventory: &Inventory,
+    outcome: &Outcome,
+    parallel: usize,
+) -> anyhow::Result<HashSet<String>> {
+    let mut named: HashSet<String> = outcome
+        .failed
+        .iter()
+        .filter_map(|(object, _)| inventory.narinfos.get(object.key.as_str()))
+        .flat_map(names_of)
+        .collect();
+    let now = cache.tagged_keys().await?;
+    let known: HashSet<&str> = inventory.objects.iter().map(|o| o.tag.as_str()).collect();
+    let new_narinfos: Vec<_> = now
+        .into_iter()
+        .filter(|(tag, key)| key.kind() == KeyKind::NarInfo && !known.contains(tag.as_str()))
+        .collect();
+    if new_narinfos.is_empty() {
+        return Ok(named);
+    }
+    let fresh = inventory::read_tags(cache, store_dir, new_narinfos, parallel).await?;
+    if !fresh.unreadable.is_empty() {
+        anyhow::bail!(
+            "a narinfo written during gc cannot be read ({}), so no NAR is deleted this time",
+            fresh.unreadable[0].0
+        );
+    }
+    named.extend(fresh.narinfos.values().flat_map(names_of));
+    Ok(named)
+}

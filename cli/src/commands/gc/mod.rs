@@ -1,0 +1,123 @@
+//! `oranc gc`: keeps what the roots (and recent pushes) need and deletes the rest, or
+//! removes given paths on purpose, never leaving a narinfo whose NAR is gone.
+//!
+//! Read everything (inventory), decide (plan, no I/O), then print the plan or carry it out
+//! (delete, narinfos first). Each step in its own module.
+
+mod delete;
+mod inventory;
+mod plan;
+
+use std::io::Write as _;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use oranc_core::{StoreDir, StorePath};
+
+use crate::cli::GcArgs;
+use plan::Policy;
+
+pub async fn run(args: GcArgs) -> anyhow::Result<()> {
+    if args.keep_closure_of.is_empty() && args.keep_newer_than.is_none() && args.remove.is_empty() {
+        anyhow::bail!(
+            "say what to keep (--keep-closure-of PATH..., --keep-newer-than DURATION) or what to remove (--remove PATH...); gc never deletes a whole cache"
+        );
+    }
+    let store_dir = StoreDir::new(&args.store_dir)?;
+    let roots = read_paths(&store_dir, &args.keep_closure_of)?;
+    let remove = read_paths(&store_dir, &args.remove)?;
+    let (cache, description) = args.registry.open_cache()?;
+    let parallel = usize::from(args.parallel);
+    let inventory = inventory::read(&cache, &store_dir, parallel)
+        .await
+        .with_context(|| format!("reading what {description} holds"))?;
+    let policy = Policy {
+        roots,
+        keep_newer_than: args.keep_newer_than,
+        remove,
+        grace: args.grace,
+        now: SystemTime::now(),
+    };
+    let plan = plan::plan(&inventory, &policy);
+
+    for root in &plan.missing_roots {
+        eprintln!(
+            "warning: {} is not in the cache (nothing of it to keep)",
+            store_dir.display(root)
+        );
+    }
+    for (kept, removed) in &plan.broken_by_removal {
+        eprintln!(
+            "warning: {} stays but references {}, which is removed: substituting it will fail",
+            store_dir.display(kept),
+            store_dir.display(removed)
+        );
+    }
+    for (key, reason) in &inventory.unreadable {
+        eprintln!(
+            "warning: {key} cannot be read ({reason}); it is left alone, and so are all NARs"
+        );
+    }
+    let summary = format!(
+        "{description}: {} objects; keeping {} paths; {} narinfos and {} other files ({} bytes) {}; {} left alone",
+        inventory.objects.len(),
+        plan.kept_paths,
+        plan.narinfos.len(),
+        plan.files.len(),
+        plan.bytes(),
+        if args.delete { "to delete" } else { "would be deleted (dry run: pass --delete)" },
+        plan.left_alone,
+    );
+
+    if !args.delete {
+        let mut out = std::io::stdout().lock();
+        for object in plan.narinfos.iter().chain(&plan.files) {
+            writeln!(
+                out,
+                "would delete {} ({} bytes)",
+                object.key.as_str(),
+                object.size
+            )?;
+        }
+        eprintln!("{summary}");
+        return Ok(());
+    }
+    eprintln!("{summary}");
+    let outcome = delete::execute(&cache, &store_dir, plan, &inventory, parallel).await?;
+    eprintln!(
+        "{description}: deleted {} objects ({} bytes), failed {}; the registry frees the blobs in its own garbage collection",
+        outcome.removed,
+        outcome.removed_bytes,
+        outcome.failed.len()
+    );
+    if !outcome.failed.is_empty() {
+        anyhow::bail!(
+            "{} deletion(s) failed; a rerun finishes the job",
+            outcome.failed.len()
+        );
+    }
+    Ok(())
+}
+
+/// Store paths from the values of --keep-closure-of / --remove: store paths (or links to
+/// them, like ./result), or files listing them one per line.
+fn read_paths(store_dir: &StoreDir, values: &[String]) -> anyhow::Result<Vec<StorePath>> {
+    let mut paths = Vec::new();
+    for value in values {
+        let is_list = !value.starts_with(store_dir.as_str())
+            && std::fs::symlink_metadata(value).is_ok_and(|m| m.is_file());
+        if is_list {
+            let text = std::fs::read_to_string(value)
+                .with_context(|| format!("reading the list of store paths {value}"))?;
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                paths.push(
+                    super::push::plan::resolve_path(store_dir, line)
+                        .with_context(|| format!("in {value}"))?,
+                );
+            }
+        } else {
+            paths.push(super::push::plan::resolve_path(store_dir, value)?);
+        }
+    }
+    Ok(paths)
+}

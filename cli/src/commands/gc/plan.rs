@@ -1,0 +1,379 @@
+//! Deciding what gc deletes, from what the cache holds and what the user asked to keep.
+//! No I/O: the rules in one place, tested on their own.
+//!
+//! Kept: `nix-cache-info`; the closure (by the cache's own narinfos' References) of the
+//! roots, of paths pushed within `--keep-newer-than`, and of anything stored within the
+//! grace period; with only `--remove`, every narinfo but the removed ones. `--remove`
+//! wins over everything. Then: every narinfo not kept goes first; after them, NARs,
+//! listings and logs no kept narinfo names (and not within the grace period). Objects gc
+//! does not understand (realisations, unreadable narinfos, unknown kinds) are left alone.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use oranc_core::cache_key::KeyKind;
+use oranc_core::StorePath;
+
+use super::inventory::{Inventory, NarinfoFacts, Object};
+
+#[derive(Debug)]
+pub struct Policy {
+    pub roots: Vec<StorePath>,
+    pub keep_newer_than: Option<Duration>,
+    pub remove: Vec<StorePath>,
+    pub grace: Duration,
+    pub now: SystemTime,
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Narinfos to delete, first.
+    pub narinfos: Vec<Object>,
+    /// Objects to delete once the narinfos are gone, unless a narinfo still names them.
+    pub files: Vec<Object>,
+    pub kept_paths: usize,
+    /// Roots asked for that the cache does not have.
+    pub missing_roots: Vec<StorePath>,
+    /// (kept path, removed path it references): substituting the first will fail.
+    pub broken_by_removal: Vec<(StorePath, StorePath)>,
+    /// Objects left alone because gc cannot judge them.
+    pub left_alone: usize,
+}
+
+impl Plan {
+    pub fn bytes(&self) -> u64 {
+        self.narinfos
+            .iter()
+            .chain(&self.files)
+            .map(|o| o.size)
+            .sum()
+    }
+}
+
+fn within(created: Option<SystemTime>, now: SystemTime, span: Duration) -> bool {
+    created.is_some_and(|at| now.duration_since(at).map_or(true, |age| age < span))
+}
+
+/// Everything a kept narinfo names: its NAR, its listing, its build log.
+pub fn names_of(facts: &NarinfoFacts) -> [String; 3] {
+    [
+        facts.nar_key.clone(),
+        format!("{}.ls", facts.path.hash_part()),
+        facts
+            .deriver
+            .as_ref()
+            .map_or_else(String::new, |d| format!("log/{d}")),
+    ]
+}
+
+pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
+    let mut result = Plan::default();
+    let by_path: HashMap<&StorePath, (&Object, &NarinfoFacts)> = inventory
+        .objects
+        .iter()
+        .filter_map(|o| {
+            let facts = inventory.narinfos.get(o.key.as_str())?;
+            Some((&facts.path, (o, facts)))
+        })
+        .collect();
+    let removed: HashSet<&StorePath> = policy.remove.iter().collect();
+    let recent = |o: &Object| within(o.created, policy.now, policy.grace);
+    let keep_mode = !policy.roots.is_empty() || policy.keep_newer_than.is_some();
+
+    let mut roots: Vec<&StorePath> = Vec::new();
+    for root in &policy.roots {
+        if by_path.contains_key(root) {
+            roots.push(root);
+        } else {
+            result.missing_roots.push(root.clone());
+        }
+    }
+    for (path, (object, _)) in &by_path {
+        let newer = policy
+            .keep_newer_than
+            .is_some_and(|span| within(object.created, policy.now, span));
+        if !keep_mode || newer || recent(object) {
+            roots.push(path);
+        }
+    }
+
+    // The closure, through the cache's References; removed paths are not kept and not
+    // followed.
+    let mut kept: HashSet<&StorePath> = HashSet::new();
+    let mut frontier: VecDeque<&StorePath> =
+        roots.into_iter().filter(|p| !removed.contains(p)).collect();
+    while let Some(path) = frontier.pop_front() {
+        if !kept.insert(path) {
+            continue;
+        }
+        let Some((_, facts)) = by_path.get(path) else {
+            continue;
+        };
+        for reference in &facts.references {
+            if removed.contains(reference) {
+                if reference != path {
+                    result
+                        .broken_by_removal
+                        .push((path.clone(), reference.clone()));
+                }
+            } else if by_path.contains_key(reference) && !kept.contains(reference) {
+                frontier.push_back(reference);
+            }
+        }
+    }
+    result.kept_paths = kept.len();
+
+    let named: HashSet<String> = by_path
+        .iter()
+        .filter(|(path, _)| kept.contains(*path))
+        .flat_map(|(_, (_, facts))| names_of(facts))
+        .collect();
+    // A removed path's files go whatever their age, unless a kept narinfo names them.
+    let removed_names: HashSet<String> = by_path
+        .iter()
+        .filter(|(path, _)| removed.contains(*path))
+        .flat_map(|(_, (_, facts))| names_of(facts))
+        .collect();
+    let unreadable: HashSet<&str> = inventory
+        .unreadable
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let mut doomed = Vec::new();
+    for object in &inventory.objects {
+        match object.key.kind() {
+            KeyKind::NarInfo => match inventory.narinfos.get(object.key.as_str()) {
+                Some(facts) if !kept.contains(&facts.path) => result.narinfos.push(object.clone()),
+                Some(_) => {}
+                None if unreadable.contains(object.key.as_str()) => result.left_alone += 1,
+                None => {}
+            },
+            KeyKind::Nar | KeyKind::Listing | KeyKind::Log => {
+                // With an unreadable narinfo about, any NAR might be its: judge none.
+                if !unreadable.is_empty() {
+                    result.left_alone += 1;
+                } else if !named.contains(object.key.as_str())
+                    && (!recent(object) || removed_names.contains(object.key.as_str()))
+                {
+                    doomed.push(object.clone());
+                }
+            }
+            KeyKind::CacheInfo => {}
+            KeyKind::Realisation => result.left_alone += 1,
+        }
+    }
+    // Two tags on one manifest go together: never delete a manifest a kept tag shows.
+    let deleted: HashSet<&str> = result
+        .narinfos
+        .iter()
+        .chain(&doomed)
+        .map(|o| o.tag.as_str())
+        .collect();
+    let kept_manifests: HashSet<_> = inventory
+        .objects
+        .iter()
+        .filter(|o| !deleted.contains(o.tag.as_str()))
+        .map(|o| o.manifest)
+        .collect();
+    result
+        .narinfos
+        .retain(|o| !kept_manifests.contains(&o.manifest));
+    doomed.retain(|o| !kept_manifests.contains(&o.manifest));
+    result.files = doomed;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oranc_core::{CacheKey, Sha256Hash, Tag};
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn path(name: &str) -> StorePath {
+        let hash = Sha256Hash::of(name.as_bytes()).to_nix32();
+        StorePath::from_base_name(&format!("{}-{name}", &hash[..32])).expect("a store path")
+    }
+
+    struct Cache {
+        inventory: Inventory,
+        now: SystemTime,
+    }
+
+    impl Cache {
+        fn new() -> Self {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+            let mut cache = Self {
+                inventory: Inventory::default(),
+                now,
+            };
+            cache.object("nix-cache-info", 100 * HOUR);
+            cache
+        }
+
+        fn object(&mut self, key: &str, age: Duration) {
+            let key: CacheKey = key.parse().expect("a key");
+            self.inventory.objects.push(Object {
+                tag: key
+                    .as_str()
+                    .replace('/', "_L_")
+                    .parse::<Tag>()
+                    .expect("a tag"),
+                manifest: Sha256Hash::of(key.as_str().as_bytes()),
+                key,
+                size: 10,
+                created: Some(self.now - age),
+            });
+        }
+
+        /// A path pushed `age` ago: narinfo, NAR and listing.
+        fn push(&mut self, name: &str, references: &[&str], age: Duration) {
+            let facts = NarinfoFacts {
+                path: path(name),
+                references: references.iter().map(|r| path(r)).collect(),
+                nar_key: format!("nar/{name}.nar.zst"),
+                deriver: None,
+            };
+            let key = format!("{}.narinfo", facts.path.hash_part());
+            self.object(&key, age);
+            self.object(&facts.nar_key.clone(), age);
+            self.object(&format!("{}.ls", facts.path.hash_part()), age);
+            self.inventory.narinfos.insert(key, facts);
+        }
+
+        fn plan(&self, policy: impl FnOnce(&mut Policy)) -> (Vec<String>, Vec<String>) {
+            let mut p = Policy {
+                roots: vec![],
+                keep_newer_than: None,
+                remove: vec![],
+                grace: Duration::ZERO,
+                now: self.now,
+            };
+            policy(&mut p);
+            let plan = plan(&self.inventory, &p);
+            let names = |objects: &[Object]| {
+                let mut keys: Vec<String> =
+                    objects.iter().map(|o| o.key.as_str().to_owned()).collect();
+                keys.sort();
+                keys
+            };
+            (names(&plan.narinfos), names(&plan.files))
+        }
+    }
+
+    fn narinfo(name: &str) -> String {
+        format!("{}.narinfo", path(name).hash_part())
+    }
+
+    fn closures() -> Cache {
+        let mut cache = Cache::new();
+        cache.push("liba", &[], 50 * HOUR);
+        cache.push("appa", &["liba", "appa"], 50 * HOUR);
+        cache.push("libb", &[], 50 * HOUR);
+        cache.push("appb", &["libb"], 50 * HOUR);
+        cache
+    }
+
+    #[test]
+    fn keeps_the_closure_of_the_roots_and_deletes_the_rest() {
+        let cache = closures();
+        let (narinfos, files) = cache.plan(|p| p.roots = vec![path("appa")]);
+        let mut expected = vec![narinfo("appb"), narinfo("libb")];
+        expected.sort();
+        assert_eq!(narinfos, expected);
+        assert!(files.contains(&"nar/appb.nar.zst".to_owned()));
+        assert!(files.contains(&"nar/libb.nar.zst".to_owned()));
+        assert!(
+            !files
+                .iter()
+                .any(|f| f.contains("liba") || f.contains("appa")),
+            "{files:?}"
+        );
+        assert!(!files.contains(&"nix-cache-info".to_owned()));
+    }
+
+    #[test]
+    fn recent_pushes_are_roots_and_the_grace_period_protects_everything() {
+        let mut cache = closures();
+        cache.push("newc", &["libb"], HOUR / 2);
+        let (narinfos, _) = cache.plan(|p| p.keep_newer_than = Some(HOUR));
+        let mut expected = vec![narinfo("appa"), narinfo("appb"), narinfo("liba")];
+        expected.sort();
+        assert_eq!(narinfos, expected, "libb is kept as newc's reference");
+
+        let (narinfos, files) = cache.plan(|p| {
+            p.roots = vec![path("appa")];
+            p.grace = 2 * HOUR;
+        });
+        assert!(!narinfos.contains(&narinfo("newc")));
+        assert!(!narinfos.contains(&narinfo("libb")));
+        assert!(!files.iter().any(|f| f.contains("newc")));
+    }
+
+    #[test]
+    fn objects_without_a_time_are_judged_by_the_roots_alone() {
+        let mut cache = closures();
+        for object in &mut cache.inventory.objects {
+            object.created = None;
+        }
+        let (narinfos, _) = cache.plan(|p| {
+            p.keep_newer_than = Some(1000 * HOUR);
+            p.grace = 1000 * HOUR;
+        });
+        assert_eq!(narinfos.len(), 4, "no root, no time: all four go");
+    }
+
+    #[test]
+    fn remove_wins_and_says_what_it_breaks() {
+        let cache = closures();
+        let (narinfos, files) = cache.plan(|p| {
+            p.remove = vec![path("liba")];
+            p.grace = 1000 * HOUR;
+        });
+        assert_eq!(narinfos, vec![narinfo("liba")]);
+        assert_eq!(
+            files,
+            vec![
+                format!("{}.ls", path("liba").hash_part()),
+                "nar/liba.nar.zst".to_owned()
+            ]
+        );
+        let p = Policy {
+            roots: vec![],
+            keep_newer_than: None,
+            remove: vec![path("liba")],
+            grace: Duration::ZERO,
+            now: cache.now,
+        };
+        let broken = plan(&cache.inventory, &p).broken_by_removal;
+        assert_eq!(broken, vec![(path("appa"), path("liba"))]);
+    }
+
+    #[test]
+    fn a_nar_another_kept_narinfo_names_stays() {
+        let mut cache = closures();
+        // Two paths with the same NAR (same contents): removing one keeps the NAR.
+        cache.push("twin", &[], 50 * HOUR);
+        cache
+            .inventory
+            .narinfos
+            .get_mut(&narinfo("twin"))
+            .expect("pushed")
+            .nar_key = "nar/liba.nar.zst".into();
+        let (_, files) = cache.plan(|p| p.remove = vec![path("twin")]);
+        assert!(!files.contains(&"nar/liba.nar.zst".to_owned()), "{files:?}");
+    }
+
+    #[test]
+    fn an_unreadable_narinfo_stops_gc_from_judging_nars() {
+        let mut cache = closures();
+        cache.object("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz.narinfo", 50 * HOUR);
+        cache.inventory.unreadable.push((
+            "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz.narinfo".into(),
+            "garbage".into(),
+        ));
+        let (narinfos, files) = cache.plan(|p| p.roots = vec![path("appa")]);
+        assert_eq!(narinfos.len(), 2);
+        assert!(files.is_empty(), "{files:?}");
+    }
+}
