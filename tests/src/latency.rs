@@ -128,3 +128,35 @@ async fn delayed_copy(
     };
     tokio::join!(reader, writer);
 }
+
+/// The round-trip times a benchmark measures, in ms: `BENCH_RTT_MS` (default `0,20`).
+pub fn bench_rtts() -> Vec<u64> {
+    std::env::var("BENCH_RTT_MS")
+        .unwrap_or_else(|_| "0,20".into())
+        .split(',')
+        .filter_map(|ms| ms.trim().parse().ok())
+        .collect()
+}
+
+/// A fresh registry seen `rtt` ms away (through a [`LatencyProxy`] unless it is 0).
+#[derive(Debug)]
+pub struct DistantRegistry {
+    pub registry: crate::registry::RegistryProcess,
+    proxy: Option<LatencyProxy>,
+}
+
+impl DistantRegistry {
+    pub fn start(rtt: u64) -> Self {
+        let registry = crate::registry::RegistryProcess::start();
+        let proxy =
+            (rtt > 0).then(|| LatencyProxy::start(registry.addr(), Duration::from_millis(rtt)));
+        Self { registry, proxy }
+    }
+
+    /// `HOST:PORT` to give oranc's `--registry`.
+    pub fn host(&self) -> String {
+        self.proxy
+            .as_ref()
+            .map_or_else(|| self.registry.host(), LatencyProxy::host)
+    }
+}

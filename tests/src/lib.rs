@@ -133,6 +133,26 @@ pub fn build_oranc(release: bool) -> std::path::PathBuf {
     })
 }
 
+/// The `oranc` a benchmark measures: `BENCH_ORANC` (another build, e.g. an older commit's,
+/// on the same machine) or a release build of the workspace.
+pub fn bench_oranc() -> std::path::PathBuf {
+    std::env::var_os("BENCH_ORANC")
+        .filter(|path| !path.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| build_oranc(true))
+}
+
+/// A fresh secret key file `dir/key` for a benchmark's pushes.
+pub fn bench_signing_key(dir: &std::path::Path) -> std::path::PathBuf {
+    let key = dir.join("key");
+    std::fs::write(
+        &key,
+        run_ok(nix::nix_command("nix").args(["key", "generate-secret", "--key-name", "bench-1"])),
+    )
+    .expect("writing a key");
+    key
+}
+
 /// A `Command` for `oranc` with a clean environment for its own variables.
 pub fn oranc_command() -> std::process::Command {
     let mut command = std::process::Command::new(oranc_binary());

@@ -15,10 +15,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use oranc_tests::latency::LatencyProxy;
+use oranc_tests::latency::DistantRegistry;
 use oranc_tests::nix::nix_command;
 use oranc_tests::registry::RegistryProcess;
-use oranc_tests::{build_oranc, run_ok, unique_suffix};
+use oranc_tests::{run_ok, unique_suffix};
 
 fn add_path(dir: &Path, name: &str, bytes: usize) -> String {
     let content = dir.join(name);
@@ -102,19 +102,10 @@ fn main() {
         .nth(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(44);
-    // BENCH_ORANC compares another build (e.g. an older commit's) on the same machine.
-    let oranc = std::env::var_os("BENCH_ORANC")
-        .filter(|path| !path.is_empty())
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| build_oranc(true));
+    let oranc = oranc_tests::bench_oranc();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let nonce = unique_suffix();
-    let key = dir.path().join("key");
-    std::fs::write(
-        &key,
-        run_ok(nix_command("nix").args(["key", "generate-secret", "--key-name", "bench-1"])),
-    )
-    .expect("a key");
+    let key = oranc_tests::bench_signing_key(dir.path());
 
     let mut paths: Vec<String> = (0..small)
         .map(|i| add_path(dir.path(), &format!("small-{nonce}-{i}"), 4096))
@@ -130,18 +121,10 @@ fn main() {
         std::env::var("BENCH_PUSH_ARGS").unwrap_or_default()
     );
 
-    let rtts: Vec<u64> = std::env::var("BENCH_RTT_MS")
-        .unwrap_or_else(|_| "0,20".into())
-        .split(',')
-        .filter_map(|ms| ms.trim().parse().ok())
-        .collect();
+    let rtts = oranc_tests::latency::bench_rtts();
     for rtt in rtts {
-        let registry = RegistryProcess::start();
-        let proxy =
-            (rtt > 0).then(|| LatencyProxy::start(registry.addr(), Duration::from_millis(rtt)));
-        let host = proxy
-            .as_ref()
-            .map_or_else(|| registry.host(), LatencyProxy::host);
+        let distant = DistantRegistry::start(rtt);
+        let (registry, host) = (&distant.registry, distant.host());
         let first = push(&oranc, &host, "bench/push", &key, &paths);
         let requests = registry.requests().len();
         println!(

@@ -18,7 +18,7 @@ use oranc_tests::nix::{hash_part, nix_command};
 use oranc_tests::oci::skopeo_raw_manifest;
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::ServerProcess;
-use oranc_tests::{build_oranc, run_ok, unique_suffix};
+use oranc_tests::{run_ok, unique_suffix};
 
 /// A throughput run: 16 connections from 2 threads (wrk shares the machine's cores).
 const LOADED: &str = "-c16";
@@ -87,18 +87,9 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(5);
-    // BENCH_ORANC compares another build (e.g. an older commit's) on the same machine.
-    let oranc = std::env::var_os("BENCH_ORANC")
-        .filter(|path| !path.is_empty())
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| build_oranc(true));
+    let oranc = oranc_tests::bench_oranc();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let key = dir.path().join("key");
-    std::fs::write(
-        &key,
-        run_ok(nix_command("nix").args(["key", "generate-secret", "--key-name", "bench-1"])),
-    )
-    .expect("a key");
+    let key = oranc_tests::bench_signing_key(dir.path());
     let content = dir.path().join(format!("bench-server-{}", unique_suffix()));
     std::fs::create_dir(&content).expect("a directory");
     run_ok(

@@ -14,10 +14,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use oranc_tests::latency::LatencyProxy;
+use oranc_tests::latency::DistantRegistry;
 use oranc_tests::nix::nix_command;
-use oranc_tests::registry::RegistryProcess;
-use oranc_tests::{build_oranc, run_ok, unique_suffix};
+use oranc_tests::{run_ok, unique_suffix};
 
 /// Adds `names` as small store paths in one `nix-store --add`; their store paths.
 fn add_paths(dir: &Path, names: &[String]) -> Vec<String> {
@@ -92,31 +91,15 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200);
-    let oranc = std::env::var_os("BENCH_ORANC")
-        .filter(|path| !path.is_empty())
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| build_oranc(true));
+    let oranc = oranc_tests::bench_oranc();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let key = dir.path().join("key");
-    std::fs::write(
-        &key,
-        run_ok(nix_command("nix").args(["key", "generate-secret", "--key-name", "bench-1"])),
-    )
-    .expect("a key");
-    let rtts: Vec<u64> = std::env::var("BENCH_RTT_MS")
-        .unwrap_or_else(|_| "0,20".into())
-        .split(',')
-        .filter_map(|ms| ms.trim().parse().ok())
-        .collect();
+    let key = oranc_tests::bench_signing_key(dir.path());
+    let rtts = oranc_tests::latency::bench_rtts();
     let poll = std::env::var("BENCH_POLL").unwrap_or_else(|_| "500ms".into());
     println!("bench-watch: --poll-interval {poll}, {many} paths at once");
     for rtt in rtts {
-        let registry = RegistryProcess::start();
-        let proxy =
-            (rtt > 0).then(|| LatencyProxy::start(registry.addr(), Duration::from_millis(rtt)));
-        let host = proxy
-            .as_ref()
-            .map_or_else(|| registry.host(), LatencyProxy::host);
+        let distant = DistantRegistry::start(rtt);
+        let host = distant.host();
         let log = dir.path().join(format!("watch-{rtt}.log"));
         let mut watcher = start_watch(&oranc, &host, &key, &log, &poll);
 

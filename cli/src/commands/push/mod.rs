@@ -59,18 +59,8 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listing what {description} holds"))?;
 
-    if !args.dry_run && !existing.contains(CacheKey::CACHE_INFO) {
-        // Nix will not use a cache without nix-cache-info; the first push makes one with
-        // the defaults `push initialize` would write.
-        initialize(
-            &cache,
-            &description,
-            &options.store_dir,
-            oranc_core::cache_info::DEFAULT_PRIORITY,
-            true,
-            false,
-        )
-        .await?;
+    if !args.dry_run {
+        initialize_if_missing(&cache, &description, &existing, &options.store_dir).await?;
     }
 
     let mut summary = Summary::default();
@@ -174,6 +164,28 @@ fn read_roots(args: &PushArgs, store_dir: &StoreDir) -> anyhow::Result<Vec<oranc
         .map(|line| plan::resolve_path(store_dir, line))
         .filter(|path| path.as_ref().map_or(true, |p| seen.insert(p.clone())))
         .collect()
+}
+
+/// Nix will not use a cache without nix-cache-info; the first push makes one with the
+/// defaults `push initialize` would write.
+pub async fn initialize_if_missing(
+    cache: &RegistryCache,
+    description: &str,
+    existing: &HashSet<String>,
+    store_dir: &str,
+) -> anyhow::Result<()> {
+    if existing.contains(CacheKey::CACHE_INFO) {
+        return Ok(());
+    }
+    initialize(
+        cache,
+        description,
+        store_dir,
+        oranc_core::cache_info::DEFAULT_PRIORITY,
+        true,
+        false,
+    )
+    .await
 }
 
 pub async fn initialize(

@@ -47,17 +47,7 @@ pub async fn run(args: WatchStoreArgs) -> anyhow::Result<()> {
         .keys()
         .await
         .with_context(|| format!("listing what {description} holds"))?;
-    if !existing.contains(CacheKey::CACHE_INFO) {
-        super::push::initialize(
-            &cache,
-            &description,
-            &options.store_dir,
-            oranc_core::cache_info::DEFAULT_PRIORITY,
-            true,
-            false,
-        )
-        .await?;
-    }
+    super::push::initialize_if_missing(&cache, &description, &existing, &options.store_dir).await?;
     eprintln!(
         "watching {} for new store paths, pushing them to {description}; SIGTERM or Ctrl-C pushes what is left and stops",
         options.nix_db.display()
