@@ -285,3 +285,40 @@ async fn collects_a_cache_the_original_oranc_wrote() {
         "the app's narinfo and NAR: {before:?} -> {left:?}"
     );
 }
+
+#[tokio::test]
+async fn the_local_oci_layout_deletes_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let closure = SignedClosure::build(10_000);
+    let location = layout.to_str().unwrap();
+    let pushed = oranc_command()
+        .args([
+            "push",
+            "--registry",
+            location,
+            "--repository",
+            "owner/cache",
+        ])
+        .args(["--trusted-public-key", &closure.public_key, &closure.root])
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+    let run = oranc_command()
+        .args(["gc", "--registry", location, "--repository", "owner/cache"])
+        .args(["--remove", &closure.root, "--delete"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let backend: std::sync::Arc<dyn oranc_core::Registry> =
+        std::sync::Arc::new(oranc_backends::registry::OciLayoutRegistry::new(&layout).unwrap());
+    let cache = RegistryCache::new(
+        backend,
+        "owner/cache".parse().unwrap(),
+        TagEncoding::Custom,
+        vec![],
+    );
+    let keys = cache.keys().await.unwrap();
+    assert!(!keys.contains(&narinfo_key(&closure.root)), "{keys:?}");
+    assert_eq!(keys.len(), 1 + 2 * (closure.paths.len() - 1), "{keys:?}");
+}
