@@ -46,15 +46,27 @@ pub async fn execute(
         deletions: &deletions,
     };
     let mut outcome = Outcome::default();
+    let deleted_narinfos: HashSet<String> = plan
+        .narinfos
+        .iter()
+        .map(|o| o.tag.as_str().to_owned())
+        .collect();
     deleter
         .delete_all(plan.narinfos, parallel, &mut outcome)
         .await?;
 
     // Anything a narinfo still in the cache names stays: the ones that failed to go, and
     // any a push wrote since the plan was made.
-    let still_named = names_still_used(cache, store_dir, inventory, &outcome, parallel)
-        .await
-        .context("listing the cache again before deleting NARs")?;
+    let still_named = names_still_used(
+        cache,
+        store_dir,
+        inventory,
+        &deleted_narinfos,
+        &outcome,
+        parallel,
+    )
+    .await
+    .context("listing the cache again before deleting NARs")?;
     let files = plan
         .files
         .into_iter()
@@ -135,12 +147,13 @@ impl Deleter<'_> {
     }
 }
 
-/// The keys named by the narinfos in the cache now: those whose deletion failed and those
-/// written since `inventory` was read.
+/// The keys named by the narinfos in the cache now: those whose deletion failed, those
+/// written since `inventory` was read, and those pushed again under a tag gc deleted.
 async fn names_still_used(
     cache: &RegistryCache,
     store_dir: &StoreDir,
     inventory: &Inventory,
+    deleted: &HashSet<String>,
     outcome: &Outcome,
     parallel: usize,
 ) -> anyhow::Result<HashSet<String>> {
@@ -154,7 +167,10 @@ async fn names_still_used(
     let known: HashSet<&str> = inventory.objects.iter().map(|o| o.tag.as_str()).collect();
     let new_narinfos: Vec<_> = now
         .into_iter()
-        .filter(|(tag, key)| key.kind() == KeyKind::NarInfo && !known.contains(tag.as_str()))
+        .filter(|(tag, key)| {
+            key.kind() == KeyKind::NarInfo
+                && (!known.contains(tag.as_str()) || deleted.contains(tag.as_str()))
+        })
         .collect();
     if new_narinfos.is_empty() {
         return Ok(named);
