@@ -259,6 +259,24 @@ pub trait Registry: Send + Sync + fmt::Debug {
 
     /// Deletes a manifest by digest, where the registry allows it.
     async fn delete_manifest(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<()>;
+
+    /// Frees the space of blobs no manifest names any more and that were written more
+    /// than `older_than` ago (an upload in progress has blobs not tagged yet). `None`
+    /// where the registry does that itself (distribution's `garbage-collect`, ghcr.io).
+    async fn reclaim_space(
+        &self,
+        _repo: &RepositoryName,
+        _older_than: std::time::Duration,
+    ) -> Result<Option<Reclaimed>> {
+        Ok(None)
+    }
+}
+
+/// What [`Registry::reclaim_space`] freed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reclaimed {
+    pub blobs: usize,
+    pub bytes: u64,
 }
 
 #[cfg(test)]

@@ -49,7 +49,11 @@ fn cache(registry: &RegistryProcess, repo: &str) -> RegistryCache {
 
 /// The cache's keys, after checking that every narinfo's NAR is there.
 async fn keys_without_dangling_narinfos(registry: &RegistryProcess, repo: &str) -> HashSet<String> {
-    let cache = cache(registry, repo);
+    checked_keys(&cache(registry, repo)).await
+}
+
+/// [`keys_without_dangling_narinfos`] of any cache; each NAR's blob is read too.
+async fn checked_keys(cache: &RegistryCache) -> HashSet<String> {
     let keys = cache.keys().await.unwrap();
     for key in keys.iter().filter(|k| k.ends_with(".narinfo")) {
         let object = cache.get(&key.parse().unwrap()).await.unwrap().unwrap();
@@ -58,6 +62,19 @@ async fn keys_without_dangling_narinfos(registry: &RegistryProcess, repo: &str) 
         assert!(
             keys.contains(&narinfo.url),
             "{key} names {} which is gone",
+            narinfo.url
+        );
+        let nar = cache
+            .get(&narinfo.url.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let body = cache.open(&nar, None).await.unwrap();
+        let bytes = oranc_tests::read_blob(body).await.unwrap();
+        assert_eq!(
+            bytes.len() as u64,
+            nar.blob.size,
+            "{} reads back whole",
             narinfo.url
         );
     }
@@ -304,12 +321,31 @@ async fn the_local_oci_layout_deletes_too() {
         .output()
         .unwrap();
     assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+    let blob_files = || {
+        std::fs::read_dir(layout.join("owner/cache/blobs/sha256"))
+            .unwrap()
+            .count()
+    };
+    let before = blob_files();
     let run = oranc_command()
         .args(["gc", "--registry", location, "--repository", "owner/cache"])
         .args(["--remove", &closure.root, "--delete"])
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        blob_files(),
+        before,
+        "the default grace period keeps blobs written just now"
+    );
+    let swept = oranc_command()
+        .args(["gc", "--registry", location, "--repository", "owner/cache"])
+        .args(["--remove", &closure.root, "--delete", "--grace", "0"])
+        .output()
+        .unwrap();
+    assert!(swept.status.success(), "{}", text(&swept.stderr));
+    // The root's narinfo and NAR: their manifests and layers, four files.
+    assert_eq!(blob_files(), before - 4, "{}", text(&swept.stderr));
     let backend: std::sync::Arc<dyn oranc_core::Registry> =
         std::sync::Arc::new(oranc_backends::registry::OciLayoutRegistry::new(&layout).unwrap());
     let cache = RegistryCache::new(
@@ -318,7 +354,7 @@ async fn the_local_oci_layout_deletes_too() {
         TagEncoding::Custom,
         vec![],
     );
-    let keys = cache.keys().await.unwrap();
+    let keys = checked_keys(&cache).await;
     assert!(!keys.contains(&narinfo_key(&closure.root)), "{keys:?}");
     assert_eq!(keys.len(), 1 + 2 * (closure.paths.len() - 1), "{keys:?}");
 }

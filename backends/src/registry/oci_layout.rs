@@ -25,6 +25,8 @@ use tokio_util::io::ReaderStream;
 
 use super::hashing::HashingReader;
 
+mod sweep;
+
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const LAYOUT_FILE: &str = "oci-layout";
 const LAYOUT_CONTENT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -159,8 +161,8 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn update_index_blocking(dir: &Path, change: impl FnOnce(&mut Vec<Descriptor>)) -> Result<()> {
-    let index_path = dir.join(INDEX_FILE);
+/// Takes the repository's exclusive index lock; dropping the file releases it.
+fn lock_index(dir: &Path) -> Result<std::fs::File> {
     let lock_path = dir.join("index.json.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -170,6 +172,12 @@ fn update_index_blocking(dir: &Path, change: impl FnOnce(&mut Vec<Descriptor>)) 
         .map_err(io(format!("opening {}", lock_path.display())))?;
     lock.lock()
         .map_err(io(format!("locking {}", lock_path.display())))?;
+    Ok(lock)
+}
+
+fn update_index_blocking(dir: &Path, change: impl FnOnce(&mut Vec<Descriptor>)) -> Result<()> {
+    let index_path = dir.join(INDEX_FILE);
+    let lock = lock_index(dir)?;
     let mut manifests = match std::fs::read(&index_path) {
         Ok(bytes) => parse_index(&index_path, &bytes)?.manifests().clone(),
         Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
@@ -376,6 +384,21 @@ impl oranc_core::Registry for OciLayoutRegistry {
             .filter_map(tag_of)
             .filter_map(|t| t.parse().ok())
             .collect())
+    }
+
+    async fn reclaim_space(
+        &self,
+        repo: &RepositoryName,
+        older_than: std::time::Duration,
+    ) -> Result<Option<oranc_core::registry::Reclaimed>> {
+        let dir = self.repo_dir(repo);
+        tokio::task::spawn_blocking(move || sweep::sweep_blocking(&dir, older_than))
+            .await
+            .map_err(|e| Error::Io {
+                what: "sweeping unreferenced blobs".into(),
+                source: std::io::Error::other(e),
+            })?
+            .map(Some)
     }
 
     async fn delete_manifest(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<()> {

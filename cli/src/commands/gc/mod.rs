@@ -85,11 +85,25 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
     eprintln!("{summary}");
     let outcome = delete::execute(&cache, &store_dir, plan, &inventory, parallel).await?;
     eprintln!(
-        "{description}: deleted {} objects ({} bytes), failed {}; the registry frees the blobs in its own garbage collection",
+        "{description}: deleted {} objects ({} bytes), failed {}",
         outcome.removed,
         outcome.removed_bytes,
         outcome.failed.len()
     );
+    let reclaimed = cache
+        .registry()
+        .reclaim_space(cache.repository(), args.grace)
+        .await
+        .with_context(|| format!("freeing the space of deleted objects in {description}"))?;
+    match reclaimed {
+        Some(freed) => eprintln!(
+            "{description}: freed {} unreferenced blobs ({} bytes)",
+            freed.blobs, freed.bytes
+        ),
+        None => eprintln!(
+            "the registry frees the deleted objects' blobs in its own garbage collection (distribution: `registry garbage-collect`)"
+        ),
+    }
     if !outcome.failed.is_empty() {
         anyhow::bail!(
             "{} deletion(s) failed; a rerun finishes the job",
