@@ -83,6 +83,20 @@ fn curl_mb_per_s(url: &str, bytes: u64) -> f64 {
     bytes as f64 / 1e6 / best.as_secs_f64()
 }
 
+/// NAR MB/s through the server and straight from the registry, alternating `runs` times so
+/// the machine's noise hits both sides alike.
+fn compare_nar(label: &str, through_url: &str, direct_url: &str, size: u64, runs: usize) {
+    for _ in 0..runs {
+        let through = curl_mb_per_s(through_url, size);
+        let direct = curl_mb_per_s(direct_url, size);
+        println!(
+            "NAR {} MB, {label}: through oranc server {through:8.1} MB/s, straight from the registry {direct:8.1} MB/s ({:.2}x)",
+            size / 1_000_000,
+            through / direct
+        );
+    }
+}
+
 fn main() {
     let seconds: u32 = std::env::args()
         .nth(1)
@@ -213,30 +227,18 @@ fn main() {
     let narinfo = oranc_core::NarInfo::parse(&narinfo).expect("a narinfo");
     let size = narinfo.file_size.unwrap_or_default();
     let digest = narinfo.file_hash.expect("a FileHash").to_oci_digest();
-    // Alternating runs: the machine's noise hits both sides alike.
     let direct_url = format!("{}/v2/bench/server/blobs/{digest}", registry.base_url());
-    let nar_url = format!("{cache}/{}", narinfo.url);
-    for _ in 0..3 {
-        let through = curl_mb_per_s(&nar_url, size);
-        let direct = curl_mb_per_s(&direct_url, size);
-        println!(
-            "NAR {} MB on loopback: through oranc server {through:8.1} MB/s, straight from the registry {direct:8.1} MB/s ({:.2}x)",
-            size / 1_000_000,
-            through / direct
-        );
-    }
+    compare_nar(
+        "on loopback",
+        &format!("{cache}/{}", narinfo.url),
+        &direct_url,
+        size,
+        3,
+    );
     // The same with the registry 20 ms away, as users' registries are.
-    let far_nar = format!("{far_cache}/{}", narinfo.url);
     let far_direct = format!("http://{}/v2/bench/server/blobs/{digest}", proxy.host());
-    for _ in 0..2 {
-        let through = curl_mb_per_s(&far_nar, size);
-        let direct = curl_mb_per_s(&far_direct, size);
-        println!(
-            "NAR {} MB, registry RTT 20 ms: through oranc server {through:8.1} MB/s, straight from the registry {direct:8.1} MB/s ({:.2}x)",
-            size / 1_000_000,
-            through / direct
-        );
-    }
+    let far_nar = format!("{far_cache}/{}", narinfo.url);
+    compare_nar("registry RTT 20 ms", &far_nar, &far_direct, size, 2);
     println!(
         "server peak RSS: {}",
         server.peak_memory().unwrap_or_else(|| "?".into())
