@@ -233,7 +233,13 @@ async fn sigterm_right_after_a_build_leaves_its_closure_complete() {
     let repo = fresh_repo();
     let key = signing_key();
     // Polling once an hour: only the last look, made on the signal, can find the build.
-    let watcher = Watcher::start(&registry, &repo, &key, &["--poll-interval", "1h"]);
+    // Metadata from `nix path-info` this time (new paths are still found in the DB).
+    let watcher = Watcher::start(
+        &registry,
+        &repo,
+        &key,
+        &["--poll-interval", "1h", "--store-source", "nix"],
+    );
     let closure = SignedClosure::build_unsigned(50_000);
     watcher.signal("-TERM");
     let (status, stderr) = watcher.wait(Duration::from_secs(60));
