@@ -49,7 +49,8 @@ pub enum Command {
     /// bytes). With it, narinfos go first, then the NARs (and .ls, logs) no remaining
     /// narinfo names, so no narinfo ever points at a missing NAR, even if gc is killed
     /// half-way (a rerun finishes the job). Deleting needs a registry that allows it;
-    /// the space comes back with the registry's own garbage collection.
+    /// the space comes back with the registry's own garbage collection (the local OCI
+    /// layout frees it at the end of the run).
     Gc(Box<GcArgs>),
     /// Serve caches to Nix over HTTP: `substituters = http://HOST:8080/{registry}/{owner}/{repo}`
     /// (or `http://HOST:8080/{cache}` for a cache named in the config). Also accepts uploads

@@ -4,12 +4,11 @@
 //! at a missing NAR, and a rerun finishes the job.
 
 use std::collections::HashSet;
-use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use oranc_core::cache_key::KeyKind;
 use oranc_core::{RegistryCache, StoreDir};
 
@@ -34,7 +33,7 @@ pub async fn execute(
     inventory: &Inventory,
     parallel: usize,
 ) -> anyhow::Result<Outcome> {
-    let progress = progress_bar((plan.narinfos.len() + plan.files.len()) as u64);
+    let progress = super::progress_bar((plan.narinfos.len() + plan.files.len()) as u64, "deleted");
     let exit_after = std::env::var(EXIT_AFTER_ENV)
         .ok()
         .and_then(|n| n.parse::<usize>().ok());
@@ -75,20 +74,6 @@ pub async fn execute(
     deleter.delete_all(files, parallel, &mut outcome).await?;
     progress.finish_and_clear();
     Ok(outcome)
-}
-
-fn progress_bar(total: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} deleted",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
 }
 
 struct Deleter<'a> {
@@ -175,7 +160,14 @@ async fn names_still_used(
     if new_narinfos.is_empty() {
         return Ok(named);
     }
-    let fresh = inventory::read_tags(cache, store_dir, new_narinfos, parallel).await?;
+    let fresh = inventory::read_tags(
+        cache,
+        store_dir,
+        new_narinfos,
+        parallel,
+        &ProgressBar::hidden(),
+    )
+    .await?;
     if !fresh.unreadable.is_empty() {
         anyhow::bail!(
             "a narinfo written during gc cannot be read ({}), so no NAR is deleted this time",

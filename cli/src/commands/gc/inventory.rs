@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use futures::{StreamExt as _, TryStreamExt as _};
+use indicatif::ProgressBar;
 use oranc_core::cache_key::KeyKind;
 use oranc_core::{CacheKey, NarInfo, RegistryCache, Sha256Hash, StoreDir, StorePath, Tag};
 
@@ -45,21 +46,28 @@ pub struct Inventory {
     pub unreadable: Vec<(String, String)>,
 }
 
-/// Reads the whole cache.
+/// Reads the whole cache, showing progress on the bar `progress` makes for the number of
+/// tags listed.
 pub async fn read(
     cache: &RegistryCache,
     store_dir: &StoreDir,
     parallel: usize,
+    progress: impl FnOnce(usize) -> ProgressBar,
 ) -> oranc_core::Result<Inventory> {
-    read_tags(cache, store_dir, cache.tagged_keys().await?, parallel).await
+    let tagged = cache.tagged_keys().await?;
+    let bar = progress(tagged.len());
+    let inventory = read_tags(cache, store_dir, tagged, parallel, &bar).await;
+    bar.finish_and_clear();
+    inventory
 }
 
-/// Reads the objects under `tagged`.
+/// Reads the objects under `tagged`, a tick of `bar` each.
 pub async fn read_tags(
     cache: &RegistryCache,
     store_dir: &StoreDir,
     tagged: Vec<(Tag, CacheKey)>,
     parallel: usize,
+    bar: &ProgressBar,
 ) -> oranc_core::Result<Inventory> {
     let read_one = |(tag, key): (Tag, CacheKey)| async move {
         let Some((manifest, object)) = cache.describe(&tag).await? else {
@@ -86,6 +94,7 @@ pub async fn read_tags(
     let found: Vec<_> = futures::stream::iter(tagged)
         .map(read_one)
         .buffer_unordered(parallel)
+        .inspect(|_| bar.inc(1))
         .try_collect()
         .await?;
     let mut inventory = Inventory::default();

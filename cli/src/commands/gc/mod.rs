@@ -8,10 +8,11 @@ mod delete;
 mod inventory;
 mod plan;
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::time::SystemTime;
 
 use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
 use oranc_core::{StoreDir, StorePath};
 
 use crate::cli::GcArgs;
@@ -28,9 +29,11 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
     let remove = read_paths(&store_dir, &args.remove)?;
     let (cache, description) = args.registry.open_cache()?;
     let parallel = usize::from(args.parallel);
-    let inventory = inventory::read(&cache, &store_dir, parallel)
-        .await
-        .with_context(|| format!("reading what {description} holds"))?;
+    let inventory = inventory::read(&cache, &store_dir, parallel, |tags| {
+        progress_bar(tags as u64, "objects read")
+    })
+    .await
+    .with_context(|| format!("reading what {description} holds"))?;
     let policy = Policy {
         roots,
         keep_newer_than: args.keep_newer_than,
@@ -44,6 +47,12 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
         eprintln!(
             "warning: {} is not in the cache (nothing of it to keep)",
             store_dir.display(root)
+        );
+    }
+    for path in &plan.missing_removals {
+        eprintln!(
+            "warning: {} is not in the cache (nothing of it to remove)",
+            store_dir.display(path)
         );
     }
     for (kept, removed) in &plan.broken_by_removal {
@@ -111,6 +120,22 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A bar counting to `total` on a terminal (`pos/len what`); hidden in logs and pipes,
+/// where the summary lines say what happened.
+fn progress_bar(total: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {what}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 /// Store paths from the values of --keep-closure-of / --remove: store paths (or links to

@@ -34,6 +34,8 @@ pub struct Plan {
     pub kept_paths: usize,
     /// Roots asked for that the cache does not have.
     pub missing_roots: Vec<StorePath>,
+    /// Paths to remove that the cache does not have.
+    pub missing_removals: Vec<StorePath>,
     /// (kept path, removed path it references): substituting the first will fail.
     pub broken_by_removal: Vec<(StorePath, StorePath)>,
     /// Objects left alone because gc cannot judge them.
@@ -77,6 +79,12 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
         })
         .collect();
     let removed: HashSet<&StorePath> = policy.remove.iter().collect();
+    result.missing_removals = policy
+        .remove
+        .iter()
+        .filter(|p| !by_path.contains_key(p))
+        .cloned()
+        .collect();
     let recent = |o: &Object| within(o.created, policy.now, policy.grace);
     let keep_mode = !policy.roots.is_empty() || policy.keep_newer_than.is_some();
 
