@@ -34,36 +34,43 @@ fn sqlite_error(db: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
 
 impl SqliteSource {
     /// Opens `db` read-only; with `allow_immutable`, falls back to `immutable=1` when
-    /// read-only fails (the directory is not writable).
+    /// read-only fails (the directory is not writable). Errors name push's flags.
     pub fn open(store_dir: StoreDir, db: &Path, allow_immutable: bool) -> Result<Self> {
+        match Self::open_read_only(store_dir.clone(), db) {
+            Err(Error::NotFound { what }) => Err(Error::NotFound {
+                what: format!("{what} (pass --nix-db, or --store-source nix)"),
+            }),
+            Err(Error::Denied { what, .. }) if allow_immutable => {
+                tracing::info!(db = %db.display(), error = %what, "opening the Nix DB with immutable=1");
+                Self::open_immutable(store_dir, db)
+            }
+            Err(Error::Denied { what, .. }) => Err(Error::Denied {
+                what,
+                hint: Some(
+                    "its directory must be writable for the WAL files; pass --allow-immutable-db to read it with immutable=1 while no Nix process writes, or use --store-source nix".into(),
+                ),
+            }),
+            opened => opened,
+        }
+    }
+
+    /// Opens `db` read-only, seeing what Nix writes (the WAL too), or fails: `NotFound`
+    /// without the file, `Denied` where its directory is not writable.
+    pub fn open_read_only(store_dir: StoreDir, db: &Path) -> Result<Self> {
         if !db.exists() {
             return Err(Error::NotFound {
-                what: format!(
-                    "Nix DB {} (pass --nix-db, or --store-source nix)",
-                    db.display()
-                ),
+                what: format!("Nix DB {}", db.display()),
             });
         }
-        let (connection, immutable) = match open_read_only(db) {
-            Ok(connection) => (connection, false),
-            Err(read_only) if allow_immutable => {
-                tracing::info!(db = %db.display(), error = %read_only, "opening the Nix DB with immutable=1");
-                (open_immutable(db).map_err(sqlite_error(db))?, true)
-            }
-            Err(read_only) => {
-                return Err(Error::Denied {
-                    what: format!("cannot open Nix DB {} read-only: {read_only}", db.display()),
-                    hint: Some(
-                        "its directory must be writable for the WAL files; pass --allow-immutable-db to read it with immutable=1 while no Nix process writes, or use --store-source nix".into(),
-                    ),
-                })
-            }
-        };
+        let connection = open_read_only(db).map_err(|e| Error::Denied {
+            what: format!("cannot open Nix DB {} read-only: {e}", db.display()),
+            hint: Some("its directory must be writable for the WAL files".into()),
+        })?;
         Ok(Self {
             store_dir,
             db: db.to_owned(),
             connection: Arc::new(Mutex::new(connection)),
-            immutable,
+            immutable: false,
         })
     }
 

@@ -151,7 +151,7 @@ fn open_db(
     store_dir: &StoreDir,
     options: &crate::cli::PushOptions,
 ) -> anyhow::Result<SqliteSource> {
-    SqliteSource::open(store_dir.clone(), &options.nix_db, false).with_context(|| {
+    SqliteSource::open_read_only(store_dir.clone(), &options.nix_db).with_context(|| {
         format!(
             "watch-store finds new paths in the Nix DB and needs to read it as Nix writes it (read-only, with its WAL: the user must be able to write to {}); run it as the user that owns the store (root on a multi-user install)",
             options
