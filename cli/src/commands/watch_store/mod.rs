@@ -204,29 +204,51 @@ impl Watch {
         if new.is_empty() {
             return;
         }
-        for path in new {
-            // One path at a time: a path deleted before it is read (a GC) must not hide
-            // the others.
-            let infos = if self.with_closure {
-                self.metadata.closure(std::slice::from_ref(&path)).await
-            } else {
-                self.metadata.path_infos(std::slice::from_ref(&path)).await
-            };
-            let infos = match infos {
-                Ok(infos) => infos,
-                Err(oranc_core::Error::NotFound { what }) => {
-                    tracing::warn!(path = %self.store_dir.display(&path), what, "gone from the store before it could be pushed");
-                    continue;
+        // All of a look's paths in one closure walk; only if that fails (a path deleted
+        // before it was read, by a GC) one at a time, so one path cannot hide the others.
+        match self.infos_of(&new).await {
+            Ok(infos) => {
+                for info in infos {
+                    self.consider(info, found_at);
                 }
-                Err(error) => {
-                    tracing::warn!(path = %self.store_dir.display(&path), %error, "could not read its metadata; trying again");
-                    self.unresolved.push(path);
-                    continue;
-                }
-            };
-            for info in infos {
-                self.consider(info, found_at);
+                return;
             }
+            Err(error) if new.len() == 1 => {
+                self.give_up_or_retry(new.remove(0), &error);
+                return;
+            }
+            Err(_) => {}
+        }
+        for path in new {
+            match self.infos_of(std::slice::from_ref(&path)).await {
+                Ok(infos) => {
+                    for info in infos {
+                        self.consider(info, found_at);
+                    }
+                }
+                Err(error) => self.give_up_or_retry(path, &error),
+            }
+        }
+    }
+
+    /// The metadata of `paths` and, by default, of their closures.
+    async fn infos_of(&self, paths: &[StorePath]) -> oranc_core::Result<Vec<oranc_core::PathInfo>> {
+        if self.with_closure {
+            self.metadata.closure(paths).await
+        } else {
+            self.metadata.path_infos(paths).await
+        }
+    }
+
+    /// A path whose metadata could not be read: gone from the store (nothing to push), or
+    /// asked again at the next look.
+    fn give_up_or_retry(&mut self, path: StorePath, error: &oranc_core::Error) {
+        let absolute = self.store_dir.display(&path);
+        if matches!(error, oranc_core::Error::NotFound { .. }) {
+            tracing::warn!(path = %absolute, %error, "gone from the store before it could be pushed");
+        } else {
+            tracing::warn!(path = %absolute, %error, "could not read its metadata; trying again");
+            self.unresolved.push(path);
         }
     }
 
