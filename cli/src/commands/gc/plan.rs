@@ -355,6 +355,14 @@ mod tests {
         };
         let broken = plan(&cache.inventory, &p).broken_by_removal;
         assert_eq!(broken, vec![(path("appa"), path("liba"))]);
+
+        let absent = Policy {
+            remove: vec![path("absent")],
+            ..p
+        };
+        let plan = plan(&cache.inventory, &absent);
+        assert_eq!(plan.missing_removals, vec![path("absent")]);
+        assert!(plan.narinfos.is_empty() && plan.files.is_empty());
     }
 
     #[test]
