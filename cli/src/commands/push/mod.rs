@@ -72,21 +72,8 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
             policy.decide(&store_dir, &info)
         };
         let absolute = store_dir.display(&info.path);
-        match decision {
-            Decision::Push(signatures) => to_push.push((info, signatures)),
-            Decision::AlreadyThere => summary.already_there += 1,
-            Decision::Excluded(key) => {
-                summary.excluded += 1;
-                tracing::info!(path = %absolute, key, "signed by an excluded key, not pushed");
-            }
-            Decision::Unsigned => {
-                summary.unsigned += 1;
-                eprintln!("skipped (no trusted signature): {absolute}");
-            }
-            Decision::BadSignature(key) => {
-                summary.failed += 1;
-                eprintln!("failed: {absolute}: its signature by {key} does not verify");
-            }
+        if let Some(signatures) = summary.record(&absolute, decision) {
+            to_push.push((info, signatures));
         }
     }
 
@@ -108,8 +95,7 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     let mut results = futures::stream::iter(to_push)
         .map(|(info, signatures)| {
             let (cache, settings, buffers) = (&cache, &settings, &buffers);
-            let nar_is_stored = upload::nar_key(&info, settings.compression)
-                .is_ok_and(|key| existing.contains(key.as_str()));
+            let nar_is_stored = upload::nar_is_listed(&existing, &info, settings.compression);
             async move {
                 let _buffers = buffers.acquire_many(buffer_cost_mib(&info)).await;
                 let outcome =

@@ -1,6 +1,10 @@
 //! The counts a push (or a watch) ends with, printed as one line, and the exit status they
 //! give.
 
+use oranc_core::Signature;
+
+use super::plan::Decision;
+
 #[derive(Debug, Default)]
 pub struct Summary {
     pub pushed: usize,
@@ -13,6 +17,28 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Counts the decision about the path `absolute`, saying why where it is not pushed;
+    /// the signatures to push it with when it is.
+    pub fn record(&mut self, absolute: &str, decision: Decision) -> Option<Vec<Signature>> {
+        match decision {
+            Decision::Push(signatures) => return Some(signatures),
+            Decision::AlreadyThere => self.already_there += 1,
+            Decision::Excluded(key) => {
+                self.excluded += 1;
+                tracing::info!(path = %absolute, key, "signed by an excluded key, not pushed");
+            }
+            Decision::Unsigned => {
+                self.unsigned += 1;
+                eprintln!("skipped (no trusted signature): {absolute}");
+            }
+            Decision::BadSignature(key) => {
+                self.failed += 1;
+                eprintln!("failed: {absolute}: its signature by {key} does not verify");
+            }
+        }
+        None
+    }
+
     pub fn print(&self, description: &str, dry_run: bool) {
         let first = if dry_run {
             format!("would push {}", self.would_push)

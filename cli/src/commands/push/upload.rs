@@ -3,6 +3,8 @@
 //! narinfo, which a rerun reuses; never a narinfo pointing at a missing NAR. Work that does
 //! not change that order (opening upload sessions, the narinfo's blob) runs alongside.
 
+use std::collections::HashSet;
+
 use anyhow::{bail, Context as _};
 use oranc_core::{
     BlobInfo, CacheKey, NarInfo, PathInfo, RegistryCache, Signature, StoreDir, UploadSlot,
@@ -59,6 +61,12 @@ pub fn nar_key(info: &PathInfo, compression: Compression) -> anyhow::Result<Cach
         compression.extension()
     )
     .parse()?)
+}
+
+/// Whether `keys` (what a cache listing found) hold the NAR of `info`, for [`push_path`]'s
+/// `nar_is_stored`.
+pub fn nar_is_listed(keys: &HashSet<String>, info: &PathInfo, compression: Compression) -> bool {
+    nar_key(info, compression).is_ok_and(|key| keys.contains(key.as_str()))
 }
 
 /// Pushes one path in about four round trips for a small one: both upload sessions open

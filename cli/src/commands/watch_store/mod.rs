@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::push::options::{self, buffer_cost_mib, BUFFER_BUDGET_MIB};
-use super::push::plan::{Decision, SigningPolicy};
+use super::push::plan::{self, SigningPolicy};
 use super::push::summary::Summary;
 use super::push::upload::{self, UploadSettings};
 use crate::cli::{Compression, StoreSourceKind, WatchStoreArgs};
@@ -256,43 +256,25 @@ impl Watch {
         if self.queue.has_seen(&info.path) {
             return;
         }
-        let absolute = self.store_dir.display(&info.path);
-        if self
-            .existing
-            .contains(CacheKey::narinfo(&info.path).as_str())
-        {
+        if plan::present_narinfos(&self.existing, &info) {
             self.queue.mark_seen(info.path);
             return;
         }
-        match self.policy.decide(&self.store_dir, &info) {
-            Decision::Push(signatures) => self.queue.push(Job {
+        let absolute = self.store_dir.display(&info.path);
+        let decision = self.policy.decide(&self.store_dir, &info);
+        match self.summary.record(&absolute, decision) {
+            Some(signatures) => self.queue.push(Job {
                 info,
                 signatures,
                 failures: 0,
                 found_at,
             }),
-            Decision::AlreadyThere => self.queue.mark_seen(info.path),
-            Decision::Excluded(key) => {
-                tracing::info!(path = %absolute, key, "signed by an excluded key, not pushed");
-                self.summary.excluded += 1;
-                self.queue.mark_seen(info.path);
-            }
-            Decision::Unsigned => {
-                eprintln!("skipped (no trusted signature): {absolute}");
-                self.summary.unsigned += 1;
-                self.queue.mark_seen(info.path);
-            }
-            Decision::BadSignature(key) => {
-                eprintln!("failed: {absolute}: its signature by {key} does not verify");
-                self.summary.failed += 1;
-                self.queue.mark_seen(info.path);
-            }
+            None => self.queue.mark_seen(info.path),
         }
     }
 
     fn nar_is_stored(&self, job: &Job) -> bool {
-        upload::nar_key(&job.info, self.compression)
-            .is_ok_and(|key| self.existing.contains(key.as_str()))
+        upload::nar_is_listed(&self.existing, &job.info, self.compression)
     }
 
     fn finished(&mut self, job: Job, outcome: anyhow::Result<()>, draining: bool) {
