@@ -181,10 +181,7 @@ impl AppState {
                     writers,
                     signing_key,
                     trusted_keys,
-                    redirect_blobs: config
-                        .registries
-                        .get(&cache.registry)
-                        .is_some_and(|r| r.redirect_blobs),
+                    redirect_blobs: redirects_blobs(&config, &cache.registry),
                 },
             );
         }
@@ -282,11 +279,7 @@ impl AppState {
 
     /// Whether NAR reads from the registry `name` may be redirected to its storage.
     pub fn redirects_blobs(&self, name: &str) -> bool {
-        self.0
-            .config
-            .registries
-            .get(name)
-            .is_some_and(|r| r.redirect_blobs)
+        redirects_blobs(&self.0.config, name)
     }
 
     /// A registry client for `credentials`, reused across requests so its tokens stay warm.
@@ -317,4 +310,12 @@ fn is_host(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
         && !name.starts_with(['.', '-'])
+}
+
+/// The registry `name`'s `redirect_blobs` (off for registries the config does not list).
+fn redirects_blobs(config: &Config, name: &str) -> bool {
+    config
+        .registries
+        .get(name)
+        .is_some_and(|r| r.redirect_blobs)
 }
