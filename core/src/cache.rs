@@ -113,10 +113,7 @@ impl RegistryCache {
             content_type,
             layer,
             ..
-        } = layout::read_manifest(&manifest.bytes).map_err(|e| Error::Protocol {
-            what: format!("{key} in {}", self.repository),
-            reason: e.to_string(),
-        })?;
+        } = self.read_stored(key, manifest)?;
         Ok(CacheObject {
             content_type,
             blob: layer,
@@ -269,22 +266,34 @@ impl RegistryCache {
         let Some(manifest) = self.registry.get_manifest(&self.repository, tag).await? else {
             return Ok(None);
         };
-        let object = layout::read_manifest(&manifest.bytes).map_err(|e| Error::Protocol {
-            what: format!("tag {tag} in {}", self.repository),
-            reason: e.to_string(),
-        })?;
+        let object = self.read_stored(format_args!("tag {tag}"), &manifest)?;
         Ok(Some((manifest.digest, object)))
+    }
+
+    /// Reads a manifest of this repository as an oranc object; `what` names it in errors.
+    fn read_stored(
+        &self,
+        what: impl std::fmt::Display,
+        manifest: &StoredManifest,
+    ) -> Result<StoredObject> {
+        layout::read_manifest(&manifest.bytes).map_err(|e| Error::Protocol {
+            what: format!("{what} in {}", self.repository),
+            reason: e.to_string(),
+        })
     }
 
     /// The bytes of a small object (a narinfo), refusing more than `limit`.
     pub async fn read_small(&self, blob: &BlobInfo, limit: u64) -> Result<Bytes> {
         use futures::TryStreamExt as _;
-        let too_large = || Error::Protocol {
-            what: format!(
+        let what = || {
+            format!(
                 "blob {} in {}",
                 blob.digest.to_oci_digest(),
                 self.repository
-            ),
+            )
+        };
+        let too_large = || Error::Protocol {
+            what: what(),
             reason: format!("larger than {limit} bytes"),
         };
         if blob.size > limit {
@@ -294,21 +303,16 @@ impl RegistryCache {
             .registry
             .get_blob(&self.repository, &blob.digest, None)
             .await?;
-        let BlobBody::Stream { body, .. } = body else {
+        let BlobBody::Stream { mut body, .. } = body else {
             return Err(Error::Protocol {
-                what: format!(
-                    "blob {} in {}",
-                    blob.digest.to_oci_digest(),
-                    self.repository
-                ),
+                what: what(),
                 reason: "answered with a redirect".into(),
             });
         };
         let mut bytes = Vec::new();
-        let mut body = body;
-        while let Some(chunk) = body.try_next().await.map_err(|e| Error::Io {
-            what: format!("reading blob {}", blob.digest.to_oci_digest()),
-            source: e,
+        while let Some(chunk) = body.try_next().await.map_err(|source| Error::Io {
+            what: format!("reading {}", what()),
+            source,
         })? {
             if bytes.len() + chunk.len() > limit as usize {
                 return Err(too_large());
