@@ -93,7 +93,7 @@ impl SqliteSource {
 impl SqliteSource {
     /// The newest row id: where watching starts (paths at or below it are not new).
     pub async fn newest_path_id(&self) -> Result<i64> {
-        self.with_connection(|connection| {
+        self.query(|connection| {
             connection.query_row("SELECT coalesce(max(id), 0) FROM ValidPaths", [], |r| {
                 r.get(0)
             })
@@ -106,7 +106,7 @@ impl SqliteSource {
     /// skipped with a warning.
     pub async fn paths_registered_after(&self, after: i64) -> Result<(Vec<StorePath>, i64)> {
         let rows: Vec<(i64, String)> = self
-            .with_connection(move |connection| {
+            .query(move |connection| {
                 let mut statement = connection
                     .prepare_cached("SELECT id, path FROM ValidPaths WHERE id > ?1 ORDER BY id")?;
                 let rows = statement.query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -127,16 +127,25 @@ impl SqliteSource {
         Ok((paths, newest))
     }
 
-    /// Runs `query` on the connection off the async threads.
-    async fn with_connection<T: Send + 'static>(
+    /// [`Self::with_connection`] for a plain SQLite query, its errors named by the DB.
+    async fn query<T: Send + 'static>(
         &self,
         query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let connection = self.connection.clone();
         let db = self.db.clone();
+        self.with_connection(move |connection| query(connection).map_err(sqlite_error(&db)))
+            .await
+    }
+
+    /// Runs `work` on the connection off the async threads.
+    async fn with_connection<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let connection = self.connection.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let connection = connection.lock().unwrap_or_else(|p| p.into_inner());
-            query(&connection).map_err(sqlite_error(&db))
+            work(&connection)
         })
         .await;
         joined.map_err(|e| Error::Io {
@@ -268,19 +277,12 @@ impl oranc_core::StoreSource for SqliteSource {
     }
 
     async fn path_infos(&self, paths: &[StorePath]) -> Result<Vec<PathInfo>> {
-        let connection = self.connection.clone();
         let store_dir = self.store_dir.clone();
         let paths = paths.to_vec();
-        let db = self.db.clone();
         let immutable = self.immutable;
-        tokio::task::spawn_blocking(move || {
-            let connection = connection.lock().unwrap_or_else(|p| p.into_inner());
-            query_paths(&connection, &store_dir, &paths, immutable)
+        self.with_connection(move |connection| {
+            query_paths(connection, &store_dir, &paths, immutable)
         })
         .await
-        .map_err(|e| Error::Io {
-            what: format!("reading {}", db.display()),
-            source: std::io::Error::other(e),
-        })?
     }
 }
