@@ -41,6 +41,11 @@ pub fn unique_suffix() -> String {
     )
 }
 
+/// A repository name no other test uses: `PREFIX/<unique suffix>`.
+pub fn fresh_repo(prefix: &str) -> String {
+    format!("{prefix}/{}", unique_suffix().replace('-', "."))
+}
+
 /// Runs `command`, panicking with its stderr when it fails; returns its stdout.
 pub fn run_ok(command: &mut std::process::Command) -> String {
     let output = command

@@ -15,7 +15,6 @@ use crate::{run_ok, unique_suffix};
 /// no build users and no substituters (there is no network), whatever /etc/nix says.
 pub const NIX_CONFIG: &str = "build-users-group =\nsandbox = false\nexperimental-features = nix-command\nsubstituters =\nwarn-dirty = false\n";
 
-/// A `Command` for a Nix tool with the test settings.
 /// The hash part of an absolute store path under /nix/store: what its narinfo is named by.
 pub fn hash_part(path: &str) -> String {
     oranc_core::StoreDir::default()
@@ -25,6 +24,12 @@ pub fn hash_part(path: &str) -> String {
         .to_owned()
 }
 
+/// The cache key of an absolute store path's narinfo: `<hash>.narinfo`.
+pub fn narinfo_key(path: &str) -> String {
+    format!("{}.narinfo", hash_part(path))
+}
+
+/// A `Command` for a Nix tool with the test settings.
 pub fn nix_command(program: &str) -> Command {
     let mut command = Command::new(program);
     command.env("NIX_CONFIG", NIX_CONFIG);

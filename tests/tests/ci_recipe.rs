@@ -14,7 +14,7 @@ use oranc_core::{StoreDir, TagEncoding};
 use oranc_tests::nix::{closure_expression, nix_command, NIX_CONFIG};
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::RegistryProcess;
-use oranc_tests::{free_loopback_addr, oranc_binary, run_ok, unique_suffix};
+use oranc_tests::{free_loopback_addr, fresh_repo, oranc_binary, run_ok, unique_suffix};
 
 struct Job<'a> {
     registry: &'a RegistryProcess,
@@ -51,7 +51,7 @@ impl Job<'_> {
 #[tokio::test]
 async fn the_ci_script_pushes_what_a_job_builds_and_the_next_job_substitutes_it() {
     let registry = RegistryProcess::start();
-    let repo = format!("ci/{}", unique_suffix().replace('-', "."));
+    let repo = fresh_repo("ci");
     let nonce = unique_suffix();
     let secret_key = run_ok(nix_command("nix").args([
         "key",

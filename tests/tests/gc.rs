@@ -12,11 +12,11 @@
 use std::collections::HashSet;
 use std::process::Output;
 
-use oranc_core::{CacheKey, NarInfo, RegistryCache, StoreDir, TagEncoding};
-use oranc_tests::nix::{assert_same_closure, copy_from, SignedClosure};
+use oranc_core::{CacheKey, NarInfo, RegistryCache, TagEncoding};
+use oranc_tests::nix::{assert_same_closure, copy_from, narinfo_key, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::ServerProcess;
-use oranc_tests::{fixture, open_backend, oranc_command, push_closure, unique_suffix};
+use oranc_tests::{fixture, fresh_repo, open_backend, oranc_command, push_closure};
 
 fn gc(registry: &RegistryProcess, repo: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     oranc_command()
@@ -81,16 +81,6 @@ async fn checked_keys(cache: &RegistryCache) -> HashSet<String> {
     keys
 }
 
-fn narinfo_key(path: &str) -> String {
-    CacheKey::narinfo(&StoreDir::default().parse_path(path).unwrap())
-        .as_str()
-        .to_owned()
-}
-
-fn fresh_repo() -> String {
-    format!("gc/{}", unique_suffix().replace('-', "."))
-}
-
 fn push(registry: &RegistryProcess, repo: &str, closure: &SignedClosure) {
     let output = push_closure(oranc_command(), &registry.host(), repo, closure);
     assert!(output.status.success(), "{}", text(&output.stderr));
@@ -99,7 +89,7 @@ fn push(registry: &RegistryProcess, repo: &str, closure: &SignedClosure) {
 #[tokio::test]
 async fn keeps_one_closure_deletes_the_other_and_the_registry_reclaims_the_space() {
     let mut registry = RegistryProcess::start();
-    let repo = fresh_repo();
+    let repo = fresh_repo("gc");
     let kept = SignedClosure::build(100_000);
     let dropped = SignedClosure::build(3_000_000);
     push(&registry, &repo, &kept);
@@ -178,7 +168,7 @@ async fn keeps_one_closure_deletes_the_other_and_the_registry_reclaims_the_space
 #[tokio::test]
 async fn a_gc_killed_half_way_leaves_no_dangling_narinfo_and_a_rerun_completes() {
     let registry = RegistryProcess::start();
-    let repo = fresh_repo();
+    let repo = fresh_repo("gc");
     let kept = SignedClosure::build(10_000);
     let dropped = SignedClosure::build(10_000);
     push(&registry, &repo, &kept);
@@ -212,7 +202,7 @@ async fn a_gc_killed_half_way_leaves_no_dangling_narinfo_and_a_rerun_completes()
 #[tokio::test]
 async fn remove_deletes_a_path_pushed_by_mistake_and_a_refusing_registry_is_named() {
     let registry = RegistryProcess::start();
-    let repo = fresh_repo();
+    let repo = fresh_repo("gc");
     let closure = SignedClosure::build(10_000);
     push(&registry, &repo, &closure);
     let run = gc(

@@ -20,7 +20,7 @@ use oranc_tests::nix::{hash_part, SignedClosure};
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
 use oranc_tests::server::ServerProcess;
-use oranc_tests::{oranc_command, push_closure, unique_suffix};
+use oranc_tests::{fresh_repo, oranc_command, push_closure};
 
 /// A narinfo name no test stores.
 const ABSENT: &str = "0000000000000000000000000000000a";
@@ -154,7 +154,7 @@ fn malformed_requests_are_4xx_and_write_nothing() {
 async fn corrupt_objects_in_the_registry_are_502s_naming_the_key() {
     let registry = RegistryProcess::start();
     let raw = RawRegistry::new(&registry.base_url());
-    let repo = format!("corrupt/{}", unique_suffix().replace('-', "."));
+    let repo = fresh_repo("corrupt");
     let hashes: Vec<String> = (1..=4).map(|i| format!("{i}").repeat(32)).collect();
     let bodies: [&[u8]; 3] = [
         b"this is not a narinfo",
@@ -315,7 +315,7 @@ async fn no_credential_appears_in_logs_errors_or_metrics() {
     let mut seen = String::new();
 
     let closure = tokio::task::block_in_place(|| SignedClosure::build(1_000));
-    let repo = format!("secret/{}", unique_suffix().replace('-', "."));
+    let repo = fresh_repo("secret");
     for password in [PASSWORD, wrong] {
         let out = tokio::task::block_in_place(|| {
             let mut command = oranc_command();

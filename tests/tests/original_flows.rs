@@ -18,14 +18,10 @@ use oranc_tests::nix::{assert_same_closure, copy_from_command, nix_command, Sign
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
 use oranc_tests::server::ServerProcess;
-use oranc_tests::{oranc_command, run_ok, test_python, unique_suffix};
+use oranc_tests::{fresh_repo, oranc_command, run_ok, test_python, unique_suffix};
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn fresh_repo() -> String {
-    format!("flows/{}", unique_suffix().replace('-', "."))
 }
 
 /// A store path nobody signed (`nix-store --add` of a fresh file).
@@ -76,7 +72,7 @@ async fn signing_key_with_already_signed_pushes_signed_and_unsigned_paths_alike(
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(1_000);
     let unsigned = unsigned_path(closure.work_dir());
-    let repo = fresh_repo();
+    let repo = fresh_repo("flows");
     let output = push_with_signing_key_env(
         &registry,
         &repo,
@@ -101,7 +97,7 @@ async fn signing_key_alone_signs_unsigned_paths_on_the_fly() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(10);
     let unsigned = unsigned_path(closure.work_dir());
-    let repo = fresh_repo();
+    let repo = fresh_repo("flows");
     let output = push_with_signing_key_env(&registry, &repo, &closure, &[], &[&unsigned]);
     assert!(output.status.success(), "{}", stderr(&output));
     let narinfo = pushed_narinfo(&registry, &repo, &unsigned).await.unwrap();
@@ -113,7 +109,7 @@ async fn no_sign_pushes_only_what_is_signed_already() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(10);
     let unsigned = unsigned_path(closure.work_dir());
-    let repo = fresh_repo();
+    let repo = fresh_repo("flows");
     let output = push_with_signing_key_env(
         &registry,
         &repo,
@@ -130,7 +126,7 @@ async fn no_sign_pushes_only_what_is_signed_already() {
     assert!(pushed_narinfo(&registry, &repo, &unsigned).await.is_none());
     // And the original's older flow: no secret key, paths signed beforehand, the public key
     // to check them by.
-    let repo = fresh_repo();
+    let repo = fresh_repo("flows");
     let output = oranc_command()
         .args(["push", "--no-ssl", "--registry", &registry.host()])
         .args(["--repository", &repo, "--already-signed"])
@@ -177,7 +173,7 @@ fn paths_are_read_before_the_nix_db_is_opened() {
     let db = db_dir.path().join("db.sqlite");
     let mut child = oranc_command()
         .args(["push", "--no-ssl", "--registry", &registry.host()])
-        .args(["--repository", &fresh_repo()])
+        .args(["--repository", &fresh_repo("flows")])
         .args(["--trusted-public-key", &closure.public_key])
         .arg("--nix-db")
         .arg(&db)

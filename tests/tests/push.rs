@@ -10,11 +10,11 @@
 use std::io::Read as _;
 use std::process::Output;
 
-use oranc_core::{NarInfo, StoreDir, TagEncoding};
-use oranc_tests::nix::{copy_from, nix_command, SignedClosure};
+use oranc_core::{NarInfo, TagEncoding};
+use oranc_tests::nix::{copy_from, narinfo_key, nix_command, SignedClosure};
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::RegistryProcess;
-use oranc_tests::{oranc_command, run_ok, unique_suffix};
+use oranc_tests::{fresh_repo, oranc_command, run_ok, unique_suffix};
 
 fn push(registry: &RegistryProcess, repo: &str, extra: &[&str], paths: &[&str]) -> Output {
     push_with(oranc_command(), registry, repo, extra, paths)
@@ -47,20 +47,11 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn narinfo_tag(path: &str) -> String {
-    let path = StoreDir::default().parse_path(path).unwrap();
-    format!("{}.narinfo", path.hash_part())
-}
-
-fn fresh_repo() -> String {
-    format!("push/{}", unique_suffix().replace('-', "."))
-}
-
 #[tokio::test]
 async fn pushed_closure_reads_back_byte_for_byte_and_real_nix_substitutes_it() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(300_000);
-    let repo = fresh_repo();
+    let repo = fresh_repo("push");
     let init = oranc_command()
         .args([
             "push",
@@ -94,7 +85,7 @@ async fn pushed_closure_reads_back_byte_for_byte_and_real_nix_substitutes_it() {
     let trusted_by_closure_key: oranc_core::PublicKey = closure.public_key.parse().unwrap();
     for path in &closure.paths {
         let (object, bytes) = raw
-            .get_object(&repo, &narinfo_tag(path))
+            .get_object(&repo, &narinfo_key(path))
             .await
             .expect("narinfo pushed");
         assert_eq!(object.content_type, "text/x-nix-narinfo");
@@ -215,7 +206,7 @@ async fn a_push_interrupted_at_any_stage_leaves_no_dangling_narinfo_and_a_rerun_
         "1",
     ];
     for stage in ["nar-blob", "nar-tag", "narinfo-blob"] {
-        let repo = fresh_repo();
+        let repo = fresh_repo("push");
         let mut interrupted = oranc_command();
         interrupted.env("ORANC_TEST_EXIT_AT", stage);
         let crashed = push_with(interrupted, &registry, &repo, &trusted, &[&closure.root]);
@@ -240,7 +231,7 @@ async fn a_push_interrupted_at_any_stage_leaves_no_dangling_narinfo_and_a_rerun_
         );
         let raw = RawRegistry::new(&registry.base_url());
         assert!(raw
-            .get_manifest(&repo, &narinfo_tag(&closure.root))
+            .get_manifest(&repo, &narinfo_key(&closure.root))
             .await
             .is_some());
     }
@@ -250,7 +241,7 @@ async fn a_push_interrupted_at_any_stage_leaves_no_dangling_narinfo_and_a_rerun_
 fn unsigned_and_badly_signed_paths_are_never_pushed() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(1_000);
-    let repo = fresh_repo();
+    let repo = fresh_repo("push");
 
     // A key nobody signed with: every path is "unsigned" for it; skipped, exit 0.
     let stranger = SignedClosure::build(10);
@@ -312,7 +303,7 @@ fn unsigned_and_badly_signed_paths_are_never_pushed() {
 async fn a_nar_that_disagrees_with_the_store_record_is_refused() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(1_000);
-    let repo = fresh_repo();
+    let repo = fresh_repo("push");
     // Corrupt the leaf path behind Nix's back (the path is unique to this test).
     let leaf = closure
         .paths
@@ -336,14 +327,14 @@ async fn a_nar_that_disagrees_with_the_store_record_is_refused() {
         stderr(&output)
     );
     let raw = RawRegistry::new(&registry.base_url());
-    assert!(raw.get_manifest(&repo, &narinfo_tag(leaf)).await.is_none());
+    assert!(raw.get_manifest(&repo, &narinfo_key(leaf)).await.is_none());
 }
 
 #[test]
 fn paths_come_from_standard_input_and_symlinks_resolve() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(1_000);
-    let repo = fresh_repo();
+    let repo = fresh_repo("push");
     let link = closure.work_dir().join("result");
     std::os::unix::fs::symlink(&closure.root, &link).unwrap();
     let mut child = oranc_command()
@@ -381,7 +372,7 @@ async fn xz_and_uncompressed_nars_are_substitutable_by_real_nix() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(20_000);
     for (compression, expected) in [("xz", "xz"), ("none", "none")] {
-        let repo = fresh_repo();
+        let repo = fresh_repo("push");
         let output = push(
             &registry,
             &repo,
@@ -396,7 +387,7 @@ async fn xz_and_uncompressed_nars_are_substitutable_by_real_nix() {
         assert!(output.status.success(), "{}", stderr(&output));
         let raw = RawRegistry::new(&registry.base_url());
         let (_, narinfo) = raw
-            .get_object(&repo, &narinfo_tag(&closure.root))
+            .get_object(&repo, &narinfo_key(&closure.root))
             .await
             .unwrap();
         let narinfo = NarInfo::parse(std::str::from_utf8(&narinfo).unwrap()).unwrap();
@@ -441,7 +432,7 @@ fn a_small_path_costs_six_registry_requests() {
         run_ok(nix_command("nix").args(["key", "generate-secret", "--key-name", "count-1"])),
     )
     .unwrap();
-    let repo = fresh_repo();
+    let repo = fresh_repo("push");
     let before = registry.requests().len();
     let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
     let output = push(
@@ -484,7 +475,7 @@ fn a_small_path_costs_six_registry_requests() {
 fn nar_listings_match_what_nix_writes_and_nix_store_ls_lists_the_cache() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(50_000);
-    let repo = fresh_repo();
+    let repo = fresh_repo("push");
     let output = push(
         &registry,
         &repo,

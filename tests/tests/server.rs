@@ -14,7 +14,7 @@ use oranc_tests::nix::{
 };
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
 use oranc_tests::server::{metric, ServerProcess};
-use oranc_tests::{fixture, oranc_command, unique_suffix};
+use oranc_tests::{fixture, fresh_repo, oranc_command};
 
 fn allow(registry: &RegistryProcess) -> String {
     format!("[registries.\"{}\"]\nplain_http = true\n", registry.host())
@@ -34,7 +34,7 @@ fn http_status(method: &str, url: &str, extra: &[&str]) -> String {
 fn nix_substitutes_what_oranc_push_stored_and_refuses_a_wrong_key() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(200_000);
-    let repo = format!("srv/{}", unique_suffix().replace('-', "."));
+    let repo = fresh_repo("srv");
     for extra in [
         vec!["initialize"],
         vec!["--trusted-public-key", &closure.public_key, &closure.root],
@@ -129,7 +129,7 @@ fn nix_substitutes_what_oranc_push_stored_and_refuses_a_wrong_key() {
 fn nar_range_requests_are_answered_with_partial_content() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(100_000);
-    let repo = format!("range/{}", unique_suffix().replace('-', "."));
+    let repo = fresh_repo("range");
     let out = oranc_command()
         .args([
             "push",

@@ -64,7 +64,7 @@ async fn a_narinfo_stored_in_the_real_registry_reads_back_through_skopeo() {
     let key = CacheKey::narinfo(&info.path);
     let tag = TagEncoding::Custom.encode(key.as_str()).unwrap();
 
-    let repo = format!("smoke/{}", oranc_tests::unique_suffix().replace('-', "."));
+    let repo = oranc_tests::fresh_repo("smoke");
     let written = raw
         .put_object(
             &repo,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use oranc_tests::nix::{hash_part, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::ServerProcess;
-use oranc_tests::{oranc_command, push_closure, unique_suffix};
+use oranc_tests::{fresh_repo, oranc_command, push_closure};
 
 const WORKERS: usize = 8;
 
@@ -46,7 +46,7 @@ async fn the_server_rides_out_a_registry_restart_under_load() {
         .max(8);
     let mut registry = RegistryProcess::start();
     let closure = tokio::task::block_in_place(|| SignedClosure::build(64_000));
-    let repo = format!("soak/{}", unique_suffix().replace('-', "."));
+    let repo = fresh_repo("soak");
     let pushed = tokio::task::block_in_place(|| {
         push_closure(oranc_command(), &registry.host(), &repo, &closure)
     });

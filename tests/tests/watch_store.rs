@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use oranc_core::{StoreDir, TagEncoding};
-use oranc_tests::nix::{assert_same_closure, copy_from, nix_command, SignedClosure};
+use oranc_core::TagEncoding;
+use oranc_tests::nix::{assert_same_closure, copy_from, narinfo_key, nix_command, SignedClosure};
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::ServerProcess;
-use oranc_tests::{oranc_command, run_ok, unique_suffix};
+use oranc_tests::{fresh_repo, oranc_command, run_ok, unique_suffix};
 use tempfile::TempDir;
 
 /// A running `oranc watch-store`, its standard error in a file.
@@ -128,14 +128,9 @@ fn signing_key() -> SigningKey {
     }
 }
 
-fn fresh_repo() -> String {
-    format!("watch/{}", unique_suffix().replace('-', "."))
-}
-
 fn narinfo_tag(path: &str) -> String {
-    let path = StoreDir::default().parse_path(path).unwrap();
     TagEncoding::Custom
-        .encode(&format!("{}.narinfo", path.hash_part()))
+        .encode(&narinfo_key(path))
         .unwrap()
         .to_string()
 }
@@ -201,7 +196,7 @@ fn assert_substitutes(registry: &RegistryProcess, repo: &str, root: &str, public
 #[tokio::test]
 async fn what_is_built_while_watching_is_pushed_and_substitutes_what_was_there_is_not() {
     let registry = RegistryProcess::start();
-    let repo = fresh_repo();
+    let repo = fresh_repo("watch");
     let key = signing_key();
     let scratch = tempfile::tempdir().unwrap();
     let before = add_file(scratch.path(), "valid-before-the-watch");
@@ -230,7 +225,7 @@ async fn what_is_built_while_watching_is_pushed_and_substitutes_what_was_there_i
 #[tokio::test]
 async fn sigterm_right_after_a_build_leaves_its_closure_complete() {
     let registry = RegistryProcess::start();
-    let repo = fresh_repo();
+    let repo = fresh_repo("watch");
     let key = signing_key();
     // Polling once an hour: only the last look, made on the signal, can find the build.
     // Metadata from `nix path-info` this time (new paths are still found in the DB).
@@ -256,7 +251,7 @@ async fn sigterm_right_after_a_build_leaves_its_closure_complete() {
 #[tokio::test]
 async fn a_registry_outage_loses_nothing() {
     let mut registry = RegistryProcess::start();
-    let repo = fresh_repo();
+    let repo = fresh_repo("watch");
     let key = signing_key();
     let watcher = Watcher::start(
         &registry,
@@ -279,7 +274,7 @@ async fn a_registry_outage_loses_nothing() {
 #[tokio::test]
 async fn a_second_signal_stops_at_once_and_says_what_was_left() {
     let registry = RegistryProcess::start();
-    let repo = fresh_repo();
+    let repo = fresh_repo("watch");
     let key = signing_key();
     let scratch = tempfile::tempdir().unwrap();
     let watcher = Watcher::start(&registry, &repo, &key, &["--poll-interval", "1h"]);
