@@ -49,19 +49,15 @@ impl RegistryProcess {
 
     /// An empty registry that authenticates as `auth` says.
     pub fn start_with_auth(auth: RegistryAuth) -> Self {
-        let dir = tempfile::tempdir().expect("creating a temporary directory");
-        std::fs::create_dir(dir.path().join("data")).expect("creating the data directory");
-        Self::start_in(dir, auth)
+        let dir = dir_with_data();
+        let storage = filesystem_storage(dir.path(), true);
+        Self::start_with_storage(dir, auth, &storage)
     }
 
     /// An empty registry that refuses deletes (405), as distribution does by default.
     pub fn start_without_delete() -> Self {
-        let dir = tempfile::tempdir().expect("creating a temporary directory");
-        std::fs::create_dir(dir.path().join("data")).expect("creating the data directory");
-        let storage = format!(
-            "storage:\n  filesystem:\n    rootdirectory: {}\n",
-            dir.path().join("data").display()
-        );
+        let dir = dir_with_data();
+        let storage = filesystem_storage(dir.path(), false);
         Self::start_with_storage(dir, RegistryAuth::None, &storage)
     }
 
@@ -102,17 +98,16 @@ impl RegistryProcess {
     /// A registry serving a copy of a distribution storage tree (such as the original
     /// oranc's fixture), so the test may write without touching the source.
     pub fn start_with_data_from(archive: &Path) -> Self {
-        let dir = tempfile::tempdir().expect("creating a temporary directory");
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).expect("creating the data directory");
+        let dir = dir_with_data();
         crate::run_ok(
             Command::new("tar")
                 .arg("-C")
-                .arg(&data)
+                .arg(dir.path().join("data"))
                 .arg("-xzf")
                 .arg(archive),
         );
-        Self::start_in(dir, RegistryAuth::None)
+        let storage = filesystem_storage(dir.path(), true);
+        Self::start_with_storage(dir, RegistryAuth::None, &storage)
     }
 
     /// An empty registry storing into S3 (moto's server from `.ci/setup`'s venv, on a free
@@ -123,7 +118,7 @@ impl RegistryProcess {
         let s3 = free_loopback_addr();
         let moto =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/moto_server");
-        let object_store = Command::new(&moto)
+        let mut object_store = Command::new(&moto)
             .args(["-H", "127.0.0.1", "-p", &s3.port().to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -135,7 +130,7 @@ impl RegistryProcess {
                     moto.display()
                 )
             });
-        wait_for_port(s3, "moto_server");
+        wait_for_port(s3, "moto_server", || object_store.try_wait().ok().flatten());
         // moto takes an unsigned bucket creation.
         crate::run_ok(Command::new("curl").args([
             "-sf",
@@ -149,14 +144,6 @@ impl RegistryProcess {
         let mut registry = Self::start_with_storage(dir, RegistryAuth::None, &storage);
         registry.object_store = Some(object_store);
         registry
-    }
-
-    fn start_in(dir: TempDir, auth: RegistryAuth) -> Self {
-        let storage = format!(
-            "storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n",
-            dir.path().join("data").display()
-        );
-        Self::start_with_storage(dir, auth, &storage)
     }
 
     fn start_with_storage(dir: TempDir, auth: RegistryAuth, storage: &str) -> Self {
@@ -252,20 +239,8 @@ impl RegistryProcess {
     }
 
     fn wait_until_ready(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{BINARY} exited with {status} before answering");
-            }
-            if std::net::TcpStream::connect(self.addr).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "{BINARY} did not listen on {} within {START_TIMEOUT:?}",
-            self.addr
-        );
+        let child = &mut self.child;
+        wait_for_port(self.addr, BINARY, || child.try_wait().ok().flatten());
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -315,14 +290,42 @@ impl Drop for RegistryProcess {
     }
 }
 
-/// Waits until something listens on `addr` (a process just started).
-fn wait_for_port(addr: SocketAddr, what: &str) {
+/// Waits until the process `what`, just started, listens on `addr`; panics if it exits
+/// first (`exited` says whether and how) or takes too long.
+fn wait_for_port(
+    addr: SocketAddr,
+    what: &str,
+    mut exited: impl FnMut() -> Option<std::process::ExitStatus>,
+) {
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
+        if let Some(status) = exited() {
+            panic!("{what} exited with {status} before answering");
+        }
         if std::net::TcpStream::connect(addr).is_ok() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     panic!("{what} did not listen on {addr} within {START_TIMEOUT:?}");
+}
+
+/// A temporary directory for a registry, with its empty `data` storage directory.
+fn dir_with_data() -> TempDir {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    std::fs::create_dir(dir.path().join("data")).expect("creating the data directory");
+    dir
+}
+
+/// The `storage:` section for `dir/data` on the filesystem, with deletes on or off.
+fn filesystem_storage(dir: &Path, delete: bool) -> String {
+    format!(
+        "storage:\n  filesystem:\n    rootdirectory: {}\n{}",
+        dir.join("data").display(),
+        if delete {
+            "  delete:\n    enabled: true\n"
+        } else {
+            ""
+        }
+    )
 }
