@@ -41,6 +41,27 @@ pub fn unique_suffix() -> String {
     )
 }
 
+/// Waits up to `timeout` until a process just started listens on `addr`. `exited` says
+/// whether (and how) it already ended; the error says what went wrong, for the caller's
+/// panic.
+pub fn wait_for_port(
+    addr: SocketAddr,
+    timeout: std::time::Duration,
+    mut exited: impl FnMut() -> Option<std::process::ExitStatus>,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = exited() {
+            return Err(format!("exited with {status} before answering"));
+        }
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(format!("did not listen on {addr} within {timeout:?}"))
+}
+
 /// A repository name no other test uses: `PREFIX/<unique suffix>`.
 pub fn fresh_repo(prefix: &str) -> String {
     format!("{prefix}/{}", unique_suffix().replace('-', "."))

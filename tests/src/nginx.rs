@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
@@ -53,16 +53,14 @@ impl NginxProcess {
             .unwrap_or_else(|e| {
                 panic!("cannot start nginx: {e}; install it with `apt-get install nginx` (.ci/setup does)")
             });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen on {addr}: {}",
-                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let mut nginx = Self { child, addr, dir };
+        let child = &mut nginx.child;
+        if let Err(e) = crate::wait_for_port(addr, Duration::from_secs(10), || {
+            child.try_wait().ok().flatten()
+        }) {
+            panic!("nginx {e}: {}", nginx.error_log());
         }
-        Self { child, addr, dir }
+        nginx
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
@@ -130,7 +130,8 @@ impl RegistryProcess {
                     moto.display()
                 )
             });
-        wait_for_port(s3, "moto_server", || object_store.try_wait().ok().flatten());
+        crate::wait_for_port(s3, START_TIMEOUT, || object_store.try_wait().ok().flatten())
+            .unwrap_or_else(|e| panic!("moto_server {e}"));
         // moto takes an unsigned bucket creation.
         crate::run_ok(Command::new("curl").args([
             "-sf",
@@ -240,7 +241,8 @@ impl RegistryProcess {
 
     fn wait_until_ready(&mut self) {
         let child = &mut self.child;
-        wait_for_port(self.addr, BINARY, || child.try_wait().ok().flatten());
+        crate::wait_for_port(self.addr, START_TIMEOUT, || child.try_wait().ok().flatten())
+            .unwrap_or_else(|e| panic!("{BINARY} {e}"));
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -288,26 +290,6 @@ impl Drop for RegistryProcess {
             let _ = child.wait();
         }
     }
-}
-
-/// Waits until the process `what`, just started, listens on `addr`; panics if it exits
-/// first (`exited` says whether and how) or takes too long.
-fn wait_for_port(
-    addr: SocketAddr,
-    what: &str,
-    mut exited: impl FnMut() -> Option<std::process::ExitStatus>,
-) {
-    let deadline = Instant::now() + START_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Some(status) = exited() {
-            panic!("{what} exited with {status} before answering");
-        }
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{what} did not listen on {addr} within {START_TIMEOUT:?}");
 }
 
 /// A temporary directory for a registry, with its empty `data` storage directory.

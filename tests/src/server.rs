@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
@@ -70,17 +70,13 @@ impl ServerProcess {
             .spawn()
             .expect("starting oranc server");
         let mut server = Self { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("oranc server exited with {status}\n{}", server.log());
-            }
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let child = &mut server.child;
+        if let Err(e) = crate::wait_for_port(addr, Duration::from_secs(20), || {
+            child.try_wait().ok().flatten()
+        }) {
+            panic!("oranc server {e}\n{}", server.log());
         }
-        panic!("oranc server did not listen on {addr}");
+        server
     }
 
     /// Peak resident memory of the server so far (Linux), e.g. "23456 kB".
