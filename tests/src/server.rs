@@ -131,3 +131,8 @@ pub fn metric(text: &str, prefix: &str) -> f64 {
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("{prefix}: not a number in:\n{text}"))
 }
+
+/// The server config that allows the plain-HTTP loopback registry `host`.
+pub fn allow_plain_http(host: &str) -> String {
+    format!("[registries.\"{host}\"]\nplain_http = true\n")
+}

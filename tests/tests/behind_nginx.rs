@@ -10,11 +10,11 @@
 use oranc_tests::nginx::NginxProcess;
 use oranc_tests::nix::{assert_same_closure, copy_from, hash_part, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
-use oranc_tests::server::ServerProcess;
+use oranc_tests::server::{allow_plain_http, ServerProcess};
 use oranc_tests::{oranc_command, push_closure, run_ok};
 
 fn allow(registry: &RegistryProcess) -> String {
-    format!("[registries.\"{}\"]\nplain_http = true\n", registry.host())
+    allow_plain_http(&registry.host())
 }
 
 /// The response headers of a GET (the body is dropped), lower-cased names.

@@ -15,7 +15,7 @@ use std::process::Output;
 use oranc_core::{CacheKey, NarInfo, RegistryCache, TagEncoding};
 use oranc_tests::nix::{assert_same_closure, copy_from, narinfo_key, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
-use oranc_tests::server::ServerProcess;
+use oranc_tests::server::{allow_plain_http, ServerProcess};
 use oranc_tests::{fixture, fresh_repo, open_backend, oranc_command, push_closure};
 
 fn gc(registry: &RegistryProcess, repo: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -148,10 +148,7 @@ async fn keeps_one_closure_deletes_the_other_and_the_registry_reclaims_the_space
         "the registry reclaims the dropped closure's ~3 MB: {before} -> {after} bytes"
     );
 
-    let server = ServerProcess::start(
-        &format!("[registries.\"{}\"]\nplain_http = true\n", registry.host()),
-        &[],
-    );
+    let server = ServerProcess::start(&allow_plain_http(&registry.host()), &[]);
     let url = server.url(&format!("{}/{repo}", registry.host()));
     let store = tempfile::tempdir().unwrap();
     let copied = copy_from(&url, store.path(), &kept.root, &kept.public_key);

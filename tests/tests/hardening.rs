@@ -19,15 +19,11 @@ use oranc_tests::faults::{FaultServer, ResettingPort, DOWN, FLAKY, STALLED};
 use oranc_tests::nix::{hash_part, SignedClosure};
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
-use oranc_tests::server::ServerProcess;
+use oranc_tests::server::{allow_plain_http, ServerProcess};
 use oranc_tests::{fresh_repo, oranc_command, push_closure};
 
 /// A narinfo name no test stores.
 const ABSENT: &str = "0000000000000000000000000000000a";
-
-fn allow(host: &str) -> String {
-    format!("[registries.\"{host}\"]\nplain_http = true\n")
-}
 
 /// `curl` with `args`: (status code, body, curl's exit code).
 fn curl(args: &[&str]) -> (String, String, i32) {
@@ -60,7 +56,7 @@ fn assert_healthy(server: &mut ServerProcess) {
 #[test]
 fn malformed_requests_are_4xx_and_write_nothing() {
     let registry = RegistryProcess::start();
-    let mut server = ServerProcess::start(&allow(&registry.host()), &[]);
+    let mut server = ServerProcess::start(&allow_plain_http(&registry.host()), &[]);
     let cache = server.url(&format!("{}/bad/input", registry.host()));
     let long_name = "a".repeat(20_000);
     let paths = [
@@ -205,7 +201,7 @@ async fn corrupt_objects_in_the_registry_are_502s_naming_the_key() {
         .await;
     }
 
-    let mut server = ServerProcess::start(&allow(&registry.host()), &[]);
+    let mut server = ServerProcess::start(&allow_plain_http(&registry.host()), &[]);
     let cache = server.url(&format!("{}/{repo}", registry.host()));
     for hash in &hashes {
         let (status, body, _) =
@@ -250,8 +246,8 @@ async fn registry_faults_are_errors_for_the_client_and_the_server_stays_up() {
     let resetting = ResettingPort::start().await;
     let settings = format!(
         "max_retry = 1\nread_timeout_secs = 2\nrequest_timeout_secs = 5\n{}{}",
-        allow(&faults.host()),
-        allow(&resetting.addr.to_string())
+        allow_plain_http(&faults.host()),
+        allow_plain_http(&resetting.addr.to_string())
     );
     let mut command = oranc_command();
     command.env("ORANC_LOG", "warn");
@@ -332,7 +328,7 @@ async fn no_credential_appears_in_logs_errors_or_metrics() {
 
     let config = format!(
         "{}[caches.named]\nregistry = \"{}\"\nrepository = \"{repo}\"\nusername = \"{USERNAME}\"\npassword_env = \"ORANC_TEST_CACHE_SECRET\"\n",
-        allow(&registry.host()),
+        allow_plain_http(&registry.host()),
         registry.host()
     );
     let mut command = oranc_command();

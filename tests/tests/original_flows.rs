@@ -17,7 +17,7 @@ use oranc_tests::auth::{PASSWORD, USERNAME};
 use oranc_tests::nix::{assert_same_closure, copy_from_command, nix_command, SignedClosure};
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
-use oranc_tests::server::ServerProcess;
+use oranc_tests::server::{allow_plain_http, ServerProcess};
 use oranc_tests::{fresh_repo, oranc_command, run_ok, test_python, unique_suffix};
 
 fn stderr(output: &Output) -> String {
@@ -214,10 +214,7 @@ fn an_s3_client_pushes_through_the_server_and_nix_substitutes_what_it_stored() {
             .arg(format!("file://{}?compression=zstd", reference.display()))
             .arg(&closure.root),
     );
-    let server = ServerProcess::start(
-        &format!("[registries.\"{}\"]\nplain_http = true\n", registry.host()),
-        &[],
-    );
+    let server = ServerProcess::start(&allow_plain_http(&registry.host()), &[]);
     let owner = format!("s3{}", unique_suffix().replace('-', ""));
     let endpoint = server.url(&format!("{}/{owner}", registry.host()));
     let upload = |password: &str| {

@@ -500,7 +500,7 @@ fn nar_listings_match_what_nix_writes_and_nix_store_ls_lists_the_cache() {
             .arg(&closure.root),
     );
     let server = oranc_tests::server::ServerProcess::start(
-        &format!("[registries.\"{}\"]\nplain_http = true\n", registry.host()),
+        &oranc_tests::server::allow_plain_http(&registry.host()),
         &[],
     );
     let cache_url = server.url(&format!("{}/{repo}", registry.host()));

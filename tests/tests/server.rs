@@ -13,11 +13,11 @@ use oranc_tests::nix::{
     hashes_of, nix_command, SignedClosure,
 };
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
-use oranc_tests::server::{metric, ServerProcess};
+use oranc_tests::server::{allow_plain_http, metric, ServerProcess};
 use oranc_tests::{fixture, fresh_repo, oranc_command};
 
 fn allow(registry: &RegistryProcess) -> String {
-    format!("[registries.\"{}\"]\nplain_http = true\n", registry.host())
+    allow_plain_http(&registry.host())
 }
 
 fn http_status(method: &str, url: &str, extra: &[&str]) -> String {

@@ -16,7 +16,7 @@ use oranc_core::TagEncoding;
 use oranc_tests::nix::{assert_same_closure, copy_from, narinfo_key, nix_command, SignedClosure};
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::RegistryProcess;
-use oranc_tests::server::ServerProcess;
+use oranc_tests::server::{allow_plain_http, ServerProcess};
 use oranc_tests::{fresh_repo, oranc_command, run_ok, unique_suffix};
 use tempfile::TempDir;
 
@@ -174,10 +174,7 @@ fn add_file(dir: &Path, name: &str) -> String {
 
 /// Real Nix substitutes `root` from the registry through an oranc server into a fresh store.
 fn assert_substitutes(registry: &RegistryProcess, repo: &str, root: &str, public_key: &str) {
-    let server = ServerProcess::start(
-        &format!("[registries.\"{}\"]\nplain_http = true\n", registry.host()),
-        &[],
-    );
+    let server = ServerProcess::start(&allow_plain_http(&registry.host()), &[]);
     let store = tempfile::tempdir().unwrap();
     let copied = copy_from(
         &server.url(&format!("{}/{repo}", registry.host())),

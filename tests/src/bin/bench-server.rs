@@ -131,7 +131,7 @@ fn main() {
             .arg(&key)
             .arg(&path),
     );
-    let allow = format!("[registries.\"{}\"]\nplain_http = true\n", registry.host());
+    let allow = oranc_tests::server::allow_plain_http(&registry.host());
     let hash = hash_part(&path);
     println!(
         "bench-server: wrk -t2 -c16 (or -t1 -c1) -d{seconds}s on loopback, distribution registry"
