@@ -62,6 +62,12 @@ pub fn wait_for_port(
     Err(format!("did not listen on {addr} within {timeout:?}"))
 }
 
+/// Sends `signal` (as `kill` takes it: `-TERM`, `-STOP`, ...) to the process `pid`;
+/// panics if it cannot be sent.
+pub fn send_signal(pid: u32, signal: &str) {
+    run_ok(std::process::Command::new("kill").args([signal, &pid.to_string()]));
+}
+
 /// A repository name no other test uses: `PREFIX/<unique suffix>`.
 pub fn fresh_repo(prefix: &str) -> String {
     format!("{prefix}/{}", unique_suffix().replace('-', "."))

@@ -217,19 +217,11 @@ impl RegistryProcess {
     /// Freezes the registry (SIGSTOP): the kernel still accepts connections, nothing answers
     /// them, as with a hung registry. [`Self::resume`] thaws it.
     pub fn pause(&self) {
-        self.send_signal("-STOP");
+        crate::send_signal(self.child.id(), "-STOP");
     }
 
     pub fn resume(&self) {
-        self.send_signal("-CONT");
-    }
-
-    fn send_signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap_or_else(|e| panic!("running kill: {e}"));
-        assert!(status.success(), "kill {signal} the registry");
+        crate::send_signal(self.child.id(), "-CONT");
     }
 
     /// Starts the registry again on the same address with the same data.

@@ -67,7 +67,7 @@ impl Watcher {
     }
 
     fn signal(&self, signal: &str) {
-        run_ok(std::process::Command::new("kill").args([signal, &self.child.id().to_string()]));
+        oranc_tests::send_signal(self.child.id(), signal);
     }
 
     /// Waits for the process to exit (at most `timeout`); its status and standard error.

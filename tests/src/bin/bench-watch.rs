@@ -134,7 +134,7 @@ fn main() {
             added.as_secs_f64(),
             (after - before) * 10,
         );
-        run_ok(Command::new("kill").args(["-TERM", &watcher.id().to_string()]));
+        oranc_tests::send_signal(watcher.id(), "-TERM");
         let status = watcher.wait().expect("watch-store exits");
         assert!(
             status.success(),
