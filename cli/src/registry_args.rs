@@ -43,6 +43,18 @@ pub struct RegistryArgs {
     #[arg(long, env = "ORANC_PASSWORD", hide = true, hide_env_values = true)]
     pub password: Option<String>,
 
+    /// A token service other than the registry itself that may be sent the credentials
+    /// (repeatable), e.g. `https://gitlab.com/jwt/auth` for registry.gitlab.com. A registry
+    /// that asks for tokens from anywhere else is refused: credentials go only to the
+    /// registry's own origin (Docker Hub's auth.docker.io is known).
+    #[arg(
+        long = "token-realm",
+        value_name = "URL",
+        env = "ORANC_TOKEN_REALMS",
+        value_delimiter = ','
+    )]
+    pub token_realms: Vec<String>,
+
     #[command(flatten)]
     pub encodings: EncodingArgs,
 }
@@ -107,6 +119,7 @@ impl RegistryArgs {
         }
         settings.http.plain_http = self.no_ssl;
         settings.http.retry.max_retries = self.max_retry;
+        settings.http.token_realms = self.token_realms.clone();
         settings.credentials = match (&self.username, &self.password) {
             (Some(user), Some(password)) => Some(Credentials::basic(user, password)),
             (Some(_), None) => anyhow::bail!("--username needs ORANC_PASSWORD"),

@@ -64,6 +64,14 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
                 ));
             }
         }
+        for realm in &registry.token_realms {
+            if !(realm.starts_with("http://") || realm.starts_with("https://")) {
+                return Err(invalid(
+                    format!("registries.{name:?}.token_realms"),
+                    format!("{realm:?} is not an http(s) URL"),
+                ));
+            }
+        }
         if registry.max_in_flight == Some(0) {
             return Err(invalid(
                 format!("registries.{name:?}.max_in_flight"),
@@ -86,9 +94,7 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
         if cache.registry.is_empty() {
             return Err(invalid(field("registry"), "is required".into()));
         }
-        let is_directory =
-            cache.registry.starts_with('/') || cache.registry.starts_with("oci-layout:");
-        if !is_directory && !config.registries.contains_key(&cache.registry) {
+        if !is_directory(&cache.registry) && !config.registries.contains_key(&cache.registry) {
             return Err(invalid(
                 field("registry"),
                 format!("{:?} is not listed under [registries]", cache.registry),
@@ -152,6 +158,47 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// Whether a registry location is a local OCI layout directory rather than a host.
+pub fn is_directory(location: &str) -> bool {
+    location.starts_with('/') || location.starts_with("./") || location.starts_with("oci-layout:")
+}
+
+/// Who may write where, one sentence per named cache and listed registry, for `oranc config
+/// check` and the server's start-up log (docs/security.md has the rules).
+pub fn write_positions(config: &Config) -> Vec<String> {
+    let forwarded = |registry: &str| {
+        if is_directory(registry) {
+            "a local directory: credentials a client sends grant nothing".to_owned()
+        } else if config
+            .registries
+            .get(registry)
+            .is_some_and(|r| r.trust_client_credentials)
+        {
+            format!("on {registry} with trust_client_credentials: any credentials a client sends are forwarded and may write")
+        } else {
+            format!("on {registry}: credentials a client sends are forwarded and may write only if {registry} checks them (asked at start)")
+        }
+    };
+    let mut positions = Vec::new();
+    for (name, cache) in &config.caches {
+        let own = if cache.writers_file.is_some() {
+            "the users in writers_file may add and replace"
+        } else if cache.allow_write {
+            "anyone may add files (allow_write), never replace one"
+        } else {
+            "anonymous clients read only"
+        };
+        positions.push(format!("/{name}: {}; {own}", forwarded(&cache.registry)));
+    }
+    for name in config.registries.keys() {
+        positions.push(format!("/{name}/…: {}", forwarded(name)));
+    }
+    if config.allow_any_registry {
+        positions.push("any other registry a URL names (allow_any_registry): credentials pass through and that registry decides, as with the original oranc".to_owned());
+    }
+    positions
 }
 
 /// Combinations that are allowed but that an operator should know about, one sentence each

@@ -133,6 +133,16 @@ pub struct RegistryConfig {
     /// still read and checked here. The URL is the registry's own presigned one; it never
     /// carries the server's or the client's credentials.
     pub redirect_blobs: bool,
+    /// Token services besides the registry itself that may be sent credentials, as URLs
+    /// (e.g. GitLab's `https://gitlab.com/jwt/auth`). A registry that asks for tokens from
+    /// anywhere else is refused: it could be collecting credentials. Docker Hub's is known.
+    pub token_realms: Vec<String>,
+    /// Let credentials that clients send be forwarded to this registry as a grant to write
+    /// even though the registry checks none (it answers an anonymous `GET /v2/`). Off, such
+    /// a registry gets writes only from a named cache's writers or `allow_write`; a registry
+    /// that checks credentials decides for itself either way. Only for a registry that
+    /// nobody untrusted can reach through this server.
+    pub trust_client_credentials: bool,
 }
 
 /// A named cache: `/{name}/...` serves `repository` in `registry`.

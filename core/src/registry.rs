@@ -177,6 +177,11 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// Checks that the registry answers (`GET /v2/` or its equivalent).
     async fn ping(&self) -> Result<()>;
 
+    /// Whether the registry checks the credentials it is sent: it refuses an anonymous
+    /// `GET /v2/` (401). A local layout and a registry without auth check none, so
+    /// credentials a client forwards through the server prove nothing there.
+    async fn checks_credentials(&self) -> Result<bool>;
+
     /// The size of the blob, or `None` when the repository does not have it.
     async fn head_blob(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<Option<u64>>;
 

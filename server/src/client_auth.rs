@@ -52,10 +52,18 @@ fn sigv4_access_key_id(parameters: &str) -> Option<&str> {
 pub fn fingerprint(credentials: &Credentials) -> [u8; 32] {
     match credentials {
         Credentials::Anonymous => [0; 32],
-        Credentials::Basic { username, password } => {
-            Sha256::digest(format!("{username}\0{password}").as_bytes()).into()
-        }
+        Credentials::Basic { username, password } => credential_digest(username, password),
     }
+}
+
+/// SHA-256 of a user and password, framed by the user's length so that no two pairs share
+/// an input (`a\0` + `b` and `a` + `\0b` would, joined by a separator alone).
+pub fn credential_digest(username: &str, password: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update((username.len() as u64).to_be_bytes());
+    hasher.update(username.as_bytes());
+    hasher.update(password.as_bytes());
+    hasher.finalize().into()
 }
 
 /// [`fingerprint`] of what the client sent (the same for its Basic and SigV4 forms).
@@ -127,5 +135,11 @@ mod tests {
         );
         assert_ne!(client_fingerprint(&headers("Basic dTpw")), [0; 32]);
         assert_eq!(client_fingerprint(&HeaderMap::new()), [0; 32]);
+    }
+
+    #[test]
+    fn a_separator_in_a_name_does_not_make_two_pairs_one() {
+        assert_ne!(credential_digest("a\0", "b"), credential_digest("a", "\0b"));
+        assert_ne!(credential_digest("ab", ""), credential_digest("a", "b"));
     }
 }

@@ -20,6 +20,10 @@ pub enum ServerError {
     #[error("credentials needed: send HTTP Basic credentials (e.g. from a netrc file); uploading to a configured cache needs a writer's credentials or allow_write")]
     CredentialsRequired,
 
+    /// The client sent credentials, but they prove nothing here (the reason says why).
+    #[error("{0}")]
+    CredentialsNotGranted(String),
+
     #[error("wrong password for writer {0:?}")]
     WrongWriterPassword(String),
 
@@ -59,7 +63,7 @@ impl ServerError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::CredentialsRequired | Self::WrongWriterPassword(_) => StatusCode::UNAUTHORIZED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Refused(_) => StatusCode::FORBIDDEN,
+            Self::Refused(_) | Self::CredentialsNotGranted(_) => StatusCode::FORBIDDEN,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

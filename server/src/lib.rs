@@ -9,6 +9,7 @@
 pub mod cache_control;
 pub mod client_auth;
 pub mod error;
+pub mod grants;
 pub mod layers;
 pub mod manifest_cache;
 pub mod metered;
@@ -18,6 +19,7 @@ pub mod router;
 pub mod routes;
 pub mod state;
 pub mod upstream;
+pub mod write_locks;
 pub mod writers;
 
 pub use error::ServerError;
@@ -31,6 +33,15 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Whether each registry checks credentials decides what forwarded ones may write;
+    // asking now puts the answer in the start-up log (and a failure is asked again later).
+    for grant in state.grants_to_probe() {
+        tokio::spawn(async move {
+            if let Err(error) = grant.allows_writes().await {
+                tracing::warn!(%error, "cannot tell yet whether a registry checks credentials; asked again at the first write");
+            }
+        });
+    }
     // Connection info lets the rate limiter tell clients apart by address.
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)

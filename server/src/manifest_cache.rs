@@ -78,11 +78,20 @@ impl ManifestCache {
         }
     }
 
-    /// `inner` with manifest lookups cached under `credentials`' digest.
-    pub fn wrap(&self, inner: Arc<dyn Registry>, credentials: [u8; 32]) -> Arc<dyn Registry> {
+    /// `inner` with manifest lookups cached under `credentials`' digest. With
+    /// `read_through` (a client that writes), lookups always ask the registry: a write's
+    /// existence check must not trust a remembered absence. Its writes still drop every
+    /// client's entries.
+    pub fn wrap(
+        &self,
+        inner: Arc<dyn Registry>,
+        credentials: [u8; 32],
+        read_through: bool,
+    ) -> Arc<dyn Registry> {
         Arc::new(CachingRegistry {
             inner,
             credentials,
+            read_through,
             cache: self.clone(),
         })
     }
@@ -120,6 +129,7 @@ fn same_failure(error: &oranc_core::Error) -> oranc_core::Error {
 struct CachingRegistry {
     inner: Arc<dyn Registry>,
     credentials: [u8; 32],
+    read_through: bool,
     cache: ManifestCache,
 }
 
@@ -163,6 +173,10 @@ impl Registry for CachingRegistry {
         self.inner.ping().await
     }
 
+    async fn checks_credentials(&self) -> Result<bool> {
+        self.inner.checks_credentials().await
+    }
+
     async fn head_blob(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<Option<u64>> {
         self.inner.head_blob(repo, digest).await
     }
@@ -202,6 +216,9 @@ impl Registry for CachingRegistry {
         repo: &RepositoryName,
         tag: &Tag,
     ) -> Result<Option<StoredManifest>> {
+        if self.read_through {
+            return self.inner.get_manifest(repo, tag).await;
+        }
         let inner = self.inner.clone();
         let (repository, wanted) = (repo.clone(), tag.clone());
         // Concurrent lookups of one tag wait for a single registry request; errors are not
@@ -220,6 +237,9 @@ impl Registry for CachingRegistry {
     /// Answered from a cached lookup when there is one, else asked of the registry (and
     /// not cached: a probe carries no manifest to keep).
     async fn has_manifest(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool> {
+        if self.read_through {
+            return self.inner.has_manifest(repo, tag).await;
+        }
         if let Some(cached) = self.cache.entries.get(&self.key(repo, tag)).await {
             return Ok(cached.is_some());
         }
@@ -284,13 +304,17 @@ mod tests {
         fn manifest_lookups(&self) -> u64 {
             self.metrics
                 .upstream_requests
-                .with_label_values(&[self.metered.name(), "get_manifest"])
+                .with_label_values(&[
+                    crate::metrics::registry_label(self.metered.name()),
+                    "get_manifest",
+                ])
                 .get()
         }
 
         fn cache_for(&self, credentials: u8) -> RegistryCache {
             RegistryCache::new(
-                self.cache.wrap(self.metered.clone(), [credentials; 32]),
+                self.cache
+                    .wrap(self.metered.clone(), [credentials; 32], false),
                 self.repository.clone(),
                 TagEncoding::Custom,
                 vec![],

@@ -26,7 +26,7 @@ impl MeteredRegistry {
     }
 
     fn record<T>(&self, operation: &str, started: Instant, result: &Result<T>) {
-        let registry = self.inner.name();
+        let registry = crate::metrics::registry_label(self.inner.name());
         self.metrics
             .upstream_requests
             .with_label_values(&[registry, operation])
@@ -73,6 +73,10 @@ impl Registry for MeteredRegistry {
 
     async fn ping(&self) -> Result<()> {
         metered!(self, "ping", self.inner.ping())
+    }
+
+    async fn checks_credentials(&self) -> Result<bool> {
+        metered!(self, "ping", self.inner.checks_credentials())
     }
 
     async fn head_blob(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<Option<u64>> {

@@ -180,6 +180,16 @@ impl Metrics {
     }
 }
 
+/// A registry's name as metrics and unauthenticated answers show it: a local layout's
+/// directory is nobody's business outside the host, so all of them are `oci-layout`.
+pub fn registry_label(name: &str) -> &str {
+    if oranc_config::is_directory(name) {
+        "oci-layout"
+    } else {
+        name
+    }
+}
+
 /// The route kind of a request path, for labels: the cache file kind, or the endpoint.
 pub fn route_kind(path: &str) -> &'static str {
     match path {

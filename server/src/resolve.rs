@@ -2,6 +2,11 @@
 //! `/{registry}/{repository: N segments}/{key}` otherwise (N is `repository_parts`), with
 //! `registry` and `repository` also accepted as query parameters, as the original oranc
 //! accepts them. Keys are validated before anything is asked of a registry.
+//!
+//! What a request may write is decided here and nowhere else (docs/security.md): a writer
+//! of a named cache writes with the cache's credentials; other client credentials are
+//! forwarded and grant writes only where [`CredentialGrant`] says the registry checks them;
+//! everyone else gets the cache's anonymous rights (`allow_write`: add only).
 
 use axum::http::{HeaderMap, Uri};
 use oranc_backends::Credentials;
@@ -9,7 +14,8 @@ use oranc_core::{CacheKey, RegistryCache};
 
 use crate::client_auth::client_credentials;
 use crate::error::ServerError;
-use crate::state::{AppState, NamedCache};
+use crate::grants::CredentialGrant;
+use crate::state::{AppState, NamedCache, Purpose};
 use crate::writers::WriterCheck;
 
 /// What a request is about.
@@ -22,6 +28,8 @@ pub struct Target<'a> {
     pub named: Option<&'a NamedCache>,
     /// Large files may be handed to the registry's storage by redirect (`redirect_blobs`).
     pub redirect_blobs: bool,
+    /// Why the client's credentials grant no writes here, when it sent some that do not.
+    pub credentials_refused: Option<String>,
 }
 
 /// What a request may write.
@@ -31,7 +39,8 @@ pub enum WriteAccess {
     ReadOnly,
     /// An anonymous client of a cache with `allow_write`: may add files, never replace one.
     AddOnly,
-    /// A client with registry credentials: may add and replace, as the registry allows.
+    /// A client whose credentials the registry checks: may add and replace, as the
+    /// registry allows.
     Replace,
     /// One of the cache's `writers`: may add and replace; the server signs its narinfos.
     Writer,
@@ -54,6 +63,7 @@ pub async fn resolve<'a>(
     state: &'a AppState,
     uri: &Uri,
     headers: &HeaderMap,
+    purpose: Purpose,
 ) -> Result<Target<'a>, ServerError> {
     let path = uri.path().trim_start_matches('/');
     if path.contains("//") || path.split('/').any(|s| s == ".." || s == ".") {
@@ -68,14 +78,15 @@ pub async fn resolve<'a>(
 
     if let Some(named) = segments.first().and_then(|name| state.named_cache(name)) {
         let key = parse_key(&segments[1..].join("/"))?;
-        let (credentials, access) = named_cache_access(named, client).await?;
-        let registry = state.client(segments[0], &named.registry, credentials);
+        let grant = named_cache_access(named, client, purpose).await?;
+        let registry = state.client(segments[0], &named.registry, grant.credentials, purpose);
         return Ok(Target {
             cache: RegistryCache::new(registry, named.repository.clone(), encoding, fallbacks),
             key,
-            access,
+            access: grant.access,
             named: Some(named),
             redirect_blobs: named.redirect_blobs,
+            credentials_refused: grant.refused,
         });
     }
 
@@ -110,12 +121,14 @@ pub async fn resolve<'a>(
         }
     };
     let key = parse_key(&rest.join("/"))?;
-    let access = if client.is_some() {
-        WriteAccess::Replace
-    } else {
-        WriteAccess::ReadOnly
+    let (handle, registry_grant) = state.open_registry(&registry_name)?;
+    let grant = match client {
+        Some(credentials) => {
+            forwarded(credentials, &registry_grant, &registry_name, purpose).await?
+        }
+        None => Grant::anonymous(Credentials::Anonymous, WriteAccess::ReadOnly),
     };
-    let registry = state.registry_for(&registry_name, client.unwrap_or_default())?;
+    let registry = state.client(&registry_name, &handle, grant.credentials, purpose);
     let redirect_blobs = state.redirects_blobs(&registry_name);
     let repository = registry
         .repository(&repository)
@@ -123,40 +136,94 @@ pub async fn resolve<'a>(
     Ok(Target {
         cache: RegistryCache::new(registry, repository, encoding, fallbacks),
         key,
-        access,
+        access: grant.access,
         named: None,
         redirect_blobs,
+        credentials_refused: grant.refused,
+    })
+}
+
+/// The credentials a request acts with, what it may write, and why credentials it sent
+/// were not taken as a grant.
+struct Grant {
+    credentials: Credentials,
+    access: WriteAccess,
+    refused: Option<String>,
+}
+
+impl Grant {
+    fn anonymous(credentials: Credentials, access: WriteAccess) -> Self {
+        Self {
+            credentials,
+            access,
+            refused: None,
+        }
+    }
+}
+
+/// Client credentials that are not a writer's: forwarded with write rights where the
+/// registry checks them. For reads they matter little (the registry may still let them see
+/// a private repository), so they are asked about only for writes; where they grant
+/// nothing, the request goes on as an anonymous one would.
+async fn forwarded(
+    credentials: Credentials,
+    grant: &CredentialGrant,
+    registry: &str,
+    purpose: Purpose,
+) -> Result<Grant, ServerError> {
+    let trusted = match purpose {
+        Purpose::Read => !matches!(grant, CredentialGrant::Never),
+        Purpose::Write => grant.allows_writes().await?,
+    };
+    if trusted {
+        return Ok(Grant::anonymous(credentials, WriteAccess::Replace));
+    }
+    Ok(Grant {
+        credentials: Credentials::Anonymous,
+        access: WriteAccess::ReadOnly,
+        refused: Some(grant.refusal(registry)),
     })
 }
 
 /// The registry credentials a request to a named cache acts with, and what it may write.
 /// A writer of the cache acts with the cache's credentials; other client credentials are
-/// the registry's and are forwarded; anonymous clients get the cache's credentials.
+/// forwarded where they grant something ([`forwarded`]); everyone else gets the cache's
+/// credentials and its anonymous rights.
 async fn named_cache_access(
     named: &NamedCache,
     client: Option<Credentials>,
-) -> Result<(Credentials, WriteAccess), ServerError> {
-    match client {
-        Some(Credentials::Basic { username, password }) => {
-            let check = match &named.writers {
-                Some(writers) => writers.check(&username, &password).await,
-                None => WriterCheck::NotAWriter,
-            };
-            match check {
-                WriterCheck::Valid => Ok((named.credentials.clone(), WriteAccess::Writer)),
-                WriterCheck::WrongPassword => Err(ServerError::WrongWriterPassword(username)),
-                WriterCheck::NotAWriter => {
-                    Ok((Credentials::basic(username, password), WriteAccess::Replace))
-                }
+    purpose: Purpose,
+) -> Result<Grant, ServerError> {
+    let anonymous_access = if named.allow_write {
+        WriteAccess::AddOnly
+    } else {
+        WriteAccess::ReadOnly
+    };
+    let anonymous = || Grant::anonymous(named.credentials.clone(), anonymous_access);
+    let Some(Credentials::Basic { username, password }) = client else {
+        return Ok(anonymous());
+    };
+    let check = match &named.writers {
+        Some(writers) => writers.check(&username, &password).await,
+        None => WriterCheck::NotAWriter,
+    };
+    match check {
+        WriterCheck::Valid => Ok(Grant::anonymous(
+            named.credentials.clone(),
+            WriteAccess::Writer,
+        )),
+        WriterCheck::WrongPassword => Err(ServerError::WrongWriterPassword(username)),
+        WriterCheck::NotAWriter => {
+            let registry = named.registry.registry();
+            let credentials = Credentials::basic(username, password);
+            let grant = forwarded(credentials, &named.grant, registry.name(), purpose).await?;
+            if grant.refused.is_none() {
+                return Ok(grant);
             }
-        }
-        Some(Credentials::Anonymous) | None => {
-            let access = if named.allow_write {
-                WriteAccess::AddOnly
-            } else {
-                WriteAccess::ReadOnly
-            };
-            Ok((named.credentials.clone(), access))
+            Ok(Grant {
+                refused: grant.refused,
+                ..anonymous()
+            })
         }
     }
 }

@@ -10,11 +10,13 @@ use oranc_config::Config;
 use oranc_core::{PublicKey, Registry, RepositoryName, SecretKey, TagEncoding};
 
 use crate::error::ServerError;
+use crate::grants::CredentialGrant;
 use crate::layers::response_cache::ResponseCache;
 use crate::manifest_cache::ManifestCache;
 use crate::metered::MeteredRegistry;
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
+use crate::write_locks::WriteLocks;
 use crate::writers::Writers;
 
 /// Per-credential registry clients kept for reuse (their tokens stay warm).
@@ -23,15 +25,34 @@ const MAX_CLIENTS_PER_REGISTRY: u64 = 256;
 /// A client nobody used for this long is dropped (with its tokens).
 const CLIENT_IDLE: Duration = Duration::from_secs(3600);
 
-/// (registry name, SHA-256 of the credentials) -> a client acting with them; bounded, the
-/// least recently used go first.
-type ClientsByCredentials = moka::sync::Cache<(String, [u8; 32]), Arc<dyn Registry>>;
+/// (registry name, SHA-256 of the credentials, reads through the manifest cache) -> a
+/// client acting with them; bounded, the least recently used go first.
+type ClientsByCredentials = moka::sync::Cache<(String, [u8; 32], Purpose), Arc<dyn Registry>>;
+
+/// What a request does with the registry, which decides whether cached lookups may answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// Reads: cached manifest lookups answer (briefly stale is fine).
+    Read,
+    /// Writes: every existence check asks the registry, so an add-only write never replaces
+    /// what a cached 404 hid (the registry may have been written to around this server).
+    Write,
+}
+
+/// A registry the server may talk to, and what credentials forwarded to it grant.
+#[derive(Debug, Clone)]
+struct OpenRegistry {
+    handle: RegistryHandle,
+    grant: Arc<CredentialGrant>,
+}
 
 #[derive(Debug)]
 pub struct NamedCache {
     pub registry: RegistryHandle,
     pub repository: RepositoryName,
     pub credentials: Credentials,
+    /// What credentials a client sends grant here (besides being a writer's).
+    pub grant: Arc<CredentialGrant>,
     pub allow_write: bool,
     /// The server's own write users (`writers_file`).
     pub writers: Option<Writers>,
@@ -48,7 +69,9 @@ struct Inner {
     config: Config,
     encoding: TagEncoding,
     fallbacks: Vec<TagEncoding>,
-    registries: Mutex<HashMap<String, RegistryHandle>>,
+    registries: Mutex<HashMap<String, OpenRegistry>>,
+    /// Add-only checks and writes of one key run one at a time.
+    write_locks: WriteLocks,
     clients: ClientsByCredentials,
     caches: HashMap<String, NamedCache>,
     upstreams: Upstreams,
@@ -63,11 +86,10 @@ pub struct AppState(Arc<Inner>);
 fn settings_for(
     config: &Config,
     location: &str,
-    kind: Option<&str>,
-    plain_http: bool,
-    max_in_flight: Option<usize>,
+    listed: Option<&oranc_config::RegistryConfig>,
 ) -> RegistrySettings {
     let mut settings = RegistrySettings::new(location);
+    let kind = listed.and_then(|r| r.kind.as_deref());
     if let Some(kind) = kind {
         settings.kind = match kind {
             "ghcr" => BackendKind::Ghcr,
@@ -78,12 +100,16 @@ fn settings_for(
     }
     // The server's own environment never lends credentials to clients' requests.
     settings.credentials = Some(Credentials::Anonymous);
-    settings.http.plain_http = plain_http;
+    // A registry a URL named (not listed) is reached as `no_ssl` says.
+    settings.http.plain_http = listed.map_or(config.no_ssl, |r| r.plain_http);
     settings.http.retry.max_retries = config.max_retry;
     settings.http.request_timeout = Duration::from_secs(config.request_timeout_secs);
     settings.http.read_timeout = Duration::from_secs(config.read_timeout_secs);
-    if let Some(max) = max_in_flight {
-        settings.http.max_in_flight = max;
+    if let Some(listed) = listed {
+        if let Some(max) = listed.max_in_flight {
+            settings.http.max_in_flight = max;
+        }
+        settings.http.token_realms = listed.token_realms.clone();
     }
     settings
 }
@@ -116,29 +142,30 @@ impl AppState {
             .collect::<Result<Vec<TagEncoding>, String>>()?;
         let mut registries = HashMap::new();
         for (name, registry) in &config.registries {
-            let settings = settings_for(
-                &config,
-                name,
-                registry.kind.as_deref(),
-                registry.plain_http,
-                registry.max_in_flight,
-            );
-            let handle = oranc_backends::open_handle(settings)
+            let handle = oranc_backends::open_handle(settings_for(&config, name, Some(registry)))
                 .map_err(|e| format!("registry {name}: {e}"))?;
-            registries.insert(name.clone(), handle);
+            let grant = CredentialGrant::for_registry(&handle, registry.trust_client_credentials);
+            registries.insert(
+                name.clone(),
+                OpenRegistry {
+                    handle,
+                    grant: Arc::new(grant),
+                },
+            );
         }
         let mut caches = HashMap::new();
         for (name, cache) in &config.caches {
-            let handle = match registries.get(&cache.registry) {
-                Some(handle) => handle.clone(),
-                None => oranc_backends::open_handle(settings_for(
-                    &config,
-                    &cache.registry,
-                    None,
-                    false,
-                    None,
-                ))
-                .map_err(|e| format!("cache {name}: {e}"))?,
+            let OpenRegistry { handle, grant } = match registries.get(&cache.registry) {
+                Some(open) => open.clone(),
+                None => {
+                    // A directory (validation allows nothing else unlisted).
+                    let mut settings = settings_for(&config, &cache.registry, None);
+                    settings.http.plain_http = false;
+                    let handle = oranc_backends::open_handle(settings)
+                        .map_err(|e| format!("cache {name}: {e}"))?;
+                    let grant = Arc::new(CredentialGrant::for_registry(&handle, false));
+                    OpenRegistry { handle, grant }
+                }
             };
             let repository = handle
                 .registry()
@@ -177,6 +204,7 @@ impl AppState {
                     registry: handle,
                     repository,
                     credentials,
+                    grant,
                     allow_write: cache.allow_write,
                     writers,
                     signing_key,
@@ -188,7 +216,8 @@ impl AppState {
         let upstreams = Upstreams::new(&config.upstream)?;
         // `[cache] max_bytes = 0` turns off both in-memory caches.
         let caching = config.cache.max_bytes > 0;
-        let response_cache = caching.then(|| ResponseCache::new(&config.cache));
+        let response_cache =
+            caching.then(|| ResponseCache::new(&config.cache, config.max_small_body_bytes));
         let metrics = Metrics::new(response_cache.as_ref().map(ResponseCache::stats));
         let manifest_cache = caching.then(|| ManifestCache::new(&config.cache));
         let registry_count = config.registries.len() + caches.len();
@@ -199,6 +228,7 @@ impl AppState {
             encoding,
             fallbacks,
             registries: Mutex::new(registries),
+            write_locks: WriteLocks::default(),
             clients: moka::sync::Cache::builder()
                 .max_capacity(MAX_CLIENTS_PER_REGISTRY * (registry_count as u64).max(1))
                 .time_to_idle(CLIENT_IDLE)
@@ -237,6 +267,7 @@ impl AppState {
         let mut checks: HashMap<String, Arc<dyn Registry>> = HashMap::new();
         let all = registries
             .values()
+            .map(|open| &open.handle)
             .chain(self.0.caches.values().map(|c| &c.registry));
         for handle in all {
             let registry = handle.registry();
@@ -253,28 +284,54 @@ impl AppState {
         self.0.response_cache.clone()
     }
 
-    /// The registry `name` acting with `credentials`, if the config allows `name`.
-    pub fn registry_for(
+    /// The registry `name`, if the config allows it, and what credentials forwarded to it
+    /// grant. A name from a URL is a `host[:port]`, never a path or a scheme.
+    pub fn open_registry(
         &self,
         name: &str,
-        credentials: Credentials,
-    ) -> Result<Arc<dyn Registry>, ServerError> {
-        let handle = {
-            let mut registries = self.0.registries.lock().unwrap_or_else(|p| p.into_inner());
-            match registries.get(name) {
-                Some(handle) => handle.clone(),
-                None if self.0.config.allow_any_registry && is_host(name) => {
-                    let settings =
-                        settings_for(&self.0.config, name, None, self.0.config.no_ssl, None);
-                    let handle = oranc_backends::open_handle(settings)
-                        .map_err(|e| ServerError::BadRequest(format!("registry {name}: {e}")))?;
-                    registries.insert(name.to_owned(), handle.clone());
-                    handle
-                }
-                None => return Err(ServerError::RegistryNotAllowed(name.to_owned())),
-            }
+    ) -> Result<(RegistryHandle, Arc<CredentialGrant>), ServerError> {
+        let mut registries = self.0.registries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = registries.get(name) {
+            return Ok((open.handle.clone(), open.grant.clone()));
+        }
+        if !self.0.config.allow_any_registry {
+            return Err(ServerError::RegistryNotAllowed(name.to_owned()));
+        }
+        if !is_host(name) {
+            return Err(ServerError::BadRequest(format!(
+                "registry {name:?} is not a host[:port]"
+            )));
+        }
+        let mut settings = settings_for(&self.0.config, name, None);
+        if settings.kind == BackendKind::OciLayout {
+            // `is_host` already refuses paths; a backend that reads the disk must never
+            // come from a URL, whatever the name looks like.
+            settings.kind = BackendKind::Distribution;
+        }
+        let handle = oranc_backends::open_handle(settings)
+            .map_err(|e| ServerError::BadRequest(format!("registry {name}: {e}")))?;
+        let open = OpenRegistry {
+            handle,
+            grant: Arc::new(CredentialGrant::Always),
         };
-        Ok(self.client(name, &handle, credentials))
+        registries.insert(name.to_owned(), open.clone());
+        Ok((open.handle, open.grant))
+    }
+
+    /// Every grant that depends on asking the registry, for the start-up check.
+    pub fn grants_to_probe(&self) -> Vec<Arc<CredentialGrant>> {
+        let registries = self.0.registries.lock().unwrap_or_else(|p| p.into_inner());
+        registries
+            .values()
+            .map(|open| open.grant.clone())
+            .chain(self.0.caches.values().map(|c| c.grant.clone()))
+            .filter(|grant| matches!(**grant, CredentialGrant::IfChecked { .. }))
+            .collect()
+    }
+
+    /// Holds writes of `key` in `repository` of `registry` to one at a time in this process.
+    pub async fn lock_writes(&self, what: String) -> crate::write_locks::WriteGuard {
+        self.0.write_locks.lock(what).await
     }
 
     /// Whether NAR reads from the registry `name` may be redirected to its storage.
@@ -288,28 +345,101 @@ impl AppState {
         name: &str,
         handle: &RegistryHandle,
         credentials: Credentials,
+        purpose: Purpose,
     ) -> Arc<dyn Registry> {
         let fingerprint = crate::client_auth::fingerprint(&credentials);
-        self.0.clients.get_with((name.to_owned(), fingerprint), || {
-            let metered =
-                MeteredRegistry::wrap(handle.with_credentials(credentials), self.0.metrics.clone());
-            // Outside the metering: a cached lookup is not a registry request.
-            match &self.0.manifest_cache {
-                Some(cache) => cache.wrap(metered, fingerprint),
-                None => metered,
-            }
-        })
+        self.0
+            .clients
+            .get_with((name.to_owned(), fingerprint, purpose), || {
+                let metered = MeteredRegistry::wrap(
+                    handle.with_credentials(credentials),
+                    self.0.metrics.clone(),
+                );
+                // Outside the metering: a cached lookup is not a registry request.
+                match &self.0.manifest_cache {
+                    Some(cache) => cache.wrap(metered, fingerprint, purpose == Purpose::Write),
+                    None => metered,
+                }
+            })
     }
 }
 
-/// A registry named in a URL must look like `host[:port]`: never a path or a URL.
+/// A registry named in a URL must be `host[:port]`: DNS labels, an IPv4 address or a
+/// bracketed IPv6 address, and a port of digits. Never a path, a scheme (`oci-layout:`), or
+/// anything else a backend could read as a location on disk.
 fn is_host(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
-        && !name.starts_with(['.', '-'])
+    let (host, port) = match name.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, after)) => {
+                if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                    return false;
+                }
+                match after {
+                    "" => return true,
+                    _ => match after.strip_prefix(':') {
+                        Some(port) => (None, Some(port)),
+                        None => return false,
+                    },
+                }
+            }
+            None => return false,
+        },
+        None => match name.split_once(':') {
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(name), None),
+        },
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
+    let host_ok = host.is_none_or(|host| {
+        !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
+    });
+    port_ok && host_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_host;
+
+    #[test]
+    fn a_registry_from_a_url_is_a_host_and_port_only() {
+        for good in [
+            "ghcr.io",
+            "127.0.0.1:5000",
+            "localhost",
+            "[::1]:5000",
+            "[::1]",
+            "a-b.example.com",
+        ] {
+            assert!(is_host(good), "{good}");
+        }
+        for bad in [
+            "oci-layout:pwned",
+            "oci-layout:..",
+            "/var/lib/oranc",
+            "./x",
+            "..",
+            ".",
+            "a..b",
+            "-a.example",
+            "host:",
+            "host:99999",
+            "host:80:80",
+            "[::1",
+            "[nope]:1",
+            "a/b",
+            "",
+        ] {
+            assert!(!is_host(bad), "{bad}");
+        }
+    }
 }
 
 /// The registry `name`'s `redirect_blobs` (off for registries the config does not list).

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use argon2::password_hash::PasswordHash;
 use argon2::PasswordVerifier as _;
-use sha2::{Digest as _, Sha256};
 
 /// How long a checked password is believed (a changed writers file is read at restart).
 const VERDICT_TTL: Duration = Duration::from_secs(300);
@@ -76,7 +75,7 @@ impl Writers {
         let Some(hash) = self.hashes.get(user) else {
             return WriterCheck::NotAWriter;
         };
-        let digest: [u8; 32] = Sha256::digest(format!("{user}\0{password}").as_bytes()).into();
+        let digest = crate::client_auth::credential_digest(user, password);
         let valid = match self.verdicts.get(&digest) {
             Some(valid) => valid,
             None => {

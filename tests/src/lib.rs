@@ -195,6 +195,7 @@ pub fn oranc_command() -> std::process::Command {
         "ORANC_REGISTRY",
         "ORANC_REPOSITORY",
         "ORANC_TRUSTED_PUBLIC_KEYS",
+        "ORANC_TOKEN_REALMS",
         "ORANC_TEST_EXIT_AT",
         "ORANC_TEST_PANIC_PATH",
     ] {

@@ -318,7 +318,8 @@ async fn no_credential_appears_in_logs_errors_or_metrics() {
             command
                 .env("ORANC_LOG", "trace")
                 .env("ORANC_USERNAME", USERNAME)
-                .env("ORANC_PASSWORD", password);
+                .env("ORANC_PASSWORD", password)
+                .env("ORANC_TOKEN_REALMS", &issuer.config.realm);
             push_closure(command, &registry.host(), &repo, &closure)
         });
         assert_eq!(out.status.success(), password == PASSWORD);
@@ -327,8 +328,9 @@ async fn no_credential_appears_in_logs_errors_or_metrics() {
     }
 
     let config = format!(
-        "{}[caches.named]\nregistry = \"{}\"\nrepository = \"{repo}\"\nusername = \"{USERNAME}\"\npassword_env = \"ORANC_TEST_CACHE_SECRET\"\n",
+        "{}token_realms = [\"{}\"]\n[caches.named]\nregistry = \"{}\"\nrepository = \"{repo}\"\nusername = \"{USERNAME}\"\npassword_env = \"ORANC_TEST_CACHE_SECRET\"\n",
         allow_plain_http(&registry.host()),
+        issuer.config.realm,
         registry.host()
     );
     let mut command = oranc_command();

@@ -241,7 +241,7 @@ async fn bearer_tokens_are_fetched_once_per_scope_and_reused() {
     let backend = open_backend(
         &registry.host(),
         Credentials::basic(USERNAME, PASSWORD),
-        |_| {},
+        |t| t.token_realms = vec![issuer.config.realm.clone()],
     );
 
     let t = tag("x.narinfo");
@@ -257,7 +257,9 @@ async fn bearer_tokens_are_fetched_once_per_scope_and_reused() {
         issuer.tokens_issued()
     );
 
-    let anonymous = open_backend(&registry.host(), Credentials::Anonymous, |_| {});
+    let anonymous = open_backend(&registry.host(), Credentials::Anonymous, |t| {
+        t.token_realms = vec![issuer.config.realm.clone()]
+    });
     assert!(matches!(
         anonymous.get_manifest(&repo, &t).await,
         Err(Error::Denied { .. })
@@ -265,7 +267,7 @@ async fn bearer_tokens_are_fetched_once_per_scope_and_reused() {
     let wrong = open_backend(
         &registry.host(),
         Credentials::basic(USERNAME, "nope"),
-        |_| {},
+        |t| t.token_realms = vec![issuer.config.realm.clone()],
     );
     assert!(matches!(
         wrong.get_manifest(&repo, &t).await,
@@ -283,7 +285,7 @@ async fn public_pulls_work_anonymously_and_expired_tokens_are_renewed() {
     let owner = open_backend(
         &registry.host(),
         Credentials::basic(USERNAME, PASSWORD),
-        |_| {},
+        |t| t.token_realms = vec![issuer.config.realm.clone()],
     );
     let t = tag("nix-cache-info");
     put_object(
@@ -295,7 +297,9 @@ async fn public_pulls_work_anonymously_and_expired_tokens_are_renewed() {
     )
     .await;
 
-    let public = open_backend(&registry.host(), Credentials::Anonymous, |_| {});
+    let public = open_backend(&registry.host(), Credentials::Anonymous, |t| {
+        t.token_realms = vec![issuer.config.realm.clone()]
+    });
     assert!(
         public.get_manifest(&repo, &t).await.unwrap().is_some(),
         "anonymous pull, as from ghcr.io"

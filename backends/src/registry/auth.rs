@@ -16,6 +16,7 @@ use reqwest::{Client, RequestBuilder, Response};
 use serde::Deserialize;
 
 use super::credentials::Credentials;
+use super::origins::Origins;
 
 /// Tokens without `expires_in` live 60 s (the distribution token spec's default).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
@@ -64,6 +65,8 @@ struct State {
 #[derive(Debug)]
 pub struct Authenticator {
     credentials: Credentials,
+    /// Which token services may be asked (and sent the credentials).
+    origins: std::sync::Arc<Origins>,
     state: Mutex<State>,
 }
 
@@ -75,9 +78,10 @@ struct TokenAnswer {
 }
 
 impl Authenticator {
-    pub fn new(credentials: Credentials) -> Self {
+    pub fn new(credentials: Credentials, origins: std::sync::Arc<Origins>) -> Self {
         Self {
             credentials,
+            origins,
             state: Mutex::new(State::default()),
         }
     }
@@ -138,6 +142,19 @@ impl Authenticator {
                 "the registry answered 401 without a usable WWW-Authenticate challenge".into(),
             ),
         })?;
+        if let Challenge::Bearer { realm, .. } = &challenge {
+            if !self.origins.allows_token_realm(realm) {
+                let origin = Origins::display(realm);
+                return Err(Error::Protocol {
+                    what: what.to_owned(),
+                    reason: format!(
+                        "the registry asks for a token from {origin}, which is not the registry itself; \
+                         nothing is sent there unless you allow it (push: --token-realm {origin}; \
+                         server: token_realms = [\"{origin}\"] under the registry)"
+                    ),
+                });
+            }
+        }
         self.state().challenge = Some(challenge.clone());
         match challenge {
             Challenge::Basic if self.credentials.is_anonymous() => Err(Error::Denied {

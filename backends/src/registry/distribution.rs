@@ -29,6 +29,7 @@ use tokio::sync::Semaphore;
 use super::auth::{Authenticator, Scope};
 use super::credentials::Credentials;
 use super::hashing::{read_up_to, HashingReader};
+use super::origins::Origins;
 use super::retry::{retry_after, Decision, RetryPolicy};
 
 /// Blobs at least this large are looked for (HEAD) before they are uploaded.
@@ -63,6 +64,9 @@ pub struct HttpTuning {
     pub chunk_size: usize,
     /// Tags asked for per page of a tag listing.
     pub tags_page_size: usize,
+    /// Token services (URLs or origins) that may receive the credentials besides the
+    /// registry's own origin; see [`super::origins`].
+    pub token_realms: Vec<String>,
 }
 
 impl Default for HttpTuning {
@@ -76,6 +80,7 @@ impl Default for HttpTuning {
             max_in_flight: 32,
             chunk_size: 8 << 20,
             tags_page_size: 1000,
+            token_realms: Vec::new(),
         }
     }
 }
@@ -90,6 +95,8 @@ pub struct DistributionRegistry {
     name: String,
     base_url: String,
     http: Client,
+    /// Where this registry's answers may send us.
+    origins: Arc<Origins>,
     auth: Arc<Authenticator>,
     retry: RetryPolicy,
     in_flight: Arc<Semaphore>,
@@ -169,11 +176,14 @@ impl DistributionRegistry {
             .build()
             .map_err(|e| crate::BackendError::HttpClient(e.to_string()))?;
         let scheme = if tuning.plain_http { "http" } else { "https" };
+        let base_url = format!("{scheme}://{host}");
+        let origins = Arc::new(Origins::new(&base_url, &tuning.token_realms)?);
         Ok(Self {
-            base_url: format!("{scheme}://{host}"),
+            base_url,
             name: host,
             http,
-            auth: Arc::new(Authenticator::new(credentials)),
+            auth: Arc::new(Authenticator::new(credentials, origins.clone())),
+            origins,
             retry: tuning.retry,
             in_flight: Arc::new(Semaphore::new(tuning.max_in_flight.max(1))),
             request_timeout: tuning.request_timeout,
@@ -188,7 +198,7 @@ impl DistributionRegistry {
     /// on requests in flight, but has its own tokens.
     pub fn with_credentials(&self, credentials: Credentials) -> Self {
         Self {
-            auth: Arc::new(Authenticator::new(credentials)),
+            auth: Arc::new(Authenticator::new(credentials, self.origins.clone())),
             ..self.clone()
         }
     }
@@ -197,13 +207,25 @@ impl DistributionRegistry {
         format!("{}/v2/{path}", self.base_url)
     }
 
-    /// A `Location` header may be absolute or relative to the registry.
-    fn absolute(&self, location: &str) -> String {
-        if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_owned()
-        } else {
-            format!("{}{}", self.base_url, location)
+    /// A `Location` or `Link` the registry sent, made absolute; one that leads off the
+    /// registry's own origin is refused, since what follows it carries our credentials or
+    /// data (an upload's bytes, the next page of tags).
+    fn own_url(&self, location: &str, what: &str) -> Result<String> {
+        if !location.contains("://") {
+            let separator = if location.starts_with('/') { "" } else { "/" };
+            return Ok(format!("{}{separator}{location}", self.base_url));
         }
+        if self.origins.is_own(location) {
+            return Ok(location.to_owned());
+        }
+        Err(Error::Protocol {
+            what: what.to_owned(),
+            reason: format!(
+                "the registry {} pointed us at {}, another origin; refused (credentials and data go only to the registry itself)",
+                self.name,
+                Origins::display(location)
+            ),
+        })
     }
 
     /// Sends a request built by `build` (called again for each attempt), with auth, the
@@ -298,16 +320,34 @@ impl DistributionRegistry {
         self.location(&answer, &what)
     }
 
+    /// The upload session's `Location`, which must be on the registry's own origin.
     fn location(&self, answer: &Response, what: &str) -> Result<String> {
-        answer
+        let location = answer
             .headers()
             .get(LOCATION)
             .and_then(|l| l.to_str().ok())
-            .map(|l| self.absolute(l))
             .ok_or_else(|| Error::Protocol {
                 what: what.to_owned(),
                 reason: "the registry gave no Location for the upload".into(),
-            })
+            })?;
+        self.own_url(location, what)
+    }
+
+    /// A blob redirect's `Location`: storage elsewhere is expected (S3, a CDN), and is
+    /// fetched without our credentials.
+    fn redirect_location(&self, answer: &Response, what: &str) -> Result<String> {
+        let location = answer
+            .headers()
+            .get(LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .ok_or_else(|| Error::Protocol {
+                what: what.to_owned(),
+                reason: "the registry redirected without a Location".into(),
+            })?;
+        if location.contains("://") {
+            return Ok(location.to_owned());
+        }
+        self.own_url(location, what)
     }
 
     async fn finish_upload(
@@ -483,7 +523,7 @@ impl DistributionRegistry {
             .await?;
         let status = answer.status();
         if status.is_redirection() {
-            let location = self.location(&answer, &what)?;
+            let location = self.redirect_location(&answer, &what)?;
             if pass_redirect {
                 return Ok(BlobBody::Redirect { url: location });
             }
@@ -673,6 +713,23 @@ impl oranc_core::Registry for DistributionRegistry {
         }
     }
 
+    /// One anonymous `GET /v2/`, outside the auth flow (which would fetch an anonymous
+    /// token and succeed): 401 means the registry checks credentials.
+    async fn checks_credentials(&self) -> Result<bool> {
+        let url = format!("{}/v2/", self.base_url);
+        let what = format!("registry {}", self.name);
+        let answer = self
+            .request(Method::GET, &url)
+            .send()
+            .await
+            .map_err(|e| transport_error(&what, e))?;
+        match answer.status() {
+            StatusCode::UNAUTHORIZED => Ok(true),
+            status if status.is_success() => Ok(false),
+            _ => Err(status_error(&what, answer).await),
+        }
+    }
+
     async fn head_blob(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<Option<u64>> {
         let url = self.url(&format!("{repo}/blobs/{}", digest.to_oci_digest()));
         let what = format!("blob {} in {repo}", digest.to_oci_digest());
@@ -842,7 +899,7 @@ impl oranc_core::Registry for DistributionRegistry {
                 }
             }
             match next {
-                Some(next) => url = self.absolute(&next),
+                Some(next) => url = self.own_url(&next, &what)?,
                 None => return Ok(tags),
             }
         }

@@ -7,6 +7,9 @@ use oranc_core::{RepositoryName, Result};
 
 /// Where the API answers.
 pub const API_HOST: &str = "registry-1.docker.io";
+/// Its token service, on another host than the API: the one realm credentials may go to
+/// besides the registry itself.
+pub const TOKEN_REALM: &str = "https://auth.docker.io/token";
 /// Names users give Docker Hub.
 pub const ALIASES: [&str; 4] = [
     "docker.io",

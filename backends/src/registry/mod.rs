@@ -7,6 +7,7 @@ pub mod docker_hub;
 pub mod ghcr;
 mod hashing;
 pub mod oci_layout;
+pub mod origins;
 pub mod retry;
 
 use std::path::PathBuf;
@@ -111,7 +112,7 @@ pub fn open_handle(settings: RegistrySettings) -> Result<RegistryHandle, Backend
         kind,
         location,
         credentials,
-        http,
+        mut http,
     } = settings;
     let (host, naming): (
         String,
@@ -133,7 +134,10 @@ pub fn open_handle(settings: RegistrySettings) -> Result<RegistryHandle, Backend
             (location, distribution::plain_naming)
         }
         BackendKind::Ghcr => (ghcr::HOST.to_owned(), ghcr::naming),
-        BackendKind::DockerHub => (docker_hub::API_HOST.to_owned(), docker_hub::naming),
+        BackendKind::DockerHub => {
+            http.token_realms.push(docker_hub::TOKEN_REALM.to_owned());
+            (docker_hub::API_HOST.to_owned(), docker_hub::naming)
+        }
     };
     let credentials = Credentials::resolve(credentials, &host)?;
     Ok(RegistryHandle::Http(Arc::new(DistributionRegistry::new(

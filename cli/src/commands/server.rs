@@ -73,6 +73,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     for warning in oranc_config::warnings(&config) {
         eprintln!("warning: {warning}");
     }
+    for position in oranc_config::write_positions(&config) {
+        eprintln!("writes: {position}");
+    }
     let state = AppState::new(config).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -116,6 +119,9 @@ pub fn check(file: &std::path::Path) -> anyhow::Result<()> {
     );
     for warning in oranc_config::warnings(&config) {
         eprintln!("warning: {warning}");
+    }
+    for position in oranc_config::write_positions(&config) {
+        eprintln!("writes: {position}");
     }
     Ok(())
 }

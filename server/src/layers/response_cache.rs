@@ -6,6 +6,12 @@
 //! path at once.
 //!
 //! NAR bodies are never buffered: for them only a 404 is remembered.
+//!
+//! Requests whose answer depends on more than method, path and credentials (`Range`,
+//! conditional headers) pass through alone: they are neither answered from the cache nor
+//! share another request's answer, so a 206 of 20 bytes is never handed to a plain GET.
+//! A body that cannot be read whole (larger than the server accepts, or broken) is a 502,
+//! never an empty 200, and is not kept.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,8 +26,14 @@ use axum::http::{HeaderMap, Method, Request, Response, StatusCode};
 use bytes::Bytes;
 use tower::{Layer, Service, ServiceExt as _};
 
-/// Largest body kept in the cache; larger answers pass through uncached.
-const MAX_CACHED_BODY: usize = 1 << 20;
+/// Headers that shape an answer beyond method, path and credentials.
+const SHAPING_HEADERS: [axum::http::HeaderName; 5] = [
+    axum::http::header::RANGE,
+    axum::http::header::IF_NONE_MATCH,
+    axum::http::header::IF_MATCH,
+    axum::http::header::IF_MODIFIED_SINCE,
+    axum::http::header::IF_RANGE,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
@@ -80,6 +92,8 @@ impl moka::Expiry<Key, Arc<Cached>> for TtlByStatus {
 pub struct ResponseCache {
     entries: moka::future::Cache<Key, Arc<Cached>>,
     stats: Arc<CacheStats>,
+    /// The largest small file the server accepts and serves (`max_small_body_bytes`).
+    max_body: usize,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -91,7 +105,7 @@ impl std::fmt::Debug for ResponseCache {
 }
 
 impl ResponseCache {
-    pub fn new(config: &oranc_config::ResponseCacheConfig) -> Self {
+    pub fn new(config: &oranc_config::ResponseCacheConfig, max_body: usize) -> Self {
         let stats = Arc::new(CacheStats::default());
         let evictions = stats.clone();
         let entries = moka::future::Cache::builder()
@@ -110,7 +124,39 @@ impl ResponseCache {
                 }
             })
             .build();
-        Self { entries, stats }
+        Self {
+            entries,
+            stats,
+            max_body,
+        }
+    }
+
+    /// The whole answer, kept in memory; one whose body cannot be read whole is a 502.
+    async fn buffer(&self, response: Response<Body>) -> Cached {
+        let (parts, body) = response.into_parts();
+        match axum::body::to_bytes(body, self.max_body).await {
+            Ok(body) => Cached {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            },
+            Err(error) => {
+                tracing::warn!(%error, limit = self.max_body, "an answer could not be read whole; answered 502");
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                Cached {
+                    status: StatusCode::BAD_GATEWAY,
+                    headers,
+                    body: Bytes::from(format!(
+                        "the answer could not be read whole (over {} bytes, or broken); see the server log\n",
+                        self.max_body
+                    )),
+                }
+            }
+        }
     }
 
     pub fn stats(&self) -> Arc<CacheStats> {
@@ -204,7 +250,11 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
+        let shaped = SHAPING_HEADERS
+            .iter()
+            .any(|name| request.headers().contains_key(name));
         match method {
+            Method::GET | Method::HEAD if shaped => Box::pin(inner.oneshot(request)),
             Method::PUT => Box::pin(async move {
                 let response = inner.oneshot(request).await?;
                 if response.status().is_success() {
@@ -220,6 +270,7 @@ where
                 }
                 cache.stats.misses.fetch_add(1, Ordering::Relaxed);
                 let stats = cache.stats.clone();
+                let buffering = cache.clone();
                 let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let ran_here = ran.clone();
                 let outcome = cache
@@ -230,15 +281,7 @@ where
                             .oneshot(request)
                             .await
                             .unwrap_or_else(|never| match never {});
-                        let (parts, body) = response.into_parts();
-                        let body = axum::body::to_bytes(body, MAX_CACHED_BODY)
-                            .await
-                            .unwrap_or_default();
-                        let cached = Arc::new(Cached {
-                            status: parts.status,
-                            headers: parts.headers,
-                            body,
-                        });
+                        let cached = Arc::new(buffering.buffer(response).await);
                         if matches!(cached.status, StatusCode::OK | StatusCode::NOT_FOUND) {
                             Ok(cached)
                         } else {
@@ -263,16 +306,10 @@ where
                 let response = inner.oneshot(request).await?;
                 if response.status() == StatusCode::NOT_FOUND {
                     cache.stats.misses.fetch_add(1, Ordering::Relaxed);
-                    let (parts, body) = response.into_parts();
-                    let body = axum::body::to_bytes(body, MAX_CACHED_BODY)
-                        .await
-                        .unwrap_or_default();
-                    let cached = Arc::new(Cached {
-                        status: parts.status,
-                        headers: parts.headers,
-                        body,
-                    });
-                    cache.entries.insert(key, cached.clone()).await;
+                    let cached = Arc::new(cache.buffer(response).await);
+                    if cached.status == StatusCode::NOT_FOUND {
+                        cache.entries.insert(key, cached.clone()).await;
+                    }
                     return Ok(cached.to_response());
                 }
                 Ok(response)
@@ -325,6 +362,7 @@ mod tests {
         ResponseCache {
             entries,
             stats: Arc::new(CacheStats::default()),
+            max_body: 1 << 20,
         }
     }
 

@@ -14,7 +14,7 @@ use oranc_core::{BlobBody, ByteRange, CacheKey, NarInfo, NixCacheInfo};
 use crate::cache_control;
 use crate::error::ServerError;
 use crate::resolve::{resolve, Target};
-use crate::state::AppState;
+use crate::state::{AppState, Purpose};
 
 pub async fn handle(
     State(state): State<AppState>,
@@ -85,7 +85,7 @@ async fn read(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Response, ServerError> {
-    let target = resolve(state, uri, headers).await?;
+    let target = resolve(state, uri, headers, Purpose::Read).await?;
     let kind = target.key.kind();
     let mut response = match serve(state, method, headers, target).await {
         // An absence is an answer too, and a cache in front may keep it (briefly).
@@ -115,7 +115,9 @@ async fn serve(
         .ok_or_else(|| oranc_core::Error::NotFound {
             what: key.to_string(),
         })?;
-    let content_type = header_value(&object.content_type)?;
+    // From the key alone, never from the registry: a manifest's annotation could say
+    // `text/html` and turn a cached NAR into a page in the browser of whoever opens it.
+    let content_type = HeaderValue::from_static(key.content_type());
     // A NAR is named by its hash: its blob digest identifies its bytes for good.
     let etag = (key.kind() == KeyKind::Nar).then(|| cache_control::etag(&object.blob.digest));
     if let Some(etag) = &etag {

@@ -13,11 +13,19 @@ pub async fn healthz() -> &'static str {
 /// do not (by name only, never with credentials).
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     let checks = state.registries_to_check();
-    let results = futures::future::join_all(
-        checks
-            .iter()
-            .map(|(name, registry)| async move { (name.clone(), registry.ping().await) }),
-    )
+    let results = futures::future::join_all(checks.iter().map(|(name, registry)| async move {
+        let label = crate::metrics::registry_label(name).to_owned();
+        // The error may name the directory too; say only that it failed.
+        let outcome = registry.ping().await.map_err(|e| {
+            if label == name.as_str() {
+                e.to_string()
+            } else {
+                tracing::warn!(error = %e, "readiness: a local layout is not readable");
+                "not readable (see the server log)".to_owned()
+            }
+        });
+        (label, outcome)
+    }))
     .await;
     let failing: Vec<String> = results
         .into_iter()

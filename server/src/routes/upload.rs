@@ -24,7 +24,7 @@ use tokio_util::io::StreamReader;
 use super::cache::check_small_file;
 use crate::error::ServerError;
 use crate::resolve::{resolve, Target, WriteAccess};
-use crate::state::{AppState, NamedCache};
+use crate::state::{AppState, NamedCache, Purpose};
 
 pub async fn write(
     state: &AppState,
@@ -37,12 +37,24 @@ pub async fn write(
         key,
         access,
         named,
+        credentials_refused,
         ..
-    } = resolve(state, uri, headers).await?;
+    } = resolve(state, uri, headers, Purpose::Write).await?;
     if access == WriteAccess::ReadOnly {
-        return Err(ServerError::CredentialsRequired);
+        return Err(match credentials_refused {
+            Some(reason) => ServerError::CredentialsNotGranted(reason),
+            None => ServerError::CredentialsRequired,
+        });
     }
     refuse_framed_body(headers)?;
+    // The existence check and the write of one key run alone (see write_locks.rs).
+    let _writing = state
+        .lock_writes(format!(
+            "{}\0{}\0{key}",
+            cache.registry().name(),
+            cache.repository()
+        ))
+        .await;
     let existing = match access {
         WriteAccess::AddOnly => cache.get(&key).await?,
         _ => None,

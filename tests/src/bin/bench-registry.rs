@@ -159,7 +159,7 @@ async fn main() {
     let backend = open_backend(
         &token_registry.host(),
         Credentials::basic(USERNAME, PASSWORD),
-        |_| {},
+        |t| t.token_realms = vec![issuer.config.realm.clone()],
     );
     let repo: RepositoryName = "bench/manifests".parse().expect("a name");
     let tag: Tag = "x.narinfo".parse().expect("a tag");
