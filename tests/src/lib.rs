@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod faults;
+pub mod hostile;
 pub mod latency;
 pub mod nginx;
 pub mod nix;
@@ -85,6 +86,29 @@ pub fn run_ok(command: &mut std::process::Command) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).expect("command output is UTF-8")
+}
+
+/// `curl` with `args` (`--path-as-is`, 30 s at most): (status code, body, curl's exit code).
+pub fn curl(args: &[&str]) -> (String, String, i32) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--path-as-is",
+            "-w",
+            "\n%{http_code}",
+            "--max-time",
+            "30",
+        ])
+        .args(args)
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        status.to_owned(),
+        body.to_owned(),
+        out.status.code().unwrap_or(-1),
+    )
 }
 
 /// A file under `tests/fixtures/` (test data written by other tools, kept in the repository).
@@ -187,7 +211,18 @@ pub fn bench_signing_key(dir: &std::path::Path) -> std::path::PathBuf {
 
 /// A `Command` for `oranc` with a clean environment for its own variables.
 pub fn oranc_command() -> std::process::Command {
-    let mut command = std::process::Command::new(oranc_binary());
+    clean_command(oranc_binary())
+}
+
+/// [`oranc_command`] for the release build (built once per test process): the binary users
+/// run, for tests that replay attacks against it.
+pub fn release_oranc_command() -> std::process::Command {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    clean_command(BUILT.get_or_init(|| build_oranc(true)).clone())
+}
+
+fn clean_command(binary: std::path::PathBuf) -> std::process::Command {
+    let mut command = std::process::Command::new(binary);
     for variable in [
         "ORANC_USERNAME",
         "ORANC_PASSWORD",

@@ -20,33 +20,10 @@ use oranc_tests::nix::{hash_part, SignedClosure};
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
 use oranc_tests::server::{allow_plain_http, ServerProcess};
-use oranc_tests::{fresh_repo, oranc_command, push_closure};
+use oranc_tests::{curl, fresh_repo, oranc_command, push_closure};
 
 /// A narinfo name no test stores.
 const ABSENT: &str = "0000000000000000000000000000000a";
-
-/// `curl` with `args`: (status code, body, curl's exit code).
-fn curl(args: &[&str]) -> (String, String, i32) {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--path-as-is",
-            "-w",
-            "\n%{http_code}",
-            "--max-time",
-            "30",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (
-        status.to_owned(),
-        body.to_owned(),
-        out.status.code().unwrap_or(-1),
-    )
-}
 
 fn assert_healthy(server: &mut ServerProcess) {
     assert!(server.is_running(), "the server is still running");
@@ -56,7 +33,13 @@ fn assert_healthy(server: &mut ServerProcess) {
 #[test]
 fn malformed_requests_are_4xx_and_write_nothing() {
     let registry = RegistryProcess::start();
-    let mut server = ServerProcess::start(&allow_plain_http(&registry.host()), &[]);
+    // Writes get as far as their input's checks: the registry checks no credentials, so the
+    // server is told to trust the ones it is sent.
+    let config = format!(
+        "{}trust_client_credentials = true\n",
+        allow_plain_http(&registry.host())
+    );
+    let mut server = ServerProcess::start(&config, &[]);
     let cache = server.url(&format!("{}/bad/input", registry.host()));
     let long_name = "a".repeat(20_000);
     let paths = [
