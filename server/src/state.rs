@@ -404,6 +404,14 @@ fn is_host(name: &str) -> bool {
     port_ok && host_ok
 }
 
+/// The registry `name`'s `redirect_blobs` (off for registries the config does not list).
+fn redirects_blobs(config: &Config, name: &str) -> bool {
+    config
+        .registries
+        .get(name)
+        .is_some_and(|r| r.redirect_blobs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_host;
@@ -440,12 +448,4 @@ mod tests {
             assert!(!is_host(bad), "{bad}");
         }
     }
-}
-
-/// The registry `name`'s `redirect_blobs` (off for registries the config does not list).
-fn redirects_blobs(config: &Config, name: &str) -> bool {
-    config
-        .registries
-        .get(name)
-        .is_some_and(|r| r.redirect_blobs)
 }

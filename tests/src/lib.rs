@@ -215,10 +215,17 @@ pub fn oranc_command() -> std::process::Command {
 }
 
 /// [`oranc_command`] for the release build (built once per test process): the binary users
-/// run, for tests that replay attacks against it.
+/// run, for tests that replay attacks against it. `ORANC_TEST_RELEASE_BINARY` names another
+/// build instead (an older commit's, to see an attack succeed before its fix).
 pub fn release_oranc_command() -> std::process::Command {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    clean_command(BUILT.get_or_init(|| build_oranc(true)).clone())
+    let binary = BUILT.get_or_init(|| {
+        std::env::var_os("ORANC_TEST_RELEASE_BINARY")
+            .filter(|path| !path.is_empty())
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| build_oranc(true))
+    });
+    clean_command(binary.clone())
 }
 
 fn clean_command(binary: std::path::PathBuf) -> std::process::Command {

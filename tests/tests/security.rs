@@ -45,6 +45,17 @@ fn initialize(registry: &str, repository: &str, plain_http: bool) {
     oranc_tests::run_ok(command.arg("initialize"));
 }
 
+/// `oranc push … initialize` as a user with credentials, to a plain-HTTP `host`.
+fn initialize_with_credentials(host: &str) -> std::process::Output {
+    release_oranc_command()
+        .args(["push", "--no-ssl", "--registry", host])
+        .args(["--repository", "me/cache", "initialize"])
+        .env("ORANC_USERNAME", USERNAME)
+        .env("ORANC_PASSWORD", PASSWORD)
+        .output()
+        .unwrap()
+}
+
 fn put(url: &str, user: Option<&str>, body: &str) -> (String, String) {
     let mut args = vec!["-X", "PUT", "--data-binary", body, url];
     if let Some(user) = user {
@@ -54,7 +65,7 @@ fn put(url: &str, user: Option<&str>, body: &str) -> (String, String) {
     (status, body)
 }
 
-/// 1. Made-up credentials wrote and replaced files of a cache in a local directory, even
+/// Attack 1: made-up credentials wrote and replaced files of a cache in a local directory, even
 /// one with writers and trusted keys: an OCI layout checks no credentials.
 #[test]
 fn made_up_credentials_never_write_to_a_cache_in_a_local_directory() {
@@ -118,7 +129,7 @@ fn made_up_credentials_never_write_to_a_cache_in_a_local_directory() {
     );
 }
 
-/// 1. A listed registry without auth took any credentials as a write grant; one that
+/// Attack 1: a listed registry without auth took any credentials as a write grant; one that
 /// checks them still decides, and `trust_client_credentials` is the operator's opt-in.
 #[test]
 fn forwarded_credentials_write_only_where_the_registry_checks_them() {
@@ -137,7 +148,7 @@ fn forwarded_credentials_write_only_where_the_registry_checks_them() {
     for (registry, user, expected) in [
         (&open, "nobody:whatever", "403"),
         (&checking, right.as_str(), "200"),
-        (&checking, "nobody:whatever", "401"),
+        (&checking, "nobody:whatever", "403"),
         (&trusted, "nobody:whatever", "200"),
     ] {
         let url = server.url(&format!("{}/{repo}/nix-cache-info", registry.host()));
@@ -155,7 +166,7 @@ fn forwarded_credentials_write_only_where_the_registry_checks_them() {
     assert_eq!(status, "404", "nothing was written to the open registry");
 }
 
-/// 2. A `Range` request and a plain GET that missed the response cache together shared
+/// Attack 2: a `Range` request and a plain GET that missed the response cache together shared
 /// one answer: the plain GET got 206 with 20 bytes.
 #[test]
 fn a_range_answer_is_never_handed_to_a_plain_get() {
@@ -191,18 +202,22 @@ fn a_range_answer_is_never_handed_to_a_plain_get() {
     }
 }
 
-/// 3a. A 404 remembered from a GET let an anonymous (add-only) PUT replace what `oranc
+/// A server with `/open`: `repo` in `registry`, where anyone may add files.
+fn open_cache_config(registry: &RegistryProcess, repo: &str) -> String {
+    format!(
+        "{}[caches.open]\nregistry = \"{host}\"\nrepository = \"{repo}\"\nallow_write = true\n",
+        allow_plain_http(&registry.host()),
+        host = registry.host(),
+    )
+}
+
+/// Attack 3a: a 404 remembered from a GET let an anonymous (add-only) PUT replace what `oranc
 /// push` wrote straight to the registry meanwhile.
 #[test]
 fn a_remembered_absence_does_not_let_an_add_only_write_replace() {
     let registry = RegistryProcess::start();
     let repo = fresh_repo("addonly");
-    let config = format!(
-        "{}[caches.open]\nregistry = \"{host}\"\nrepository = \"{repo}\"\nallow_write = true\n",
-        allow_plain_http(&registry.host()),
-        host = registry.host(),
-    );
-    let server = release_server(&config);
+    let server = release_server(&open_cache_config(&registry, &repo));
     let (status, _, _) = curl(&[&server.url("open/nix-cache-info")]);
     assert_eq!(status, "404");
     initialize(&registry.host(), &repo, true);
@@ -220,18 +235,13 @@ fn a_remembered_absence_does_not_let_an_add_only_write_replace() {
     assert!(String::from_utf8_lossy(&stored).contains("/nix/store"));
 }
 
-/// 3b. Two anonymous PUTs of different bytes to one new key both got 200, the second
+/// Attack 3b: two anonymous PUTs of different bytes to one new key both got 200, the second
 /// replacing the first.
 #[test]
 fn concurrent_add_only_writes_of_one_new_key_do_not_both_win() {
     let registry = RegistryProcess::start();
     let repo = fresh_repo("race");
-    let config = format!(
-        "{}[caches.open]\nregistry = \"{host}\"\nrepository = \"{repo}\"\nallow_write = true\n",
-        allow_plain_http(&registry.host()),
-        host = registry.host(),
-    );
-    let server = release_server(&config);
+    let server = release_server(&open_cache_config(&registry, &repo));
     for attempt in 0..10 {
         let url = server.url(&format!("open/log/{attempt:0>32}-race.drv"));
         let writers: Vec<_> = ["first log\n", "second log\n"]
@@ -253,7 +263,7 @@ fn concurrent_add_only_writes_of_one_new_key_do_not_both_win() {
     }
 }
 
-/// 4. The registry chose the answer's Content-Type (a manifest annotation): a NAR was
+/// Attack 4: the registry chose the answer's Content-Type (a manifest annotation): a NAR was
 /// served as `text/html`, cacheable for a year.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_content_type_follows_from_the_key_alone() {
@@ -288,7 +298,7 @@ async fn the_content_type_follows_from_the_key_alone() {
     }
 }
 
-/// 5. Under `allow_any_registry`, `oci-layout:NAME` passed for a host: a GET created a
+/// Attack 5: under `allow_any_registry`, `oci-layout:NAME` passed for a host: a GET created a
 /// directory, a PUT wrote a layout in the parent directory, a query read a local cache.
 #[test]
 fn registry_names_from_urls_never_reach_the_filesystem() {
@@ -329,7 +339,7 @@ fn registry_names_from_urls_never_reach_the_filesystem() {
     assert_eq!(created, vec!["work"], "nothing was created on disk");
 }
 
-/// 6. Small files between 1 MiB and `max_small_body_bytes` were served empty (200 with no
+/// Attack 6: small files between 1 MiB and `max_small_body_bytes` were served empty (200 with no
 /// body), and that answer was cached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_file_over_a_mebibyte_is_served_whole() {
@@ -361,18 +371,7 @@ async fn a_small_file_over_a_mebibyte_is_served_whole() {
 async fn credentials_never_go_to_a_token_realm_on_another_host() {
     let trap = Trap::start().await;
     let registry = HostileRegistry::start(Hostility::ForeignTokenRealm(trap.url("/token"))).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("file");
-    std::fs::write(&file, "x").unwrap();
-    let push = tokio::task::block_in_place(|| {
-        release_oranc_command()
-            .args(["push", "--no-ssl", "--registry", &registry.host()])
-            .args(["--repository", "me/cache", "initialize"])
-            .env("ORANC_USERNAME", USERNAME)
-            .env("ORANC_PASSWORD", PASSWORD)
-            .output()
-            .unwrap()
-    });
+    let push = tokio::task::block_in_place(|| initialize_with_credentials(&registry.host()));
     let stderr = String::from_utf8_lossy(&push.stderr);
     assert!(!push.status.success());
     assert!(stderr.contains("--token-realm"), "{stderr}");
@@ -398,7 +397,6 @@ async fn credentials_never_go_to_a_token_realm_on_another_host() {
         assert_eq!(answer.status(), 502, "{:?}", answer.text().await);
     }
     assert_eq!(trap.hits(), 0, "nothing reached the other host");
-    drop(file);
 }
 
 /// An upload `Location` on another host must not get the NAR's bytes or the credentials.
@@ -407,15 +405,7 @@ async fn uploads_never_follow_a_location_to_another_host() {
     let trap = Trap::start().await;
     let registry =
         HostileRegistry::start(Hostility::ForeignUploadLocation(trap.url("/upload"))).await;
-    let push = tokio::task::block_in_place(|| {
-        release_oranc_command()
-            .args(["push", "--no-ssl", "--registry", &registry.host()])
-            .args(["--repository", "me/cache", "initialize"])
-            .env("ORANC_USERNAME", USERNAME)
-            .env("ORANC_PASSWORD", PASSWORD)
-            .output()
-            .unwrap()
-    });
+    let push = tokio::task::block_in_place(|| initialize_with_credentials(&registry.host()));
     let stderr = String::from_utf8_lossy(&push.stderr);
     assert!(!push.status.success());
     assert!(stderr.contains("another origin"), "{stderr}");

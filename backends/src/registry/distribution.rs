@@ -322,28 +322,13 @@ impl DistributionRegistry {
 
     /// The upload session's `Location`, which must be on the registry's own origin.
     fn location(&self, answer: &Response, what: &str) -> Result<String> {
-        let location = answer
-            .headers()
-            .get(LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .ok_or_else(|| Error::Protocol {
-                what: what.to_owned(),
-                reason: "the registry gave no Location for the upload".into(),
-            })?;
-        self.own_url(location, what)
+        self.own_url(location_header(answer, what)?, what)
     }
 
     /// A blob redirect's `Location`: storage elsewhere is expected (S3, a CDN), and is
     /// fetched without our credentials.
     fn redirect_location(&self, answer: &Response, what: &str) -> Result<String> {
-        let location = answer
-            .headers()
-            .get(LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .ok_or_else(|| Error::Protocol {
-                what: what.to_owned(),
-                reason: "the registry redirected without a Location".into(),
-            })?;
+        let location = location_header(answer, what)?;
         if location.contains("://") {
             return Ok(location.to_owned());
         }
@@ -553,6 +538,21 @@ impl DistributionRegistry {
         }
         Ok(stream_body(answer, range.is_some()))
     }
+}
+
+/// The `Location` of an answer that must have one.
+fn location_header<'a>(answer: &'a Response, what: &str) -> Result<&'a str> {
+    answer
+        .headers()
+        .get(LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .ok_or_else(|| Error::Protocol {
+            what: what.to_owned(),
+            reason: format!(
+                "the registry answered {} without a Location",
+                answer.status()
+            ),
+        })
 }
 
 /// Docker Hub (and others) say how much of the pull quota is left; worth a line when low.
