@@ -10,5 +10,6 @@ pub mod model;
 pub use error::ConfigError;
 pub use load::{is_directory, load_file, parse, validate, warnings, write_positions};
 pub use model::{
-    CacheConfig, Config, RateLimitConfig, RegistryConfig, ResponseCacheConfig, UpstreamConfig,
+    CacheConfig, ClientLimitsConfig, Config, PasswordChecksConfig, RateLimitConfig, RegistryConfig,
+    ResponseCacheConfig, UpstreamConfig,
 };

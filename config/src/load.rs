@@ -141,6 +141,40 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
             "must be at least 1".into(),
         ));
     }
+    for (field, value) in [
+        (
+            "clients.header_read_timeout_secs",
+            config.clients.header_read_timeout_secs,
+        ),
+        (
+            "clients.body_stall_timeout_secs",
+            config.clients.body_stall_timeout_secs,
+        ),
+        (
+            "clients.max_connections",
+            config.clients.max_connections as u64,
+        ),
+        (
+            "clients.max_connections_per_client",
+            config.clients.max_connections_per_client as u64,
+        ),
+        (
+            "password_checks.concurrent",
+            config.password_checks.concurrent as u64,
+        ),
+        (
+            "password_checks.per_client_per_minute",
+            u64::from(config.password_checks.per_client_per_minute),
+        ),
+        (
+            "rate_limit.max_clients",
+            config.rate_limit.max_clients as u64,
+        ),
+    ] {
+        if value == 0 {
+            return Err(invalid(field.into(), "must be at least 1".into()));
+        }
+    }
     if config.rate_limit.requests_per_second > 0 && config.rate_limit.burst == 0 {
         return Err(invalid(
             "rate_limit.burst".into(),

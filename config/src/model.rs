@@ -44,10 +44,76 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub cache: ResponseCacheConfig,
     pub rate_limit: RateLimitConfig,
+    pub clients: ClientLimitsConfig,
+    pub password_checks: PasswordChecksConfig,
 }
 
-/// Per-client request rate limit (a client is its credentials when it sends some, else its
-/// IP address). Over the limit, requests get 429 with Retry-After.
+/// What one client may hold of the server: connections, time, and where it is from.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientLimitsConfig {
+    /// Seconds a client may take to send a request's headers, counted from when the server
+    /// waits for them; on a kept-alive connection that includes the idle time between
+    /// requests. A connection that sends nothing, or half a request, is closed after it.
+    pub header_read_timeout_secs: u64,
+    /// Seconds an upload's body may stall (no bytes at all) before it is abandoned. A slow
+    /// upload that keeps sending is never cut off, however long it takes.
+    pub body_stall_timeout_secs: u64,
+    /// Connections open at once; past it the server stops accepting until one closes. Also
+    /// kept below the process's open-file limit (raised to its hard limit at start).
+    pub max_connections: usize,
+    /// Connections one client (IP address) may hold at once; more are closed at accept.
+    /// Trusted proxies are exempt (all their clients share their address).
+    pub max_connections_per_client: usize,
+    /// Addresses of reverse proxies in front of the server: from them, the client is the
+    /// last address in `X-Forwarded-For` (what the proxy saw), for rate limits and the
+    /// per-client connection cap. From anyone else `X-Forwarded-For` is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Seconds requests in flight may take to finish after SIGTERM/SIGINT; then the server
+    /// exits anyway.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ClientLimitsConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 15,
+            body_stall_timeout_secs: 60,
+            max_connections: 4096,
+            max_connections_per_client: 256,
+            trusted_proxies: Vec::new(),
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// Checks of writer passwords (`writers_file`): slow on purpose (argon2 at its defaults
+/// takes 19 MiB and tens of milliseconds), so each is bounded.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordChecksConfig {
+    /// Checks running at once (each holds the hash's memory); others wait.
+    pub concurrent: usize,
+    /// Milliseconds a request waits for a check to start; then 503 with Retry-After.
+    pub wait_millis: u64,
+    /// Checks one client (IP address) may cause per minute (a remembered verdict costs
+    /// none); past it 429. Guessing passwords is slow, and cannot crowd out writers.
+    pub per_client_per_minute: u32,
+}
+
+impl Default for PasswordChecksConfig {
+    fn default() -> Self {
+        Self {
+            concurrent: 2,
+            wait_millis: 2000,
+            per_client_per_minute: 30,
+        }
+    }
+}
+
+/// Per-client request rate limit: a client is its IP address (an IPv6 client its /64), or
+/// the address a trusted proxy forwarded. Credentials do not make a client: anyone can
+/// make up new ones. Over the limit, requests get 429 with Retry-After.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
@@ -56,6 +122,9 @@ pub struct RateLimitConfig {
     /// Requests a client may make at once above the sustained rate (Nix asks for many
     /// narinfo files in a burst when it plans a closure).
     pub burst: u32,
+    /// Clients remembered at once; the least recently seen are forgotten first (a
+    /// forgotten client starts with a full burst).
+    pub max_clients: usize,
 }
 
 impl Default for RateLimitConfig {
@@ -63,6 +132,7 @@ impl Default for RateLimitConfig {
         Self {
             requests_per_second: 0,
             burst: 1000,
+            max_clients: 100_000,
         }
     }
 }
@@ -112,6 +182,8 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             cache: ResponseCacheConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            clients: ClientLimitsConfig::default(),
+            password_checks: PasswordChecksConfig::default(),
         }
     }
 }

@@ -24,8 +24,16 @@ pub enum ServerError {
     #[error("{0}")]
     CredentialsNotGranted(String),
 
-    #[error("wrong password for writer {0:?}")]
-    WrongWriterPassword(String),
+    /// Credentials on a cache with writers that are not a writer's: an unknown name and a
+    /// wrong password are answered alike, so guessing tells nobody who the writers are.
+    #[error("these credentials are not those of a writer of this cache (an unknown user or a wrong password)")]
+    NotAWriter,
+
+    #[error("too many password checks from this client; retry in {0} s")]
+    TooManyPasswordChecks(u64),
+
+    #[error("the server is busy checking passwords; retry shortly")]
+    PasswordChecksBusy,
 
     /// The upload would replace a file that anonymous writers may only add.
     #[error("{0}")]
@@ -37,6 +45,14 @@ pub enum ServerError {
 
     #[error("body larger than {0} bytes")]
     TooLarge(usize),
+
+    /// The client stopped sending its upload.
+    #[error("{0}")]
+    UploadStalled(String),
+
+    /// The registry did not let us answer within `response_timeout_secs`.
+    #[error("no answer from the registry within {0} s")]
+    ResponseTimedOut(u64),
 
     #[error("{0}")]
     Internal(String),
@@ -61,11 +77,26 @@ impl ServerError {
             },
             Self::RegistryNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::CredentialsRequired | Self::WrongWriterPassword(_) => StatusCode::UNAUTHORIZED,
+            Self::CredentialsRequired | Self::NotAWriter => StatusCode::UNAUTHORIZED,
+            Self::TooManyPasswordChecks(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::PasswordChecksBusy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Refused(_) | Self::CredentialsNotGranted(_) => StatusCode::FORBIDDEN,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UploadStalled(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::ResponseTimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl ServerError {
+    /// An upload body that could not be read: stalled (408) or broken by the client (400).
+    pub fn from_body_error(error: std::io::Error) -> Self {
+        if error.kind() == std::io::ErrorKind::TimedOut {
+            Self::UploadStalled(error.to_string())
+        } else {
+            Self::BadRequest(format!("reading the body: {error}"))
         }
     }
 }
@@ -79,6 +110,16 @@ impl IntoResponse for ServerError {
             tracing::debug!(%status, error = %self, "request refused");
         }
         let mut response = (status, format!("{self}\n")).into_response();
+        let retry_after = match &self {
+            Self::TooManyPasswordChecks(seconds) => Some(*seconds),
+            Self::PasswordChecksBusy => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -7,13 +7,17 @@
 //! uses a named cache's credentials for that cache alone.
 
 pub mod cache_control;
+pub mod client_addr;
 pub mod client_auth;
+pub mod client_limiter;
 pub mod error;
 pub mod grants;
 pub mod layers;
+pub mod listener;
 pub mod manifest_cache;
 pub mod metered;
 pub mod metrics;
+pub mod password_gate;
 pub mod resolve;
 pub mod router;
 pub mod routes;
@@ -27,7 +31,7 @@ pub use router::router;
 pub use state::AppState;
 
 /// Serves `state` on `listener` until `shutdown` completes; in-flight requests (NAR
-/// streams included) are allowed to finish.
+/// streams included) may finish within `clients.shutdown_grace_secs`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -42,9 +46,7 @@ pub async fn serve(
             }
         });
     }
-    // Connection info lets the rate limiter tell clients apart by address.
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = listener::ConnectionLimits::from_config(&state.config().clients);
+    let metrics = state.metrics().clone();
+    listener::serve(listener, router(state), limits, metrics, shutdown).await
 }

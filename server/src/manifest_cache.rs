@@ -292,7 +292,7 @@ mod tests {
         let repository = backend.repository("o/c").unwrap();
         let metrics = Metrics::new(None);
         Fixture {
-            metered: MeteredRegistry::wrap(backend, metrics.clone()),
+            metered: MeteredRegistry::wrap(backend, metrics.clone(), true),
             metrics,
             cache: ManifestCache::new(&oranc_config::ResponseCacheConfig::default()),
             repository,

@@ -18,15 +18,29 @@ use crate::metrics::Metrics;
 pub struct MeteredRegistry {
     inner: Arc<dyn Registry>,
     metrics: Metrics,
+    /// The `registry` label: the name of a registry the config brings in (never a local
+    /// directory's path), `unlisted` for one a URL named under `allow_any_registry`, so
+    /// no request can add label values.
+    label: String,
 }
 
 impl MeteredRegistry {
-    pub fn wrap(inner: Arc<dyn Registry>, metrics: Metrics) -> Arc<dyn Registry> {
-        Arc::new(Self { inner, metrics })
+    /// `inner`, metered under its name; `listed` is false for a registry a URL named.
+    pub fn wrap(inner: Arc<dyn Registry>, metrics: Metrics, listed: bool) -> Arc<dyn Registry> {
+        let label = if listed {
+            crate::metrics::registry_label(inner.name()).to_owned()
+        } else {
+            "unlisted".to_owned()
+        };
+        Arc::new(Self {
+            inner,
+            metrics,
+            label,
+        })
     }
 
     fn record<T>(&self, operation: &str, started: Instant, result: &Result<T>) {
-        let registry = crate::metrics::registry_label(self.inner.name());
+        let registry = self.label.as_str();
         self.metrics
             .upstream_requests
             .with_label_values(&[registry, operation])

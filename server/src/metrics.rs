@@ -28,6 +28,10 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub rate_limited: IntCounter,
+    /// Connections closed at accept: their client already held its share.
+    pub connections_refused: IntCounter,
+    /// Writer password checks, by outcome (`valid`, `invalid`, `busy`, `limited`).
+    pub password_checks: IntCounterVec,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
     cache_coalesced: IntCounter,
@@ -124,6 +128,17 @@ impl Metrics {
                 "oranc_http_rate_limited_total",
                 "Requests refused with 429 by the rate limiter",
             ),
+            connections_refused: counter(
+                &registry,
+                "oranc_http_connections_refused_total",
+                "Connections closed at once because their client held clients.max_connections_per_client",
+            ),
+            password_checks: counter_vec(
+                &registry,
+                "oranc_password_checks_total",
+                "Writer password checks, by outcome: valid, invalid, busy (no check could start in time), limited (the client's checks per minute were spent)",
+                &["outcome"],
+            ),
             cache_hits: counter(
                 &registry,
                 "oranc_response_cache_hits_total",
@@ -187,6 +202,20 @@ pub fn registry_label(name: &str) -> &str {
         "oci-layout"
     } else {
         name
+    }
+}
+
+/// An HTTP method as a label: one of a closed set, whatever a client sends.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
     }
 }
 

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, Uri};
 use oranc_backends::Credentials;
 use oranc_core::{CacheKey, RegistryCache};
 
+use crate::client_addr::ClientAddr;
 use crate::client_auth::client_credentials;
 use crate::error::ServerError;
 use crate::grants::CredentialGrant;
@@ -28,8 +29,8 @@ pub struct Target<'a> {
     pub named: Option<&'a NamedCache>,
     /// Large files may be handed to the registry's storage by redirect (`redirect_blobs`).
     pub redirect_blobs: bool,
-    /// Why the client's credentials grant no writes here, when it sent some that do not.
-    pub credentials_refused: Option<String>,
+    /// The answer to a write, when the client sent credentials that grant none here.
+    pub credentials_refused: Option<ServerError>,
 }
 
 /// What a request may write.
@@ -64,6 +65,7 @@ pub async fn resolve<'a>(
     uri: &Uri,
     headers: &HeaderMap,
     purpose: Purpose,
+    address: Option<ClientAddr>,
 ) -> Result<Target<'a>, ServerError> {
     let path = uri.path().trim_start_matches('/');
     if path.contains("//") || path.split('/').any(|s| s == ".." || s == ".") {
@@ -78,7 +80,7 @@ pub async fn resolve<'a>(
 
     if let Some(named) = segments.first().and_then(|name| state.named_cache(name)) {
         let key = parse_key(&segments[1..].join("/"))?;
-        let grant = named_cache_access(named, client, purpose).await?;
+        let grant = named_cache_access(state, named, client, purpose, address).await?;
         let registry = state.client(segments[0], &named.registry, grant.credentials, purpose);
         return Ok(Target {
             cache: RegistryCache::new(registry, named.repository.clone(), encoding, fallbacks),
@@ -148,7 +150,7 @@ pub async fn resolve<'a>(
 struct Grant {
     credentials: Credentials,
     access: WriteAccess,
-    refused: Option<String>,
+    refused: Option<ServerError>,
 }
 
 impl Grant {
@@ -181,7 +183,7 @@ async fn forwarded(
     Ok(Grant {
         credentials: Credentials::Anonymous,
         access: WriteAccess::ReadOnly,
-        refused: Some(grant.refusal(registry)),
+        refused: Some(ServerError::CredentialsNotGranted(grant.refusal(registry))),
     })
 }
 
@@ -190,9 +192,11 @@ async fn forwarded(
 /// forwarded where they grant something ([`forwarded`]); everyone else gets the cache's
 /// credentials and its anonymous rights.
 async fn named_cache_access(
+    state: &AppState,
     named: &NamedCache,
     client: Option<Credentials>,
     purpose: Purpose,
+    address: Option<ClientAddr>,
 ) -> Result<Grant, ServerError> {
     let anonymous_access = if named.allow_write {
         WriteAccess::AddOnly
@@ -204,26 +208,32 @@ async fn named_cache_access(
         return Ok(anonymous());
     };
     let check = match &named.writers {
-        Some(writers) => writers.check(&username, &password).await,
+        Some(writers) => {
+            writers
+                .check(&username, &password, state.password_gate(), address)
+                .await?
+        }
         None => WriterCheck::NotAWriter,
     };
-    match check {
-        WriterCheck::Valid => Ok(Grant::anonymous(
+    if check == WriterCheck::Valid {
+        return Ok(Grant::anonymous(
             named.credentials.clone(),
             WriteAccess::Writer,
-        )),
-        WriterCheck::WrongPassword => Err(ServerError::WrongWriterPassword(username)),
-        WriterCheck::NotAWriter => {
-            let registry = named.registry.registry();
-            let credentials = Credentials::basic(username, password);
-            let grant = forwarded(credentials, &named.grant, registry.name(), purpose).await?;
-            if grant.refused.is_none() {
-                return Ok(grant);
-            }
-            Ok(Grant {
-                refused: grant.refused,
-                ..anonymous()
-            })
-        }
+        ));
     }
+    let registry = named.registry.registry();
+    let credentials = Credentials::basic(username, password);
+    let grant = forwarded(credentials, &named.grant, registry.name(), purpose).await?;
+    if grant.refused.is_none() {
+        return Ok(grant);
+    }
+    // A cache with writers answers a stranger and a wrong password alike.
+    let refused = match named.writers {
+        Some(_) => ServerError::NotAWriter,
+        None => grant.refused.unwrap_or(ServerError::CredentialsRequired),
+    };
+    Ok(Grant {
+        refused: Some(refused),
+        ..anonymous()
+    })
 }

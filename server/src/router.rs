@@ -2,14 +2,14 @@
 //! credentials marked sensitive (no layer can log them), a request id (set when the client
 //! sent none, echoed in the answer and in every log line of the request), the request's
 //! tracing span, metrics (they see every answer: limited, cached, timed out or panicked),
-//! panics turned into 500s, the rate limit, the response timeout, the response cache, then
-//! the handlers.
+//! panics turned into 500s, the rate limit, the response cache, then the handlers (reads
+//! time out there after `response_timeout_secs`: uploads must not, see `routes/body.rs`).
+//! Connections, and the client address every layer reads, are the listener's
+//! (`listener.rs`).
 //!
 //! tower-http provides the generic layers; ours are only those it has no equivalent for
 //! (the response cache, the per-client rate limit, the metrics). Its body limit is not used:
 //! it would cap NAR uploads, which stream unbounded; small files are limited in the handler.
-
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
@@ -22,7 +22,6 @@ use tower_http::request_id::{
 };
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::layers::metrics::MetricsLayer;
@@ -33,19 +32,12 @@ use crate::routes::{cache, health, metrics};
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
-    let timeout = Duration::from_secs(state.config().response_timeout_secs);
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .fallback(cache::handle)
         .layer(ResponseCacheLayer::new(state.response_cache()))
-        // 504, not tower-http's default 408: the client was not slow, the registry was.
-        // Only the time to the response head counts; a NAR may stream for longer.
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            timeout,
-        ))
         .layer(RateLimitLayer::new(
             &state.config().rate_limit,
             state.metrics().clone(),

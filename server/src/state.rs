@@ -72,6 +72,8 @@ struct Inner {
     registries: Mutex<HashMap<String, OpenRegistry>>,
     /// Add-only checks and writes of one key run one at a time.
     write_locks: WriteLocks,
+    readiness: crate::routes::health::ReadinessVerdict,
+    password_gate: crate::password_gate::PasswordGate,
     clients: ClientsByCredentials,
     caches: HashMap<String, NamedCache>,
     upstreams: Upstreams,
@@ -219,6 +221,8 @@ impl AppState {
         let response_cache =
             caching.then(|| ResponseCache::new(&config.cache, config.max_small_body_bytes));
         let metrics = Metrics::new(response_cache.as_ref().map(ResponseCache::stats));
+        let password_gate =
+            crate::password_gate::PasswordGate::new(&config.password_checks, metrics.clone());
         let manifest_cache = caching.then(|| ManifestCache::new(&config.cache));
         let registry_count = config.registries.len() + caches.len();
         Ok(Self(Arc::new(Inner {
@@ -229,6 +233,8 @@ impl AppState {
             fallbacks,
             registries: Mutex::new(registries),
             write_locks: WriteLocks::default(),
+            readiness: Default::default(),
+            password_gate,
             clients: moka::sync::Cache::builder()
                 .max_capacity(MAX_CLIENTS_PER_REGISTRY * (registry_count as u64).max(1))
                 .time_to_idle(CLIENT_IDLE)
@@ -274,6 +280,16 @@ impl AppState {
             checks.entry(registry.name().to_owned()).or_insert(registry);
         }
         checks.into_iter().collect()
+    }
+
+    /// Every writer password check goes through here.
+    pub fn password_gate(&self) -> &crate::password_gate::PasswordGate {
+        &self.0.password_gate
+    }
+
+    /// The last `/readyz` verdict.
+    pub fn readiness(&self) -> &crate::routes::health::ReadinessVerdict {
+        &self.0.readiness
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -351,9 +367,12 @@ impl AppState {
         self.0
             .clients
             .get_with((name.to_owned(), fingerprint, purpose), || {
+                let listed =
+                    self.0.caches.contains_key(name) || self.0.config.registries.contains_key(name);
                 let metered = MeteredRegistry::wrap(
                     handle.with_credentials(credentials),
                     self.0.metrics.clone(),
+                    listed,
                 );
                 // Outside the metering: a cached lookup is not a registry request.
                 match &self.0.manifest_cache {

@@ -2,9 +2,13 @@
 //! through the server with a netrc entry instead of registry credentials or a signing key.
 //!
 //! Hashes are argon2 (PHC strings) or bcrypt, checked by the RustCrypto `argon2` and the
-//! `bcrypt` crates. Both are slow on purpose (tens of milliseconds), and a netrc sends the
-//! credentials with every request of a `nix copy`, so a verdict is remembered for a few
-//! minutes under a digest of the pair; the password itself is never kept or logged.
+//! `bcrypt` crates. Both are slow on purpose, so every check goes through the
+//! [`PasswordGate`] (bounded at once and per client), and since a netrc sends the
+//! credentials with every request of a `nix copy`, a verdict is remembered for a few
+//! minutes under a digest of the pair (the password itself is never kept or logged).
+//!
+//! A guesser learns nothing about who the writers are: an unknown name is checked against
+//! a writer's hash too (the same work, the same time) and answered like a wrong password.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,23 +16,41 @@ use std::time::Duration;
 use argon2::password_hash::PasswordHash;
 use argon2::PasswordVerifier as _;
 
+use crate::client_addr::ClientAddr;
+use crate::error::ServerError;
+use crate::password_gate::PasswordGate;
+
 /// How long a checked password is believed (a changed writers file is read at restart).
 const VERDICT_TTL: Duration = Duration::from_secs(300);
-const MAX_VERDICTS: u64 = 10_000;
+/// Good verdicts remembered; every writer's few pairs fit many times over.
+const MAX_VALID_VERDICTS: u64 = 10_000;
+/// Bad verdicts remembered (so a client retrying the same wrong pair costs no new check);
+/// bounded apart from the good ones, so guesses never push a writer's verdict out.
+const MAX_INVALID_VERDICTS: u64 = 1_000;
 
 /// What a client's Basic credentials are to a cache with writers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriterCheck {
-    /// The user is not in the writers file (its credentials may be the registry's).
+    /// Not a writer's: an unknown name or a wrong password, told apart to nobody (the
+    /// credentials may still be the registry's own).
     NotAWriter,
     Valid,
-    WrongPassword,
 }
 
 #[derive(Debug)]
 pub struct Writers {
     hashes: HashMap<String, String>,
-    verdicts: moka::sync::Cache<[u8; 32], bool>,
+    /// A writer's hash, checked for names that are nobody's.
+    decoy: String,
+    valid: moka::sync::Cache<[u8; 32], ()>,
+    invalid: moka::sync::Cache<[u8; 32], ()>,
+}
+
+fn verdicts(capacity: u64) -> moka::sync::Cache<[u8; 32], ()> {
+    moka::sync::Cache::builder()
+        .max_capacity(capacity)
+        .time_to_live(VERDICT_TTL)
+        .build()
 }
 
 impl Writers {
@@ -59,39 +81,47 @@ impl Writers {
                 return Err(format!("line {}: {user:?} is listed twice", number + 1));
             }
         }
-        if hashes.is_empty() {
-            return Err("no writers listed".into());
-        }
+        let decoy = hashes
+            .iter()
+            .min_by_key(|(user, _)| *user)
+            .map(|(_, hash)| hash.clone())
+            .ok_or("no writers listed")?;
         Ok(Self {
             hashes,
-            verdicts: moka::sync::Cache::builder()
-                .max_capacity(MAX_VERDICTS)
-                .time_to_live(VERDICT_TTL)
-                .build(),
+            decoy,
+            valid: verdicts(MAX_VALID_VERDICTS),
+            invalid: verdicts(MAX_INVALID_VERDICTS),
         })
     }
 
-    pub async fn check(&self, user: &str, password: &str) -> WriterCheck {
-        let Some(hash) = self.hashes.get(user) else {
-            return WriterCheck::NotAWriter;
-        };
+    /// Whether `user` and `password` are a writer's; a check that cannot run now (busy, or
+    /// the client's checks spent) is an error for the request.
+    pub async fn check(
+        &self,
+        user: &str,
+        password: &str,
+        gate: &PasswordGate,
+        client: Option<ClientAddr>,
+    ) -> Result<WriterCheck, ServerError> {
         let digest = crate::client_auth::credential_digest(user, password);
-        let valid = match self.verdicts.get(&digest) {
-            Some(valid) => valid,
-            None => {
-                let (hash, password) = (hash.clone(), password.to_owned());
-                // Deliberately slow hashing stays off the request threads.
-                let valid = tokio::task::spawn_blocking(move || verify(&hash, &password))
-                    .await
-                    .unwrap_or(false);
-                self.verdicts.insert(digest, valid);
-                valid
-            }
+        if self.valid.contains_key(&digest) {
+            return Ok(WriterCheck::Valid);
+        }
+        if self.invalid.contains_key(&digest) {
+            return Ok(WriterCheck::NotAWriter);
+        }
+        let (hash, known) = match self.hashes.get(user) {
+            Some(hash) => (hash.clone(), true),
+            None => (self.decoy.clone(), false),
         };
-        if valid {
-            WriterCheck::Valid
+        let password = password.to_owned();
+        let matches = gate.check(client, move || verify(&hash, &password)).await?;
+        if matches && known {
+            self.valid.insert(digest, ());
+            Ok(WriterCheck::Valid)
         } else {
-            WriterCheck::WrongPassword
+            self.invalid.insert(digest, ());
+            Ok(WriterCheck::NotAWriter)
         }
     }
 }
@@ -127,31 +157,34 @@ mod tests {
             .to_string()
     }
 
+    fn gate() -> PasswordGate {
+        PasswordGate::new(
+            &oranc_config::PasswordChecksConfig::default(),
+            crate::metrics::Metrics::new(None),
+        )
+    }
+
     #[tokio::test]
-    async fn argon2_and_bcrypt_writers_are_checked() {
+    async fn argon2_and_bcrypt_writers_are_checked_and_strangers_look_like_wrong_passwords() {
         let text = format!(
             "# CI writers\nci:{}\n\nadmin:{}\n",
             argon2_hash("s3cret"),
             bcrypt::hash("hunter2", 4).unwrap()
         );
         let writers = Writers::parse(&text).unwrap();
-        assert_eq!(writers.check("ci", "s3cret").await, WriterCheck::Valid);
-        assert_eq!(
-            writers.check("ci", "wrong").await,
-            WriterCheck::WrongPassword
-        );
-        assert_eq!(writers.check("admin", "hunter2").await, WriterCheck::Valid);
-        assert_eq!(
-            writers.check("admin", "s3cret").await,
-            WriterCheck::WrongPassword
-        );
-        assert_eq!(writers.check("me", "s3cret").await, WriterCheck::NotAWriter);
+        let gate = gate();
+        let check = |user: &'static str, password: &'static str| {
+            let (writers, gate) = (&writers, &gate);
+            async move { writers.check(user, password, gate, None).await.unwrap() }
+        };
+        assert_eq!(check("ci", "s3cret").await, WriterCheck::Valid);
+        assert_eq!(check("ci", "wrong").await, WriterCheck::NotAWriter);
+        assert_eq!(check("admin", "hunter2").await, WriterCheck::Valid);
+        assert_eq!(check("admin", "s3cret").await, WriterCheck::NotAWriter);
+        assert_eq!(check("me", "s3cret").await, WriterCheck::NotAWriter);
         // A remembered verdict answers the same.
-        assert_eq!(
-            writers.check("ci", "wrong").await,
-            WriterCheck::WrongPassword
-        );
-        assert_eq!(writers.check("ci", "s3cret").await, WriterCheck::Valid);
+        assert_eq!(check("ci", "wrong").await, WriterCheck::NotAWriter);
+        assert_eq!(check("ci", "s3cret").await, WriterCheck::Valid);
     }
 
     #[test]

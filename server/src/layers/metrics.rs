@@ -83,7 +83,7 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let metrics = self.metrics.clone();
         let route = route_kind(request.uri().path());
-        let method = request.method().as_str().to_owned();
+        let method = crate::metrics::method_label(request.method());
         let uploaded = content_length(request.headers(), request.body());
         let started = Instant::now();
         let in_flight = InFlight::new(metrics.in_flight.clone());
@@ -97,7 +97,7 @@ where
                 .observe(started.elapsed().as_secs_f64());
             metrics
                 .requests
-                .with_label_values(&[route, &method, response.status().as_str()])
+                .with_label_values(&[route, method, response.status().as_str()])
                 .inc();
             if method != "HEAD" {
                 metrics

@@ -210,13 +210,27 @@ fn key_of(request: &Request<Body>) -> Key {
     let authorization = crate::client_auth::client_fingerprint(request.headers());
     Key {
         head: request.method() == Method::HEAD,
-        path_and_query: request
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_default(),
+        path_and_query: normalised_target(request.uri()),
         authorization,
     }
+}
+
+/// The path, and of the query only what the server reads (`registry`, `repository`, as the
+/// original oranc's URLs carry them): made-up parameters must not make new entries, or a
+/// flood of them would push out the answers Nix needs.
+fn normalised_target(uri: &axum::http::Uri) -> String {
+    let mut target = uri.path().to_owned();
+    let kept: Vec<&str> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| pair.starts_with("registry=") || pair.starts_with("repository="))
+        .collect();
+    if !kept.is_empty() {
+        target.push('?');
+        target.push_str(&kept.join("&"));
+    }
+    target
 }
 
 /// An answer that is not worth caching, shared with every request coalesced onto it.
@@ -391,6 +405,19 @@ mod tests {
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(cache.stats.hits.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn only_the_parameters_the_server_reads_make_a_key() {
+        let uri = |s: &str| s.parse::<axum::http::Uri>().unwrap();
+        assert_eq!(
+            normalised_target(&uri("/c/x.narinfo?junk=1")),
+            "/c/x.narinfo"
+        );
+        assert_eq!(
+            normalised_target(&uri("/x.narinfo?a=1&registry=r&b=2&repository=o%2Fc")),
+            "/x.narinfo?registry=r&repository=o%2Fc"
+        );
     }
 
     #[tokio::test]

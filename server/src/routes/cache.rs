@@ -2,6 +2,8 @@
 //! registry's blob to the client chunk by chunk; small files are read whole and checked
 //! before they are served.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -12,6 +14,7 @@ use oranc_core::cache_key::KeyKind;
 use oranc_core::{BlobBody, ByteRange, CacheKey, NarInfo, NixCacheInfo};
 
 use crate::cache_control;
+use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
 use crate::resolve::{resolve, Target};
 use crate::state::{AppState, Purpose};
@@ -21,14 +24,26 @@ pub async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    address: Option<axum::Extension<ClientAddr>>,
     body: Body,
 ) -> Response {
+    let address = address.map(|axum::Extension(address)| address);
     if test_panic_requested(uri.path()) {
         panic!("ORANC_TEST_PANIC_PATH asked for a panic at {}", uri.path());
     }
     let outcome = match method {
-        Method::GET | Method::HEAD => read(&state, &method, &uri, &headers).await,
-        Method::PUT => super::upload::write(&state, &uri, &headers, body).await,
+        // Only the time to the response head counts; a NAR may stream for longer. An upload
+        // has no such bound: it may take as long as it keeps sending (see body.rs).
+        Method::GET | Method::HEAD => {
+            let limit = state.config().response_timeout_secs;
+            tokio::time::timeout(
+                Duration::from_secs(limit),
+                read(&state, &method, &uri, &headers, address),
+            )
+            .await
+            .unwrap_or(Err(ServerError::ResponseTimedOut(limit)))
+        }
+        Method::PUT => super::upload::write(&state, &uri, &headers, address, body).await,
         _ => Ok((
             StatusCode::METHOD_NOT_ALLOWED,
             [(header::ALLOW, "GET, HEAD, PUT")],
@@ -84,8 +99,9 @@ async fn read(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    address: Option<ClientAddr>,
 ) -> Result<Response, ServerError> {
-    let target = resolve(state, uri, headers, Purpose::Read).await?;
+    let target = resolve(state, uri, headers, Purpose::Read, address).await?;
     let kind = target.key.kind();
     let mut response = match serve(state, method, headers, target).await {
         // An absence is an answer too, and a cache in front may keep it (briefly).

@@ -9,9 +9,29 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// How long a readiness verdict is reused: probes from load balancers (or anyone) must not
+/// turn into a registry request each.
+const VERDICT_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The last readiness verdict and when it was reached; the lock also makes concurrent
+/// checks wait for one round of pings.
+pub type ReadinessVerdict = tokio::sync::Mutex<Option<(std::time::Instant, StatusCode, String)>>;
+
 /// 200 when every registry of the config answers its ping, else 503 naming the ones that
-/// do not (by name only, never with credentials).
+/// do not (by name only, never with credentials). Reused for a few seconds.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+    let mut verdict = state.readiness().lock().await;
+    if let Some((at, status, text)) = verdict.as_ref() {
+        if at.elapsed() < VERDICT_TTL {
+            return (*status, text.clone());
+        }
+    }
+    let (status, text) = check_registries(&state).await;
+    *verdict = Some((std::time::Instant::now(), status, text.clone()));
+    (status, text)
+}
+
+async fn check_registries(state: &AppState) -> (StatusCode, String) {
     let checks = state.registries_to_check();
     let results = futures::future::join_all(checks.iter().map(|(name, registry)| async move {
         let label = crate::metrics::registry_label(name).to_owned();

@@ -1,5 +1,6 @@
 //! Request handlers: the binary-cache files (reads, uploads), health and metrics.
 
+pub mod body;
 pub mod cache;
 pub mod health;
 pub mod metrics;

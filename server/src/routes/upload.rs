@@ -12,6 +12,8 @@
 //!
 //! Bodies of NARs and other large files stream into a blob; only small files are read whole.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +24,7 @@ use oranc_core::{BlobInfo, CacheKey, CacheObject, NarInfo, RegistryCache, Sha256
 use tokio_util::io::StreamReader;
 
 use super::cache::check_small_file;
+use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
 use crate::resolve::{resolve, Target, WriteAccess};
 use crate::state::{AppState, NamedCache, Purpose};
@@ -30,6 +33,7 @@ pub async fn write(
     state: &AppState,
     uri: &Uri,
     headers: &HeaderMap,
+    address: Option<ClientAddr>,
     body: Body,
 ) -> Result<Response, ServerError> {
     let Target {
@@ -39,12 +43,9 @@ pub async fn write(
         named,
         credentials_refused,
         ..
-    } = resolve(state, uri, headers, Purpose::Write).await?;
+    } = resolve(state, uri, headers, Purpose::Write, address).await?;
     if access == WriteAccess::ReadOnly {
-        return Err(match credentials_refused {
-            Some(reason) => ServerError::CredentialsNotGranted(reason),
-            None => ServerError::CredentialsRequired,
-        });
+        return Err(credentials_refused.unwrap_or(ServerError::CredentialsRequired));
     }
     refuse_framed_body(headers)?;
     // The existence check and the write of one key run alone (see write_locks.rs).
@@ -59,9 +60,11 @@ pub async fn write(
         WriteAccess::AddOnly => cache.get(&key).await?,
         _ => None,
     };
+    let stall = Duration::from_secs(state.config().clients.body_stall_timeout_secs);
     match key.kind() {
         KeyKind::CacheInfo | KeyKind::NarInfo => {
-            let bytes = small_body(body, state.config().max_small_body_bytes).await?;
+            let limit = state.config().max_small_body_bytes;
+            let bytes = super::body::read_small(body, limit, stall).await?;
             let narinfo = check_small_file(&key, &bytes).map_err(ServerError::BadRequest)?;
             if let Some(existing) = &existing {
                 return add_only_outcome(&key, existing, Sha256Hash::of(&bytes));
@@ -75,14 +78,14 @@ pub async fn write(
         KeyKind::Nar if existing.is_some() => {
             // Named by its hash: the stored NAR stays whatever this one holds. The body is
             // read to its end so the client's connection stays usable.
-            body.into_data_stream()
+            super::body::stall_bounded(body, stall)
                 .try_for_each(|_| std::future::ready(Ok(())))
                 .await
-                .map_err(|e| ServerError::BadRequest(format!("reading the body: {e}")))?;
+                .map_err(ServerError::from_body_error)?;
             return Ok(StatusCode::OK.into_response());
         }
         KeyKind::Nar | KeyKind::Listing | KeyKind::Log | KeyKind::Realisation => {
-            let blob = upload_stream(&cache, body).await?;
+            let blob = upload_stream(&cache, body, stall).await?;
             if let Some(existing) = &existing {
                 // The blob stays untagged; the registry's garbage collection takes it.
                 return add_only_outcome(&key, existing, blob.digest);
@@ -193,14 +196,21 @@ fn refuse_framed_body(headers: &HeaderMap) -> Result<(), ServerError> {
     Ok(())
 }
 
-async fn small_body(body: Body, limit: usize) -> Result<Bytes, ServerError> {
-    axum::body::to_bytes(body, limit)
+async fn upload_stream(
+    cache: &RegistryCache,
+    body: Body,
+    stall: Duration,
+) -> Result<BlobInfo, ServerError> {
+    let mut reader = StreamReader::new(super::body::stall_bounded(body, stall));
+    cache
+        .upload_blob(&mut reader)
         .await
-        .map_err(|_| ServerError::TooLarge(limit))
-}
-
-async fn upload_stream(cache: &RegistryCache, body: Body) -> Result<BlobInfo, ServerError> {
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let mut reader = StreamReader::new(stream);
-    Ok(cache.upload_blob(&mut reader).await?)
+        .map_err(|error| match error {
+            oranc_core::Error::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                ServerError::from_body_error(source)
+            }
+            error => error.into(),
+        })
 }

@@ -1,0 +1,205 @@
+//! Accepting connections, with the limits a server facing hostile clients needs and that
+//! `axum::serve` does not set: a header read timeout (which on a kept-alive connection also
+//! bounds the idle time between requests), a cap on connections at once and per client, the
+//! open-file limit raised to its hard limit, and a graceful shutdown that waits a bounded
+//! time. hyper-util serves each connection; every request is tagged with its peer address
+//! (`ConnectInfo`) and its [`ClientAddr`] here, in one place.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt as _;
+
+use crate::client_addr::ClientAddr;
+use crate::metrics::Metrics;
+
+/// File descriptors kept free for registry connections, the log and the layout's files.
+const RESERVED_FILES: u64 = 128;
+
+/// The connection limits, from the config and the process's open-file limit.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub max_per_client: usize,
+    pub trusted_proxies: Arc<[IpAddr]>,
+    pub shutdown_grace: Duration,
+}
+
+impl ConnectionLimits {
+    /// The config's limits, with `max_connections` kept below the open-file limit, which
+    /// is first raised to its hard limit (a server needs far more than the usual soft 1024).
+    pub fn from_config(config: &oranc_config::ClientLimitsConfig) -> Self {
+        let files = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+        let fitting = files.saturating_sub(RESERVED_FILES).max(16) as usize;
+        if fitting < config.max_connections {
+            tracing::warn!(
+                open_file_limit = files,
+                max_connections = fitting,
+                "the open-file limit allows fewer connections than clients.max_connections; raise it (LimitNOFILE) to serve more"
+            );
+        }
+        Self {
+            header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+            max_connections: config.max_connections.min(fitting),
+            max_per_client: config.max_connections_per_client,
+            trusted_proxies: config.trusted_proxies.clone().into(),
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+        }
+    }
+}
+
+/// Connections open per client address, to cap them.
+#[derive(Debug, Default)]
+struct PerClient(Mutex<HashMap<IpAddr, usize>>);
+
+/// One client's share of [`PerClient`]; gives it back when the connection ends.
+struct ClientSlot {
+    table: Arc<PerClient>,
+    ip: IpAddr,
+}
+
+impl PerClient {
+    fn take(table: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ClientSlot> {
+        let mut open = table.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(ip).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets requests in flight
+/// finish for at most the grace period.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.header_read_timeout)
+        .keep_alive_timeout(limits.header_read_timeout);
+    let builder = Arc::new(builder);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = Arc::new(PerClient::default());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // Past the cap, stop accepting until a connection closes (the header read timeout
+        // closes idle and half-sent ones).
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, or a connection reset before accept: wait a
+                    // little rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let exempt = limits.trusted_proxies.contains(&peer.ip());
+        let slot = if exempt {
+            None
+        } else {
+            match PerClient::take(&per_client, peer.ip(), limits.max_per_client) {
+                Some(slot) => Some(slot),
+                None => {
+                    metrics.connections_refused.inc();
+                    drop(stream);
+                    continue;
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        serve_connection(
+            &builder, &graceful, stream, peer, &app, &limits, permit, slot,
+        );
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.shutdown_grace) => {
+            tracing::warn!(grace = ?limits.shutdown_grace, "requests still in flight after the shutdown grace period; exiting anyway");
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve_connection(
+    builder: &Arc<Builder<TokioExecutor>>,
+    graceful: &GracefulShutdown,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: &Router,
+    limits: &ConnectionLimits,
+    permit: OwnedSemaphorePermit,
+    slot: Option<ClientSlot>,
+) {
+    let app = app.clone();
+    let trusted = limits.trusted_proxies.clone();
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        let client = ClientAddr::of_request(peer.ip(), request.headers(), &trusted);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(client);
+        app.clone().oneshot(request)
+    });
+    let builder = builder.clone();
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .into_owned();
+    let connection = graceful.watch(connection);
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%peer, error = %error, "connection ended with an error");
+        }
+        drop((permit, slot));
+    });
+}

@@ -1,0 +1,78 @@
+//! The one door every writer password check goes through. A check is slow and large on
+//! purpose (argon2 at its defaults: 19 MiB, tens of milliseconds), so unbounded checks were
+//! a way to take the server's memory: 200 guesses at once held 5 GB. Here at most
+//! `password_checks.concurrent` run at once (a request waits `wait_millis` for its turn,
+//! then gets 503), and each client (IP address) may cause `per_client_per_minute` of them
+//! (then 429). Remembered verdicts (`writers.rs`) cost nothing and never come here.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::client_addr::ClientAddr;
+use crate::client_limiter::ClientLimiter;
+use crate::error::ServerError;
+use crate::metrics::Metrics;
+
+/// Clients whose checks per minute are remembered.
+const MAX_CLIENTS: usize = 10_000;
+
+#[derive(Debug)]
+pub struct PasswordGate {
+    checks: Arc<Semaphore>,
+    wait: Duration,
+    per_client: ClientLimiter,
+    metrics: Metrics,
+}
+
+impl PasswordGate {
+    pub fn new(config: &oranc_config::PasswordChecksConfig, metrics: Metrics) -> Self {
+        let per_minute = NonZeroU32::new(config.per_client_per_minute).unwrap_or(NonZeroU32::MIN);
+        Self {
+            checks: Arc::new(Semaphore::new(config.concurrent.max(1))),
+            wait: Duration::from_millis(config.wait_millis),
+            per_client: ClientLimiter::per_minute(per_minute, MAX_CLIENTS),
+            metrics,
+        }
+    }
+
+    /// Runs `check` (a blocking password verification) when `client` may have one and a
+    /// turn is free; its verdict, or why it did not run.
+    pub async fn check(
+        &self,
+        client: Option<ClientAddr>,
+        check: impl FnOnce() -> bool + Send + 'static,
+    ) -> Result<bool, ServerError> {
+        if let Err(wait) = self.per_client.check(client) {
+            self.count("limited");
+            return Err(ServerError::TooManyPasswordChecks(wait.as_secs().max(1)));
+        }
+        let permit = tokio::time::timeout(self.wait, self.checks.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        let Some(permit) = permit else {
+            self.count("busy");
+            return Err(ServerError::PasswordChecksBusy);
+        };
+        // Off the request threads; the permit is held until the check is done.
+        let valid = tokio::task::spawn_blocking(move || {
+            let valid = check();
+            drop(permit);
+            valid
+        })
+        .await
+        .unwrap_or(false);
+        self.count(if valid { "valid" } else { "invalid" });
+        Ok(valid)
+    }
+
+    fn count(&self, outcome: &str) {
+        self.metrics
+            .password_checks
+            .with_label_values(&[outcome])
+            .inc();
+    }
+}
