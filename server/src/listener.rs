@@ -50,10 +50,14 @@ impl ConnectionLimits {
                 "the open-file limit allows fewer connections than clients.max_connections; raise it (LimitNOFILE) to serve more"
             );
         }
+        let max_connections = config.max_connections.min(fitting);
         Self {
             header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
-            max_connections: config.max_connections.min(fitting),
-            max_per_client: config.max_connections_per_client,
+            max_connections,
+            // One client never holds more than half of what there is.
+            max_per_client: config
+                .max_connections_per_client
+                .min((max_connections / 2).max(1)),
             trusted_proxies: config.trusted_proxies.clone().into(),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         }

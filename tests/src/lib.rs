@@ -5,6 +5,7 @@
 //! Nothing here is mocked; a test that needs a fault a real registry will not produce
 //! brings its own fault server.
 
+pub mod abuse;
 pub mod auth;
 pub mod faults;
 pub mod hostile;
@@ -226,6 +227,15 @@ pub fn release_oranc_command() -> std::process::Command {
             .unwrap_or_else(|| build_oranc(true))
     });
     clean_command(binary.clone())
+}
+
+/// [`release_oranc_command`] started by `wrapper` (e.g. `prlimit --nofile=256:256 --`).
+pub fn wrapped_release_command(wrapper: &[&str]) -> std::process::Command {
+    let release = release_oranc_command();
+    let (program, args) = wrapper.split_first().expect("a wrapper command");
+    let mut command = clean_command(std::path::PathBuf::from(program));
+    command.args(args).arg(release.get_program());
+    command
 }
 
 fn clean_command(binary: std::path::PathBuf) -> std::process::Command {

@@ -585,7 +585,15 @@ fn the_rate_limit_answers_429_with_retry_after_and_readiness_follows_the_registr
     );
 
     registry.take();
-    assert_eq!(http_status("GET", &server.url("readyz"), &[]), "503");
+    // A verdict is reused for a few seconds (probes must not each ping the registry).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while http_status("GET", &server.url("readyz"), &[]) != "503" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readyz never saw the registry go"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
     assert_eq!(http_status("GET", &server.url("healthz"), &[]), "200");
 }
 

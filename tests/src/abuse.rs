@@ -1,0 +1,266 @@
+//! Attacks on a running `oranc server`, shared by the bounded tests (`tests/abuse.rs`) and
+//! the `bench-abuse` runner, and a legitimate Nix-like client that keeps asking for a
+//! narinfo while an attack runs. The attacker connects from 127.0.0.2 and the legitimate
+//! client from 127.0.0.1, so that they are two clients to the server, as they would be on a
+//! network. Every loop is bounded in count and time; everything stays on loopback.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::oci::RawRegistry;
+use crate::registry::RegistryProcess;
+use crate::server::ServerProcess;
+
+/// The attacker's source address (a second loopback address: a second client).
+pub const ATTACKER: &str = "127.0.0.2";
+
+/// A hash and the narinfo the server serves for it: the legitimate client's target.
+pub const HOT: &str = "77777777777777777777777777777777";
+
+/// What the legitimate client saw during an attack, and what the server held.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub peak_rss_mb: f64,
+    pub requests: usize,
+    pub failures: usize,
+    pub p99: Duration,
+}
+
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "peak RSS {:.0} MB, legitimate narinfo p99 {:.1} ms over {} requests, {} failed",
+            self.peak_rss_mb,
+            self.p99.as_secs_f64() * 1000.0,
+            self.requests,
+            self.failures
+        )
+    }
+}
+
+/// A narinfo the server accepts for `/nix/store/<hash>-x`.
+pub fn narinfo_of(hash: &str) -> String {
+    format!(
+        "StorePath: /nix/store/{hash}-x\nURL: nar/x.nar\nCompression: none\nNarHash: sha256:1111111111111111111111111111111111111111111111111111\nNarSize: 1\nReferences: \n"
+    )
+}
+
+/// Stores the [`HOT`] narinfo in `repo` of `registry`.
+pub fn store_hot_narinfo(registry: &RegistryProcess, repo: &str) {
+    let raw = RawRegistry::new(&registry.base_url());
+    let key = format!("{HOT}.narinfo");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(raw.put_object(
+        repo,
+        &key,
+        &key,
+        "text/x-nix-narinfo",
+        Bytes::from(narinfo_of(HOT)),
+    ));
+}
+
+/// The server's peak resident memory so far, in MB.
+pub fn peak_rss_mb(server: &ServerProcess) -> f64 {
+    server
+        .peak_memory()
+        .and_then(|text| text.trim_end_matches(" kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Runs `attack` while a legitimate client GETs `legit_url` (one keep-alive connection,
+/// a request every 10 ms); what that client saw.
+pub fn during(server: &ServerProcess, legit_url: &str, attack: impl FnOnce()) -> Seen {
+    let running = Arc::new(AtomicBool::new(true));
+    let client = {
+        let (running, url) = (running.clone(), legit_url.to_owned());
+        std::thread::spawn(move || legitimate_client(&url, &running))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    attack();
+    running.store(false, Ordering::SeqCst);
+    let (mut latencies, failures) = client.join().expect("the legitimate client");
+    latencies.sort();
+    let p99 = latencies
+        .get((latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default();
+    Seen {
+        peak_rss_mb: peak_rss_mb(server),
+        requests: latencies.len() + failures,
+        failures,
+        p99,
+    }
+}
+
+fn legitimate_client(url: &str, running: &AtomicBool) -> (Vec<Duration>, usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .local_address("127.0.0.1".parse::<std::net::IpAddr>().ok())
+            .build()
+            .expect("a client");
+        let (mut latencies, mut failures) = (Vec::new(), 0);
+        while running.load(Ordering::SeqCst) {
+            let started = Instant::now();
+            let ok = match client.get(url).send().await {
+                Ok(answer) if answer.status().is_success() => answer.bytes().await.is_ok(),
+                _ => false,
+            };
+            if ok {
+                latencies.push(started.elapsed());
+            } else {
+                failures += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (latencies, failures)
+    })
+}
+
+/// A TCP connection to `server` from the attacker's address (std's `TcpStream` cannot
+/// bind before connecting; tokio's socket can, and hands back a std stream).
+pub fn attacker_connection(server: SocketAddr) -> std::io::Result<TcpStream> {
+    let source: SocketAddr = format!("{ATTACKER}:0")
+        .parse()
+        .map_err(std::io::Error::other)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(source)?;
+        let stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(server))
+            .await
+            .map_err(std::io::Error::other)??;
+        stream.into_std()
+    })?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// Sends `requests` (raw HTTP/1.1, pipelined in batches on one connection from the
+/// attacker) and reads until as many answers came back; returns how many did.
+pub fn pipelined(server: SocketAddr, requests: impl Iterator<Item = String>) -> usize {
+    let Ok(mut stream) = attacker_connection(server) else {
+        return 0;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut answered = 0;
+    let requests: Vec<String> = requests.collect();
+    for batch in requests.chunks(200) {
+        if stream.write_all(batch.concat().as_bytes()).is_err() {
+            break;
+        }
+        let mut seen = 0;
+        let mut buffer = vec![0u8; 64 << 10];
+        let mut tail = Vec::new();
+        while seen < batch.len() {
+            match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => return answered + seen,
+                Ok(n) => {
+                    tail.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&tail);
+                    let found = text.matches("HTTP/1.1 ").count();
+                    seen = found;
+                }
+            }
+        }
+        answered += seen;
+    }
+    answered
+}
+
+/// `curl` from the attacker's address; the status code.
+pub fn attacker_curl(args: &[&str]) -> String {
+    let mut all = vec!["--interface", ATTACKER];
+    all.extend_from_slice(args);
+    crate::curl(&all).0
+}
+
+/// Holds `count` connections from the attacker, each with half a request sent; returns
+/// them (still open as far as the attacker knows).
+pub fn half_sent_connections(server: SocketAddr, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .filter_map(|_| {
+            let mut stream = attacker_connection(server).ok()?;
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .ok()?;
+            Some(stream)
+        })
+        .collect()
+}
+
+/// How many of `connections` the server has closed (a read sees the end, or a reset).
+pub fn closed_by_server(connections: &mut [TcpStream]) -> usize {
+    let mut closed = 0;
+    for stream in connections.iter_mut() {
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        let mut byte = [0u8; 1];
+        let ended = match stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        closed += usize::from(ended);
+    }
+    closed
+}
+
+/// The argon2id hash of `password` at the argon2 crate's defaults (19 MiB, t=2), as a
+/// writers file would hold it.
+pub fn argon2_default_hash(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher as _, SaltString};
+    let salt = SaltString::encode_b64(b"abuse test salt!").expect("a salt");
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("hashing")
+        .to_string()
+}
+
+/// One request of an attack: method, URL, Basic credentials.
+pub type AttackRequest = (reqwest::Method, String, Option<(String, String)>);
+
+/// Sends `requests` from the attacker's address, `concurrency` at a time; each answer's
+/// status (0 where none came).
+pub fn attacker_requests(requests: Vec<AttackRequest>, concurrency: usize) -> Vec<u16> {
+    use futures::StreamExt as _;
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .local_address(ATTACKER.parse::<std::net::IpAddr>().ok())
+            .build()
+            .expect("a client");
+        futures::stream::iter(requests)
+            .map(|(method, url, credentials)| {
+                let mut request = client.request(method, url);
+                if let Some((user, password)) = credentials {
+                    request = request.basic_auth(user, Some(password));
+                }
+                async move {
+                    match request.send().await {
+                        Ok(answer) => {
+                            let status = answer.status().as_u16();
+                            let _ = answer.bytes().await;
+                            status
+                        }
+                        Err(_) => 0,
+                    }
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await
+    })
+}
