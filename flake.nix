@@ -136,8 +136,12 @@
                 ExecStart = "${lib.getExe cfg.package} server --config ${configFile}";
                 Restart = "on-failure";
                 RestartSec = 2;
-                # SIGTERM lets NAR downloads in flight finish; give them time.
+                # SIGTERM lets NAR downloads in flight finish (clients.shutdown_grace_secs,
+                # 30 s by default); give them time.
                 TimeoutStopSec = 60;
+                # Every client connection is a file descriptor; the server raises its soft
+                # limit to this and keeps clients.max_connections below it.
+                LimitNOFILE = 65536;
                 DynamicUser = true;
                 StateDirectory = "oranc";
                 LoadCredential = loadCredentials;

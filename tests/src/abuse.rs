@@ -65,6 +65,35 @@ pub fn store_hot_narinfo(registry: &RegistryProcess, repo: &str) {
     ));
 }
 
+/// A registry with the [`HOT`] narinfo, and a server (started by `command`) whose `/ci`
+/// serves it, with a writer `ci` whose password (`s3cret`) is argon2id at the crate's
+/// defaults; `extra` is more config. The directory holds the writers file.
+pub fn target_server(
+    command: std::process::Command,
+    extra: &str,
+) -> (RegistryProcess, ServerProcess, tempfile::TempDir) {
+    let registry = RegistryProcess::start();
+    let repo = crate::fresh_repo("abuse");
+    store_hot_narinfo(&registry, &repo);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let writers = dir.path().join("writers");
+    std::fs::write(&writers, format!("ci:{}\n", argon2_default_hash("s3cret")))
+        .expect("writing the writers file");
+    let config = format!(
+        "{extra}\n{}[caches.ci]\nregistry = \"{host}\"\nrepository = \"{repo}\"\nwriters_file = \"{writers}\"\n",
+        crate::server::allow_plain_http(&registry.host()),
+        host = registry.host(),
+        writers = writers.display(),
+    );
+    let server = ServerProcess::start_logged(command, &config, &[]);
+    (registry, server, dir)
+}
+
+/// The [`HOT`] narinfo's URL on a [`target_server`].
+pub fn hot_url(server: &ServerProcess) -> String {
+    server.url(&format!("ci/{HOT}.narinfo"))
+}
+
 /// The server's peak resident memory so far, in MB.
 pub fn peak_rss_mb(server: &ServerProcess) -> f64 {
     server

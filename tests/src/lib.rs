@@ -238,7 +238,8 @@ pub fn wrapped_release_command(wrapper: &[&str]) -> std::process::Command {
     command
 }
 
-fn clean_command(binary: std::path::PathBuf) -> std::process::Command {
+/// A `Command` for the `oranc` at `binary` with a clean environment for its own variables.
+pub fn clean_command(binary: std::path::PathBuf) -> std::process::Command {
     let mut command = std::process::Command::new(binary);
     for variable in [
         "ORANC_USERNAME",

@@ -14,8 +14,8 @@ use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
 
 use oranc_tests::abuse::{
-    argon2_default_hash, attacker_connection, attacker_curl, attacker_requests, closed_by_server,
-    during, half_sent_connections, peak_rss_mb, pipelined, store_hot_narinfo, HOT,
+    attacker_connection, attacker_curl, attacker_requests, closed_by_server, during,
+    half_sent_connections, hot_url, peak_rss_mb, pipelined, target_server, HOT,
 };
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{allow_plain_http, ServerProcess};
@@ -24,34 +24,8 @@ use oranc_tests::{curl, fresh_repo, release_oranc_command, wrapped_release_comma
 /// Peak resident memory every attack must stay under.
 const MAX_RSS_MB: f64 = 150.0;
 
-/// A registry with the hot narinfo, and a server whose `/ci` serves it, with a writer `ci`
-/// whose password is argon2id at the crate's defaults; `extra` is more config.
 fn setup(extra: &str) -> (RegistryProcess, ServerProcess, tempfile::TempDir) {
-    setup_with(release_oranc_command(), extra)
-}
-
-fn setup_with(
-    command: std::process::Command,
-    extra: &str,
-) -> (RegistryProcess, ServerProcess, tempfile::TempDir) {
-    let registry = RegistryProcess::start();
-    let repo = fresh_repo("abuse");
-    store_hot_narinfo(&registry, &repo);
-    let dir = tempfile::tempdir().unwrap();
-    let writers = dir.path().join("writers");
-    std::fs::write(&writers, format!("ci:{}\n", argon2_default_hash("s3cret"))).unwrap();
-    let config = format!(
-        "{extra}\n{}[caches.ci]\nregistry = \"{host}\"\nrepository = \"{repo}\"\nwriters_file = \"{writers}\"\n",
-        allow_plain_http(&registry.host()),
-        host = registry.host(),
-        writers = writers.display(),
-    );
-    let server = ServerProcess::start_logged(command, &config, &[]);
-    (registry, server, dir)
-}
-
-fn hot_url(server: &ServerProcess) -> String {
-    server.url(&format!("ci/{HOT}.narinfo"))
+    target_server(release_oranc_command(), extra)
 }
 
 fn assert_recovered(server: &mut ServerProcess) {
@@ -178,7 +152,7 @@ fn the_rate_limit_keys_by_address_not_by_credentials() {
 fn half_sent_connections_are_closed_and_do_not_starve_others() {
     let command = wrapped_release_command(&["prlimit", "--nofile=256:256", "--"]);
     let (_registry, mut server, _dir) =
-        setup_with(command, "[clients]\nheader_read_timeout_secs = 2");
+        target_server(command, "[clients]\nheader_read_timeout_secs = 2");
     let mut held = Vec::new();
     let seen = during(&server, &hot_url(&server), || {
         held = half_sent_connections(server.addr, 300);

@@ -1,0 +1,139 @@
+//! `cargo run --release -p oranc-tests --bin bench-abuse`: each attack of the load review at
+//! full size against a fresh release `oranc server` (another build with `BENCH_ORANC`), from
+//! 127.0.0.2, while a legitimate client on 127.0.0.1 asks for a narinfo every 10 ms. Prints,
+//! per attack, the server's peak RSS, the legitimate client's p99 and its failures, next to
+//! the targets (peak RSS < 150 MB, p99 < 50 ms, no failure). Asserts nothing; loopback only,
+//! every loop bounded.
+
+#![allow(
+    clippy::print_stdout,
+    reason = "a benchmark reports its figures on stdout"
+)]
+
+use std::time::Duration;
+
+use oranc_tests::abuse::{
+    attacker_requests, during, half_sent_connections, hot_url, pipelined, target_server, Seen,
+};
+use oranc_tests::server::ServerProcess;
+use oranc_tests::{bench_oranc, clean_command};
+
+fn get(url: String, credentials: Option<(String, String)>) -> oranc_tests::abuse::AttackRequest {
+    (reqwest::Method::GET, url, credentials)
+}
+
+/// One attack on a fresh server with `extra` config; what the legitimate client saw.
+fn measure(
+    name: &str,
+    extra: &str,
+    attack: impl FnOnce(&ServerProcess) -> String,
+) -> (String, Seen, String) {
+    let (_registry, server, _dir) = target_server(clean_command(bench_oranc()), extra);
+    let mut note = String::new();
+    let seen = during(&server, &hot_url(&server), || note = attack(&server));
+    (name.to_owned(), seen, note)
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+fn main() {
+    // The legitimate client asks 100 times a second: a rate limit it stays under, the
+    // attacker not.
+    let limited = "[rate_limit]\nrequests_per_second = 200\nburst = 400";
+    let results = vec![
+        measure("idle (no attack)", "", |_| {
+            std::thread::sleep(Duration::from_secs(3));
+            String::new()
+        }),
+        measure(
+            "2,000 password guesses, 200 at once (argon2id 19 MiB)",
+            "",
+            |server| {
+                let guesses = (0..2_000)
+                    .map(|n| {
+                        let user = if n % 2 == 0 { "ci" } else { "stranger" };
+                        let url = server.url("ci/nix-cache-info");
+                        get(url, Some((user.to_owned(), format!("guess{n}"))))
+                    })
+                    .collect();
+                let statuses = attacker_requests(guesses, 200);
+                format!(
+                    "{} checked (404), {} limited (429), {} busy (503)",
+                    count(&statuses, 404),
+                    count(&statuses, 429),
+                    count(&statuses, 503)
+                )
+            },
+        ),
+        measure("100,000 made-up HTTP methods", "", |server| {
+            let requests =
+                (0..100_000).map(|n| format!("M{n} /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+            let answered = pipelined(server.addr, requests);
+            format!(
+                "{answered} answered; /metrics {} KB",
+                server.metrics().len() / 1024
+            )
+        }),
+        measure("100,000 made-up credential pairs", limited, |server| {
+            let flood = (0..100_000)
+                .map(|n| get(hot_url(server), Some((format!("u{n}"), "p".to_owned()))))
+                .collect();
+            let statuses = attacker_requests(flood, 64);
+            format!(
+                "{} passed, {} limited",
+                count(&statuses, 200),
+                count(&statuses, 429)
+            )
+        }),
+        measure(
+            "1,000 half-sent connections for 5 s",
+            "[clients]\nheader_read_timeout_secs = 3",
+            |server| {
+                let held = half_sent_connections(server.addr, 1_000);
+                std::thread::sleep(Duration::from_secs(5));
+                format!("{} connections held", held.len())
+            },
+        ),
+        measure("10,000 /readyz", "", |server| {
+            let checks = (0..10_000)
+                .map(|_| get(server.url("readyz"), None))
+                .collect();
+            let statuses = attacker_requests(checks, 64);
+            format!("{} answered 200", count(&statuses, 200))
+        }),
+        measure(
+            "20,000 unique misses and junk queries",
+            "[cache]\nmax_bytes = 1048576",
+            |server| {
+                let flood = (0..10_000)
+                    .flat_map(|n| {
+                        [
+                            server.url(&format!("ci/{n:0>32}.narinfo")),
+                            format!("{}?junk={n}", hot_url(server)),
+                        ]
+                    })
+                    .map(|url| get(url, None))
+                    .collect();
+                let statuses = attacker_requests(flood, 32);
+                format!("{} answered", statuses.iter().filter(|s| **s != 0).count())
+            },
+        ),
+    ];
+    println!("targets: peak RSS < 150 MB, legitimate p99 < 50 ms, 0 failed\n");
+    println!(
+        "{:<55} {:>9} {:>9} {:>9} {:>7}  attack",
+        "attack", "peak MB", "p99 ms", "requests", "failed"
+    );
+    for (name, seen, note) in results {
+        println!(
+            "{:<55} {:>9.0} {:>9.1} {:>9} {:>7}  {note}",
+            name,
+            seen.peak_rss_mb,
+            seen.p99.as_secs_f64() * 1000.0,
+            seen.requests,
+            seen.failures
+        );
+    }
+}
