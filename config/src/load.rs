@@ -64,11 +64,17 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
                 ));
             }
         }
-        for realm in &registry.token_realms {
-            if !(realm.starts_with("http://") || realm.starts_with("https://")) {
+        for (field, urls) in [
+            ("token_realms", &registry.token_realms),
+            ("blob_origins", &registry.blob_origins),
+        ] {
+            if let Some(url) = urls
+                .iter()
+                .find(|url| !(url.starts_with("http://") || url.starts_with("https://")))
+            {
                 return Err(invalid(
-                    format!("registries.{name:?}.token_realms"),
-                    format!("{realm:?} is not an http(s) URL"),
+                    format!("registries.{name:?}.{field}"),
+                    format!("{url:?} is not an http(s) URL"),
                 ));
             }
         }

@@ -209,6 +209,12 @@ pub struct RegistryConfig {
     /// (e.g. GitLab's `https://gitlab.com/jwt/auth`). A registry that asks for tokens from
     /// anywhere else is refused: it could be collecting credentials. Docker Hub's is known.
     pub token_realms: Vec<String>,
+    /// Storage a blob GET's redirect may lead the server to (URLs or origins), when the
+    /// server fetches the bytes itself (`redirect_blobs` off): the registry's own origin and
+    /// its backend's known storage (ghcr.io's, Docker Hub's) are allowed without listing.
+    /// Anywhere else is refused (502): a registry must not make the server fetch internal
+    /// URLs for it. E.g. a distribution on S3: `["https://BUCKET.s3.REGION.amazonaws.com"]`.
+    pub blob_origins: Vec<String>,
     /// Let credentials that clients send be forwarded to this registry as a grant to write
     /// even though the registry checks none (it answers an anonymous `GET /v2/`). Off, such
     /// a registry gets writes only from a named cache's writers or `allow_write`; a registry

@@ -319,6 +319,12 @@ impl RegistryCache {
             }
             bytes.extend_from_slice(&chunk);
         }
+        if crate::Sha256Hash::of(&bytes) != blob.digest {
+            return Err(Error::Protocol {
+                what: what(),
+                reason: "its bytes do not match their digest".into(),
+            });
+        }
         Ok(Bytes::from(bytes))
     }
 

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub connections_refused: IntCounter,
     /// Writer password checks, by outcome (`valid`, `invalid`, `busy`, `limited`).
     pub password_checks: IntCounterVec,
+    /// Blobs whose bytes did not match their digest (answers cut short, nothing cached).
+    pub digest_mismatches: IntCounter,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
     cache_coalesced: IntCounter,
@@ -138,6 +140,11 @@ impl Metrics {
                 "oranc_password_checks_total",
                 "Writer password checks, by outcome: valid, invalid, busy (no check could start in time), limited (the client's checks per minute were spent)",
                 &["outcome"],
+            ),
+            digest_mismatches: counter(
+                &registry,
+                "oranc_blob_digest_mismatches_total",
+                "Blobs from a registry whose bytes did not match their digest; the answer was cut short",
             ),
             cache_hits: counter(
                 &registry,

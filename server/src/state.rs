@@ -102,6 +102,8 @@ fn settings_for(
     }
     // The server's own environment never lends credentials to clients' requests.
     settings.credentials = Some(Credentials::Anonymous);
+    // The server follows blob redirects only where the config or the backend says.
+    settings.http.blob_origins = Some(listed.map(|r| r.blob_origins.clone()).unwrap_or_default());
     // A registry a URL named (not listed) is reached as `no_ssl` says.
     settings.http.plain_http = listed.map_or(config.no_ssl, |r| r.plain_http);
     settings.http.retry.max_retries = config.max_retry;

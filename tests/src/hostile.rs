@@ -1,6 +1,8 @@
 //! A stand-in registry that answers as a hostile one would, for attacks a real registry will
-//! not make on demand (a token realm or an upload `Location` on another host), and a trap:
-//! a listener that records every request it gets, standing for the attacker's host.
+//! not make on demand (a token realm or an upload `Location` on another host, endless or
+//! looping answers, trickled or altered bytes), either alone or as a proxy in front of a
+//! real `distribution` that injects its hostility into the matching answers; and a trap: a
+//! listener that records every request it gets, standing for the attacker's host.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::Router;
+use futures::StreamExt as _;
 
 /// Records every request; answers each with a plausible token, so that only a client that
 /// refuses to go there is safe from it.
@@ -60,6 +63,20 @@ pub enum Hostility {
     ForeignTokenRealm(String),
     /// Uploads are sent to this URL (`Location` of the upload session).
     ForeignUploadLocation(String),
+    /// Manifest GETs answer 200 with a body that never ends.
+    EndlessManifest,
+    /// Tag listings link to themselves as their next page.
+    LoopingTagList,
+    /// Tag listings never end.
+    EndlessTagList,
+    /// A tag listing's next page is on this other host.
+    ForeignTagLink(String),
+    /// Blob bodies come one byte a second.
+    TrickledBlob,
+    /// Blob bodies have their first byte flipped.
+    FlippedBlob,
+    /// Blob GETs redirect to this URL.
+    RedirectedBlob(String),
 }
 
 #[derive(Debug)]
@@ -69,11 +86,30 @@ pub struct HostileRegistry {
 }
 
 impl HostileRegistry {
+    /// A stand-in on its own (for hostilities that need no real registry behind).
     pub async fn start(hostility: Hostility) -> Self {
         let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
             let hostility = hostility.clone();
             async move { answer(&hostility, &method, &uri, &headers) }
         });
+        let (addr, server) = serve(app).await;
+        Self { addr, server }
+    }
+
+    /// A proxy to the registry at `upstream` (`http://host:port`) that injects `hostility`.
+    pub async fn in_front_of(upstream: &str, hostility: Hostility) -> Self {
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let client = reqwest::Client::new();
+        let app =
+            Router::new().fallback(
+                move |method: Method, uri: Uri, headers: HeaderMap, body: bytes::Bytes| {
+                    let (hostility, upstream, client) =
+                        (hostility.clone(), upstream.clone(), client.clone());
+                    async move {
+                        proxied(&hostility, &client, &upstream, method, &uri, headers, body).await
+                    }
+                },
+            );
         let (addr, server) = serve(app).await;
         Self { addr, server }
     }
@@ -127,7 +163,120 @@ fn answer(
             }
             StatusCode::NOT_FOUND.into_response()
         }
+        // The others alter a real registry's answers: see `in_front_of`.
+        _ => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// Endless bytes, 64 KiB at a time.
+fn endless(prefix: &'static [u8]) -> axum::body::Body {
+    let chunk = bytes::Bytes::from(vec![b'a'; 64 << 10]);
+    let rest = futures::stream::repeat(chunk).map(Ok::<_, std::io::Error>);
+    let first = futures::stream::once(async move { Ok(bytes::Bytes::from_static(prefix)) });
+    axum::body::Body::from_stream(first.chain(rest))
+}
+
+async fn proxied(
+    hostility: &Hostility,
+    client: &reqwest::Client,
+    upstream: &str,
+    method: Method,
+    uri: &Uri,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> axum::response::Response {
+    let path = uri.path();
+    let get = method == Method::GET;
+    let manifest = get && path.contains("/manifests/");
+    let tags = get && path.ends_with("/tags/list");
+    let blob = get && path.contains("/blobs/sha256:");
+    match hostility {
+        Hostility::EndlessManifest if manifest => {
+            return (
+                [(
+                    header::CONTENT_TYPE,
+                    oranc_core::layout::MANIFEST_MEDIA_TYPE,
+                )],
+                endless(b"{\"schemaVersion\":2,\"x\":\""),
+            )
+                .into_response();
+        }
+        Hostility::EndlessTagList if tags => {
+            return (
+                [(header::CONTENT_TYPE, "application/json")],
+                endless(b"{\"name\":\"x\",\"tags\":[\""),
+            )
+                .into_response();
+        }
+        Hostility::LoopingTagList if tags => {
+            let next = format!("<{path}?last=a&n=1000>; rel=\"next\"");
+            return (
+                [
+                    (header::CONTENT_TYPE, "application/json".to_owned()),
+                    (header::LINK, next),
+                ],
+                r#"{"name":"x","tags":["a"]}"#,
+            )
+                .into_response();
+        }
+        Hostility::ForeignTagLink(url) if tags => {
+            let next = format!("<{url}?last=a&n=1000>; rel=\"next\"");
+            return (
+                [
+                    (header::CONTENT_TYPE, "application/json".to_owned()),
+                    (header::LINK, next),
+                ],
+                r#"{"name":"x","tags":["a"]}"#,
+            )
+                .into_response();
+        }
+        Hostility::RedirectedBlob(url) if blob => {
+            return (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, url.clone())],
+            )
+                .into_response();
+        }
+        _ => {}
+    }
+    let target = format!(
+        "{upstream}{}",
+        uri.path_and_query().map_or(path, |p| p.as_str())
+    );
+    let mut request = client.request(method, target).body(body);
+    for (name, value) in &headers {
+        if name != header::HOST {
+            request = request.header(name, value);
+        }
+    }
+    let Ok(answer) = request.send().await else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let status = answer.status();
+    let answer_headers = answer.headers().clone();
+    let mut bytes = answer.bytes().await.unwrap_or_default().to_vec();
+    let body = match hostility {
+        Hostility::FlippedBlob if blob && status.is_success() && !bytes.is_empty() => {
+            bytes[0] ^= 1;
+            axum::body::Body::from(bytes)
+        }
+        Hostility::TrickledBlob if blob && status.is_success() => {
+            let trickle = futures::stream::iter(bytes).then(|byte| async move {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                Ok::<_, std::io::Error>(bytes::Bytes::from(vec![byte]))
+            });
+            axum::body::Body::from_stream(trickle)
+        }
+        _ => axum::body::Body::from(bytes),
+    };
+    let mut response = axum::response::Response::new(body);
+    *response.status_mut() = status;
+    for (name, value) in &answer_headers {
+        if name != header::TRANSFER_ENCODING {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    response
 }
 
 async fn serve(app: Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {

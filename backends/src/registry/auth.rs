@@ -18,6 +18,8 @@ use serde::Deserialize;
 use super::credentials::Credentials;
 use super::origins::Origins;
 
+/// A token request's whole deadline, body included.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Tokens without `expires_in` live 60 s (the distribution token spec's default).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// Refresh this long before a token expires, so it is not refused in flight.
@@ -188,7 +190,7 @@ impl Authenticator {
         if let Some(scope) = scope.token_scope() {
             query.push(("scope", scope));
         }
-        let mut request = http.get(realm).query(&query);
+        let mut request = http.get(realm).query(&query).timeout(TOKEN_TIMEOUT);
         if let Credentials::Basic { username, password } = &self.credentials {
             request = request.basic_auth(username, Some(password));
         }
@@ -218,10 +220,9 @@ impl Authenticator {
         if !status.is_success() {
             return Err(unavailable(format!("the token service answered {status}")));
         }
-        let body: TokenAnswer = answer
-            .json()
-            .await
-            .map_err(|e| unavailable(format!("unreadable token answer: {}", e.without_url())))?;
+        let body = super::bounded::read_capped(answer, super::bounded::MAX_TOKEN, what).await?;
+        let body: TokenAnswer = serde_json::from_slice(&body)
+            .map_err(|e| unavailable(format!("unreadable token answer: {e}")))?;
         let token = body
             .token
             .or(body.access_token)

@@ -67,6 +67,10 @@ pub struct HttpTuning {
     /// Token services (URLs or origins) that may receive the credentials besides the
     /// registry's own origin; see [`super::origins`].
     pub token_realms: Vec<String>,
+    /// Where a blob GET's redirect may be followed (besides the registry itself and its
+    /// backend's known storage); `None` follows any (push and gc, which talk to the
+    /// user's own registry). Never with credentials either way.
+    pub blob_origins: Option<Vec<String>>,
 }
 
 impl Default for HttpTuning {
@@ -81,6 +85,7 @@ impl Default for HttpTuning {
             chunk_size: 8 << 20,
             tags_page_size: 1000,
             token_realms: Vec::new(),
+            blob_origins: None,
         }
     }
 }
@@ -101,6 +106,10 @@ pub struct DistributionRegistry {
     retry: RetryPolicy,
     in_flight: Arc<Semaphore>,
     request_timeout: Duration,
+    /// A streamed body must make progress in every window this long.
+    read_timeout: Duration,
+    /// Where blob redirects may lead; `None`: anywhere.
+    blob_origins: Option<Arc<[url::Origin]>>,
     chunk_size: usize,
     tags_page_size: usize,
     naming: fn(&str) -> Result<RepositoryName>,
@@ -187,6 +196,13 @@ impl DistributionRegistry {
             retry: tuning.retry,
             in_flight: Arc::new(Semaphore::new(tuning.max_in_flight.max(1))),
             request_timeout: tuning.request_timeout,
+            read_timeout: tuning.read_timeout,
+            blob_origins: tuning
+                .blob_origins
+                .as_ref()
+                .map(|origins| Origins::parse_all(origins, "blob_origins"))
+                .transpose()?
+                .map(Into::into),
             chunk_size: tuning.chunk_size.max(1 << 16),
             tags_page_size: tuning.tags_page_size.max(1),
             naming,
@@ -517,7 +533,7 @@ impl DistributionRegistry {
         if !status.is_success() {
             return Err(status_error(&what, answer).await);
         }
-        Ok(stream_body(answer, range.is_some()))
+        Ok(stream_body(answer, range.is_some(), self.read_timeout))
     }
 
     async fn get_redirected_blob(
@@ -526,6 +542,18 @@ impl DistributionRegistry {
         range: Option<ByteRange>,
         what: &str,
     ) -> Result<BlobBody> {
+        if let Some(allowed) = &self.blob_origins {
+            if !self.origins.is_own_or(url, allowed) {
+                return Err(Error::Protocol {
+                    what: what.to_owned(),
+                    reason: format!(
+                        "the registry {} redirected the blob to {}, which this server does not follow (list it in blob_origins under the registry, or set redirect_blobs)",
+                        self.name,
+                        Origins::display(url)
+                    ),
+                });
+            }
+        }
         // A fresh request without our Authorization: the blob store is another host and
         // authenticates with the signed URL itself.
         let mut request = self.http.get(url);
@@ -536,7 +564,7 @@ impl DistributionRegistry {
         if !answer.status().is_success() {
             return Err(status_error(what, answer).await);
         }
-        Ok(stream_body(answer, range.is_some()))
+        Ok(stream_body(answer, range.is_some(), self.read_timeout))
     }
 }
 
@@ -596,8 +624,7 @@ fn transport_error(what: &str, error: reqwest::Error) -> Error {
 async fn status_error(what: &str, answer: Response) -> Error {
     let status = answer.status();
     let retry = retry_after(answer.headers());
-    let detail = answer
-        .bytes()
+    let detail = super::bounded::read_capped(answer, super::bounded::MAX_ERROR_BODY, what)
         .await
         .ok()
         .and_then(|body| serde_json::from_slice::<ErrorBody>(&body).ok())
@@ -656,7 +683,8 @@ fn parse_content_range(headers: &HeaderMap) -> Option<(u64, u64, u64)> {
     Some((start.parse().ok()?, end.parse().ok()?, total.parse().ok()?))
 }
 
-fn stream_body(answer: Response, ranged: bool) -> BlobBody {
+/// A blob answer as a stream that must keep making progress (see [`super::bounded`]).
+fn stream_body(answer: Response, ranged: bool, read_timeout: Duration) -> BlobBody {
     let range = if ranged && answer.status() == StatusCode::PARTIAL_CONTENT {
         parse_content_range(answer.headers())
     } else {
@@ -666,11 +694,36 @@ fn stream_body(answer: Response, ranged: bool) -> BlobBody {
     let body = answer
         .bytes_stream()
         .map_err(|e| std::io::Error::other(e.without_url()));
+    let body = super::bounded::with_progress_deadline(body, size, read_timeout);
     BlobBody::Stream {
         size,
         range,
         body: Box::pin(body),
     }
+}
+
+/// Pages read from one listing at the most (10 million tags at distribution's default
+/// 1,000 a page is 10,000 pages; a registry that sends small pages gets ten times that).
+const MAX_PAGES: usize = 100_000;
+
+/// Tags read from one listing at the most (a cache of 10 million keys is far beyond any we
+/// know; a registry claiming more is looping or lying).
+const MAX_TAGS: usize = 10_000_000;
+
+/// The `last` parameter of a tag-listing page URL: the tag the page starts after.
+fn page_marker(url: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("last="))
+        .map(percent_decode)
+}
+
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={text}").as_bytes())
+        .next()
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_else(|| text.to_owned())
 }
 
 /// The next page of a tag listing: `Link: </v2/...?last=x&n=1000>; rel="next"`.
@@ -822,10 +875,8 @@ impl oranc_core::Registry for DistributionRegistry {
             .and_then(|v| v.to_str().ok())
             .unwrap_or(oranc_core::layout::MANIFEST_MEDIA_TYPE)
             .to_owned();
-        let bytes = answer
-            .bytes()
-            .await
-            .map_err(|e| transport_error(&what, e))?;
+        let bytes =
+            super::bounded::read_capped(answer, super::bounded::MAX_MANIFEST, &what).await?;
         Ok(Some(StoredManifest {
             digest: Sha256Hash::of(&bytes),
             media_type,
@@ -871,6 +922,10 @@ impl oranc_core::Registry for DistributionRegistry {
         let what = format!("tags of {repo}");
         let mut url = self.url(&format!("{repo}/tags/list?n={}", self.tags_page_size));
         let mut tags = Vec::new();
+        // A page's `Link` must lead somewhere new: a registry whose listing loops would
+        // otherwise hold push, gc and watch-store for ever.
+        let mut seen_pages = std::collections::HashSet::new();
+        let mut seen_markers = std::collections::HashSet::new();
         loop {
             let page_url = url.clone();
             let answer = self
@@ -886,9 +941,11 @@ impl oranc_core::Registry for DistributionRegistry {
                 return Err(status_error(&what, answer).await);
             }
             let next = next_link(answer.headers());
-            let page: TagList = answer.json().await.map_err(|e| Error::Protocol {
+            let body =
+                super::bounded::read_capped(answer, super::bounded::MAX_TAG_PAGE, &what).await?;
+            let page: TagList = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
                 what: what.clone(),
-                reason: format!("unreadable tag list: {}", e.without_url()),
+                reason: format!("unreadable tag list: {e}"),
             })?;
             for tag in page.tags.unwrap_or_default() {
                 match tag.parse::<Tag>() {
@@ -898,10 +955,26 @@ impl oranc_core::Registry for DistributionRegistry {
                     }
                 }
             }
-            match next {
-                Some(next) => url = self.own_url(&next, &what)?,
-                None => return Ok(tags),
+            if tags.len() > MAX_TAGS {
+                return Err(Error::Protocol {
+                    what,
+                    reason: format!("the registry lists more than {MAX_TAGS} tags; refused"),
+                });
             }
+            let Some(next) = next else {
+                return Ok(tags);
+            };
+            let next = self.own_url(&next, &what)?;
+            // Seen before (by URL or by the tag it starts after): the listing loops.
+            let repeats = !seen_pages.insert(next.clone())
+                || page_marker(&next).is_some_and(|last| !seen_markers.insert(last));
+            if repeats || seen_pages.len() > MAX_PAGES {
+                return Err(Error::Protocol {
+                    what,
+                    reason: "the registry's tag listing does not advance (its next page repeats an earlier one, or it never ends)".into(),
+                });
+            }
+            url = next;
         }
     }
 

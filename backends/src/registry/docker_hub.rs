@@ -10,6 +10,8 @@ pub const API_HOST: &str = "registry-1.docker.io";
 /// Its token service, on another host than the API: the one realm credentials may go to
 /// besides the registry itself.
 pub const TOKEN_REALM: &str = "https://auth.docker.io/token";
+/// Where its blob GETs redirect to (its CDN).
+pub const BLOB_STORAGE: &str = "https://production.cloudflare.docker.com";
 /// Names users give Docker Hub.
 pub const ALIASES: [&str; 4] = [
     "docker.io",

@@ -6,6 +6,8 @@
 use oranc_core::{RepositoryName, Result};
 
 pub const HOST: &str = "ghcr.io";
+/// Where its blob GETs redirect to.
+pub const BLOB_STORAGE: &str = "https://pkg-containers.githubusercontent.com";
 
 /// ghcr.io lower-cases owners and names; users type them as GitHub shows them.
 pub fn naming(name: &str) -> Result<RepositoryName> {

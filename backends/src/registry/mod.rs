@@ -1,6 +1,7 @@
 //! Registry backends, and [`open`]: the one place that picks one from settings.
 
 pub mod auth;
+pub mod bounded;
 pub mod credentials;
 pub mod distribution;
 pub mod docker_hub;
@@ -133,9 +134,17 @@ pub fn open_handle(settings: RegistrySettings) -> Result<RegistryHandle, Backend
             }
             (location, distribution::plain_naming)
         }
-        BackendKind::Ghcr => (ghcr::HOST.to_owned(), ghcr::naming),
+        BackendKind::Ghcr => {
+            if let Some(origins) = &mut http.blob_origins {
+                origins.push(ghcr::BLOB_STORAGE.to_owned());
+            }
+            (ghcr::HOST.to_owned(), ghcr::naming)
+        }
         BackendKind::DockerHub => {
             http.token_realms.push(docker_hub::TOKEN_REALM.to_owned());
+            if let Some(origins) = &mut http.blob_origins {
+                origins.push(docker_hub::BLOB_STORAGE.to_owned());
+            }
             (docker_hub::API_HOST.to_owned(), docker_hub::naming)
         }
     };

@@ -29,16 +29,29 @@ impl Origins {
             setting: "registry",
             reason: format!("{base_url:?} is not a usable URL"),
         })?;
-        let token_realms = token_realms
-            .iter()
-            .map(|realm| {
-                origin_of(realm).ok_or_else(|| BackendError::InvalidSetting {
-                    setting: "token_realms",
-                    reason: format!("{realm:?} is not an http(s) URL"),
+        let token_realms = Self::parse_all(token_realms, "token_realms")?;
+        Ok(Self { own, token_realms })
+    }
+
+    /// The origins of `urls` (a config list named `setting`), refusing any that is not an
+    /// http(s) URL.
+    pub fn parse_all(
+        urls: &[String],
+        setting: &'static str,
+    ) -> Result<Vec<url::Origin>, BackendError> {
+        urls.iter()
+            .map(|url| {
+                origin_of(url).ok_or_else(|| BackendError::InvalidSetting {
+                    setting,
+                    reason: format!("{url:?} is not an http(s) URL"),
                 })
             })
-            .collect::<Result<_, _>>()?;
-        Ok(Self { own, token_realms })
+            .collect()
+    }
+
+    /// Whether `url` is on the registry's own origin or one of `others`.
+    pub fn is_own_or(&self, url: &str, others: &[url::Origin]) -> bool {
+        origin_of(url).is_some_and(|origin| origin == self.own || others.contains(&origin))
     }
 
     /// Whether `url` is on the registry's own origin.

@@ -197,7 +197,7 @@ async fn serve_object(
         // Small files are read whole and checked before they are served.
         BlobBody::Stream { body, .. } if small_file && range.is_none() => {
             let limit = state.config().max_small_body_bytes;
-            let bytes = checked_from_registry(key, body, limit).await?;
+            let bytes = checked_from_registry(key, &object.blob, body, limit).await?;
             return Ok((
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, content_type)],
@@ -214,6 +214,18 @@ async fn serve_object(
         )
             .into_response()),
         BlobBody::Stream { size, range, body } => {
+            // A whole blob is checked against its digest as it streams; a part of one
+            // cannot be (Nix checks the NAR it assembles).
+            let body: oranc_core::ByteStream = if range.is_none() {
+                Box::pin(super::verified::verified(
+                    body,
+                    object.blob,
+                    key.clone(),
+                    state.metrics().clone(),
+                ))
+            } else {
+                body
+            };
             // The status is sent by now; a body that breaks can only be cut off, so say so.
             let failed_key = key.clone();
             let body = body.inspect_err(move |error| {
@@ -262,6 +274,7 @@ pub(super) fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<Option<Na
 /// garbage handed to Nix or kept in the response cache.
 async fn checked_from_registry(
     key: &CacheKey,
+    blob: &oranc_core::BlobInfo,
     body: oranc_core::ByteStream,
     limit: usize,
 ) -> Result<Bytes, ServerError> {
@@ -272,6 +285,13 @@ async fn checked_from_registry(
     let bytes = axum::body::to_bytes(Body::from_stream(body), limit)
         .await
         .map_err(|e| corrupt(format!("unreadable or larger than {limit} bytes: {e}")))?;
+    if oranc_core::Sha256Hash::of(&bytes) != blob.digest {
+        return Err(corrupt(format!(
+            "its bytes do not match their digest {}",
+            blob.digest.to_oci_digest()
+        ))
+        .into());
+    }
     check_small_file(key, &bytes).map_err(corrupt)?;
     Ok(bytes)
 }

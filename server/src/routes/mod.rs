@@ -5,3 +5,4 @@ pub mod cache;
 pub mod health;
 pub mod metrics;
 pub mod upload;
+pub mod verified;

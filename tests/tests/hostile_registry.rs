@@ -1,0 +1,175 @@
+//! A registry that lies, loops or trickles: a proxy in front of a real `distribution`
+//! injects each hostile answer, and the release binary (server, gc) must answer with a
+//! clear error in bounded time and memory, never serve or keep bad bytes, and never send
+//! anything to a host the registry points at. Each failed before its fix.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: helpers outside #[test] panic on purpose"
+)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use oranc_core::TagEncoding;
+use oranc_tests::abuse::{narinfo_of, peak_rss_mb};
+use oranc_tests::hostile::{HostileRegistry, Hostility, Trap};
+use oranc_tests::oci::RawRegistry;
+use oranc_tests::registry::RegistryProcess;
+use oranc_tests::server::{allow_plain_http, metric, ServerProcess};
+use oranc_tests::{curl, fresh_repo, release_oranc_command, wrapped_release_command};
+
+const HASH: &str = "55555555555555555555555555555555";
+const NAR: &str = "nar/hostile.nar";
+
+/// A real registry holding a narinfo and a NAR, behind a proxy that injects `hostility`.
+async fn hostile(hostility: Hostility) -> (RegistryProcess, HostileRegistry, String) {
+    let registry = RegistryProcess::start();
+    let raw = RawRegistry::new(&registry.base_url());
+    let repo = fresh_repo("hostile");
+    let key = format!("{HASH}.narinfo");
+    raw.put_object(
+        &repo,
+        &key,
+        &key,
+        "text/x-nix-narinfo",
+        Bytes::from(narinfo_of(HASH)),
+    )
+    .await;
+    let nar_tag = TagEncoding::Custom.encode(NAR).unwrap();
+    raw.put_object(
+        &repo,
+        nar_tag.as_str(),
+        NAR,
+        "application/x-nix-nar",
+        Bytes::from(vec![7u8; 300_000]),
+    )
+    .await;
+    let proxy = HostileRegistry::in_front_of(&registry.base_url(), hostility).await;
+    (registry, proxy, repo)
+}
+
+/// A server for the registry behind `proxy`: `top` is top-level config, `registry` more of
+/// the registry's own entry.
+fn server_for(proxy: &HostileRegistry, top: &str, registry: &str) -> ServerProcess {
+    let config = format!("{top}{}{registry}", allow_plain_http(&proxy.host()));
+    ServerProcess::start_logged(release_oranc_command(), &config, &[])
+}
+
+/// `oranc gc` (a dry run) against `repo` behind `proxy`, stopped after 60 s at most.
+fn gc(proxy: &HostileRegistry, repo: &str) -> (bool, String, Duration) {
+    let started = Instant::now();
+    // Bounded even where gc would hang (as it did on a looping listing).
+    let out = wrapped_release_command(&["timeout", "60"])
+        .args([
+            "gc",
+            "--no-ssl",
+            "--registry",
+            &proxy.host(),
+            "--repository",
+            repo,
+        ])
+        .args(["--keep-newer-than", "1d"])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// An endless manifest body took the server to 3–4 GB from one anonymous narinfo GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_manifest_is_refused_in_bounded_memory() {
+    let (_registry, proxy, repo) = hostile(Hostility::EndlessManifest).await;
+    let server = tokio::task::block_in_place(|| server_for(&proxy, "", ""));
+    let started = Instant::now();
+    let (status, body, _) = tokio::task::block_in_place(|| {
+        curl(&[&server.url(&format!("{}/{repo}/{HASH}.narinfo", proxy.host()))])
+    });
+    assert_eq!(status, "502", "{body}");
+    assert!(body.contains("larger than"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(peak_rss_mb(&server) < 150.0, "{} MB", peak_rss_mb(&server));
+}
+
+/// A tag list linking to itself held gc (and push, watch-store) for ever; an endless one
+/// took it to 4 GB; a next page on another host got the credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_listings_that_loop_never_end_or_leave_are_refused() {
+    let trap = Trap::start().await;
+    for (hostility, says) in [
+        (Hostility::LoopingTagList, "does not advance"),
+        (Hostility::EndlessTagList, "larger than"),
+        (
+            Hostility::ForeignTagLink(trap.url("/v2/x/tags/list")),
+            "another origin",
+        ),
+    ] {
+        let (_registry, proxy, repo) = hostile(hostility).await;
+        let (ok, stderr, took) = tokio::task::block_in_place(|| gc(&proxy, &repo));
+        assert!(!ok, "{stderr}");
+        assert!(stderr.contains(says), "{says}: {stderr}");
+        assert!(took < Duration::from_secs(30), "{took:?}");
+    }
+    assert_eq!(trap.hits(), 0);
+}
+
+/// A blob sent one byte at a time kept a NAR "streaming" past the read timeout (each byte
+/// came in time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_blob_times_out() {
+    let (_registry, proxy, repo) = hostile(Hostility::TrickledBlob).await;
+    let server = tokio::task::block_in_place(|| server_for(&proxy, "read_timeout_secs = 2\n", ""));
+    let started = Instant::now();
+    let (_, body, code) = tokio::task::block_in_place(|| {
+        curl(&[&server.url(&format!("{}/{repo}/{NAR}", proxy.host()))])
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_ne!(code, 0, "the answer was cut short: {} bytes", body.len());
+    assert!(server.log().contains("timed out"), "{}", server.log());
+}
+
+/// A NAR with one byte flipped was served with 200, its claimed digest as ETag and a year
+/// of `immutable`: any cache in front would have kept it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_do_not_match_their_digest_are_never_served_whole() {
+    let (_registry, proxy, repo) = hostile(Hostility::FlippedBlob).await;
+    let server = tokio::task::block_in_place(|| server_for(&proxy, "", ""));
+    let cache = server.url(&format!("{}/{repo}", proxy.host()));
+    let (_, body, code) = tokio::task::block_in_place(|| curl(&[&format!("{cache}/{NAR}")]));
+    assert_ne!(code, 0, "curl saw the answer cut short");
+    assert!(body.len() < 300_000, "{} bytes", body.len());
+    let (status, body, _) =
+        tokio::task::block_in_place(|| curl(&[&format!("{cache}/{HASH}.narinfo")]));
+    assert_eq!(
+        status, "502",
+        "a small file is checked before it is served: {body}"
+    );
+    let metrics = tokio::task::block_in_place(|| server.metrics());
+    assert_eq!(metric(&metrics, "oranc_blob_digest_mismatches_total"), 1.0);
+}
+
+/// The server followed a blob redirect to any host and streamed its answer: an internal-URL
+/// reader for whoever controls a listed registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_redirects_lead_only_where_the_config_allows() {
+    let trap = Trap::start().await;
+    let (_registry, proxy, repo) = hostile(Hostility::RedirectedBlob(trap.url("/internal"))).await;
+    let url = format!("{}/{repo}/{NAR}", proxy.host());
+    let server = tokio::task::block_in_place(|| server_for(&proxy, "", ""));
+    let (status, body, _) = tokio::task::block_in_place(|| curl(&[&server.url(&url)]));
+    assert_eq!(status, "502", "{body}");
+    assert!(body.contains("blob_origins"), "{body}");
+    assert_eq!(trap.hits(), 0);
+    let allowed = format!("blob_origins = [\"{}\"]\n", trap.url(""));
+    let server = tokio::task::block_in_place(|| server_for(&proxy, "", &allowed));
+    let (status, _, _) = tokio::task::block_in_place(|| curl(&[&server.url(&url)]));
+    assert_ne!(status, "502", "a listed origin is followed");
+    assert_eq!(trap.hits(), 1);
+}
