@@ -29,6 +29,8 @@ pub struct Target<'a> {
     pub named: Option<&'a NamedCache>,
     /// Large files may be handed to the registry's storage by redirect (`redirect_blobs`).
     pub redirect_blobs: bool,
+    /// Whole blobs are hashed as they stream (unless the registry's `skip_digest_check`).
+    pub check_digests: bool,
     /// The answer to a write, when the client sent credentials that grant none here.
     pub credentials_refused: Option<ServerError>,
 }
@@ -88,6 +90,7 @@ pub async fn resolve<'a>(
             access: grant.access,
             named: Some(named),
             redirect_blobs: named.redirect_blobs,
+            check_digests: named.check_digests,
             credentials_refused: grant.refused,
         });
     }
@@ -141,6 +144,7 @@ pub async fn resolve<'a>(
         access: grant.access,
         named: None,
         redirect_blobs,
+        check_digests: state.checks_digests(&registry_name),
         credentials_refused: grant.refused,
     })
 }

@@ -62,6 +62,8 @@ pub struct NamedCache {
     pub trusted_keys: Vec<PublicKey>,
     /// Its registry's `redirect_blobs`.
     pub redirect_blobs: bool,
+    /// Not its registry's `skip_digest_check`.
+    pub check_digests: bool,
 }
 
 #[derive(Debug)]
@@ -214,6 +216,7 @@ impl AppState {
                     signing_key,
                     trusted_keys,
                     redirect_blobs: redirects_blobs(&config, &cache.registry),
+                    check_digests: checks_digests(&config, &cache.registry),
                 },
             );
         }
@@ -357,6 +360,11 @@ impl AppState {
         redirects_blobs(&self.0.config, name)
     }
 
+    /// Whether NARs from the registry `name` are hashed as they stream.
+    pub fn checks_digests(&self, name: &str) -> bool {
+        checks_digests(&self.0.config, name)
+    }
+
     /// A registry client for `credentials`, reused across requests so its tokens stay warm.
     pub fn client(
         &self,
@@ -423,6 +431,15 @@ fn is_host(name: &str) -> bool {
             })
     });
     port_ok && host_ok
+}
+
+/// Not the registry `name`'s `skip_digest_check` (registries the config does not list are
+/// always checked).
+fn checks_digests(config: &Config, name: &str) -> bool {
+    !config
+        .registries
+        .get(name)
+        .is_some_and(|r| r.skip_digest_check)
 }
 
 /// The registry `name`'s `redirect_blobs` (off for registries the config does not list).
