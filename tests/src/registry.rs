@@ -31,6 +31,8 @@ pub struct RegistryProcess {
     dir: TempDir,
     /// The object storage behind it, for [`Self::start_on_s3`].
     object_store: Option<Child>,
+    /// Its origin (`http://127.0.0.1:PORT`), where blob GETs redirect.
+    storage_origin: Option<String>,
 }
 
 /// One request as the registry's access log records it.
@@ -144,7 +146,13 @@ impl RegistryProcess {
         );
         let mut registry = Self::start_with_storage(dir, RegistryAuth::None, &storage);
         registry.object_store = Some(object_store);
+        registry.storage_origin = Some(format!("http://{s3}"));
         registry
+    }
+
+    /// Where blob GETs redirect to, for a registry on object storage.
+    pub fn storage_origin(&self) -> Option<&str> {
+        self.storage_origin.as_deref()
     }
 
     fn start_with_storage(dir: TempDir, auth: RegistryAuth, storage: &str) -> Self {
@@ -181,6 +189,7 @@ impl RegistryProcess {
             addr,
             dir,
             object_store: None,
+            storage_origin: None,
         };
         registry.wait_until_ready();
         registry

@@ -44,8 +44,9 @@ fn with_redirect_blobs_nars_come_from_storage_and_nix_substitutes_the_closure() 
     for redirect in [true, false] {
         let server = ServerProcess::start(
             &format!(
-                "[registries.\"{}\"]\nplain_http = true\nredirect_blobs = {redirect}\n",
-                registry.host()
+                "[registries.\"{}\"]\nplain_http = true\nredirect_blobs = {redirect}\nblob_origins = [\"{}\"]\n",
+                registry.host(),
+                registry.storage_origin().unwrap()
             ),
             &[],
         );
