@@ -168,6 +168,19 @@ fn answer(
     }
 }
 
+/// A page of one tag whose next page is at `next`.
+fn one_tag_then(next: &str) -> axum::response::Response {
+    let link = format!("<{next}?last=a&n=1000>; rel=\"next\"");
+    (
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::LINK, link),
+        ],
+        r#"{"name":"x","tags":["a"]}"#,
+    )
+        .into_response()
+}
+
 /// Endless bytes, 64 KiB at a time.
 fn endless(prefix: &'static [u8]) -> axum::body::Body {
     let chunk = bytes::Bytes::from(vec![b'a'; 64 << 10]);
@@ -208,28 +221,8 @@ async fn proxied(
             )
                 .into_response();
         }
-        Hostility::LoopingTagList if tags => {
-            let next = format!("<{path}?last=a&n=1000>; rel=\"next\"");
-            return (
-                [
-                    (header::CONTENT_TYPE, "application/json".to_owned()),
-                    (header::LINK, next),
-                ],
-                r#"{"name":"x","tags":["a"]}"#,
-            )
-                .into_response();
-        }
-        Hostility::ForeignTagLink(url) if tags => {
-            let next = format!("<{url}?last=a&n=1000>; rel=\"next\"");
-            return (
-                [
-                    (header::CONTENT_TYPE, "application/json".to_owned()),
-                    (header::LINK, next),
-                ],
-                r#"{"name":"x","tags":["a"]}"#,
-            )
-                .into_response();
-        }
+        Hostility::LoopingTagList if tags => return one_tag_then(path),
+        Hostility::ForeignTagLink(url) if tags => return one_tag_then(url),
         Hostility::RedirectedBlob(url) if blob => {
             return (
                 StatusCode::TEMPORARY_REDIRECT,
