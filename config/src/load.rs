@@ -236,7 +236,7 @@ pub fn write_positions(config: &Config) -> Vec<String> {
         positions.push(format!("/{name}/…: {}", forwarded(name)));
     }
     if config.allow_any_registry {
-        positions.push("any other registry a URL names (allow_any_registry): credentials pass through and that registry decides, as with the original oranc".to_owned());
+        positions.push("any other registry a URL names (allow_any_registry): credentials are forwarded and may write only if that registry checks them".to_owned());
     }
     positions
 }

@@ -2,8 +2,13 @@
 //! `axum::serve` does not set: a header read timeout (which on a kept-alive connection also
 //! bounds the idle time between requests), a cap on connections at once and per client, the
 //! open-file limit raised to its hard limit, and a graceful shutdown that waits a bounded
-//! time. hyper-util serves each connection; every request is tagged with its peer address
-//! (`ConnectInfo`) and its [`ClientAddr`] here, in one place.
+//! time. hyper serves each connection as HTTP/1.1 (what Nix, curl and proxies in front
+//! speak); every request is tagged with its peer address (`ConnectInfo`) and its
+//! [`ClientAddr`] here, in one place.
+//!
+//! Not hyper-util's `auto` builder: to tell HTTP/1 from HTTP/2 it first waits for a
+//! client's opening bytes with no timeout at all, so a connection that sent nothing was held
+//! for ever (found by a red-team run). hyper's HTTP/1 header timer starts at accept.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,8 +19,8 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper::server::conn::http1::Builder;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -110,16 +115,10 @@ pub async fn serve(
     metrics: Metrics,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.header_read_timeout)
-        .keep_alive_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = Arc::new(PerClient::default());
@@ -178,7 +177,7 @@ pub async fn serve(
 
 #[allow(clippy::too_many_arguments)]
 fn serve_connection(
-    builder: &Arc<Builder<TokioExecutor>>,
+    builder: &Arc<Builder>,
     graceful: &GracefulShutdown,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -195,10 +194,7 @@ fn serve_connection(
         request.extensions_mut().insert(client);
         app.clone().oneshot(request)
     });
-    let builder = builder.clone();
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-        .into_owned();
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
     let connection = graceful.watch(connection);
     tokio::spawn(async move {
         if let Err(error) = connection.await {

@@ -2,7 +2,7 @@
 //! encodings, limits and upstreams, built once from the config.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oranc_backends::{BackendKind, Credentials, RegistryHandle, RegistrySettings};
@@ -21,6 +21,9 @@ use crate::writers::Writers;
 
 /// Per-credential registry clients kept for reuse (their tokens stay warm).
 const MAX_CLIENTS_PER_REGISTRY: u64 = 256;
+
+/// Registries named only in URLs (`allow_any_registry`) kept open at once.
+const MAX_UNLISTED_REGISTRIES: u64 = 256;
 
 /// A client nobody used for this long is dropped (with its tokens).
 const CLIENT_IDLE: Duration = Duration::from_secs(3600);
@@ -71,7 +74,11 @@ struct Inner {
     config: Config,
     encoding: TagEncoding,
     fallbacks: Vec<TagEncoding>,
-    registries: Mutex<HashMap<String, OpenRegistry>>,
+    /// The registries the config lists.
+    registries: HashMap<String, OpenRegistry>,
+    /// Registries URLs named under `allow_any_registry`, opened on demand: bounded, the
+    /// least recently used dropped first (every made-up name would otherwise stay).
+    unlisted: moka::sync::Cache<String, OpenRegistry>,
     /// Add-only checks and writes of one key run one at a time.
     write_locks: WriteLocks,
     readiness: crate::routes::health::ReadinessVerdict,
@@ -236,7 +243,11 @@ impl AppState {
             metrics,
             encoding,
             fallbacks,
-            registries: Mutex::new(registries),
+            registries,
+            unlisted: moka::sync::Cache::builder()
+                .max_capacity(MAX_UNLISTED_REGISTRIES)
+                .time_to_idle(CLIENT_IDLE)
+                .build(),
             write_locks: WriteLocks::default(),
             readiness: Default::default(),
             password_gate,
@@ -269,14 +280,10 @@ impl AppState {
     /// Every registry the config names (listed, or behind a named cache), once each, with
     /// its anonymous client, for readiness checks.
     pub fn registries_to_check(&self) -> Vec<(String, Arc<dyn Registry>)> {
-        let registries = self
+        let mut checks: HashMap<String, Arc<dyn Registry>> = HashMap::new();
+        let all = self
             .0
             .registries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut checks: HashMap<String, Arc<dyn Registry>> = HashMap::new();
-        let all = registries
             .values()
             .map(|open| &open.handle)
             .chain(self.0.caches.values().map(|c| &c.registry));
@@ -311,8 +318,7 @@ impl AppState {
         &self,
         name: &str,
     ) -> Result<(RegistryHandle, Arc<CredentialGrant>), ServerError> {
-        let mut registries = self.0.registries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(open) = registries.get(name) {
+        if let Some(open) = self.0.registries.get(name) {
             return Ok((open.handle.clone(), open.grant.clone()));
         }
         if !self.0.config.allow_any_registry {
@@ -323,26 +329,33 @@ impl AppState {
                 "registry {name:?} is not a host[:port]"
             )));
         }
-        let mut settings = settings_for(&self.0.config, name, None);
-        if settings.kind == BackendKind::OciLayout {
-            // `is_host` already refuses paths; a backend that reads the disk must never
-            // come from a URL, whatever the name looks like.
-            settings.kind = BackendKind::Distribution;
-        }
-        let handle = oranc_backends::open_handle(settings)
-            .map_err(|e| ServerError::BadRequest(format!("registry {name}: {e}")))?;
-        let open = OpenRegistry {
-            handle,
-            grant: Arc::new(CredentialGrant::Always),
-        };
-        registries.insert(name.to_owned(), open.clone());
+        let open = self
+            .0
+            .unlisted
+            .try_get_with(name.to_owned(), || {
+                let mut settings = settings_for(&self.0.config, name, None);
+                if settings.kind == BackendKind::OciLayout {
+                    // `is_host` already refuses paths; a backend that reads the disk must
+                    // never come from a URL, whatever the name looks like.
+                    settings.kind = BackendKind::Distribution;
+                }
+                let handle = oranc_backends::open_handle(settings)
+                    .map_err(|e| ServerError::BadRequest(format!("registry {name}: {e}")))?;
+                // Like a listed registry's: forwarded credentials write only where the
+                // registry checks them. Anything else would let another spelling of a
+                // listed registry's host (`localhost`, `127.1`, `[::ffff:127.0.0.1]`)
+                // bypass its rules and the add-only rule of caches on it.
+                let grant = Arc::new(CredentialGrant::for_registry(&handle, false));
+                Ok::<_, ServerError>(OpenRegistry { handle, grant })
+            })
+            .map_err(|error| ServerError::BadRequest(error.to_string()))?;
         Ok((open.handle, open.grant))
     }
 
     /// Every grant that depends on asking the registry, for the start-up check.
     pub fn grants_to_probe(&self) -> Vec<Arc<CredentialGrant>> {
-        let registries = self.0.registries.lock().unwrap_or_else(|p| p.into_inner());
-        registries
+        self.0
+            .registries
             .values()
             .map(|open| open.grant.clone())
             .chain(self.0.caches.values().map(|c| c.grant.clone()))

@@ -155,7 +155,10 @@ fn half_sent_connections_are_closed_and_do_not_starve_others() {
         target_server(command, "[clients]\nheader_read_timeout_secs = 2");
     let mut held = Vec::new();
     let seen = during(&server, &hot_url(&server), || {
-        held = half_sent_connections(server.addr, 300);
+        // First some that send nothing at all (a red-team run found these held for ever),
+        // within the attacker's share of connections, then the half-sent ones.
+        held.extend((0..20).filter_map(|_| attacker_connection(server.addr).ok()));
+        held.extend(half_sent_connections(server.addr, 300));
         std::thread::sleep(Duration::from_secs(1));
     });
     eprintln!("half-sent connections: {seen}");
@@ -185,6 +188,27 @@ fn open_cache(extra: &str) -> (RegistryProcess, ServerProcess) {
     );
     let server = ServerProcess::start_logged(release_oranc_command(), &config, &[]);
     (registry, server)
+}
+
+/// Found by a red-team run: under `allow_any_registry` every made-up registry name stayed
+/// open for good (12,000 names: 13 -> 256 MB).
+#[test]
+fn made_up_registry_names_hold_bounded_memory() {
+    let (_registry, mut server, _dir) = setup("allow_any_registry = true");
+    let requests: Vec<_> = (0..5_000)
+        .map(|n| {
+            let url = server.url(&format!("h{n}-made-up.invalid:1/O/C/nix-cache-info"));
+            (reqwest::Method::GET, url, None)
+        })
+        .collect();
+    let statuses = attacker_requests(requests, 16);
+    assert!(
+        statuses.iter().all(|s| *s == 400),
+        "refused: {:?}",
+        &statuses[..5]
+    );
+    assert!(peak_rss_mb(&server) < 100.0, "{} MB", peak_rss_mb(&server));
+    assert_recovered(&mut server);
 }
 
 /// Attack 5: the response timeout covered reading an upload, so a slow one (1 MB at

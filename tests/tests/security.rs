@@ -171,6 +171,32 @@ fn forwarded_credentials_write_only_where_the_registry_checks_them() {
     assert_eq!(status, "404", "nothing was written to the open registry");
 }
 
+/// Found by a red-team run: under `allow_any_registry`, another spelling of a listed
+/// registry's host (`localhost:PORT` for `127.0.0.1:PORT`) took made-up credentials as a
+/// grant and replaced a file of an add-only cache on that registry.
+#[test]
+fn another_spelling_of_a_listed_registry_grants_nothing_more() {
+    let registry = RegistryProcess::start();
+    let repo = fresh_repo("alias");
+    initialize(&registry.host(), &repo, true);
+    let config = format!(
+        "allow_any_registry = true\nno_ssl = true\n{}",
+        open_cache_config(&registry, &repo)
+    );
+    let server = release_server(&config);
+    let port = registry.addr().port();
+    for alias in [format!("localhost:{port}"), format!("127.1:{port}")] {
+        let (status, body) = put(
+            &server.url(&format!("{alias}/{repo}/nix-cache-info")),
+            Some("x:y"),
+            "StoreDir: /nix/store\nPriority: 99\n",
+        );
+        assert_eq!(status, "403", "{alias}: {body}");
+    }
+    let (_, info, _) = curl(&[&server.url("open/nix-cache-info")]);
+    assert!(!info.contains("Priority: 99"), "{info}");
+}
+
 /// Attack 2: a `Range` request and a plain GET that missed the response cache together shared
 /// one answer: the plain GET got 206 with 20 bytes.
 #[test]
