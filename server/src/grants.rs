@@ -7,8 +7,8 @@
 //! - a local directory: never (only a named cache's `writers_file` or `allow_write` apply);
 //! - a listed registry: if it refuses an anonymous `GET /v2/` (asked once, at start or at
 //!   the first write), or if its entry says `trust_client_credentials`;
-//! - a registry named in a URL under `allow_any_registry`: always, as the original oranc
-//!   (which that setting imitates, an open proxy) let the registry decide.
+//! - a registry named in a URL under `allow_any_registry`: as a listed one without
+//!   `trust_client_credentials`, so another spelling of a listed host cannot bypass it.
 
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ use crate::error::ServerError;
 pub enum CredentialGrant {
     /// Nobody checks them.
     Never,
-    /// The operator said so, or the registry is one a URL named under `allow_any_registry`.
+    /// The operator said so (`trust_client_credentials`).
     Always,
     /// If the registry checks credentials; asked once, then remembered.
     IfChecked {
@@ -32,7 +32,7 @@ pub enum CredentialGrant {
 }
 
 impl CredentialGrant {
-    /// The grant for `handle`, opened for the registry `name`.
+    /// The grant for the registry `handle` opens.
     pub fn for_registry(handle: &RegistryHandle, trust_client_credentials: bool) -> Self {
         match handle {
             RegistryHandle::Local(_) => Self::Never,
@@ -64,10 +64,11 @@ impl CredentialGrant {
     }
 
     /// Why a client's credentials grant nothing here, for the answer to its write.
-    pub fn refusal(&self, registry: &str) -> String {
+    pub fn refusal(&self) -> String {
         match self {
             Self::Never => "this cache is a local directory, which checks no credentials: only the cache's writers (writers_file) or anonymous adds (allow_write) may write".to_owned(),
-            _ => format!("the registry {registry} does not check credentials, so the ones you sent prove nothing: only the cache's writers (writers_file) or anonymous adds (allow_write) may write (an operator may set trust_client_credentials)"),
+            Self::IfChecked { registry, .. } => format!("the registry {} does not check credentials, so the ones you sent prove nothing: only the cache's writers (writers_file) or anonymous adds (allow_write) may write (an operator may set trust_client_credentials)", registry.name()),
+            Self::Always => "the credentials were refused".to_owned(),
         }
     }
 }

@@ -3,8 +3,7 @@
 //! bounds the idle time between requests), a cap on connections at once and per client, the
 //! open-file limit raised to its hard limit, and a graceful shutdown that waits a bounded
 //! time. hyper serves each connection as HTTP/1.1 (what Nix, curl and proxies in front
-//! speak); every request is tagged with its peer address (`ConnectInfo`) and its
-//! [`ClientAddr`] here, in one place.
+//! speak); every request is tagged with its client's [`ClientAddr`] here, in one place.
 //!
 //! Not hyper-util's `auto` builder: to tell HTTP/1 from HTTP/2 it first waits for a
 //! client's opening bytes with no timeout at all, so a connection that sent nothing was held
@@ -15,7 +14,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use axum::http::Request;
 use axum::Router;
 use hyper::body::Incoming;
@@ -23,7 +21,7 @@ use hyper::server::conn::http1::Builder;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 
 use crate::client_addr::ClientAddr;
@@ -119,7 +117,6 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    let builder = Arc::new(builder);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = Arc::new(PerClient::default());
     let graceful = GracefulShutdown::new();
@@ -161,9 +158,14 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        serve_connection(
-            &builder, &graceful, stream, peer, &app, &limits, permit, slot,
-        );
+        let connection = connection(&builder, stream, peer, &app, &limits.trusted_proxies);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, error = %error, "connection ended with an error");
+            }
+            drop((permit, slot));
+        });
     }
     drop(listener);
     tokio::select! {
@@ -175,31 +177,20 @@ pub async fn serve(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn serve_connection(
-    builder: &Arc<Builder>,
-    graceful: &GracefulShutdown,
+/// One accepted connection, served as HTTP/1.1; each of its requests is tagged with its
+/// [`ClientAddr`].
+fn connection(
+    builder: &Builder,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     app: &Router,
-    limits: &ConnectionLimits,
-    permit: OwnedSemaphorePermit,
-    slot: Option<ClientSlot>,
-) {
-    let app = app.clone();
-    let trusted = limits.trusted_proxies.clone();
+    trusted_proxies: &Arc<[IpAddr]>,
+) -> impl hyper_util::server::graceful::GracefulConnection<Error = hyper::Error> {
+    let (app, trusted) = (app.clone(), trusted_proxies.clone());
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         let client = ClientAddr::of_request(peer.ip(), request.headers(), &trusted);
-        request.extensions_mut().insert(ConnectInfo(peer));
         request.extensions_mut().insert(client);
         app.clone().oneshot(request)
     });
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    let connection = graceful.watch(connection);
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%peer, error = %error, "connection ended with an error");
-        }
-        drop((permit, slot));
-    });
+    builder.serve_connection(TokioIo::new(stream), service)
 }

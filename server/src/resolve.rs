@@ -128,9 +128,7 @@ pub async fn resolve<'a>(
     let key = parse_key(&rest.join("/"))?;
     let (handle, registry_grant) = state.open_registry(&registry_name)?;
     let grant = match client {
-        Some(credentials) => {
-            forwarded(credentials, &registry_grant, &registry_name, purpose).await?
-        }
+        Some(credentials) => forwarded(credentials, &registry_grant, purpose).await?,
         None => Grant::anonymous(Credentials::Anonymous, WriteAccess::ReadOnly),
     };
     let registry = state.client(&registry_name, &handle, grant.credentials, purpose);
@@ -174,7 +172,6 @@ impl Grant {
 async fn forwarded(
     credentials: Credentials,
     grant: &CredentialGrant,
-    registry: &str,
     purpose: Purpose,
 ) -> Result<Grant, ServerError> {
     let trusted = match purpose {
@@ -187,7 +184,7 @@ async fn forwarded(
     Ok(Grant {
         credentials: Credentials::Anonymous,
         access: WriteAccess::ReadOnly,
-        refused: Some(ServerError::CredentialsNotGranted(grant.refusal(registry))),
+        refused: Some(ServerError::CredentialsNotGranted(grant.refusal())),
     })
 }
 
@@ -225,9 +222,8 @@ async fn named_cache_access(
             WriteAccess::Writer,
         ));
     }
-    let registry = named.registry.registry();
     let credentials = Credentials::basic(username, password);
-    let grant = forwarded(credentials, &named.grant, registry.name(), purpose).await?;
+    let grant = forwarded(credentials, &named.grant, purpose).await?;
     if grant.refused.is_none() {
         return Ok(grant);
     }

@@ -172,10 +172,9 @@ impl AppState {
                 Some(open) => open.clone(),
                 None => {
                     // A directory (validation allows nothing else unlisted).
-                    let mut settings = settings_for(&config, &cache.registry, None);
-                    settings.http.plain_http = false;
-                    let handle = oranc_backends::open_handle(settings)
-                        .map_err(|e| format!("cache {name}: {e}"))?;
+                    let handle =
+                        oranc_backends::open_handle(settings_for(&config, &cache.registry, None))
+                            .map_err(|e| format!("cache {name}: {e}"))?;
                     let grant = Arc::new(CredentialGrant::for_registry(&handle, false));
                     OpenRegistry { handle, grant }
                 }
@@ -352,13 +351,13 @@ impl AppState {
         Ok((open.handle, open.grant))
     }
 
-    /// Every grant that depends on asking the registry, for the start-up check.
+    /// Every grant that depends on asking the registry, for the start-up check (a named
+    /// cache shares its listed registry's, or is a directory's, which asks nothing).
     pub fn grants_to_probe(&self) -> Vec<Arc<CredentialGrant>> {
         self.0
             .registries
             .values()
             .map(|open| open.grant.clone())
-            .chain(self.0.caches.values().map(|c| c.grant.clone()))
             .filter(|grant| matches!(**grant, CredentialGrant::IfChecked { .. }))
             .collect()
     }
@@ -410,39 +409,27 @@ impl AppState {
 /// bracketed IPv6 address, and a port of digits. Never a path, a scheme (`oci-layout:`), or
 /// anything else a backend could read as a location on disk.
 fn is_host(name: &str) -> bool {
-    let (host, port) = match name.strip_prefix('[') {
-        Some(rest) => match rest.split_once(']') {
-            Some((v6, after)) => {
-                if v6.parse::<std::net::Ipv6Addr>().is_err() {
-                    return false;
-                }
-                match after {
-                    "" => return true,
-                    _ => match after.strip_prefix(':') {
-                        Some(port) => (None, Some(port)),
-                        None => return false,
-                    },
-                }
-            }
-            None => return false,
-        },
-        None => match name.split_once(':') {
-            Some((host, port)) => (Some(host), Some(port)),
-            None => (Some(name), None),
-        },
+    // The port is after the last ':' unless that ':' is inside an unbracketed IPv6
+    // address (which is refused below anyway).
+    let (host, port) = match name.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') || host.ends_with(']') => (host, Some(port)),
+        _ => (name, None),
     };
     let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
-    let host_ok = host.is_none_or(|host| {
-        !host.is_empty()
-            && host.len() <= 253
-            && host.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-            })
-    });
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                })
+        }
+    };
     port_ok && host_ok
 }
 
