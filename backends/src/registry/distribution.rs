@@ -108,8 +108,6 @@ pub struct DistributionRegistry {
     request_timeout: Duration,
     /// A streamed body must make progress in every window this long.
     read_timeout: Duration,
-    /// Where blob redirects may lead; `None`: anywhere.
-    blob_origins: Option<Arc<[url::Origin]>>,
     chunk_size: usize,
     tags_page_size: usize,
     naming: fn(&str) -> Result<RepositoryName>,
@@ -186,7 +184,11 @@ impl DistributionRegistry {
             .map_err(|e| crate::BackendError::HttpClient(e.to_string()))?;
         let scheme = if tuning.plain_http { "http" } else { "https" };
         let base_url = format!("{scheme}://{host}");
-        let origins = Arc::new(Origins::new(&base_url, &tuning.token_realms)?);
+        let origins = Arc::new(Origins::new(
+            &base_url,
+            &tuning.token_realms,
+            tuning.blob_origins.as_deref(),
+        )?);
         Ok(Self {
             base_url,
             name: host,
@@ -197,12 +199,6 @@ impl DistributionRegistry {
             in_flight: Arc::new(Semaphore::new(tuning.max_in_flight.max(1))),
             request_timeout: tuning.request_timeout,
             read_timeout: tuning.read_timeout,
-            blob_origins: tuning
-                .blob_origins
-                .as_ref()
-                .map(|origins| Origins::parse_all(origins, "blob_origins"))
-                .transpose()?
-                .map(Into::into),
             chunk_size: tuning.chunk_size.max(1 << 16),
             tags_page_size: tuning.tags_page_size.max(1),
             naming,
@@ -542,17 +538,15 @@ impl DistributionRegistry {
         range: Option<ByteRange>,
         what: &str,
     ) -> Result<BlobBody> {
-        if let Some(allowed) = &self.blob_origins {
-            if !self.origins.is_own_or(url, allowed) {
-                return Err(Error::Protocol {
-                    what: what.to_owned(),
-                    reason: format!(
-                        "the registry {} redirected the blob to {}, which this server does not follow (list it in blob_origins under the registry, or set redirect_blobs)",
-                        self.name,
-                        Origins::display(url)
-                    ),
-                });
-            }
+        if !self.origins.allows_blob_redirect(url) {
+            return Err(Error::Protocol {
+                what: what.to_owned(),
+                reason: format!(
+                    "the registry {} redirected the blob to {}, which this server does not follow (list it in blob_origins under the registry, or set redirect_blobs)",
+                    self.name,
+                    Origins::display(url)
+                ),
+            });
         }
         // A fresh request without our Authorization: the blob store is another host and
         // authenticates with the signed URL itself.
@@ -710,20 +704,13 @@ const MAX_PAGES: usize = 100_000;
 /// know; a registry claiming more is looping or lying).
 const MAX_TAGS: usize = 10_000_000;
 
-/// The `last` parameter of a tag-listing page URL: the tag the page starts after.
+/// The `last` parameter of a (absolute) tag-listing page URL: the tag the page starts after.
 fn page_marker(url: &str) -> Option<String> {
-    let query = url.split_once('?')?.1;
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("last="))
-        .map(percent_decode)
-}
-
-fn percent_decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={text}").as_bytes())
-        .next()
-        .map(|(_, value)| value.into_owned())
-        .unwrap_or_else(|| text.to_owned())
+    reqwest::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(name, _)| name == "last")
+        .map(|(_, last)| last.into_owned())
 }
 
 /// The next page of a tag listing: `Link: </v2/...?last=x&n=1000>; rel="next"`.

@@ -4,6 +4,8 @@
 //! host the registry names. The rule, in one place: requests that carry credentials or data
 //! go only to the registry's own origin (scheme, host and port), or, for tokens, to a realm
 //! the backend knows (Docker Hub's) or the user listed. https never falls back to http.
+//! Blob redirects (credential-free) lead where the caller allows: anywhere for the CLI,
+//! and for the server only to the registry, its backend's storage or `blob_origins`.
 
 use reqwest::Url;
 
@@ -14,6 +16,8 @@ use crate::error::BackendError;
 pub struct Origins {
     own: url::Origin,
     token_realms: Vec<url::Origin>,
+    /// Where blob redirects may lead besides the registry itself; `None`: anywhere.
+    blob_storage: Option<Vec<url::Origin>>,
 }
 
 fn origin_of(url: &str) -> Option<url::Origin> {
@@ -23,22 +27,31 @@ fn origin_of(url: &str) -> Option<url::Origin> {
 
 impl Origins {
     /// `base_url` is the registry's (`https://host[:port]`); `token_realms` are URLs or
-    /// origins of token services allowed besides the registry itself.
-    pub fn new(base_url: &str, token_realms: &[String]) -> Result<Self, BackendError> {
+    /// origins of token services allowed besides the registry itself; `blob_storage`, where
+    /// blob redirects may lead besides it (`None`: anywhere).
+    pub fn new(
+        base_url: &str,
+        token_realms: &[String],
+        blob_storage: Option<&[String]>,
+    ) -> Result<Self, BackendError> {
         let own = origin_of(base_url).ok_or_else(|| BackendError::InvalidSetting {
             setting: "registry",
             reason: format!("{base_url:?} is not a usable URL"),
         })?;
         let token_realms = Self::parse_all(token_realms, "token_realms")?;
-        Ok(Self { own, token_realms })
+        let blob_storage = blob_storage
+            .map(|urls| Self::parse_all(urls, "blob_origins"))
+            .transpose()?;
+        Ok(Self {
+            own,
+            token_realms,
+            blob_storage,
+        })
     }
 
     /// The origins of `urls` (a config list named `setting`), refusing any that is not an
     /// http(s) URL.
-    pub fn parse_all(
-        urls: &[String],
-        setting: &'static str,
-    ) -> Result<Vec<url::Origin>, BackendError> {
+    fn parse_all(urls: &[String], setting: &'static str) -> Result<Vec<url::Origin>, BackendError> {
         urls.iter()
             .map(|url| {
                 origin_of(url).ok_or_else(|| BackendError::InvalidSetting {
@@ -49,9 +62,14 @@ impl Origins {
             .collect()
     }
 
-    /// Whether `url` is on the registry's own origin or one of `others`.
-    pub fn is_own_or(&self, url: &str, others: &[url::Origin]) -> bool {
-        origin_of(url).is_some_and(|origin| origin == self.own || others.contains(&origin))
+    /// Whether a blob redirect to `url` may be followed (without credentials).
+    pub fn allows_blob_redirect(&self, url: &str) -> bool {
+        match &self.blob_storage {
+            None => true,
+            Some(allowed) => {
+                origin_of(url).is_some_and(|origin| origin == self.own || allowed.contains(&origin))
+            }
+        }
     }
 
     /// Whether `url` is on the registry's own origin.
@@ -88,7 +106,7 @@ mod tests {
 
     fn origins(base: &str, realms: &[&str]) -> Origins {
         let realms: Vec<String> = realms.iter().map(|r| (*r).to_owned()).collect();
-        Origins::new(base, &realms).unwrap()
+        Origins::new(base, &realms, None).unwrap()
     }
 
     #[test]
@@ -114,6 +132,18 @@ mod tests {
         let plain = origins("http://127.0.0.1:5000", &["http://127.0.0.1:5001/token"]);
         assert!(plain.allows_token_realm("http://127.0.0.1:5001/token"));
         assert!(!plain.allows_token_realm("http://127.0.0.1:5002/token"));
-        assert!(Origins::new("https://x", &["not a url".into()]).is_err());
+        assert!(Origins::new("https://x", &["not a url".into()], None).is_err());
+    }
+
+    #[test]
+    fn blob_redirects_lead_anywhere_or_only_where_allowed() {
+        let anywhere = origins("https://r.example", &[]);
+        assert!(anywhere.allows_blob_redirect("http://10.0.0.1/internal"));
+        let storage = vec!["https://bucket.s3.example".to_owned()];
+        let listed = Origins::new("https://r.example", &[], Some(&storage)).unwrap();
+        assert!(listed.allows_blob_redirect("https://bucket.s3.example/x?sig=1"));
+        assert!(listed.allows_blob_redirect("https://r.example/v2/x"));
+        assert!(!listed.allows_blob_redirect("http://bucket.s3.example/x"));
+        assert!(!listed.allows_blob_redirect("http://10.0.0.1/internal"));
     }
 }
