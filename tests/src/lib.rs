@@ -193,7 +193,13 @@ pub fn build_oranc(release: bool) -> std::path::PathBuf {
 /// The `oranc` a benchmark measures: `BENCH_ORANC` (another build, e.g. an older commit's,
 /// on the same machine) or a release build of the workspace.
 pub fn bench_oranc() -> std::path::PathBuf {
-    std::env::var_os("BENCH_ORANC")
+    named_or_release_build("BENCH_ORANC")
+}
+
+/// The `oranc` the environment variable `variable` names, or a release build of the
+/// workspace when it is unset or empty.
+fn named_or_release_build(variable: &str) -> std::path::PathBuf {
+    std::env::var_os(variable)
         .filter(|path| !path.is_empty())
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| build_oranc(true))
@@ -220,12 +226,7 @@ pub fn oranc_command() -> std::process::Command {
 /// build instead (an older commit's, to see an attack succeed before its fix).
 pub fn release_oranc_command() -> std::process::Command {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    let binary = BUILT.get_or_init(|| {
-        std::env::var_os("ORANC_TEST_RELEASE_BINARY")
-            .filter(|path| !path.is_empty())
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| build_oranc(true))
-    });
+    let binary = BUILT.get_or_init(|| named_or_release_build("ORANC_TEST_RELEASE_BINARY"));
     clean_command(binary.clone())
 }
 
