@@ -1,5 +1,6 @@
 //! Cache keys: the names of the files a Nix binary cache serves (`nix-cache-info`,
-//! `<hash>.narinfo`, `nar/<file>`, `<hash>.ls`, `log/<drv>`, `realisations/<id>.doi`).
+//! `<hash>.narinfo`, `nar/<file>`, `<hash>.ls`, `log/<drv>`, `realisations/<id>.doi`,
+//! `debuginfo/<build-id>`).
 //!
 //! Every key that comes from a URL or a narinfo is parsed here before it names a registry
 //! tag, so odd encodings, empty segments and path traversal never reach a backend.
@@ -13,6 +14,10 @@ use crate::store_path::{validate_hash_part, StorePath};
 /// Longest file name accepted under `nar/` and `realisations/`; keeps every key encodable
 /// as a 128-character tag.
 const MAX_FILE_NAME_LEN: usize = 100;
+const DEBUG_INFO_PREFIX: &str = "debuginfo/";
+/// ELF build ids are 8 to 64 bytes by convention; GNU ld's default (SHA-1) is 20, which is
+/// 40 hex digits, what Nix indexes.
+const BUILD_ID_HEX_LEN: std::ops::RangeInclusive<usize> = 8..=64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyKind {
@@ -22,6 +27,10 @@ pub enum KeyKind {
     Listing,
     Log,
     Realisation,
+    /// `debuginfo/<build-id>`: which NAR holds the ELF debug file with that build id
+    /// (JSON `{"archive": "../nar/…", "member": "lib/debug/.build-id/…"}`), written by
+    /// `nix copy --to …?index-debug-info=true` and read by debuginfod servers.
+    DebugInfo,
 }
 
 impl KeyKind {
@@ -31,7 +40,7 @@ impl KeyKind {
             Self::CacheInfo => crate::cache_info::CONTENT_TYPE,
             Self::NarInfo => crate::narinfo::CONTENT_TYPE,
             Self::Nar => "application/x-nix-nar",
-            Self::Listing | Self::Realisation => "application/json",
+            Self::Listing | Self::Realisation | Self::DebugInfo => "application/json",
             Self::Log => "text/plain; charset=utf-8",
         }
     }
@@ -45,6 +54,7 @@ impl KeyKind {
             Self::Listing => "ls",
             Self::Log => "log",
             Self::Realisation => "realisation",
+            Self::DebugInfo => "debuginfo",
         }
     }
 }
@@ -71,6 +81,11 @@ impl CacheKey {
             kind: KeyKind::NarInfo,
             key: format!("{}.narinfo", path.hash_part()),
         }
+    }
+
+    /// The debuginfo entry for the ELF build id `build_id` (lowercase hex).
+    pub fn debug_info(build_id: &str) -> Result<Self> {
+        format!("{DEBUG_INFO_PREFIX}{build_id}").parse()
     }
 
     pub fn kind(&self) -> KeyKind {
@@ -130,6 +145,17 @@ impl FromStr for CacheKey {
         } else if let Some(drv) = key.strip_prefix("log/") {
             StorePath::from_base_name(drv).map_err(|e| invalid(e.to_string()))?;
             KeyKind::Log
+        } else if let Some(build_id) = key.strip_prefix(DEBUG_INFO_PREFIX) {
+            let hex = build_id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex || !BUILD_ID_HEX_LEN.contains(&build_id.len()) {
+                return Err(invalid(
+                    "a debuginfo key is debuginfo/<ELF build id: 8 to 64 lowercase hex digits>"
+                        .into(),
+                ));
+            }
+            KeyKind::DebugInfo
         } else if let Some(id) = key.strip_prefix("realisations/") {
             let stem = id
                 .strip_suffix(".doi")
@@ -143,7 +169,7 @@ impl FromStr for CacheKey {
             KeyKind::Realisation
         } else {
             return Err(invalid(
-                "not a binary-cache file (nix-cache-info, <hash>.narinfo, <hash>.ls, nar/..., log/..., realisations/...)".into(),
+                "not a binary-cache file (nix-cache-info, <hash>.narinfo, <hash>.ls, nar/..., log/..., realisations/..., debuginfo/...)".into(),
             ));
         };
         Ok(Self {
@@ -175,6 +201,10 @@ mod tests {
             ),
             ("log/v873jj33sxxhc8d6jf84lbn85p09wm3i-app.drv", KeyKind::Log),
             (
+                "debuginfo/0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c",
+                KeyKind::DebugInfo,
+            ),
+            (
                 "realisations/sha256:67890abcdef1234567890abcdef1234567890abcdef1234567890abcdef12345!libgcc.doi",
                 KeyKind::Realisation,
             ),
@@ -196,6 +226,9 @@ mod tests {
             ("nar/a/b", "has '/'"),
             ("nar/", "empty"),
             ("nar/a%2e", "has '%'"),
+            ("debuginfo/../nar", "lowercase hex"),
+            ("debuginfo/0F1E2D3C4B5A6978", "lowercase hex"),
+            ("debuginfo/0f1e", "lowercase hex"),
             ("../nix-cache-info", "not a binary-cache file"),
             ("5kk4mwqi310s9ssry90al6mxrb47vdie.narinfo", "not a nix32"),
             ("short.narinfo", "hash part has 5"),

@@ -17,6 +17,9 @@ pub enum Error {
     #[error("invalid nix-cache-info, line {line}: {reason}")]
     InvalidCacheInfo { line: usize, reason: String },
 
+    #[error("invalid debuginfo entry: {reason}")]
+    InvalidDebugInfo { reason: String },
+
     #[error("invalid key file: {reason}")]
     InvalidKey { reason: String },
 

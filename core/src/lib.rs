@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod cache_info;
 pub mod cache_key;
+pub mod debug_info;
 pub mod error;
 pub mod hash;
 pub mod layout;
@@ -23,6 +24,7 @@ pub mod tag;
 pub use cache::{CacheObject, RegistryCache};
 pub use cache_info::NixCacheInfo;
 pub use cache_key::CacheKey;
+pub use debug_info::DebugInfoEntry;
 pub use error::{Error, Result};
 pub use hash::Sha256Hash;
 pub use narinfo::NarInfo;

@@ -77,6 +77,10 @@ pub enum Hostility {
     FlippedBlob,
     /// Blob GETs redirect to this URL.
     RedirectedBlob(String),
+    /// Tag listings never answer (everything else is 404, `/v2/` 200).
+    SilentTagList,
+    /// Tag listings leave out these tags (they are still there when asked for).
+    HiddenTags(Vec<String>),
 }
 
 #[derive(Debug)]
@@ -90,7 +94,14 @@ impl HostileRegistry {
     pub async fn start(hostility: Hostility) -> Self {
         let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
             let hostility = hostility.clone();
-            async move { answer(&hostility, &method, &uri, &headers) }
+            async move {
+                if matches!(hostility, Hostility::SilentTagList)
+                    && uri.path().ends_with("/tags/list")
+                {
+                    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                }
+                answer(&hostility, &method, &uri, &headers)
+            }
         });
         let (addr, server) = serve(app).await;
         Self { addr, server }
@@ -163,6 +174,7 @@ fn answer(
             }
             StatusCode::NOT_FOUND.into_response()
         }
+        Hostility::SilentTagList if path == "/v2/" => StatusCode::OK.into_response(),
         // The others alter a real registry's answers: see `in_front_of`.
         _ => StatusCode::NOT_FOUND.into_response(),
     }
@@ -249,6 +261,13 @@ async fn proxied(
     let answer_headers = answer.headers().clone();
     let mut bytes = answer.bytes().await.unwrap_or_default().to_vec();
     let body = match hostility {
+        Hostility::HiddenTags(hidden) if tags && status.is_success() => {
+            let mut listing: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            if let Some(listed) = listing["tags"].as_array_mut() {
+                listed.retain(|tag| !hidden.iter().any(|h| tag.as_str() == Some(h.as_str())));
+            }
+            axum::body::Body::from(listing.to_string())
+        }
         Hostility::FlippedBlob if blob && status.is_success() && !bytes.is_empty() => {
             bytes[0] ^= 1;
             axum::body::Body::from(bytes)
@@ -265,7 +284,8 @@ async fn proxied(
     let mut response = axum::response::Response::new(body);
     *response.status_mut() = status;
     for (name, value) in &answer_headers {
-        if name != header::TRANSFER_ENCODING {
+        // The body may have changed length; hyper frames it anew.
+        if name != header::TRANSFER_ENCODING && name != header::CONTENT_LENGTH {
             response.headers_mut().insert(name, value.clone());
         }
     }

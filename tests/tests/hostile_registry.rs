@@ -173,3 +173,78 @@ async fn blob_redirects_lead_only_where_the_config_allows() {
     assert_ne!(status, "502", "a listed origin is followed");
     assert_eq!(trap.hits(), 1);
 }
+
+/// A path's narinfo (`hash`), naming `nar/{name}.nar` and referencing `references`, stored
+/// with its NAR in `repo`; returns the narinfo's tag.
+async fn store_path(raw: &RawRegistry, repo: &str, hash: &str, references: &[&str]) -> String {
+    let name = &hash[..4];
+    let references: Vec<String> = references.iter().map(|r| format!("{r}-x")).collect();
+    let narinfo = format!(
+        "StorePath: /nix/store/{hash}-x\nURL: nar/{name}.nar\nCompression: none\nNarHash: sha256:1111111111111111111111111111111111111111111111111111\nNarSize: 1\nReferences: {}\n",
+        references.join(" ")
+    );
+    let key = format!("{hash}.narinfo");
+    let tag = TagEncoding::Custom.encode(&key).unwrap();
+    raw.put_object(
+        repo,
+        tag.as_str(),
+        &key,
+        "text/x-nix-narinfo",
+        Bytes::from(narinfo),
+    )
+    .await;
+    let nar = format!("nar/{name}.nar");
+    let nar_tag = TagEncoding::Custom.encode(&nar).unwrap();
+    raw.put_object(
+        repo,
+        nar_tag.as_str(),
+        &nar,
+        "application/x-nix-nar",
+        Bytes::from(name.as_bytes().to_vec()),
+    )
+    .await;
+    tag.as_str().to_owned()
+}
+
+/// With a tag listing that left out narinfos (a root and one it references), `gc --grace 0
+/// --delete` deleted the NARs they name: narinfos without NARs. gc now asks for what the
+/// kept closure needs by tag before trusting the listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_asks_for_the_narinfos_a_listing_leaves_out() {
+    const ROOT: &str = "rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr";
+    const DEPENDENCY: &str = "dddddddddddddddddddddddddddddddd";
+    const UNKEPT: &str = "wwwwwwwwwwwwwwwwwwwwwwwwwwwwwwww";
+    let registry = RegistryProcess::start();
+    let raw = RawRegistry::new(&registry.base_url());
+    let repo = fresh_repo("hidden");
+    let hidden = vec![
+        store_path(&raw, &repo, ROOT, &[DEPENDENCY]).await,
+        store_path(&raw, &repo, DEPENDENCY, &[]).await,
+    ];
+    store_path(&raw, &repo, UNKEPT, &[]).await;
+    let proxy =
+        HostileRegistry::in_front_of(&registry.base_url(), Hostility::HiddenTags(hidden)).await;
+    let out = tokio::task::block_in_place(|| {
+        wrapped_release_command(&["timeout", "60"])
+            .args(["gc", "--no-ssl", "--registry", &proxy.host()])
+            .args(["--repository", &repo, "--grace", "0", "--delete"])
+            .args(["--keep-closure-of", &format!("/nix/store/{ROOT}-x")])
+            .output()
+            .unwrap()
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("left out"), "{stderr}");
+    for (key, kept) in [
+        (format!("{ROOT}.narinfo"), true),
+        ("nar/rrrr.nar".to_owned(), true),
+        (format!("{DEPENDENCY}.narinfo"), true),
+        ("nar/dddd.nar".to_owned(), true),
+        (format!("{UNKEPT}.narinfo"), false),
+        ("nar/wwww.nar".to_owned(), false),
+    ] {
+        let tag = TagEncoding::Custom.encode(&key).unwrap();
+        let present = raw.get_manifest(&repo, tag.as_str()).await.is_some();
+        assert_eq!(present, kept, "{key}: {stderr}");
+    }
+}

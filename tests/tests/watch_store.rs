@@ -318,3 +318,46 @@ fn without_access_to_the_nix_db_it_says_so() {
         "{stderr}"
     );
 }
+
+/// A registry that never answered the first tag listing held watch-store for ever, and
+/// SIGTERM was only looked at once watching began. A signal now stops it in any phase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_stops_it_while_the_registry_is_silent() {
+    use oranc_tests::hostile::{HostileRegistry, Hostility};
+    let proxy = HostileRegistry::start(Hostility::SilentTagList).await;
+    let key = signing_key();
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = dir.path().join("stderr");
+    let mut child = oranc_tests::release_oranc_command()
+        .args(["watch-store", "--no-ssl", "--registry"])
+        .arg(proxy.host())
+        .args(["--repository", "silent", "--signing-key"])
+        .arg(&key.secret_file)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(child.try_wait().unwrap().is_none(), "still listing");
+    oranc_tests::send_signal(child.id(), "-TERM");
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if signalled.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!(
+                "SIGTERM was ignored for 15 s: {}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(!status.success(), "{said}");
+    assert!(
+        said.contains("SIGTERM") && said.contains("nothing was pushed"),
+        "{said}"
+    );
+}

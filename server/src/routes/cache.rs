@@ -254,13 +254,21 @@ async fn serve_object(
     }
 }
 
-/// Checks a narinfo or nix-cache-info body, from a client or from the registry: UTF-8,
-/// parsed, and a narinfo stored under its own path's key. Returns the narinfo, if it is one.
+/// Checks a narinfo, nix-cache-info or debuginfo body, from a client or from the registry:
+/// UTF-8, parsed, and a narinfo stored under its own path's key. Returns the narinfo, if it
+/// is one.
 pub(super) fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<Option<NarInfo>, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| format!("{key} is not UTF-8"))?;
-    if key.kind() != KeyKind::NarInfo {
-        text.parse::<NixCacheInfo>().map_err(|e| e.to_string())?;
-        return Ok(None);
+    match key.kind() {
+        KeyKind::NarInfo => {}
+        KeyKind::DebugInfo => {
+            oranc_core::DebugInfoEntry::parse(bytes).map_err(|e| e.to_string())?;
+            return Ok(None);
+        }
+        _ => {
+            text.parse::<NixCacheInfo>().map_err(|e| e.to_string())?;
+            return Ok(None);
+        }
     }
     let narinfo = NarInfo::parse(text).map_err(|e| e.to_string())?;
     if CacheKey::narinfo(&narinfo.store_path) != *key {

@@ -62,7 +62,7 @@ pub async fn write(
     };
     let stall = Duration::from_secs(state.config().clients.body_stall_timeout_secs);
     match key.kind() {
-        KeyKind::CacheInfo | KeyKind::NarInfo => {
+        KeyKind::CacheInfo | KeyKind::NarInfo | KeyKind::DebugInfo => {
             let limit = state.config().max_small_body_bytes;
             let bytes = super::body::read_small(body, limit, stall).await?;
             let narinfo = check_small_file(&key, &bytes).map_err(ServerError::BadRequest)?;

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context as _;
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use indicatif::ProgressBar;
 use oranc_core::cache_key::KeyKind;
 use oranc_core::{RegistryCache, StoreDir};
@@ -33,7 +33,10 @@ pub async fn execute(
     inventory: &Inventory,
     parallel: usize,
 ) -> anyhow::Result<Outcome> {
-    let progress = super::progress_bar((plan.narinfos.len() + plan.files.len()) as u64, "deleted");
+    let progress = super::progress_bar(
+        (plan.narinfos.len() + plan.debug_infos.len() + plan.files.len()) as u64,
+        "deleted",
+    );
     let exit_after = std::env::var(EXIT_AFTER_ENV)
         .ok()
         .and_then(|n| n.parse::<usize>().ok());
@@ -50,9 +53,9 @@ pub async fn execute(
         .iter()
         .map(|o| o.tag.as_str().to_owned())
         .collect();
-    deleter
-        .delete_all(plan.narinfos, parallel, &mut outcome)
-        .await?;
+    // Everything that names a NAR goes before the NARs: narinfos and debuginfo entries.
+    let pointers = plan.narinfos.into_iter().chain(plan.debug_infos).collect();
+    deleter.delete_all(pointers, parallel, &mut outcome).await?;
 
     // Anything a narinfo still in the cache names stays: the ones that failed to go, and
     // any a push wrote since the plan was made.
@@ -147,15 +150,40 @@ async fn names_still_used(
         .iter()
         .filter_map(|(object, _)| inventory.narinfos.get(object.key.as_str()))
         .flat_map(names_of)
+        .chain(
+            outcome
+                .failed
+                .iter()
+                .filter_map(|(object, _)| inventory.debug_infos.get(object.key.as_str()))
+                .cloned(),
+        )
         .collect();
     let now = cache.tagged_keys().await?;
     let known: HashSet<&str> = inventory.objects.iter().map(|o| o.tag.as_str()).collect();
+    let listed: HashSet<&str> = now.iter().map(|(tag, _)| tag.as_str()).collect();
+    // The narinfos gc deleted are asked for by tag too, not only looked for in the listing:
+    // one pushed again meanwhile that a listing leaves out must keep its NAR.
+    let unlisted_deleted: Vec<_> = inventory
+        .objects
+        .iter()
+        .filter(|o| deleted.contains(o.tag.as_str()) && !listed.contains(o.tag.as_str()))
+        .map(|o| (o.tag.clone(), o.key.clone()))
+        .collect();
+    let back: Vec<_> = futures::stream::iter(unlisted_deleted)
+        .map(|(tag, key)| async move {
+            let present = cache.has_tag(&tag).await?;
+            Ok::<_, oranc_core::Error>(present.then_some((tag, key)))
+        })
+        .buffer_unordered(parallel)
+        .try_collect::<Vec<_>>()
+        .await?;
     let new_narinfos: Vec<_> = now
         .into_iter()
         .filter(|(tag, key)| {
             key.kind() == KeyKind::NarInfo
                 && (!known.contains(tag.as_str()) || deleted.contains(tag.as_str()))
         })
+        .chain(back.into_iter().flatten())
         .collect();
     if new_narinfos.is_empty() {
         return Ok(named);

@@ -1,7 +1,8 @@
 //! What the cache holds, read for gc: every tag that stands for a cache key, its manifest
 //! (digest, size, push time) and, for narinfos, the facts gc follows (the path, its
-//! references, the NAR it names). One tag listing, one manifest GET per tag, one blob GET
-//! per narinfo, `parallel` at a time.
+//! references, the NAR it names), for debuginfo entries the NAR they name. One tag
+//! listing, one manifest GET per tag, one blob GET per narinfo and debuginfo entry,
+//! `parallel` at a time.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -13,6 +14,8 @@ use oranc_core::{CacheKey, NarInfo, RegistryCache, Sha256Hash, StoreDir, StorePa
 
 /// A narinfo larger than this is not one (Nix's own are a few hundred bytes).
 const NARINFO_LIMIT: u64 = 1 << 20;
+/// Nor is a debuginfo entry larger than this (Nix's are about 150 bytes).
+const DEBUG_INFO_LIMIT: u64 = 64 << 10;
 
 /// One stored object.
 #[derive(Debug, Clone)]
@@ -36,11 +39,20 @@ pub struct NarinfoFacts {
     pub deriver: Option<StorePath>,
 }
 
+/// What gc read from a small object.
+enum Facts {
+    Narinfo(NarinfoFacts),
+    /// The key of the NAR a debuginfo entry names.
+    DebugInfo(String),
+}
+
 #[derive(Debug, Default)]
 pub struct Inventory {
     pub objects: Vec<Object>,
     /// By narinfo key.
     pub narinfos: HashMap<String, NarinfoFacts>,
+    /// By debuginfo key: the key of the NAR it names.
+    pub debug_infos: HashMap<String, String>,
     /// Narinfo keys whose narinfo could not be read or parsed: never deleted, and
     /// their NARs are not judged either.
     pub unreadable: Vec<(String, String)>,
@@ -61,6 +73,36 @@ pub async fn read(
     inventory
 }
 
+/// Asks the registry for the narinfos of `paths` by the tags they would be stored under,
+/// not through its tag listing, and reads those it has: what gc does before trusting a
+/// listing that leaves out a narinfo the kept closure needs (a registry's bug, a lying
+/// proxy), which would otherwise cost that narinfo its NAR.
+pub async fn read_paths(
+    cache: &RegistryCache,
+    store_dir: &StoreDir,
+    paths: &[StorePath],
+    parallel: usize,
+) -> oranc_core::Result<Inventory> {
+    let probe = |path: &StorePath| {
+        let key = CacheKey::narinfo(path);
+        async move {
+            for tag in cache.tags_of(&key) {
+                if cache.has_tag(&tag).await? {
+                    return oranc_core::Result::Ok(Some((tag, key)));
+                }
+            }
+            Ok(None)
+        }
+    };
+    let found: Vec<Option<(Tag, CacheKey)>> = futures::stream::iter(paths)
+        .map(probe)
+        .buffer_unordered(parallel)
+        .try_collect()
+        .await?;
+    let found = found.into_iter().flatten().collect();
+    read_tags(cache, store_dir, found, parallel, &ProgressBar::hidden()).await
+}
+
 /// Reads the objects under `tagged`, a tick of `bar` each.
 pub async fn read_tags(
     cache: &RegistryCache,
@@ -73,14 +115,20 @@ pub async fn read_tags(
         let Some((manifest, object)) = cache.describe(&tag).await? else {
             return Ok(None); // deleted since the listing
         };
-        let facts = if key.kind() == KeyKind::NarInfo {
-            Some(
+        let facts = match key.kind() {
+            KeyKind::NarInfo => Some(
                 read_narinfo(cache, store_dir, &object.layer)
                     .await
+                    .map(Facts::Narinfo)
                     .map_err(|e| e.to_string()),
-            )
-        } else {
-            None
+            ),
+            KeyKind::DebugInfo => Some(
+                read_debug_info(cache, &object.layer)
+                    .await
+                    .map(Facts::DebugInfo)
+                    .map_err(|e| e.to_string()),
+            ),
+            _ => None,
         };
         let object = Object {
             tag,
@@ -99,20 +147,43 @@ pub async fn read_tags(
         .await?;
     let mut inventory = Inventory::default();
     for (object, facts) in found.into_iter().flatten() {
+        let key = object.key.as_str().to_owned();
         match facts {
-            Some(Ok(facts)) => {
-                inventory
-                    .narinfos
-                    .insert(object.key.as_str().to_owned(), facts);
+            Some(Ok(Facts::Narinfo(facts))) => {
+                inventory.narinfos.insert(key, facts);
             }
-            Some(Err(reason)) => inventory
-                .unreadable
-                .push((object.key.as_str().to_owned(), reason)),
+            Some(Ok(Facts::DebugInfo(nar_key))) => {
+                inventory.debug_infos.insert(key, nar_key);
+            }
+            // An entry gc cannot read is left alone; it names no NAR gc must keep.
+            Some(Err(_)) if object.key.kind() == KeyKind::DebugInfo => {}
+            Some(Err(reason)) => inventory.unreadable.push((key, reason)),
             None => {}
         }
         inventory.objects.push(object);
     }
     Ok(inventory)
+}
+
+impl Inventory {
+    /// Adds what `other` found (objects gc did not know of).
+    pub fn extend(&mut self, other: Inventory) {
+        self.objects.extend(other.objects);
+        self.narinfos.extend(other.narinfos);
+        self.debug_infos.extend(other.debug_infos);
+        self.unreadable.extend(other.unreadable);
+    }
+}
+
+async fn read_debug_info(
+    cache: &RegistryCache,
+    blob: &oranc_core::BlobInfo,
+) -> anyhow::Result<String> {
+    let bytes = cache.read_small(blob, DEBUG_INFO_LIMIT).await?;
+    Ok(oranc_core::DebugInfoEntry::parse(&bytes)?
+        .nar_key()?
+        .as_str()
+        .to_owned())
 }
 
 async fn read_narinfo(

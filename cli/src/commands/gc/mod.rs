@@ -29,7 +29,7 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
     let remove = read_paths(&store_dir, &args.remove)?;
     let (cache, description) = args.registry.open_cache()?;
     let parallel = usize::from(args.parallel);
-    let inventory = inventory::read(&cache, &store_dir, parallel, |tags| {
+    let mut inventory = inventory::read(&cache, &store_dir, parallel, |tags| {
         progress_bar(tags as u64, "objects read")
     })
     .await
@@ -41,7 +41,9 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
         grace: args.grace,
         now: SystemTime::now(),
     };
-    let plan = plan::plan(&inventory, &policy);
+    let plan = complete_plan(&cache, &store_dir, &mut inventory, &policy, parallel)
+        .await
+        .with_context(|| format!("asking {description} for narinfos its listing left out"))?;
 
     for root in &plan.missing_roots {
         eprintln!(
@@ -68,10 +70,11 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
         );
     }
     let summary = format!(
-        "{description}: {} objects; keeping {} paths; {} narinfos and {} other files ({} bytes) {}; {} left alone",
+        "{description}: {} objects; keeping {} paths; {} narinfos, {} debuginfo entries and {} other files ({} bytes) {}; {} left alone",
         inventory.objects.len(),
         plan.kept_paths,
         plan.narinfos.len(),
+        plan.debug_infos.len(),
         plan.files.len(),
         plan.bytes(),
         if args.delete { "to delete" } else { "would be deleted (dry run: pass --delete)" },
@@ -80,7 +83,12 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
 
     if !args.delete {
         let mut out = std::io::stdout().lock();
-        for object in plan.narinfos.iter().chain(&plan.files) {
+        for object in plan
+            .narinfos
+            .iter()
+            .chain(&plan.debug_infos)
+            .chain(&plan.files)
+        {
             writeln!(
                 out,
                 "would delete {} ({} bytes)",
@@ -120,6 +128,42 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The plan, once every narinfo the kept closure needs and the tag listing did not show
+/// has been asked for by its own tag (and added where the registry has it): a listing that
+/// leaves one out must not cost it its NAR. Each path is asked for once.
+async fn complete_plan(
+    cache: &oranc_core::RegistryCache,
+    store_dir: &StoreDir,
+    inventory: &mut inventory::Inventory,
+    policy: &Policy,
+    parallel: usize,
+) -> oranc_core::Result<plan::Plan> {
+    let mut asked = std::collections::HashSet::new();
+    loop {
+        let plan = plan::plan(inventory, policy);
+        let ask: Vec<StorePath> = plan
+            .unresolved
+            .iter()
+            .filter(|path| asked.insert((*path).clone()))
+            .cloned()
+            .collect();
+        if ask.is_empty() {
+            return Ok(plan);
+        }
+        let found = inventory::read_paths(cache, store_dir, &ask, parallel).await?;
+        if found.objects.is_empty() {
+            return Ok(plan);
+        }
+        for object in &found.objects {
+            eprintln!(
+                "warning: the registry's tag listing left out {}, which gc found by asking for it; it is judged like the rest",
+                object.key.as_str()
+            );
+        }
+        inventory.extend(found);
+    }
 }
 
 /// A bar counting to `total` on a terminal (`pos/len what`); hidden in logs and pipes,

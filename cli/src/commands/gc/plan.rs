@@ -4,8 +4,9 @@
 //! Kept: `nix-cache-info`; the closure (by the cache's own narinfos' References) of the
 //! roots, of paths pushed within `--keep-newer-than`, and of anything stored within the
 //! grace period; with only `--remove`, every narinfo but the removed ones. `--remove`
-//! wins over everything. Then: every narinfo not kept goes first; after them, NARs,
-//! listings and logs no kept narinfo names (and not within the grace period). Objects gc
+//! wins over everything. Then: every narinfo not kept goes first, with the debuginfo
+//! entries of the NARs that go; after them, NARs, listings and logs no kept narinfo names
+//! (and not within the grace period). Objects gc
 //! does not understand (realisations, unreadable narinfos, unknown kinds) are left alone.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -29,11 +30,16 @@ pub struct Policy {
 pub struct Plan {
     /// Narinfos to delete, first.
     pub narinfos: Vec<Object>,
+    /// Debuginfo entries whose NAR goes: deleted with the narinfos, before it.
+    pub debug_infos: Vec<Object>,
     /// Objects to delete once the narinfos are gone, unless a narinfo still names them.
     pub files: Vec<Object>,
     pub kept_paths: usize,
     /// Roots asked for that the cache does not have.
     pub missing_roots: Vec<StorePath>,
+    /// Paths the kept closure needs (roots and their references) whose narinfo the
+    /// inventory lacks: gc asks the registry for them by tag before trusting the listing.
+    pub unresolved: Vec<StorePath>,
     /// Paths to remove that the cache does not have.
     pub missing_removals: Vec<StorePath>,
     /// (kept path, removed path it references): substituting the first will fail.
@@ -46,6 +52,7 @@ impl Plan {
     pub fn bytes(&self) -> u64 {
         self.narinfos
             .iter()
+            .chain(&self.debug_infos)
             .chain(&self.files)
             .map(|o| o.size)
             .sum()
@@ -124,12 +131,19 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
                         .broken_by_removal
                         .push((path.clone(), reference.clone()));
                 }
-            } else if by_path.contains_key(reference) && !kept.contains(reference) {
+            } else if !by_path.contains_key(reference) {
+                result.unresolved.push(reference.clone());
+            } else if !kept.contains(reference) {
                 frontier.push_back(reference);
             }
         }
     }
     result.kept_paths = kept.len();
+    result
+        .unresolved
+        .extend(result.missing_roots.iter().cloned());
+    result.unresolved.sort();
+    result.unresolved.dedup();
 
     let named: HashSet<String> = by_path
         .iter()
@@ -148,6 +162,7 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
         .map(|(k, _)| k.as_str())
         .collect();
     let mut doomed = Vec::new();
+    let mut debug_infos = Vec::new();
     for object in &inventory.objects {
         match object.key.kind() {
             KeyKind::NarInfo => match inventory.narinfos.get(object.key.as_str()) {
@@ -166,14 +181,33 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
                     doomed.push(object.clone());
                 }
             }
+            // An entry goes first, with the narinfos, when the NAR it names goes.
+            KeyKind::DebugInfo => match inventory.debug_infos.get(object.key.as_str()) {
+                None => result.left_alone += 1,
+                Some(_) if !unreadable.is_empty() => result.left_alone += 1,
+                Some(nar) => debug_infos.push((object, nar)),
+            },
             KeyKind::CacheInfo => {}
             KeyKind::Realisation => result.left_alone += 1,
         }
     }
+    // A debuginfo entry goes with the NAR it names, or alone (once past the grace period)
+    // when that NAR is not in the cache at all.
+    let doomed_keys: HashSet<&str> = doomed.iter().map(|o| o.key.as_str()).collect();
+    let present: HashSet<&str> = inventory.objects.iter().map(|o| o.key.as_str()).collect();
+    result.debug_infos = debug_infos
+        .into_iter()
+        .filter(|(object, nar)| {
+            doomed_keys.contains(nar.as_str())
+                || (!present.contains(nar.as_str()) && !recent(object))
+        })
+        .map(|(object, _)| object.clone())
+        .collect();
     // Two tags on one manifest go together: never delete a manifest a kept tag shows.
     let deleted: HashSet<&str> = result
         .narinfos
         .iter()
+        .chain(&result.debug_infos)
         .chain(&doomed)
         .map(|o| o.tag.as_str())
         .collect();
@@ -185,6 +219,9 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
         .collect();
     result
         .narinfos
+        .retain(|o| !kept_manifests.contains(&o.manifest));
+    result
+        .debug_infos
         .retain(|o| !kept_manifests.contains(&o.manifest));
     doomed.retain(|o| !kept_manifests.contains(&o.manifest));
     result.files = doomed;
@@ -280,6 +317,69 @@ mod tests {
         cache.push("libb", &[], 50 * HOUR);
         cache.push("appb", &["libb"], 50 * HOUR);
         cache
+    }
+
+    #[test]
+    fn a_debuginfo_entry_goes_with_the_nar_it_names() {
+        let mut cache = closures();
+        for (entry, nar) in [
+            (
+                "debuginfo/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "nar/appa.nar.zst",
+            ),
+            (
+                "debuginfo/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+                "nar/appb.nar.zst",
+            ),
+            (
+                "debuginfo/cccccccccccccccccccccccccccccccccccccccc",
+                "nar/gone.nar.zst",
+            ),
+        ] {
+            cache.object(entry, 50 * HOUR);
+            cache
+                .inventory
+                .debug_infos
+                .insert(entry.to_owned(), nar.to_owned());
+        }
+        let mut p = Policy {
+            roots: vec![path("appa")],
+            keep_newer_than: None,
+            remove: vec![],
+            grace: Duration::ZERO,
+            now: cache.now,
+        };
+        let planned = plan(&cache.inventory, &p);
+        let mut gone: Vec<&str> = planned.debug_infos.iter().map(|o| o.key.as_str()).collect();
+        gone.sort_unstable();
+        assert_eq!(
+            gone,
+            [
+                "debuginfo/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+                "debuginfo/cccccccccccccccccccccccccccccccccccccccc"
+            ]
+        );
+        p.grace = 100 * HOUR;
+        p.keep_newer_than = None;
+        assert!(plan(&cache.inventory, &p).debug_infos.is_empty());
+    }
+
+    #[test]
+    fn names_what_the_kept_closure_needs_and_the_inventory_lacks() {
+        let mut cache = Cache::new();
+        cache.push("app", &["lib", "app"], 50 * HOUR);
+        cache.push("other", &["unkept"], 50 * HOUR);
+        let policy = Policy {
+            roots: vec![path("app"), path("gone")],
+            keep_newer_than: None,
+            remove: vec![],
+            grace: Duration::ZERO,
+            now: cache.now,
+        };
+        let planned = plan(&cache.inventory, &policy);
+        let mut expected = vec![path("lib"), path("gone")];
+        expected.sort();
+        assert_eq!(planned.unresolved, expected);
     }
 
     #[test]

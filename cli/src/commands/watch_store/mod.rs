@@ -43,11 +43,23 @@ pub async fn run(args: WatchStoreArgs) -> anyhow::Result<()> {
     let newest_id = db.newest_path_id().await?;
 
     let (cache, description) = options.registry.open_cache()?;
-    let existing = cache
-        .keys()
-        .await
-        .with_context(|| format!("listing what {description} holds"))?;
-    super::push::initialize_if_missing(&cache, &description, &existing, &options.store_dir).await?;
+    // Nothing is pushed before watching begins, so a signal while the registry is slow
+    // to answer (or never does) stops at once.
+    let starting = async {
+        let existing = cache
+            .keys()
+            .await
+            .with_context(|| format!("listing what {description} holds"))?;
+        super::push::initialize_if_missing(&cache, &description, &existing, &options.store_dir)
+            .await?;
+        anyhow::Ok(existing)
+    };
+    let existing = tokio::select! {
+        started = starting => started?,
+        signal = signals.next() => anyhow::bail!(
+            "stopped by {signal} before watching began (reading what {description} holds); nothing was pushed"
+        ),
+    };
     eprintln!(
         "watching {} for new store paths, pushing them to {description}; SIGTERM or Ctrl-C pushes what is left and stops",
         options.nix_db.display()
