@@ -203,10 +203,18 @@ pub struct PushOptions {
     pub compression: Compression,
 
     /// Also upload each path's `<hash>.ls` (the file listing Nix writes with
-    /// `write-nar-listing = true`), so `nix store ls` / `nix store cat` against the cache need
-    /// no NAR download. Built while the NAR streams. Not made for a NAR the cache already has.
+    /// `write-nar-listing = true`): what file browsers and indexers of a cache read (Hydra,
+    /// nix-index-style tools). Nix 2.8's own `nix store ls` downloads the NAR anyway. Built
+    /// while the NAR streams; not made for a NAR the cache already has.
     #[arg(long)]
     pub write_nar_listing: bool,
+
+    /// Also upload a `debuginfo/<build-id>.debug` entry for each ELF debug file
+    /// (`lib/debug/.build-id/xx/….debug`) in a path, as `nix copy --to
+    /// '…?index-debug-info=true'` does, so debuginfod servers (nixseparatedebuginfod) find
+    /// debug symbols in the cache. Found in the same pass as the listing.
+    #[arg(long)]
+    pub index_debug_info: bool,
 
     /// zstd level (1-19).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]

@@ -1,6 +1,6 @@
 //! Cache keys: the names of the files a Nix binary cache serves (`nix-cache-info`,
 //! `<hash>.narinfo`, `nar/<file>`, `<hash>.ls`, `log/<drv>`, `realisations/<id>.doi`,
-//! `debuginfo/<build-id>`).
+//! `debuginfo/<build-id>[.debug]`).
 //!
 //! Every key that comes from a URL or a narinfo is parsed here before it names a registry
 //! tag, so odd encodings, empty segments and path traversal never reach a backend.
@@ -27,7 +27,7 @@ pub enum KeyKind {
     Listing,
     Log,
     Realisation,
-    /// `debuginfo/<build-id>`: which NAR holds the ELF debug file with that build id
+    /// `debuginfo/<build-id>[.debug]`: which NAR holds the ELF debug file with that build id
     /// (JSON `{"archive": "../nar/…", "member": "lib/debug/.build-id/…"}`), written by
     /// `nix copy --to …?index-debug-info=true` and read by debuginfod servers.
     DebugInfo,
@@ -83,9 +83,10 @@ impl CacheKey {
         }
     }
 
-    /// The debuginfo entry for the ELF build id `build_id` (lowercase hex).
+    /// The debuginfo entry for the ELF build id `build_id` (lowercase hex), named as Nix
+    /// names it (`debuginfo/<build id>.debug`).
     pub fn debug_info(build_id: &str) -> Result<Self> {
-        format!("{DEBUG_INFO_PREFIX}{build_id}").parse()
+        format!("{DEBUG_INFO_PREFIX}{build_id}.debug").parse()
     }
 
     pub fn kind(&self) -> KeyKind {
@@ -145,13 +146,15 @@ impl FromStr for CacheKey {
         } else if let Some(drv) = key.strip_prefix("log/") {
             StorePath::from_base_name(drv).map_err(|e| invalid(e.to_string()))?;
             KeyKind::Log
-        } else if let Some(build_id) = key.strip_prefix(DEBUG_INFO_PREFIX) {
+        } else if let Some(name) = key.strip_prefix(DEBUG_INFO_PREFIX) {
+            // Nix names them `<build id>.debug`, Hydra's indexer `<build id>`.
+            let build_id = name.strip_suffix(".debug").unwrap_or(name);
             let hex = build_id
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
             if !hex || !BUILD_ID_HEX_LEN.contains(&build_id.len()) {
                 return Err(invalid(
-                    "a debuginfo key is debuginfo/<ELF build id: 8 to 64 lowercase hex digits>"
+                    "a debuginfo key is debuginfo/<ELF build id: 8 to 64 lowercase hex digits>[.debug]"
                         .into(),
                 ));
             }
@@ -202,6 +205,10 @@ mod tests {
             ("log/v873jj33sxxhc8d6jf84lbn85p09wm3i-app.drv", KeyKind::Log),
             (
                 "debuginfo/0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c",
+                KeyKind::DebugInfo,
+            ),
+            (
+                "debuginfo/0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c.debug",
                 KeyKind::DebugInfo,
             ),
             (

@@ -1,7 +1,8 @@
-//! `debuginfo/<build-id>` entries: which NAR holds the separate debug file of an ELF
+//! `debuginfo/<build-id>.debug` entries: which NAR holds the separate debug file of an ELF
 //! build id. Nix writes them with `nix copy --to …?index-debug-info=true` for every
-//! `lib/debug/.build-id/xx/<rest>.debug` in a path (a `-debug` output), and debuginfod
-//! servers (nixseparatedebuginfod) read them from the cache to find debug symbols.
+//! `lib/debug/.build-id/xx/<rest>.debug` in a path (a `-debug` output; Hydra's indexer
+//! names them without `.debug`), and debuginfod servers read them from the cache to find
+//! debug symbols.
 //!
 //! The entry is JSON: `{"archive": "../nar/<file>", "member": "lib/debug/.build-id/…"}`,
 //! the archive relative to the `debuginfo/` directory.

@@ -262,6 +262,12 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// Every tag of the repository (all pages); empty when the repository does not exist.
     async fn list_tags(&self, repo: &RepositoryName) -> Result<Vec<Tag>>;
 
+    /// Whether the repository holds any tag (one page of one tag where the registry pages):
+    /// tells a repository that exists from a name nothing was pushed to.
+    async fn has_tags(&self, repo: &RepositoryName) -> Result<bool> {
+        Ok(!self.list_tags(repo).await?.is_empty())
+    }
+
     /// Deletes a manifest by digest, where the registry allows it.
     async fn delete_manifest(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<()>;
 

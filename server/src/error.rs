@@ -17,7 +17,7 @@ pub enum ServerError {
     #[error("{0}")]
     BadRequest(String),
 
-    #[error("credentials needed: send HTTP Basic credentials (e.g. from a netrc file); uploading to a configured cache needs a writer's credentials or allow_write")]
+    #[error("credentials needed to write here: Nix sends HTTP Basic credentials from its netrc file (netrc-file = /etc/nix/netrc, a line `machine HOST login USER password PASSWORD`); uploads to a configured cache need a writer's credentials (writers_file) or allow_write")]
     CredentialsRequired,
 
     /// The client sent credentials, but they prove nothing here (the reason says why).
@@ -107,7 +107,7 @@ impl IntoResponse for ServerError {
         if status.is_server_error() {
             tracing::warn!(%status, error = %self, "request failed");
         } else {
-            tracing::debug!(%status, error = %self, "request refused");
+            crate::refusal_log::log_refusal(status, &self);
         }
         let mut response = (status, format!("{self}\n")).into_response();
         let retry_after = match &self {

@@ -18,6 +18,7 @@ pub mod manifest_cache;
 pub mod metered;
 pub mod metrics;
 pub mod password_gate;
+pub mod refusal_log;
 pub mod resolve;
 pub mod router;
 pub mod routes;

@@ -262,6 +262,10 @@ impl Registry for CachingRegistry {
         self.inner.list_tags(repo).await
     }
 
+    async fn has_tags(&self, repo: &RepositoryName) -> Result<bool> {
+        self.inner.has_tags(repo).await
+    }
+
     async fn delete_manifest(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<()> {
         let result = self.inner.delete_manifest(repo, digest).await;
         // Which tags named the manifest is not known here.

@@ -161,6 +161,10 @@ impl Registry for MeteredRegistry {
         metered!(self, "list_tags", self.inner.list_tags(repo))
     }
 
+    async fn has_tags(&self, repo: &RepositoryName) -> Result<bool> {
+        metered!(self, "has_tags", self.inner.has_tags(repo))
+    }
+
     async fn delete_manifest(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<()> {
         metered!(
             self,

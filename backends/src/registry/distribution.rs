@@ -965,6 +965,28 @@ impl oranc_core::Registry for DistributionRegistry {
         }
     }
 
+    async fn has_tags(&self, repo: &RepositoryName) -> Result<bool> {
+        let what = format!("tags of {repo}");
+        let url = self.url(&format!("{repo}/tags/list?n=1"));
+        let answer = self
+            .send(Scope::Pull(repo), &what, &|| {
+                self.request(Method::GET, &url)
+            })
+            .await?;
+        if answer.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        if !answer.status().is_success() {
+            return Err(status_error(&what, answer).await);
+        }
+        let body = super::bounded::read_capped(answer, super::bounded::MAX_TAG_PAGE, &what).await?;
+        let page: TagList = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
+            what,
+            reason: format!("unreadable tag list: {e}"),
+        })?;
+        Ok(page.tags.is_some_and(|tags| !tags.is_empty()))
+    }
+
     async fn delete_manifest(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<()> {
         let url = self.url(&format!("{repo}/manifests/{}", digest.to_oci_digest()));
         let what = format!("deleting manifest {} from {repo}", digest.to_oci_digest());

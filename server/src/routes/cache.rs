@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::TryStreamExt as _;
@@ -125,12 +125,16 @@ async fn serve(
     if let Some(url) = state.upstreams().find(key.as_str()).await {
         return Ok((StatusCode::FOUND, [(header::LOCATION, header_value(&url)?)]).into_response());
     }
-    let object = cache
-        .get(key)
-        .await?
-        .ok_or_else(|| oranc_core::Error::NotFound {
+    let Some(object) = cache.get(key).await? else {
+        if key.kind() == KeyKind::CacheInfo && cache.registry().has_tags(cache.repository()).await?
+        {
+            return Ok(default_cache_info());
+        }
+        return Err(oranc_core::Error::NotFound {
             what: key.to_string(),
-        })?;
+        }
+        .into());
+    };
     // From the key alone, never from the registry: a manifest's annotation could say
     // `text/html` and turn a cached NAR into a page in the browser of whoever opens it.
     let content_type = HeaderValue::from_static(key.content_type());
@@ -148,6 +152,31 @@ async fn serve(
         }
     }
     Ok(response)
+}
+
+/// Says that a `nix-cache-info` answer is oranc's default, not a stored file.
+pub const DEFAULT_CACHE_INFO_HEADER: &str = "x-oranc-cache-info";
+
+/// `nix-cache-info` for a repository that has objects but none (the original oranc pushed
+/// without `initialize`): the defaults oranc would write. Nix would otherwise try to PUT
+/// one, fail without credentials and call the cache "not a binary cache". Never stored by
+/// a read; the header marks it for those who look.
+fn default_cache_info() -> Response {
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(oranc_core::cache_info::CONTENT_TYPE),
+            ),
+            (
+                HeaderName::from_static(DEFAULT_CACHE_INFO_HEADER),
+                HeaderValue::from_static("default; this repository has no nix-cache-info"),
+            ),
+        ],
+        NixCacheInfo::default().to_string(),
+    )
+        .into_response()
 }
 
 /// The answer for a stored object: its head, its bytes (or a range of them), or a redirect

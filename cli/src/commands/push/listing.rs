@@ -1,6 +1,7 @@
 //! `<hash>.ls`: the JSON listing of a NAR's files that Nix writes with
-//! `write-nar-listing = true`, so that `nix store ls` and `nix store cat` against the cache
-//! need not download NARs.
+//! `write-nar-listing = true` (read by nix-index style tools and Hydra's file browser; Nix
+//! 2.8's own `nix store ls` still downloads the NAR), and the NAR's ELF debug files
+//! (`lib/debug/.build-id/…`) for `debuginfo/` entries.
 //!
 //! Built from the NAR bytes as they stream past the hasher: a second reader of the same
 //! bytes (nix-nar's decoder, which reports each file's offset in the NAR) runs on its own
@@ -40,6 +41,15 @@ struct Listing {
     root: Node,
 }
 
+/// What one pass over a NAR found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NarContents {
+    /// `<hash>.ls` JSON.
+    pub listing: Vec<u8>,
+    /// The regular files Nix indexes as debug info: (build id, path in the NAR).
+    pub debug_files: Vec<(String, String)>,
+}
+
 /// Reads what the sender hands over, in order.
 struct ChannelReader {
     receiver: mpsc::Receiver<Vec<u8>>,
@@ -69,7 +79,7 @@ impl Read for ChannelReader {
 #[derive(Debug)]
 pub struct ListingBuilder {
     sender: Option<mpsc::SyncSender<Vec<u8>>>,
-    thread: std::thread::JoinHandle<std::io::Result<Vec<u8>>>,
+    thread: std::thread::JoinHandle<std::io::Result<NarContents>>,
 }
 
 impl ListingBuilder {
@@ -98,8 +108,8 @@ impl ListingBuilder {
         }
     }
 
-    /// The listing as JSON, once the whole NAR was fed.
-    pub fn finish(mut self) -> std::io::Result<Vec<u8>> {
+    /// The listing and debug files, once the whole NAR was fed.
+    pub fn finish(mut self) -> std::io::Result<NarContents> {
         self.sender = None;
         self.thread
             .join()
@@ -107,10 +117,11 @@ impl ListingBuilder {
     }
 }
 
-fn list(reader: impl Read) -> std::io::Result<Vec<u8>> {
+fn list(reader: impl Read) -> std::io::Result<NarContents> {
     let invalid = |e: nix_nar::NarError| std::io::Error::other(format!("listing the NAR: {e}"));
     let decoder = nix_nar::Decoder::new(reader).map_err(invalid)?;
     let mut root: Option<Node> = None;
+    let mut debug_files = Vec::new();
     for entry in decoder.entries().map_err(invalid)? {
         let entry = entry.map_err(invalid)?;
         let node = match entry.content {
@@ -137,10 +148,21 @@ fn list(reader: impl Read) -> std::io::Result<Vec<u8>> {
             .flat_map(|path| path.components())
             .map(|c| c.as_str().to_owned())
             .collect();
+        if matches!(node, Node::Regular { .. }) {
+            let member = components.join("/");
+            if let Some(build_id) = oranc_core::DebugInfoEntry::build_id_of(&member) {
+                debug_files.push((build_id, member));
+            }
+        }
         insert(&mut root, &components, node)?;
     }
     let root = root.ok_or_else(|| std::io::Error::other("listing the NAR: it is empty"))?;
-    serde_json::to_vec(&Listing { version: 1, root }).map_err(std::io::Error::other)
+    let listing =
+        serde_json::to_vec(&Listing { version: 1, root }).map_err(std::io::Error::other)?;
+    Ok(NarContents {
+        listing,
+        debug_files,
+    })
 }
 
 /// Puts `node` at `path` below `root` (the root itself when `path` is empty); entries come
@@ -183,6 +205,18 @@ mod tests {
         std::fs::write(root.join("bin/tool"), b"#!/bin/sh\necho hi\n").unwrap();
         std::fs::write(root.join("data"), vec![7u8; 1000]).unwrap();
         std::os::unix::fs::symlink("bin/tool", root.join("link")).unwrap();
+        let build_ids = root.join("lib/debug/.build-id/0f");
+        std::fs::create_dir_all(&build_ids).unwrap();
+        std::fs::write(
+            build_ids.join("1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c.debug"),
+            b"ELF",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            "1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c.debug",
+            build_ids.join("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.debug"),
+        )
+        .unwrap();
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(
             root.join("bin/tool"),
@@ -199,8 +233,15 @@ mod tests {
         for piece in nar.chunks(7) {
             builder.feed(piece);
         }
-        let listing: serde_json::Value =
-            serde_json::from_slice(&builder.finish().unwrap()).unwrap();
+        let contents = builder.finish().unwrap();
+        assert_eq!(
+            contents.debug_files,
+            [(
+                "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c".to_owned(),
+                "lib/debug/.build-id/0f/1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c.debug".to_owned()
+            )]
+        );
+        let listing: serde_json::Value = serde_json::from_slice(&contents.listing).unwrap();
         assert_eq!(listing["version"], 1);
         let entries = &listing["root"]["entries"];
         assert_eq!(entries["empty"]["type"], "directory");

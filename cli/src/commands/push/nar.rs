@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::io::StreamReader;
 
-use super::listing::ListingBuilder;
+use super::listing::{ListingBuilder, NarContents};
 use crate::cli::Compression;
 
 /// Bytes handed to the uploader per message, and messages in flight.
@@ -43,13 +43,14 @@ impl Compression {
     }
 }
 
-/// NarHash and NarSize, as measured while streaming, and the NAR's listing when asked for.
+/// NarHash and NarSize, as measured while streaming, and the NAR's listing and debug
+/// files when asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NarDigest {
     pub hash: Sha256Hash,
     pub size: u64,
-    /// `<hash>.ls` JSON (see [`super::listing`]).
-    pub listing: Option<Vec<u8>>,
+    /// See [`super::listing`].
+    pub contents: Option<NarContents>,
 }
 
 /// Sends what is written to it down the channel in `CHUNK`-sized pieces.
@@ -161,7 +162,7 @@ fn serialise(
     Ok(NarDigest {
         hash: Sha256Hash::from_bytes(hasher.finalize().into()),
         size,
-        listing: listing.map(ListingBuilder::finish).transpose()?,
+        contents: listing.map(ListingBuilder::finish).transpose()?,
     })
 }
 

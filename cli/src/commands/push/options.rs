@@ -32,6 +32,7 @@ pub fn upload_settings(options: &PushOptions, store_dir: &StoreDir) -> UploadSet
         compression: options.compression,
         zstd_level: options.zstd_level,
         write_nar_listing: options.write_nar_listing,
+        index_debug_info: options.index_debug_info,
     }
 }
 

@@ -7,9 +7,11 @@ use std::collections::HashSet;
 
 use anyhow::{bail, Context as _};
 use oranc_core::{
-    BlobInfo, CacheKey, NarInfo, PathInfo, RegistryCache, Signature, StoreDir, UploadSlot,
+    BlobInfo, CacheKey, DebugInfoEntry, NarInfo, PathInfo, RegistryCache, Signature, StoreDir,
+    UploadSlot,
 };
 
+use super::listing::NarContents;
 use super::nar;
 use crate::cli::Compression;
 
@@ -51,6 +53,7 @@ pub struct UploadSettings {
     pub compression: Compression,
     pub zstd_level: i32,
     pub write_nar_listing: bool,
+    pub index_debug_info: bool,
 }
 
 /// Where the NAR of `info` is stored: named by NarHash, as the original oranc names it.
@@ -88,7 +91,7 @@ pub async fn push_path(
             .await
             .with_context(|| format!("opening the upload of {key}"))
     };
-    let (file, narinfo_slot, listing) = if nar_is_stored {
+    let (file, narinfo_slot, contents) = if nar_is_stored {
         let (file, slot) = tokio::try_join!(reuse_nar(cache, &nar_key), open_narinfo_upload)?;
         (file, slot, None)
     } else {
@@ -99,8 +102,8 @@ pub async fn push_path(
                 .with_context(|| format!("opening the upload of {nar_key}"))
         };
         let (nar_slot, narinfo_slot) = tokio::try_join!(open_nar_upload, open_narinfo_upload)?;
-        let (file, listing) = upload_nar(cache, settings, info, nar_slot).await?;
-        (file, narinfo_slot, listing)
+        let (file, contents) = upload_nar(cache, settings, info, nar_slot).await?;
+        (file, narinfo_slot, contents)
     };
 
     let mut narinfo = NarInfo::for_path(&settings.store_dir, info, nar_key.to_string());
@@ -116,12 +119,8 @@ pub async fn push_path(
                 .await
                 .with_context(|| format!("storing {nar_key}"))?;
         }
-        if let Some(listing) = listing {
-            let listing_key: CacheKey = format!("{}.ls", info.path.hash_part()).parse()?;
-            cache
-                .put_bytes(&listing_key, listing_key.content_type(), listing.into())
-                .await
-                .with_context(|| format!("storing {listing_key}"))?;
+        if let Some(contents) = contents {
+            store_contents(cache, settings, info, &nar_key, contents).await?;
         }
         exit_if_asked(Stage::NarTag, info);
         anyhow::Ok(())
@@ -141,6 +140,44 @@ pub async fn push_path(
     Ok(())
 }
 
+/// The NAR's `.ls` and `debuginfo/` entries, as asked for: after the NAR (they name it),
+/// before the narinfo.
+async fn store_contents(
+    cache: &RegistryCache,
+    settings: &UploadSettings,
+    info: &PathInfo,
+    nar_key: &CacheKey,
+    contents: NarContents,
+) -> anyhow::Result<()> {
+    if settings.write_nar_listing {
+        let listing_key: CacheKey = format!("{}.ls", info.path.hash_part()).parse()?;
+        cache
+            .put_bytes(
+                &listing_key,
+                listing_key.content_type(),
+                contents.listing.into(),
+            )
+            .await
+            .with_context(|| format!("storing {listing_key}"))?;
+    }
+    if settings.index_debug_info {
+        let entries = contents
+            .debug_files
+            .into_iter()
+            .map(|(build_id, member)| async move {
+                let key = CacheKey::debug_info(&build_id)?;
+                let entry = DebugInfoEntry::new(nar_key, member).to_json();
+                cache
+                    .put_bytes(&key, key.content_type(), entry.into())
+                    .await
+                    .with_context(|| format!("storing {key}"))?;
+                anyhow::Ok(())
+            });
+        futures::future::try_join_all(entries).await?;
+    }
+    Ok(())
+}
+
 /// A NAR stored by an earlier run (or by the original oranc): its blob is the file.
 async fn reuse_nar(cache: &RegistryCache, key: &CacheKey) -> anyhow::Result<BlobInfo> {
     let object = cache
@@ -151,19 +188,19 @@ async fn reuse_nar(cache: &RegistryCache, key: &CacheKey) -> anyhow::Result<Blob
 }
 
 /// Streams the NAR of `info` into `slot` and checks it against the store's record. The blob
-/// is not tagged yet: nothing is visible. Returns it, and its listing when asked for.
+/// is not tagged yet: nothing is visible. Returns it, and its contents when asked for.
 async fn upload_nar(
     cache: &RegistryCache,
     settings: &UploadSettings,
     info: &PathInfo,
     slot: UploadSlot,
-) -> anyhow::Result<(BlobInfo, Option<Vec<u8>>)> {
+) -> anyhow::Result<(BlobInfo, Option<NarContents>)> {
     let path = std::path::PathBuf::from(settings.store_dir.display(&info.path));
     let (mut reader, digest) = nar::stream(
         path,
         settings.compression,
         settings.zstd_level,
-        settings.write_nar_listing,
+        settings.write_nar_listing || settings.index_debug_info,
     );
     let uploaded = cache.upload_blob_via(slot, &mut reader).await;
     drop(reader);
@@ -184,5 +221,5 @@ async fn upload_nar(
         );
     }
     exit_if_asked(Stage::NarBlob, info);
-    Ok((blob, measured.listing))
+    Ok((blob, measured.contents))
 }
