@@ -55,6 +55,12 @@ pub struct RegistryArgs {
     )]
     pub token_realms: Vec<String>,
 
+    /// Largest upload request in bytes (a chunk of a NAR). Default 4194304 (4 MiB,
+    /// ghcr.io's cap); halved for the rest of the run whenever the registry refuses a
+    /// request as too large (413, or ghcr.io's 416), so only a lower cap needs this.
+    #[arg(long, value_name = "BYTES", env = "ORANC_CHUNK_SIZE", value_parser = clap::value_parser!(u64).range(65536..))]
+    pub chunk_size: Option<u64>,
+
     #[command(flatten)]
     pub encodings: EncodingArgs,
 }
@@ -120,6 +126,9 @@ impl RegistryArgs {
         settings.http.plain_http = self.no_ssl;
         settings.http.retry.max_retries = self.max_retry;
         settings.http.token_realms = self.token_realms.clone();
+        if let Some(size) = self.chunk_size {
+            settings.http.chunk_size = usize::try_from(size).unwrap_or(usize::MAX);
+        }
         settings.credentials = match (&self.username, &self.password) {
             (Some(user), Some(password)) => Some(Credentials::basic(user, password)),
             (Some(_), None) => anyhow::bail!("--username needs ORANC_PASSWORD"),

@@ -26,6 +26,8 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
+/// The backends never send smaller chunks (oranc-backends cannot be a dependency here).
+const MIN_CHUNK_SIZE: usize = 64 << 10;
 const KINDS: [&str; 4] = ["distribution", "ghcr", "docker-hub", "oci-layout"];
 
 /// Checks a configuration however it was made (file, defaults, flags); `path` names its
@@ -77,6 +79,15 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
                     format!("{url:?} is not an http(s) URL"),
                 ));
             }
+        }
+        if registry
+            .chunk_size
+            .is_some_and(|size| size < MIN_CHUNK_SIZE)
+        {
+            return Err(invalid(
+                format!("registries.{name:?}.chunk_size"),
+                format!("must be at least {MIN_CHUNK_SIZE} bytes (64 KiB)"),
+            ));
         }
         if registry.max_in_flight == Some(0) {
             return Err(invalid(

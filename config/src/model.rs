@@ -199,6 +199,10 @@ pub struct RegistryConfig {
     pub plain_http: bool,
     /// Requests in flight to this registry at once.
     pub max_in_flight: Option<usize>,
+    /// Largest upload request body in bytes (a chunk of a NAR); default 4194304 (4 MiB,
+    /// ghcr.io's cap). Halved for the rest of the run whenever the registry refuses a body
+    /// as too large (413, or ghcr.io's 416), so a lower cap only costs one refusal.
+    pub chunk_size: Option<usize>,
     /// When the registry answers a blob GET with a redirect to its storage or CDN (ghcr.io,
     /// distribution/Harbor/Zot on S3), hand that redirect (307) to the client for NARs
     /// instead of streaming the bytes through this server. narinfo and nix-cache-info are

@@ -271,6 +271,11 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// Deletes a manifest by digest, where the registry allows it.
     async fn delete_manifest(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<()>;
 
+    /// How often the registry asked to slow down, and for how long requests waited.
+    fn backpressure(&self) -> Backpressure {
+        Backpressure::default()
+    }
+
     /// Frees the space of blobs no manifest names any more and that were written more
     /// than `older_than` ago (an upload in progress has blobs not tagged yet). `None`
     /// where the registry does that itself (distribution's `garbage-collect`, ghcr.io).
@@ -281,6 +286,15 @@ pub trait Registry: Send + Sync + fmt::Debug {
     ) -> Result<Option<Reclaimed>> {
         Ok(None)
     }
+}
+
+/// How much a registry pushed back (429) since the client was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backpressure {
+    /// Answers asking to slow down.
+    pub slowdowns: u64,
+    /// Wall time every request to it was held back.
+    pub paused: std::time::Duration,
 }
 
 /// What [`Registry::reclaim_space`] freed.

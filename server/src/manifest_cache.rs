@@ -262,6 +262,10 @@ impl Registry for CachingRegistry {
         self.inner.list_tags(repo).await
     }
 
+    fn backpressure(&self) -> oranc_core::registry::Backpressure {
+        self.inner.backpressure()
+    }
+
     async fn has_tags(&self, repo: &RepositoryName) -> Result<bool> {
         self.inner.has_tags(repo).await
     }

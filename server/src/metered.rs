@@ -161,6 +161,10 @@ impl Registry for MeteredRegistry {
         metered!(self, "list_tags", self.inner.list_tags(repo))
     }
 
+    fn backpressure(&self) -> oranc_core::registry::Backpressure {
+        self.inner.backpressure()
+    }
+
     async fn has_tags(&self, repo: &RepositoryName) -> Result<bool> {
         metered!(self, "has_tags", self.inner.has_tags(repo))
     }

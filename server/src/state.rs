@@ -119,6 +119,9 @@ fn settings_for(
     settings.http.request_timeout = Duration::from_secs(config.request_timeout_secs);
     settings.http.read_timeout = Duration::from_secs(config.read_timeout_secs);
     if let Some(listed) = listed {
+        if let Some(size) = listed.chunk_size {
+            settings.http.chunk_size = size;
+        }
         if let Some(max) = listed.max_in_flight {
             settings.http.max_in_flight = max;
         }

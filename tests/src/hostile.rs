@@ -81,6 +81,8 @@ pub enum Hostility {
     SilentTagList,
     /// Tag listings leave out these tags (they are still there when asked for).
     HiddenTags(Vec<String>),
+    /// Request bodies over this many bytes are refused as ghcr.io refuses them (416).
+    BodyCap(usize),
 }
 
 #[derive(Debug)]
@@ -111,8 +113,8 @@ impl HostileRegistry {
     pub async fn in_front_of(upstream: &str, hostility: Hostility) -> Self {
         let upstream = upstream.trim_end_matches('/').to_owned();
         let client = reqwest::Client::new();
-        let app =
-            Router::new().fallback(
+        let app = Router::new()
+            .fallback(
                 move |method: Method, uri: Uri, headers: HeaderMap, body: bytes::Bytes| {
                     let (hostility, upstream, client) =
                         (hostility.clone(), upstream.clone(), client.clone());
@@ -120,7 +122,9 @@ impl HostileRegistry {
                         proxied(&hostility, &client, &upstream, method, &uri, headers, body).await
                     }
                 },
-            );
+            )
+            // Chunks of a NAR pass through whole (axum's default cap is 2 MB).
+            .layer(axum::extract::DefaultBodyLimit::disable());
         let (addr, server) = serve(app).await;
         Self { addr, server }
     }
@@ -235,6 +239,13 @@ async fn proxied(
         }
         Hostility::LoopingTagList if tags => return one_tag_then(path),
         Hostility::ForeignTagLink(url) if tags => return one_tag_then(url),
+        Hostility::BodyCap(cap) if body.len() > *cap => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "the request body is too large and exceeds the maximum permissible limit of 4.00MiB",
+            )
+                .into_response();
+        }
         Hostility::RedirectedBlob(url) if blob => {
             return (
                 StatusCode::TEMPORARY_REDIRECT,
@@ -248,11 +259,11 @@ async fn proxied(
         "{upstream}{}",
         uri.path_and_query().map_or(path, |p| p.as_str())
     );
+    // Every header goes through, `Host` too: the registry then names the stand-in in the
+    // upload locations it hands out, as a registry behind a proxy does.
     let mut request = client.request(method, target).body(body);
     for (name, value) in &headers {
-        if name != header::HOST {
-            request = request.header(name, value);
-        }
+        request = request.header(name, value);
     }
     let Ok(answer) = request.send().await else {
         return StatusCode::BAD_GATEWAY.into_response();

@@ -67,6 +67,11 @@ impl NginxProcess {
         format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
     }
 
+    /// nginx's access log (the default `combined` format: one line per request).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
     /// What nginx logged as errors (for assertion messages).
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()

@@ -230,3 +230,135 @@ fn an_anonymous_upload_is_told_how_to_send_credentials() {
     assert!(logged >= 1, "{}", server.log());
     assert!(logged <= 20, "a flood is not logged line by line: {logged}");
 }
+
+/// Named caches `names`, each over a fresh repository of `registry`, anonymous writers
+/// allowed; the config and the repositories.
+fn writable_caches(registry: &RegistryProcess, names: &[&str]) -> (String, Vec<String>) {
+    let mut config = allow_plain_http(&registry.host());
+    let mut repositories = Vec::new();
+    for name in names {
+        let repository = fresh_repo("features");
+        config.push_str(&format!(
+            "[caches.{name}]\nregistry = \"{}\"\nrepository = \"{repository}\"\nallow_write = true\n",
+            registry.host(),
+        ));
+        repositories.push(repository);
+    }
+    (config, repositories)
+}
+
+/// Every compression Nix writes, with NAR listings, uploads through the server and
+/// substitutes back.
+#[test]
+fn every_compression_and_nar_listings_go_through_the_server() {
+    let registry = RegistryProcess::start();
+    let compressions = ["xz", "zstd", "bzip2", "none"];
+    let (config, _) = writable_caches(&registry, &compressions);
+    let server = ServerProcess::start_logged(release_oranc_command(), &config, &[]);
+    let closure = SignedClosure::build(30_000);
+    for compression in compressions {
+        let url = server.url(compression);
+        let copied = nix_command("nix")
+            .args(["copy", "--to"])
+            .arg(format!(
+                "{url}?compression={compression}&write-nar-listing=true"
+            ))
+            .arg(&closure.root)
+            .output()
+            .unwrap();
+        assert!(
+            copied.status.success(),
+            "{compression}: {}",
+            String::from_utf8_lossy(&copied.stderr)
+        );
+        let (status, listing, _) = curl(&[&format!("{url}/{}.ls", hash_part(&closure.root))]);
+        assert_eq!(status, "200", "{compression}: {listing}");
+        assert!(listing.contains("\"version\":1"), "{listing}");
+        let store = tempfile::tempdir().unwrap();
+        let back = copy_from(&url, store.path(), &closure.root, &closure.public_key);
+        assert!(
+            back.status.success(),
+            "{compression}: {}",
+            String::from_utf8_lossy(&back.stderr)
+        );
+        oranc_tests::nix::assert_same_closure(store.path(), &closure.root);
+    }
+}
+
+/// A content-addressed derivation's output with its realisation, and a build log
+/// (`nix store copy-log`), through the server; Nix finds the output by its realisation, and
+/// the log is served back.
+#[test]
+fn realisations_and_build_logs_go_through_the_server() {
+    let registry = RegistryProcess::start();
+    let (config, repositories) = writable_caches(&registry, &["ca"]);
+    let server = ServerProcess::start_logged(release_oranc_command(), &config, &[]);
+    let url = server.url("ca");
+    let dir = tempfile::tempdir().unwrap();
+    let expression = dir.path().join("ca.nix");
+    std::fs::write(
+        &expression,
+        format!(
+            r#"derivation {{
+  name = "oranc-ca"; system = builtins.currentSystem; builder = "/bin/sh";
+  args = [ "-c" "echo building {nonce}; echo {nonce} > $out" ];
+  __contentAddressed = true; outputHashMode = "recursive"; outputHashAlgo = "sha256";
+}}"#,
+            nonce = unique_suffix()
+        ),
+    )
+    .unwrap();
+    let ca_nix = |args: &[&str]| {
+        let mut command = nix_command("nix");
+        command
+            .args(["--extra-experimental-features", "ca-derivations"])
+            .args(args);
+        command
+    };
+    run_ok(
+        nix_command("nix-build")
+            .args([
+                "--no-out-link",
+                "--extra-experimental-features",
+                "ca-derivations",
+            ])
+            .arg(&expression),
+    );
+    let expression = expression.display().to_string();
+    run_ok(&mut ca_nix(&["copy", "--to", &url, "-f", &expression]));
+    let keys = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(cache_of(&registry, &repositories[0]).keys())
+        .unwrap();
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("realisations/") && k.ends_with("!out.doi")),
+        "{keys:?}"
+    );
+    let store = tempfile::tempdir().unwrap();
+    let store_arg = store.path().display().to_string();
+    run_ok(&mut ca_nix(&[
+        "copy",
+        "--from",
+        &url,
+        "--to",
+        &store_arg,
+        "-f",
+        &expression,
+        // The realisation is unsigned (what matters: Nix found it through the server).
+        "--no-check-sigs",
+    ]));
+
+    let drv = run_ok(
+        nix_command("nix-instantiate")
+            .args(["--extra-experimental-features", "ca-derivations"])
+            .arg(&expression),
+    )
+    .trim()
+    .to_owned();
+    run_ok(&mut ca_nix(&["store", "copy-log", "--to", &url, &drv]));
+    let name = drv.trim_start_matches("/nix/store/");
+    let (status, log, _) = curl(&["--compressed", &format!("{url}/log/{name}")]);
+    assert_eq!(status, "200", "{log}");
+    assert!(log.contains("building"), "{log}");
+}

@@ -24,14 +24,21 @@ use reqwest::header::{
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 use tokio::io::AsyncRead;
-use tokio::sync::Semaphore;
+
+mod chunked;
 
 use super::auth::{Authenticator, Scope};
 use super::credentials::Credentials;
-use super::hashing::{read_up_to, HashingReader};
 use super::origins::Origins;
 use super::retry::{retry_after, Decision, RetryPolicy};
+use super::throttle::Throttle;
+use chunked::{ChunkSize, Refusal};
 
+/// ghcr.io refuses request bodies over 4 MiB, the registry most oranc users push to; the
+/// oci-client crate (the original oranc's) sends 4 MiB chunks for the same reason.
+pub const DEFAULT_CHUNK_SIZE: usize = 4 << 20;
+/// 429s one request may meet before it fails; each is waited out (see [`Throttle`]).
+const MAX_PUSHBACKS: u32 = 30;
 /// Blobs at least this large are looked for (HEAD) before they are uploaded.
 const HEAD_BEFORE_UPLOAD_BYTES: usize = 64 << 10;
 /// Manifest media types we ask for; registries answer with what the tag holds.
@@ -60,7 +67,9 @@ pub struct HttpTuning {
     /// Longest wait for the next bytes of a body; a stalled blob fails instead of hanging.
     pub read_timeout: Duration,
     pub max_in_flight: usize,
-    /// Upload chunk size; one upload holds at most two chunks in memory.
+    /// Largest request body of an upload (a chunk); one upload holds at most two chunks
+    /// in memory. Halved for the rest of the run when the registry refuses a body as too
+    /// large (see [`chunked`]).
     pub chunk_size: usize,
     /// Tags asked for per page of a tag listing.
     pub tags_page_size: usize,
@@ -82,7 +91,7 @@ impl Default for HttpTuning {
             request_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(60),
             max_in_flight: 32,
-            chunk_size: 8 << 20,
+            chunk_size: DEFAULT_CHUNK_SIZE,
             tags_page_size: 1000,
             token_realms: Vec::new(),
             blob_origins: None,
@@ -104,11 +113,13 @@ pub struct DistributionRegistry {
     origins: Arc<Origins>,
     auth: Arc<Authenticator>,
     retry: RetryPolicy,
-    in_flight: Arc<Semaphore>,
+    /// Requests in flight and the registry's pushback (429), shared by clones.
+    throttle: Arc<Throttle>,
     request_timeout: Duration,
     /// A streamed body must make progress in every window this long.
     read_timeout: Duration,
-    chunk_size: usize,
+    /// Shared by clones: what one upload learns, all later ones use.
+    chunk_size: Arc<ChunkSize>,
     tags_page_size: usize,
     naming: fn(&str) -> Result<RepositoryName>,
     /// Learned on the first small upload, shared by every client of this registry.
@@ -189,6 +200,7 @@ impl DistributionRegistry {
             &tuning.token_realms,
             tuning.blob_origins.as_deref(),
         )?);
+        let throttle = Arc::new(Throttle::new(&host, tuning.max_in_flight));
         Ok(Self {
             base_url,
             name: host,
@@ -196,10 +208,10 @@ impl DistributionRegistry {
             auth: Arc::new(Authenticator::new(credentials, origins.clone())),
             origins,
             retry: tuning.retry,
-            in_flight: Arc::new(Semaphore::new(tuning.max_in_flight.max(1))),
+            throttle,
             request_timeout: tuning.request_timeout,
             read_timeout: tuning.read_timeout,
-            chunk_size: tuning.chunk_size.max(1 << 16),
+            chunk_size: Arc::new(ChunkSize::new(tuning.chunk_size)),
             tags_page_size: tuning.tags_page_size.max(1),
             naming,
             monolithic: Arc::default(),
@@ -250,20 +262,40 @@ impl DistributionRegistry {
         build: &(dyn Fn() -> RequestBuilder + Send + Sync),
     ) -> Result<Response> {
         let mut attempt = 0;
+        let mut pushbacks = 0;
         let mut challenged = false;
         loop {
             let request = self.auth.authorize(build(), scope);
-            let permit = self
-                .in_flight
-                .acquire()
+            let turn = self
+                .throttle
+                .turn()
                 .await
-                .map_err(|_| Error::Unavailable {
+                .ok_or_else(|| Error::Unavailable {
                     what: what.to_owned(),
                     reason: "the client is shutting down".into(),
                 })?;
             let outcome = request.send().await;
-            drop(permit);
+            let pushed_back = match &outcome {
+                Ok(answer) if answer.status() == StatusCode::TOO_MANY_REQUESTS => {
+                    Some(retry_after(answer.headers()))
+                }
+                _ => None,
+            };
+            self.throttle.finished(turn, pushed_back);
             let wait = match outcome {
+                // A 429 paces the whole registry (the throttle holds every request for its
+                // Retry-After and sends fewer at once), so it is retried after that pause
+                // on a budget of its own: slowing down is not failing.
+                Ok(answer)
+                    if answer.status() == StatusCode::TOO_MANY_REQUESTS
+                        && pushbacks < MAX_PUSHBACKS
+                        && retry_after(answer.headers())
+                            .is_none_or(|asked| asked <= self.retry.max_retry_after) =>
+                {
+                    log_rate_limit(&self.name, answer.headers());
+                    pushbacks += 1;
+                    continue;
+                }
                 Ok(answer) if answer.status() == StatusCode::UNAUTHORIZED => {
                     if challenged {
                         self.auth.forget(scope);
@@ -354,19 +386,40 @@ impl DistributionRegistry {
         blob: &BlobInfo,
         body: Bytes,
     ) -> Result<()> {
-        let url = with_query(location, "digest", &blob.digest.to_oci_digest());
         let what = format!(
             "finishing the upload of {} to {repo}",
             blob.digest.to_oci_digest()
         );
-        self.send_ok(Scope::Push(repo), &what, &|| {
-            self.http
-                .put(&url)
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_LENGTH, body.len())
-                .body(body.clone())
-        })
-        .await?;
+        let put = |location: &str, body: Bytes| {
+            let url = with_query(location, "digest", &blob.digest.to_oci_digest());
+            let what = &what;
+            async move {
+                self.send(Scope::Push(repo), what, &|| {
+                    self.http
+                        .put(&url)
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, body.len())
+                        .body(body.clone())
+                })
+                .await
+            }
+        };
+        let answer = put(location, body.clone()).await?;
+        if answer.status().is_success() {
+            return Ok(());
+        }
+        // The whole blob in one PUT was too large for the registry: in chunks instead.
+        if body.is_empty() {
+            return Err(status_error(&what, answer).await);
+        }
+        if let Refusal::Fatal(error) = self.refusal(answer, body.len(), &what).await {
+            return Err(error);
+        }
+        let location = self.patch_all(repo, location, 0, body, &what).await?;
+        let answer = put(&location, Bytes::new()).await?;
+        if !answer.status().is_success() {
+            return Err(status_error(&what, answer).await);
+        }
         Ok(())
     }
 
@@ -427,13 +480,20 @@ impl DistributionRegistry {
             blob.digest.to_oci_digest()
         );
         let answer = self
-            .send_ok(Scope::Push(repo), &what, &|| {
+            .send(Scope::Push(repo), &what, &|| {
                 self.request(Method::POST, &url)
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .header(CONTENT_LENGTH, bytes.len())
                     .body(bytes.clone())
             })
             .await?;
+        if !answer.status().is_success() {
+            // Too large for one request: an ordinary session, which goes in chunks.
+            return match self.refusal(answer, bytes.len(), &what).await {
+                Refusal::Split => self.start_upload(repo).await.map(Some),
+                Refusal::Fatal(error) => Err(error),
+            };
+        }
         if answer.status() == StatusCode::CREATED {
             self.monolithic.set(Monolithic::Supported);
             return Ok(None);
@@ -443,59 +503,6 @@ impl DistributionRegistry {
         }
         self.monolithic.set(Monolithic::Unsupported);
         self.location(&answer, &what).map(Some)
-    }
-
-    /// Streams `body` as one blob: a body smaller than a chunk goes up whole
-    /// ([`Self::put_small_blob`]), a larger one in PATCHed chunks, through `session` when
-    /// one was opened ahead.
-    async fn upload_stream(
-        &self,
-        repo: &RepositoryName,
-        session: Option<String>,
-        body: &mut (dyn AsyncRead + Unpin + Send),
-    ) -> Result<BlobInfo> {
-        let io_error = |source| Error::Io {
-            what: format!("reading the blob to upload to {repo}"),
-            source,
-        };
-        let mut reader = HashingReader::new(body);
-        let first = read_up_to(&mut reader, self.chunk_size)
-            .await
-            .map_err(io_error)?;
-        if first.len() < self.chunk_size {
-            return self.put_small_blob(repo, session, Bytes::from(first)).await;
-        }
-        let what = format!("uploading a blob to {repo}");
-        let mut location = match session {
-            Some(location) => location,
-            None => self.start_upload(repo).await?,
-        };
-        let mut offset: u64 = 0;
-        let mut chunk = Bytes::from(first);
-        while !chunk.is_empty() {
-            let end = offset + chunk.len() as u64 - 1;
-            let url = location.clone();
-            let sending = chunk.clone();
-            let build = || {
-                self.http
-                    .patch(&url)
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_RANGE, format!("{offset}-{end}"))
-                    .header(CONTENT_LENGTH, sending.len())
-                    .body(sending.clone())
-            };
-            let patch = self.send_ok(Scope::Push(repo), &what, &build);
-            // Read and hash the next chunk while this one is on the wire: two chunks in
-            // memory at most, and the disk, the hash and the network overlap.
-            let (answer, next) = tokio::join!(patch, read_up_to(&mut reader, self.chunk_size));
-            location = self.location(&answer?, &what)?;
-            offset = end + 1;
-            chunk = Bytes::from(next.map_err(io_error)?);
-        }
-        let blob = reader.finish();
-        self.finish_upload(repo, &location, &blob, Bytes::new())
-            .await?;
-        Ok(blob)
     }
 
     /// A blob GET; a redirect to other storage is handed back when `pass_redirect`, else
@@ -732,6 +739,10 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
 impl oranc_core::Registry for DistributionRegistry {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn backpressure(&self) -> oranc_core::registry::Backpressure {
+        self.throttle.backpressure()
     }
 
     fn repository(&self, name: &str) -> Result<RepositoryName> {

@@ -10,6 +10,7 @@ mod hashing;
 pub mod oci_layout;
 pub mod origins;
 pub mod retry;
+mod throttle;
 
 use std::path::PathBuf;
 use std::sync::Arc;

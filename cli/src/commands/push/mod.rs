@@ -126,6 +126,7 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         }
     }
     progress.finish();
+    summary.backpressure = cache.registry().backpressure();
     summary.print(&description, false);
     summary.result()
 }

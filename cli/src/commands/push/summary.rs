@@ -14,6 +14,8 @@ pub struct Summary {
     pub excluded: usize,
     pub unsigned: usize,
     pub failed: usize,
+    /// How much the registry pushed back (429s), set before printing.
+    pub backpressure: oranc_core::registry::Backpressure,
 }
 
 impl Summary {
@@ -53,6 +55,14 @@ impl Summary {
             self.failed,
             peak_memory().map(|m| format!("; peak memory {m}")).unwrap_or_default()
         );
+        let pushback = self.backpressure;
+        if pushback.slowdowns > 0 {
+            eprintln!(
+                "{description}: the registry asked to slow down {} times; requests waited {:.1} s in all",
+                pushback.slowdowns,
+                pushback.paused.as_secs_f64()
+            );
+        }
     }
 
     pub fn result(&self) -> anyhow::Result<()> {

@@ -43,6 +43,7 @@ pub async fn run(args: WatchStoreArgs) -> anyhow::Result<()> {
     let newest_id = db.newest_path_id().await?;
 
     let (cache, description) = options.registry.open_cache()?;
+    let registry = cache.registry().clone();
     // Nothing is pushed before watching begins, so a signal while the registry is slow
     // to answer (or never does) stops at once.
     let starting = async {
@@ -114,6 +115,7 @@ pub async fn run(args: WatchStoreArgs) -> anyhow::Result<()> {
                         .chain(watch.queue.paths())
                         .map(|p| store_dir.display(p))
                         .collect();
+                    watch.summary.backpressure = registry.backpressure();
                     watch.summary.print(&description, false);
                     anyhow::bail!(
                         "stopped by a second {signal}: {} path(s) being pushed and {} queued were not pushed (a rerun of `oranc push` with them finishes the job){}{}",
@@ -146,6 +148,7 @@ pub async fn run(args: WatchStoreArgs) -> anyhow::Result<()> {
             );
         }
     }
+    watch.summary.backpressure = registry.backpressure();
     watch.summary.print(&description, false);
     watch.summary.result()
 }

@@ -1,0 +1,174 @@
+//! Real registries' limits, offline: a request body cap (nginx's `client_max_body_size`
+//! in front of a real `distribution` answers 413; ghcr.io answers 416 past 4 MiB, played by
+//! a stand-in proxy). Push halves its chunks on the first refusal, goes on from what the
+//! registry holds, and the closure substitutes through the server.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: helpers outside #[test] panic on purpose"
+)]
+
+use oranc_tests::hostile::{HostileRegistry, Hostility};
+use oranc_tests::nginx::NginxProcess;
+use oranc_tests::nix::{assert_same_closure, copy_from, SignedClosure};
+use oranc_tests::registry::RegistryProcess;
+use oranc_tests::server::{allow_plain_http, ServerProcess};
+use oranc_tests::{fresh_repo, release_oranc_command};
+
+/// nginx on a loopback port proxying to `registry`, with `limits` in its server block.
+fn nginx_in_front_of(registry: &RegistryProcess, limits: &str) -> NginxProcess {
+    NginxProcess::start(&format!(
+        "  server {{\n    listen {{listen}};\n    {limits}\n    location / {{\n      proxy_pass {upstream};\n      proxy_set_header Host $http_host;\n      proxy_buffering off;\n      proxy_http_version 1.1;\n    }}\n  }}\n",
+        upstream = registry.base_url(),
+    ))
+}
+
+/// `oranc push` of `closure` to `host`/`repo` with `--chunk-size chunk`; its stderr.
+fn push(host: &str, repo: &str, closure: &SignedClosure, chunk: usize) -> String {
+    let out = release_oranc_command()
+        .args(["push", "--no-ssl", "--registry", host, "--repository", repo])
+        .args(["--chunk-size", &chunk.to_string()])
+        .args(["--trusted-public-key", &closure.public_key, &closure.root])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    said
+}
+
+/// Substitutes `closure` from `registry`/`repo` through an `oranc server`.
+fn assert_substitutes(registry_host: &str, repo: &str, closure: &SignedClosure) {
+    let server = ServerProcess::start_logged(
+        release_oranc_command(),
+        &allow_plain_http(registry_host),
+        &[],
+    );
+    let store = tempfile::tempdir().unwrap();
+    let url = server.url(&format!("{registry_host}/{repo}"));
+    let copied = copy_from(&url, store.path(), &closure.root, &closure.public_key);
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    assert_same_closure(store.path(), &closure.root);
+}
+
+/// 8 MiB chunks (the old default) against a 4 MiB cap: every NAR over 4 MiB failed.
+#[test]
+fn a_413_halves_the_chunks_and_a_200_mb_nar_pushes() {
+    let registry = RegistryProcess::start();
+    let nginx = nginx_in_front_of(&registry, "client_max_body_size 4m;");
+    let host = nginx.addr.to_string();
+    let closure = SignedClosure::build(200_000_000);
+    let repo = fresh_repo("capped");
+    let said = push(&host, &repo, &closure, 8 << 20);
+    assert!(said.contains("too large"), "{said}");
+    let refusals = nginx
+        .access_log()
+        .lines()
+        .filter(|l| l.contains("\" 413 "))
+        .count();
+    // Learned once for the registry, not once per chunk or per NAR.
+    assert!((1..=2).contains(&refusals), "{refusals} refusals");
+    assert_substitutes(&registry.host(), &repo, &closure);
+}
+
+/// ghcr.io refuses bodies over 4 MiB with 416; a 16 MiB chunk size halves twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ghcr_s_416_halves_the_chunks_and_a_20_mb_nar_pushes() {
+    let registry = RegistryProcess::start();
+    let proxy =
+        HostileRegistry::in_front_of(&registry.base_url(), Hostility::BodyCap(4 << 20)).await;
+    let closure = tokio::task::block_in_place(|| SignedClosure::build(20_000_000));
+    let repo = fresh_repo("ghcr-cap");
+    let said = tokio::task::block_in_place(|| push(&proxy.host(), &repo, &closure, 16 << 20));
+    assert!(said.contains("too large"), "{said}");
+    tokio::task::block_in_place(|| assert_substitutes(&registry.host(), &repo, &closure));
+}
+
+/// `count` small store paths, added to the machine's store in one call.
+fn small_paths(count: usize) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let nonce = oranc_tests::unique_suffix();
+    let files: Vec<_> = (0..count)
+        .map(|i| {
+            let file = dir.path().join(format!("small-{i}"));
+            std::fs::write(&file, format!("{nonce} {i}\n")).unwrap();
+            file
+        })
+        .collect();
+    oranc_tests::run_ok(
+        oranc_tests::nix::nix_command("nix-store")
+            .arg("--add")
+            .args(&files),
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Requests nginx logged.
+fn requests(nginx: &NginxProcess) -> usize {
+    nginx.access_log().lines().count()
+}
+
+/// A registry that rate-limits (nginx `limit_req`, 429 with `Retry-After: 1`): 2,000 small
+/// paths at `--parallel 16` push with no failure, within 1.2x the requests of an unlimited
+/// push, and the summary says how often it was asked to slow down.
+#[test]
+fn a_registry_that_answers_429_is_obeyed_as_a_whole() {
+    let registry = RegistryProcess::start();
+    let unlimited = nginx_in_front_of(&registry, "");
+    let limited = NginxProcess::start(&format!(
+        "  limit_req_zone $server_port zone=registry:1m rate=400r/s;\n  server {{\n    listen {{listen}};\n    location / {{\n      limit_req zone=registry burst=50 nodelay;\n      limit_req_status 429;\n      error_page 429 = @slow_down;\n      proxy_pass {upstream};\n      proxy_set_header Host $http_host;\n      proxy_buffering off;\n      proxy_http_version 1.1;\n    }}\n    location @slow_down {{\n      add_header Retry-After 1 always;\n      return 429 \"slow down\\n\";\n    }}\n  }}\n",
+        upstream = registry.base_url(),
+    ));
+    let started = std::time::Instant::now();
+    let paths = small_paths(2000);
+    eprintln!("paths: {:?}", started.elapsed());
+    let keys = tempfile::tempdir().unwrap();
+    let key = oranc_tests::bench_signing_key(keys.path());
+    let push = |nginx: &NginxProcess| {
+        let out = release_oranc_command()
+            .args(["push", "--no-ssl", "--registry", &nginx.addr.to_string()])
+            .args(["--repository", &fresh_repo("limited"), "--parallel", "16"])
+            .arg("--signing-key")
+            .arg(&key)
+            .args(&paths)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{said}");
+        said
+    };
+    let started = std::time::Instant::now();
+    let baseline_said = push(&unlimited);
+    eprintln!(
+        "unlimited push: {:?} {}",
+        started.elapsed(),
+        baseline_said.lines().last().unwrap_or("")
+    );
+    let started = std::time::Instant::now();
+    let said = push(&limited);
+    eprintln!(
+        "limited push: {:?}\n{}",
+        started.elapsed(),
+        said.lines().rev().take(3).collect::<Vec<_>>().join("\n")
+    );
+    assert!(said.contains("pushed 2000"), "{said}");
+    assert!(said.contains("failed 0"), "{said}");
+    assert!(said.contains("asked to slow down"), "{said}");
+    let (baseline, spent) = (requests(&unlimited), requests(&limited));
+    let refused = limited
+        .access_log()
+        .lines()
+        .filter(|l| l.contains("\" 429 "))
+        .count();
+    eprintln!("requests: {spent} rate-limited ({refused} refused) against {baseline} unlimited");
+    assert!(refused > 0, "the limit was never reached");
+    assert!(
+        spent * 10 <= baseline * 12,
+        "{spent} requests against {baseline} unlimited ({refused} refused)"
+    );
+}
