@@ -188,6 +188,19 @@
 
       # `imports = [ oranc.nixosModules.default ];` then `services.oranc.enable = true;`
       # (options: README.md, "NixOS module").
+      #
+      # Monitoring it with the NixOS Prometheus module (alerts and dashboard: deploy/):
+      #   services.prometheus = {
+      #     enable = true;
+      #     scrapeConfigs = [{
+      #       job_name = "oranc";   # the alert rules and the dashboard expect this name
+      #       static_configs = [{ targets = [ "127.0.0.1:${toString config.services.oranc.port}" ]; }];
+      #     }];
+      #     ruleFiles = [ "${oranc}/deploy/prometheus/alerts.yml" ];  # `oranc` = this flake's source
+      #   };
+      #   services.grafana.provision.dashboards.settings.providers = [{
+      #     options.path = "${oranc}/deploy/grafana";
+      #   }];
       nixosModules.default = {
         imports = [ module ];
         nixpkgs.overlays = [ self.overlays.default ];

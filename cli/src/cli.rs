@@ -107,6 +107,12 @@ pub struct WatchStoreArgs {
     /// before its upload starts.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     pub poll_interval: std::time::Duration,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (paths pushed, push failures, queue
+    /// length, memory, CPU), e.g. `127.0.0.1:9101` for a runner's Prometheus or agent; see
+    /// deploy/prometheus/alerts.yml.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ pub mod listener;
 pub mod manifest_cache;
 pub mod metered;
 pub mod metrics;
+pub mod metrics_endpoint;
 pub mod password_gate;
 pub mod refusal_log;
 pub mod resolve;

@@ -1,6 +1,7 @@
 //! A [`Registry`] decorator that times and counts every registry operation for the metrics,
 //! by registry name and operation; errors by kind (not_found, denied, unavailable, ...).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +23,8 @@ pub struct MeteredRegistry {
     /// directory's path), `unlisted` for one a URL named under `allow_any_registry`, so
     /// no request can add label values.
     label: String,
+    /// The backend's count of 429s already added to the counter.
+    slowdowns_seen: AtomicU64,
 }
 
 impl MeteredRegistry {
@@ -32,10 +35,13 @@ impl MeteredRegistry {
         } else {
             "unlisted".to_owned()
         };
+        // The series exists from the start (at 0), so dashboards and alerts see it.
+        metrics.upstream_slowdowns.with_label_values(&[&label]);
         Arc::new(Self {
             inner,
             metrics,
             label,
+            slowdowns_seen: AtomicU64::new(0),
         })
     }
 
@@ -49,6 +55,16 @@ impl MeteredRegistry {
             .upstream_duration
             .with_label_values(&[registry, operation])
             .observe(started.elapsed().as_secs_f64());
+        // The backend counts the registry's 429s (it waits them out); bring the counter
+        // up to its count, each new one once.
+        let slowdowns = self.inner.backpressure().slowdowns;
+        let before = self.slowdowns_seen.swap(slowdowns, Ordering::Relaxed);
+        if slowdowns > before {
+            self.metrics
+                .upstream_slowdowns
+                .with_label_values(&[registry])
+                .inc_by(slowdowns - before);
+        }
         if let Err(error) = result {
             let kind = match error {
                 oranc_core::Error::NotFound { .. } => "not_found",

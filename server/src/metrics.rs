@@ -27,6 +27,7 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub upstream_duration: HistogramVec,
+    pub upstream_slowdowns: IntCounterVec,
     pub rate_limited: IntCounter,
     /// Connections closed at accept: their client already held its share.
     pub connections_refused: IntCounter,
@@ -74,6 +75,12 @@ impl Metrics {
     /// The metric names are fixed strings; a failure here is a bug caught by every test.
     pub fn new(cache_stats: Option<Arc<CacheStats>>) -> Self {
         let registry = Registry::new();
+        // process_* (resident memory, CPU seconds, open and max file descriptors).
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .unwrap_or_else(|e| panic!("registering the process collector: {e}"));
         let in_flight = IntGauge::new(
             "oranc_http_requests_in_flight",
             "HTTP requests being served",
@@ -86,8 +93,8 @@ impl Metrics {
             requests: counter_vec(
                 &registry,
                 "oranc_http_requests_total",
-                "HTTP requests answered, by route kind, method and status",
-                &["route", "method", "status"],
+                "HTTP requests answered, by cache (a named cache, `url` for URL-addressed ones, `-` for the server's own endpoints), route kind, method and status",
+                &["cache", "route", "method", "status"],
             ),
             request_duration: histogram_vec(
                 &registry,
@@ -124,6 +131,12 @@ impl Metrics {
                 "oranc_registry_request_duration_seconds",
                 "Registry operation latency, by registry and operation",
                 &["registry", "operation"],
+            ),
+            upstream_slowdowns: counter_vec(
+                &registry,
+                "oranc_registry_slowdowns_total",
+                "Answers from a registry asking to slow down (429); every request to it then waits out its Retry-After",
+                &["registry"],
             ),
             rate_limited: counter(
                 &registry,
@@ -226,6 +239,21 @@ pub fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
+/// The cache a request is for, as a label from a closed set: a named cache of the config,
+/// `url` for a cache addressed by registry and repository in the URL, `-` for the server's
+/// own endpoints.
+pub fn cache_label<'a>(
+    path: &str,
+    route: &str,
+    named: &'a std::collections::HashSet<String>,
+) -> &'a str {
+    if matches!(route, "metrics" | "healthz" | "readyz") {
+        return "-";
+    }
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    named.get(first).map_or("url", String::as_str)
+}
+
 /// The route kind of a request path, for labels: the cache file kind, or the endpoint.
 pub fn route_kind(path: &str) -> &'static str {
     match path {
@@ -238,6 +266,23 @@ pub fn route_kind(path: &str) -> &'static str {
         p if p.ends_with(".ls") => "ls",
         p if p.contains("/log/") => "log",
         p if p.contains("/realisations/") => "realisation",
+        p if p.contains("/debuginfo/") => "debuginfo",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_labels_come_from_a_closed_set() {
+        let named: std::collections::HashSet<String> = ["main".to_owned()].into();
+        let label = |path: &str| cache_label(path, route_kind(path), &named);
+        assert_eq!(label("/main/abc.narinfo"), "main");
+        assert_eq!(label("/ghcr.io/owner/repo/abc.narinfo"), "url");
+        assert_eq!(label("/made-up-by-a-client/x"), "url");
+        assert_eq!(label("/metrics"), "-");
+        assert_eq!(route_kind("/main/debuginfo/0f1e.debug"), "debuginfo");
     }
 }

@@ -43,7 +43,10 @@ pub fn router(state: AppState) -> Router {
             state.metrics().clone(),
         ))
         .layer(CatchPanicLayer::custom(panic_answer))
-        .layer(MetricsLayer::new(state.metrics().clone()))
+        .layer(MetricsLayer::new(
+            state.metrics().clone(),
+            state.config().caches.keys().cloned(),
+        ))
         // One `layer` call for the five: axum boxes (and clones per request) the service at
         // every call, which cost a quarter of the warm-narinfo throughput when they were four.
         .layer(

@@ -482,7 +482,9 @@ fn metrics_count_requests_cache_hits_and_registry_calls_and_pass_promtool() {
     let text = server.metrics();
     let value = |prefix: &str| metric(&text, prefix);
     assert_eq!(
-        value("oranc_http_requests_total{method=\"GET\",route=\"narinfo\",status=\"200\"}"),
+        value(
+            "oranc_http_requests_total{cache=\"url\",method=\"GET\",route=\"narinfo\",status=\"200\"}"
+        ),
         3.0
     );
     assert_eq!(value("oranc_response_cache_hits_total"), 2.0);

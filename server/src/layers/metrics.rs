@@ -1,10 +1,12 @@
-//! Counts and times every request: `oranc_http_requests_total{route,method,status}`,
+//! Counts and times every request: `oranc_http_requests_total{cache,route,method,status}`,
 //! latency to the response head, bytes in and out (by Content-Length, so a streamed NAR is
 //! counted without being touched), and requests in flight.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -12,16 +14,21 @@ use axum::body::Body;
 use axum::http::{header, Request, Response};
 use tower::{Layer, Service};
 
-use crate::metrics::{route_kind, Metrics};
+use crate::metrics::{cache_label, route_kind, Metrics};
 
 #[derive(Debug, Clone)]
 pub struct MetricsLayer {
     metrics: Metrics,
+    /// The named caches: the only values of the `cache` label besides `url` and `-`.
+    caches: Arc<HashSet<String>>,
 }
 
 impl MetricsLayer {
-    pub fn new(metrics: Metrics) -> Self {
-        Self { metrics }
+    pub fn new(metrics: Metrics, caches: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            metrics,
+            caches: Arc::new(caches.into_iter().collect()),
+        }
     }
 }
 
@@ -32,6 +39,7 @@ impl<S> Layer<S> for MetricsLayer {
         MetricsService {
             inner,
             metrics: self.metrics.clone(),
+            caches: self.caches.clone(),
         }
     }
 }
@@ -40,6 +48,7 @@ impl<S> Layer<S> for MetricsLayer {
 pub struct MetricsService<S> {
     inner: S,
     metrics: Metrics,
+    caches: Arc<HashSet<String>>,
 }
 
 /// Counts a request in flight until dropped, so a request whose client hung up is not
@@ -83,6 +92,8 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let metrics = self.metrics.clone();
         let route = route_kind(request.uri().path());
+        let caches = self.caches.clone();
+        let path = request.uri().path().to_owned();
         let method = crate::metrics::method_label(request.method());
         let uploaded = content_length(request.headers(), request.body());
         let started = Instant::now();
@@ -95,9 +106,10 @@ where
                 .request_duration
                 .with_label_values(&[route])
                 .observe(started.elapsed().as_secs_f64());
+            let cache = cache_label(&path, route, &caches);
             metrics
                 .requests
-                .with_label_values(&[route, method, response.status().as_str()])
+                .with_label_values(&[cache, route, method, response.status().as_str()])
                 .inc();
             if method != "HEAD" {
                 metrics

@@ -8,6 +8,7 @@
 //! cheap while idle. Each new path, and what of its closure the cache lacks, goes through
 //! the same decision (signatures, exclusions) and upload code as `oranc push`.
 
+mod metrics;
 mod queue;
 mod signals;
 
@@ -42,6 +43,18 @@ pub async fn run(args: WatchStoreArgs) -> anyhow::Result<()> {
     // Where the store is now: everything valid before this point is left alone.
     let newest_id = db.newest_path_id().await?;
 
+    let metrics = metrics::WatchMetrics::new();
+    if let Some(address) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening for metrics on {address}"))?;
+        let render = metrics.clone();
+        tokio::spawn(oranc_server::metrics_endpoint::serve(
+            listener,
+            Arc::new(move || render.render()),
+        ));
+        eprintln!("metrics at http://{address}/metrics");
+    }
     let (cache, description) = options.registry.open_cache()?;
     let registry = cache.registry().clone();
     // Nothing is pushed before watching begins, so a signal while the registry is slow
@@ -79,6 +92,7 @@ pub async fn run(args: WatchStoreArgs) -> anyhow::Result<()> {
         pushing: HashSet::new(),
         unresolved: Vec::new(),
         summary: Summary::default(),
+        metrics,
     };
     let pusher = Pusher {
         cache,
@@ -92,6 +106,10 @@ pub async fn run(args: WatchStoreArgs) -> anyhow::Result<()> {
     let mut draining = false;
 
     loop {
+        watch
+            .metrics
+            .queued
+            .set((watch.queue.len() + watch.pushing.len()) as i64);
         while in_flight.len() < parallel {
             let Some(job) = watch.queue.next_ready(Instant::now()) else {
                 break;
@@ -195,6 +213,7 @@ struct Watch {
     /// New paths whose metadata could not be read yet (the DB was busy): asked again at
     /// the next look.
     unresolved: Vec<StorePath>,
+    metrics: metrics::WatchMetrics,
     summary: Summary,
 }
 
@@ -299,6 +318,8 @@ impl Watch {
             Ok(()) => {
                 self.summary.pushed += 1;
                 self.summary.pushed_bytes += job.info.nar_size;
+                self.metrics.pushed.inc();
+                self.metrics.pushed_bytes.inc_by(job.info.nar_size);
                 self.existing
                     .insert(CacheKey::narinfo(&job.info.path).to_string());
                 if let Ok(key) = upload::nar_key(&job.info, self.compression) {
@@ -311,9 +332,11 @@ impl Watch {
             }
             Err(error) if draining => {
                 self.summary.failed += 1;
+                self.metrics.failures.inc();
                 eprintln!("failed: {absolute}: {error:#}");
             }
             Err(error) => {
+                self.metrics.failures.inc();
                 let delay = queue::retry_delay(job.failures + 1);
                 eprintln!(
                     "failed (retrying in {} s): {absolute}: {error:#}",
