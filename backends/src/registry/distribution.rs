@@ -200,7 +200,11 @@ impl DistributionRegistry {
             &tuning.token_realms,
             tuning.blob_origins.as_deref(),
         )?);
-        let throttle = Arc::new(Throttle::new(&host, tuning.max_in_flight));
+        let throttle = Arc::new(Throttle::new(
+            &host,
+            tuning.max_in_flight,
+            tuning.retry.max_retry_after,
+        ));
         Ok(Self {
             base_url,
             name: host,

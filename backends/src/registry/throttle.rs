@@ -27,6 +27,9 @@ const DEFAULT_PAUSE: Duration = Duration::from_millis(500);
 pub struct Throttle {
     /// The registry's name, for the log.
     registry: String,
+    /// The longest pause a registry may ask for: a Retry-After of a year must not stop
+    /// every request to it for a year.
+    max_pause: Duration,
     permits: Semaphore,
     max: usize,
     /// Requests allowed in flight now (at most `max`).
@@ -45,10 +48,11 @@ pub struct Throttle {
 pub struct Turn<'a>(SemaphorePermit<'a>);
 
 impl Throttle {
-    pub fn new(registry: &str, max_in_flight: usize) -> Self {
+    pub fn new(registry: &str, max_in_flight: usize, max_pause: Duration) -> Self {
         let max = max_in_flight.max(1);
         Self {
             registry: registry.to_owned(),
+            max_pause,
             permits: Semaphore::new(max),
             max,
             allowed: AtomicUsize::new(max),
@@ -101,7 +105,7 @@ impl Throttle {
                 .fetch_add(before - before.div_ceil(2), Ordering::AcqRel);
         }
         self.successes.store(0, Ordering::Relaxed);
-        let until = Instant::now() + retry_after.unwrap_or(DEFAULT_PAUSE);
+        let until = Instant::now() + retry_after.unwrap_or(DEFAULT_PAUSE).min(self.max_pause);
         let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let from = paused.filter(|p| *p > now).unwrap_or(now);
@@ -165,7 +169,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn halves_on_pushback_and_grows_back_one_at_a_time() {
-        let throttle = Throttle::new("test", 8);
+        let throttle = Throttle::new("test", 8, Duration::from_secs(60));
         let turn = throttle.turn().await.unwrap();
         throttle.finished(turn, Some(Some(Duration::from_secs(2))));
         assert_eq!(throttle.allowed(), 4);
@@ -188,8 +192,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_pause_is_never_longer_than_the_bound() {
+        let throttle = Throttle::new("test", 4, Duration::from_secs(60));
+        let turn = throttle.turn().await.unwrap();
+        throttle.finished(turn, Some(Some(Duration::from_secs(365 * 24 * 3600))));
+        let started = Instant::now();
+        let _turn = throttle.turn().await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn never_below_one_and_never_above_the_setting() {
-        let throttle = Throttle::new("test", 2);
+        let throttle = Throttle::new("test", 2, Duration::from_secs(60));
         for _ in 0..5 {
             let turn = throttle.turn().await.unwrap();
             throttle.finished(turn, Some(None));
