@@ -159,6 +159,12 @@ impl UploadSlot {
 
 /// The registry operations oranc needs, object-safe so the backend can be chosen at run time.
 ///
+/// No method has a default body. A wrapper (metrics, a manifest cache) that left one out
+/// would silently replace the backend's own version with the default behind it, as two
+/// once did for upload sessions; with every method required, a new one is a compile error
+/// in every implementation until each says what it does. Backends without a feature say
+/// so in one line (an empty [`UploadSlot`], `Ok(None)` from `reclaim_space`).
+///
 /// Absence is an `Ok(None)` where the verb asks "is it there?" and [`Error::NotFound`]
 /// where the caller needs the thing; [`Error::Denied`] and [`Error::Unavailable`] are never
 /// turned into absence.
@@ -170,9 +176,7 @@ pub trait Registry: Send + Sync + fmt::Debug {
 
     /// Turns a repository name as a user typed it into this registry's form (ghcr.io
     /// lower-cases, Docker Hub adds `library/` to one-segment names).
-    fn repository(&self, name: &str) -> Result<RepositoryName> {
-        name.parse()
-    }
+    fn repository(&self, name: &str) -> Result<RepositoryName>;
 
     /// Checks that the registry answers (`GET /v2/` or its equivalent).
     async fn ping(&self) -> Result<()>;
@@ -202,9 +206,7 @@ pub trait Registry: Send + Sync + fmt::Debug {
         repo: &RepositoryName,
         digest: &Sha256Hash,
         range: Option<ByteRange>,
-    ) -> Result<BlobBody> {
-        self.get_blob(repo, digest, range).await
-    }
+    ) -> Result<BlobBody>;
 
     /// Uploads everything `body` yields as one blob, hashing while it streams.
     async fn put_blob(
@@ -215,27 +217,20 @@ pub trait Registry: Send + Sync + fmt::Debug {
 
     /// Opens an upload ahead of its bytes, for [`Self::put_blob_via`]. Backends without
     /// upload sessions hand back an empty slot.
-    async fn open_upload(&self, _repo: &RepositoryName) -> Result<UploadSlot> {
-        Ok(UploadSlot::default())
-    }
+    async fn open_upload(&self, repo: &RepositoryName) -> Result<UploadSlot>;
 
     /// [`Self::put_blob`] into a slot from [`Self::open_upload`], saving the round trip that
     /// would open it.
     async fn put_blob_via(
         &self,
         repo: &RepositoryName,
-        _slot: UploadSlot,
+        slot: UploadSlot,
         body: &mut (dyn AsyncRead + Unpin + Send),
-    ) -> Result<BlobInfo> {
-        self.put_blob(repo, body).await
-    }
+    ) -> Result<BlobInfo>;
 
     /// Uploads a small blob held in memory (configs, narinfo); backends may skip the upload
     /// when the registry already has it.
-    async fn put_blob_bytes(&self, repo: &RepositoryName, bytes: Bytes) -> Result<BlobInfo> {
-        let mut reader: &[u8] = &bytes;
-        self.put_blob(repo, &mut reader).await
-    }
+    async fn put_blob_bytes(&self, repo: &RepositoryName, bytes: Bytes) -> Result<BlobInfo>;
 
     /// The manifest a tag points at, or `None` when the tag does not exist.
     async fn get_manifest(
@@ -246,9 +241,7 @@ pub trait Registry: Send + Sync + fmt::Debug {
 
     /// Whether a tag exists, without fetching its manifest: a HEAD where the registry has
     /// one (cheaper, and not counted against pull quotas such as Docker Hub's).
-    async fn has_manifest(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool> {
-        Ok(self.get_manifest(repo, tag).await?.is_some())
-    }
+    async fn has_manifest(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool>;
 
     /// Stores a manifest under a tag; every blob it names must already be uploaded.
     async fn put_manifest(
@@ -264,28 +257,22 @@ pub trait Registry: Send + Sync + fmt::Debug {
 
     /// Whether the repository holds any tag (one page of one tag where the registry pages):
     /// tells a repository that exists from a name nothing was pushed to.
-    async fn has_tags(&self, repo: &RepositoryName) -> Result<bool> {
-        Ok(!self.list_tags(repo).await?.is_empty())
-    }
+    async fn has_tags(&self, repo: &RepositoryName) -> Result<bool>;
 
     /// Deletes a manifest by digest, where the registry allows it.
     async fn delete_manifest(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<()>;
 
     /// How often the registry asked to slow down, and for how long requests waited.
-    fn backpressure(&self) -> Backpressure {
-        Backpressure::default()
-    }
+    fn backpressure(&self) -> Backpressure;
 
     /// Frees the space of blobs no manifest names any more and that were written more
     /// than `older_than` ago (an upload in progress has blobs not tagged yet). `None`
     /// where the registry does that itself (distribution's `garbage-collect`, ghcr.io).
     async fn reclaim_space(
         &self,
-        _repo: &RepositoryName,
-        _older_than: std::time::Duration,
-    ) -> Result<Option<Reclaimed>> {
-        Ok(None)
-    }
+        repo: &RepositoryName,
+        older_than: std::time::Duration,
+    ) -> Result<Option<Reclaimed>>;
 }
 
 /// How much a registry pushed back (429) since the client was opened.

@@ -11,6 +11,8 @@ pub mod client_addr;
 pub mod client_auth;
 pub mod client_limiter;
 pub mod error;
+#[cfg(test)]
+mod forwarding_tests;
 pub mod grants;
 pub mod layers;
 pub mod listener;

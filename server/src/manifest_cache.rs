@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use oranc_core::registry::{Backpressure, Reclaimed};
 use oranc_core::{
     BlobBody, BlobInfo, ByteRange, Registry, RepositoryName, Result, Sha256Hash, StoredManifest,
-    Tag,
+    Tag, UploadSlot,
 };
 use tokio::io::AsyncRead;
 
@@ -262,8 +263,30 @@ impl Registry for CachingRegistry {
         self.inner.list_tags(repo).await
     }
 
-    fn backpressure(&self) -> oranc_core::registry::Backpressure {
+    fn backpressure(&self) -> Backpressure {
         self.inner.backpressure()
+    }
+
+    async fn open_upload(&self, repo: &RepositoryName) -> Result<UploadSlot> {
+        self.inner.open_upload(repo).await
+    }
+
+    async fn put_blob_via(
+        &self,
+        repo: &RepositoryName,
+        slot: UploadSlot,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<BlobInfo> {
+        self.inner.put_blob_via(repo, slot, body).await
+    }
+
+    /// Frees only blobs no manifest names: no cached manifest changes.
+    async fn reclaim_space(
+        &self,
+        repo: &RepositoryName,
+        older_than: Duration,
+    ) -> Result<Option<Reclaimed>> {
+        self.inner.reclaim_space(repo, older_than).await
     }
 
     async fn has_tags(&self, repo: &RepositoryName) -> Result<bool> {

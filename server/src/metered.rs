@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use oranc_core::registry::{Backpressure, Reclaimed};
 use oranc_core::{
     BlobBody, BlobInfo, ByteRange, Registry, RepositoryName, Result, Sha256Hash, StoredManifest,
-    Tag,
+    Tag, UploadSlot,
 };
 use tokio::io::AsyncRead;
 
@@ -177,8 +178,29 @@ impl Registry for MeteredRegistry {
         metered!(self, "list_tags", self.inner.list_tags(repo))
     }
 
-    fn backpressure(&self) -> oranc_core::registry::Backpressure {
+    fn backpressure(&self) -> Backpressure {
         self.inner.backpressure()
+    }
+
+    async fn open_upload(&self, repo: &RepositoryName) -> Result<UploadSlot> {
+        metered!(self, "open_upload", self.inner.open_upload(repo))
+    }
+
+    async fn put_blob_via(
+        &self,
+        repo: &RepositoryName,
+        slot: UploadSlot,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<BlobInfo> {
+        metered!(self, "put_blob", self.inner.put_blob_via(repo, slot, body))
+    }
+
+    async fn reclaim_space(
+        &self,
+        repo: &RepositoryName,
+        older_than: std::time::Duration,
+    ) -> Result<Option<Reclaimed>> {
+        self.inner.reclaim_space(repo, older_than).await
     }
 
     async fn has_tags(&self, repo: &RepositoryName) -> Result<bool> {

@@ -1002,6 +1002,16 @@ impl oranc_core::Registry for DistributionRegistry {
         Ok(page.tags.is_some_and(|tags| !tags.is_empty()))
     }
 
+    /// The registry frees unreferenced blobs in its own garbage collection (distribution's
+    /// `registry garbage-collect`, ghcr.io by itself); the API has no call for it.
+    async fn reclaim_space(
+        &self,
+        _repo: &RepositoryName,
+        _older_than: Duration,
+    ) -> Result<Option<oranc_core::registry::Reclaimed>> {
+        Ok(None)
+    }
+
     async fn delete_manifest(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<()> {
         let url = self.url(&format!("{repo}/manifests/{}", digest.to_oci_digest()));
         let what = format!("deleting manifest {} from {repo}", digest.to_oci_digest());

@@ -231,6 +231,52 @@ impl oranc_core::Registry for OciLayoutRegistry {
         &self.name
     }
 
+    fn repository(&self, name: &str) -> Result<RepositoryName> {
+        name.parse()
+    }
+
+    /// Files have no storage to redirect to: the bytes come from here.
+    async fn get_blob_or_redirect(
+        &self,
+        repo: &RepositoryName,
+        digest: &Sha256Hash,
+        range: Option<ByteRange>,
+    ) -> Result<BlobBody> {
+        self.get_blob(repo, digest, range).await
+    }
+
+    /// No upload sessions: a blob is written when its bytes come.
+    async fn open_upload(&self, _repo: &RepositoryName) -> Result<oranc_core::UploadSlot> {
+        Ok(oranc_core::UploadSlot::default())
+    }
+
+    async fn put_blob_via(
+        &self,
+        repo: &RepositoryName,
+        _slot: oranc_core::UploadSlot,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<BlobInfo> {
+        self.put_blob(repo, body).await
+    }
+
+    async fn put_blob_bytes(&self, repo: &RepositoryName, bytes: Bytes) -> Result<BlobInfo> {
+        let mut reader: &[u8] = &bytes;
+        self.put_blob(repo, &mut reader).await
+    }
+
+    async fn has_manifest(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool> {
+        Ok(self.get_manifest(repo, tag).await?.is_some())
+    }
+
+    async fn has_tags(&self, repo: &RepositoryName) -> Result<bool> {
+        Ok(!self.list_tags(repo).await?.is_empty())
+    }
+
+    /// A directory never asks to slow down.
+    fn backpressure(&self) -> oranc_core::registry::Backpressure {
+        oranc_core::registry::Backpressure::default()
+    }
+
     async fn ping(&self) -> Result<()> {
         tokio::fs::metadata(&self.root)
             .await
