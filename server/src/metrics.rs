@@ -2,7 +2,7 @@
 //! Prometheus conventions (`oranc_..._total`, `_seconds`, `_bytes`). Labels never carry
 //! credentials, keys or paths: only route kinds, methods, status codes and registry names.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus::{
@@ -10,7 +10,16 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::layers::response_cache::CacheStats;
+/// The response cache's counters, which it bumps and `/metrics` reads. Kept here so the
+/// metrics never depend on a layer (layers depend on metrics).
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    /// Misses answered by another request's registry lookup.
+    pub coalesced: AtomicU64,
+    pub evictions: AtomicU64,
+}
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

@@ -28,7 +28,7 @@ use crate::layers::metrics::MetricsLayer;
 use crate::layers::rate_limit::RateLimitLayer;
 use crate::layers::response_cache::ResponseCacheLayer;
 use crate::metrics::route_kind;
-use crate::routes::{cache, health, metrics};
+use crate::routes::{health, metrics};
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
@@ -36,7 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
-        .fallback(cache::handle)
+        .fallback(crate::routes::handle)
         .layer(ResponseCacheLayer::new(state.response_cache()))
         .layer(RateLimitLayer::new(
             &state.config().rate_limit,

@@ -16,7 +16,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -25,6 +25,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, Response, StatusCode};
 use bytes::Bytes;
 use tower::{Layer, Service, ServiceExt as _};
+
+pub use crate::metrics::CacheStats;
 
 /// Headers that shape an answer beyond method, path and credentials.
 const SHAPING_HEADERS: [axum::http::HeaderName; 5] = [
@@ -56,16 +58,6 @@ impl Cached {
         *response.headers_mut() = self.headers.clone();
         response
     }
-}
-
-/// Counters the metrics layer reads.
-#[derive(Debug, Default)]
-pub struct CacheStats {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    /// Misses answered by another request's registry lookup.
-    pub coalesced: AtomicU64,
-    pub evictions: AtomicU64,
 }
 
 struct TtlByStatus {

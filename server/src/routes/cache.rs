@@ -1,77 +1,21 @@
-//! GET and HEAD of binary-cache files (PUT is `upload.rs`). A NAR streams from the
+//! GET and HEAD of binary-cache files (PUT is `upload.rs`, the dispatch `mod.rs`). A NAR streams from the
 //! registry's blob to the client chunk by chunk; small files are read whole and checked
 //! before they are served.
 
-use std::time::Duration;
-
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::TryStreamExt as _;
 use oranc_core::cache_key::KeyKind;
-use oranc_core::{BlobBody, ByteRange, CacheKey, NarInfo, NixCacheInfo};
+use oranc_core::{BlobBody, ByteRange, CacheKey, NixCacheInfo};
 
+use super::small_file::check_small_file;
 use crate::cache_control;
 use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
 use crate::resolve::{resolve, Target};
 use crate::state::{AppState, Purpose};
-
-pub async fn handle(
-    State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    address: Option<axum::Extension<ClientAddr>>,
-    body: Body,
-) -> Response {
-    let address = address.map(|axum::Extension(address)| address);
-    if test_panic_requested(uri.path()) {
-        panic!("ORANC_TEST_PANIC_PATH asked for a panic at {}", uri.path());
-    }
-    let outcome = match method {
-        // Only the time to the response head counts; a NAR may stream for longer. An upload
-        // has no such bound: it may take as long as it keeps sending (see body.rs).
-        Method::GET | Method::HEAD => {
-            let limit = state.config().response_timeout_secs;
-            tokio::time::timeout(
-                Duration::from_secs(limit),
-                read(&state, &method, &uri, &headers, address),
-            )
-            .await
-            .unwrap_or(Err(ServerError::ResponseTimedOut(limit)))
-        }
-        Method::PUT => super::upload::write(&state, &uri, &headers, address, body).await,
-        _ => Ok((
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "GET, HEAD, PUT")],
-        )
-            .into_response()),
-    };
-    outcome.unwrap_or_else(|error| {
-        // The registry wants credentials and the client sent none: challenge it, so a
-        // client with a netrc file (Nix does this through curl) answers with them.
-        let anonymous = crate::client_auth::client_credentials(&headers).is_none();
-        match error {
-            ServerError::Core(oranc_core::Error::Denied { .. }) if anonymous => {
-                ServerError::CredentialsRequired.into_response()
-            }
-            error => error.into_response(),
-        }
-    })
-}
-
-/// Tests only: with `ORANC_TEST_PANIC_PATH=/x`, a request for a path ending in `/x`
-/// panics, so that "a bug is a 500, never a dropped connection" is tested with a real panic.
-fn test_panic_requested(path: &str) -> bool {
-    static PANIC_PATH: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    PANIC_PATH
-        .get_or_init(|| std::env::var("ORANC_TEST_PANIC_PATH").ok())
-        .as_deref()
-        .is_some_and(|suffix| path.ends_with(suffix))
-}
 
 /// `Range: bytes=start-[end]` (one range; anything else is served whole).
 fn requested_range(headers: &HeaderMap) -> Option<ByteRange> {
@@ -94,7 +38,7 @@ fn header_value(value: &str) -> Result<HeaderValue, ServerError> {
         .map_err(|_| ServerError::Internal(format!("unusable header value {value:?}")))
 }
 
-async fn read(
+pub(super) async fn read(
     state: &AppState,
     method: &Method,
     uri: &Uri,
@@ -281,29 +225,6 @@ async fn serve_object(
             Ok(response)
         }
     }
-}
-
-/// Checks a narinfo, nix-cache-info or debuginfo body, from a client or from the registry:
-/// UTF-8, parsed, and a narinfo stored under its own path's key. Returns the narinfo, if it
-/// is one.
-pub(super) fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<Option<NarInfo>, String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| format!("{key} is not UTF-8"))?;
-    match key.kind() {
-        KeyKind::NarInfo => {}
-        KeyKind::DebugInfo => {
-            oranc_core::DebugInfoEntry::parse(bytes).map_err(|e| e.to_string())?;
-            return Ok(None);
-        }
-        _ => {
-            text.parse::<NixCacheInfo>().map_err(|e| e.to_string())?;
-            return Ok(None);
-        }
-    }
-    let narinfo = NarInfo::parse(text).map_err(|e| e.to_string())?;
-    if CacheKey::narinfo(&narinfo.store_path) != *key {
-        return Err(format!("{key} holds the narinfo of {}", narinfo.store_path));
-    }
-    Ok(Some(narinfo))
 }
 
 /// A small file read whole from the registry and checked before it is served: one that is

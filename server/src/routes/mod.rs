@@ -1,8 +1,77 @@
-//! Request handlers: the binary-cache files (reads, uploads), health and metrics.
+//! Request handlers: the binary-cache files (reads, uploads), health and metrics. The
+//! dispatch by method lives here, so reads (`cache.rs`) and uploads (`upload.rs`) never
+//! import each other.
 
 pub mod body;
 pub mod cache;
 pub mod health;
 pub mod metrics;
+pub mod small_file;
 pub mod upload;
 pub mod verified;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use crate::client_addr::ClientAddr;
+use crate::error::ServerError;
+use crate::state::AppState;
+
+/// Every request for a binary-cache file: GET and HEAD read, PUT uploads.
+pub async fn handle(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    address: Option<axum::Extension<ClientAddr>>,
+    body: Body,
+) -> Response {
+    let address = address.map(|axum::Extension(address)| address);
+    if test_panic_requested(uri.path()) {
+        panic!("ORANC_TEST_PANIC_PATH asked for a panic at {}", uri.path());
+    }
+    let outcome = match method {
+        // Only the time to the response head counts; a NAR may stream for longer. An upload
+        // has no such bound: it may take as long as it keeps sending (see body.rs).
+        Method::GET | Method::HEAD => {
+            let limit = state.config().response_timeout_secs;
+            tokio::time::timeout(
+                Duration::from_secs(limit),
+                cache::read(&state, &method, &uri, &headers, address),
+            )
+            .await
+            .unwrap_or(Err(ServerError::ResponseTimedOut(limit)))
+        }
+        Method::PUT => upload::write(&state, &uri, &headers, address, body).await,
+        _ => Ok((
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, HEAD, PUT")],
+        )
+            .into_response()),
+    };
+    outcome.unwrap_or_else(|error| {
+        // The registry wants credentials and the client sent none: challenge it, so a
+        // client with a netrc file (Nix does this through curl) answers with them.
+        let anonymous = crate::client_auth::client_credentials(&headers).is_none();
+        match error {
+            ServerError::Core(oranc_core::Error::Denied { .. }) if anonymous => {
+                ServerError::CredentialsRequired.into_response()
+            }
+            error => error.into_response(),
+        }
+    })
+}
+
+/// Tests only: with `ORANC_TEST_PANIC_PATH=/x`, a request for a path ending in `/x`
+/// panics, so that "a bug is a 500, never a dropped connection" is tested with a real panic.
+fn test_panic_requested(path: &str) -> bool {
+    static PANIC_PATH: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    PANIC_PATH
+        .get_or_init(|| std::env::var("ORANC_TEST_PANIC_PATH").ok())
+        .as_deref()
+        .is_some_and(|suffix| path.ends_with(suffix))
+}

@@ -23,7 +23,7 @@ use oranc_core::cache_key::KeyKind;
 use oranc_core::{BlobInfo, CacheKey, CacheObject, NarInfo, RegistryCache, Sha256Hash};
 use tokio_util::io::StreamReader;
 
-use super::cache::check_small_file;
+use super::small_file::check_small_file;
 use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
 use crate::resolve::{resolve, Target, WriteAccess};
