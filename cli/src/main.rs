@@ -3,7 +3,9 @@
 
 mod cli;
 mod commands;
+mod pushing;
 mod registry_args;
+mod store_paths;
 
 use clap::Parser as _;
 

@@ -194,12 +194,12 @@ fn read_paths(store_dir: &StoreDir, values: &[String]) -> anyhow::Result<Vec<Sto
                 .with_context(|| format!("reading the list of store paths {value}"))?;
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
                 paths.push(
-                    super::push::plan::resolve_path(store_dir, line)
+                    crate::store_paths::resolve_path(store_dir, line)
                         .with_context(|| format!("in {value}"))?,
                 );
             }
         } else {
-            paths.push(super::push::plan::resolve_path(store_dir, value)?);
+            paths.push(crate::store_paths::resolve_path(store_dir, value)?);
         }
     }
     Ok(paths)

@@ -1,26 +1,19 @@
 //! `oranc push`: plan (paths, closure, signatures, what is there already), then push the
 //! rest concurrently, with progress and a summary; non-zero exit when anything failed.
 
-mod listing;
-mod nar;
-pub mod options;
-pub mod plan;
-mod progress;
-pub mod summary;
-pub mod upload;
-
 use std::collections::HashSet;
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 
 use anyhow::Context as _;
-use bytes::Bytes;
 use futures::StreamExt as _;
-use oranc_core::{CacheKey, NixCacheInfo, PathInfo, RegistryCache, StoreDir};
+use oranc_core::{PathInfo, StoreDir};
 
 use crate::cli::{PushArgs, PushCommand};
-use options::{buffer_cost_mib, BUFFER_BUDGET_MIB};
-use plan::Decision;
-use summary::Summary;
+use crate::pushing::initialize::{initialize, initialize_if_missing};
+use crate::pushing::options::{buffer_cost_mib, BUFFER_BUDGET_MIB};
+use crate::pushing::plan::{self, Decision};
+use crate::pushing::summary::Summary;
+use crate::pushing::{options, progress, upload};
 
 pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     let options = &args.options;
@@ -148,55 +141,7 @@ fn read_roots(args: &PushArgs, store_dir: &StoreDir) -> anyhow::Result<Vec<oranc
     given
         .iter()
         .filter(|line| !line.trim().is_empty())
-        .map(|line| plan::resolve_path(store_dir, line))
+        .map(|line| crate::store_paths::resolve_path(store_dir, line))
         .filter(|path| path.as_ref().map_or(true, |p| seen.insert(p.clone())))
         .collect()
-}
-
-/// Nix will not use a cache without nix-cache-info; the first push makes one with the
-/// defaults `push initialize` would write.
-pub async fn initialize_if_missing(
-    cache: &RegistryCache,
-    description: &str,
-    existing: &HashSet<String>,
-    store_dir: &str,
-) -> anyhow::Result<()> {
-    if existing.contains(CacheKey::CACHE_INFO) {
-        return Ok(());
-    }
-    initialize(
-        cache,
-        description,
-        store_dir,
-        oranc_core::cache_info::DEFAULT_PRIORITY,
-        true,
-        false,
-    )
-    .await
-}
-
-pub async fn initialize(
-    cache: &RegistryCache,
-    description: &str,
-    store_dir: &str,
-    priority: u32,
-    want_mass_query: bool,
-    dry_run: bool,
-) -> anyhow::Result<()> {
-    let info = NixCacheInfo {
-        store_dir: StoreDir::new(store_dir)?,
-        want_mass_query,
-        priority: Some(priority),
-    };
-    if dry_run {
-        write!(std::io::stdout().lock(), "{info}")?;
-        return Ok(());
-    }
-    let key = CacheKey::cache_info();
-    cache
-        .put_bytes(&key, key.content_type(), Bytes::from(info.to_string()))
-        .await
-        .with_context(|| format!("writing nix-cache-info to {description}"))?;
-    eprintln!("initialized {description}");
-    Ok(())
 }

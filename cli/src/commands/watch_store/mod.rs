@@ -22,11 +22,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::push::options::{self, buffer_cost_mib, BUFFER_BUDGET_MIB};
-use super::push::plan::{self, SigningPolicy};
-use super::push::summary::Summary;
-use super::push::upload::{self, UploadSettings};
 use crate::cli::{Compression, StoreSourceKind, WatchStoreArgs};
+use crate::pushing::options::{self, buffer_cost_mib, BUFFER_BUDGET_MIB};
+use crate::pushing::plan::{self, SigningPolicy};
+use crate::pushing::summary::Summary;
+use crate::pushing::upload::{self, UploadSettings};
 use queue::{Job, PushQueue};
 use signals::StopSignals;
 
@@ -64,8 +64,13 @@ pub async fn run(args: WatchStoreArgs) -> anyhow::Result<()> {
             .keys()
             .await
             .with_context(|| format!("listing what {description} holds"))?;
-        super::push::initialize_if_missing(&cache, &description, &existing, &options.store_dir)
-            .await?;
+        crate::pushing::initialize::initialize_if_missing(
+            &cache,
+            &description,
+            &existing,
+            &options.store_dir,
+        )
+        .await?;
         anyhow::Ok(existing)
     };
     let existing = tokio::select! {

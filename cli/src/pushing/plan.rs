@@ -6,10 +6,8 @@
 //! verify is an error, never ignored.
 
 use std::collections::HashSet;
-use std::path::Path;
 
-use anyhow::Context as _;
-use oranc_core::{CacheKey, PathInfo, PublicKey, SecretKey, Signature, StoreDir, StorePath};
+use oranc_core::{CacheKey, PathInfo, PublicKey, SecretKey, Signature, StoreDir};
 use regex::Regex;
 
 /// What to do with one path.
@@ -75,28 +73,6 @@ impl SigningPolicy {
     }
 }
 
-/// Turns what the user gave (store paths, paths inside them, symlinks like ./result) into
-/// store paths.
-pub fn resolve_path(store_dir: &StoreDir, given: &str) -> anyhow::Result<StorePath> {
-    let given = given.trim();
-    let inside_store = |absolute: &str| -> Option<anyhow::Result<StorePath>> {
-        let rest = absolute
-            .strip_prefix(store_dir.as_str())?
-            .strip_prefix('/')?;
-        let base = rest.split('/').next().unwrap_or(rest);
-        Some(StorePath::from_base_name(base).map_err(anyhow::Error::from))
-    };
-    if let Some(path) = inside_store(given) {
-        return path;
-    }
-    let resolved = std::fs::canonicalize(Path::new(given))
-        .with_context(|| format!("{given:?} is neither a store path nor an existing file"))?;
-    let resolved = resolved.to_string_lossy();
-    inside_store(&resolved).unwrap_or_else(|| {
-        anyhow::bail!("{given:?} resolves to {resolved}, which is not in {store_dir}")
-    })
-}
-
 /// The narinfo keys present in the cache.
 pub fn present_narinfos(keys: &HashSet<String>, info: &PathInfo) -> bool {
     keys.contains(CacheKey::narinfo(&info.path).as_str())
@@ -105,7 +81,7 @@ pub fn present_narinfos(keys: &HashSet<String>, info: &PathInfo) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oranc_core::Sha256Hash;
+    use oranc_core::{Sha256Hash, StorePath};
 
     fn info(signatures: Vec<Signature>) -> PathInfo {
         PathInfo {
@@ -180,17 +156,5 @@ mod tests {
             policy(Some(signer), vec![]).decide(&dir, &info(vec![public_cache])),
             Decision::Excluded(_)
         ));
-    }
-
-    #[test]
-    fn resolves_paths_inside_store_paths() {
-        let dir = StoreDir::default();
-        let path = resolve_path(
-            &dir,
-            "/nix/store/5kk4mwqi310s9ssry90al6mxrb47vdiw-app/bin/x",
-        )
-        .unwrap();
-        assert_eq!(path.name(), "app");
-        assert!(resolve_path(&dir, "/definitely/not/here").is_err());
     }
 }
