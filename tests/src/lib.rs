@@ -148,6 +148,18 @@ pub fn open_backend(
     oranc_backends::open(settings).expect("opening the backend")
 }
 
+/// `repo` of the plain-HTTP registry at `host` as a cache, anonymously, with the original's
+/// tag encoding: for looking at what a command stored.
+pub fn anonymous_cache(host: &str, repo: &str) -> oranc_core::RegistryCache {
+    let backend = open_backend(host, oranc_backends::Credentials::Anonymous, |_| {});
+    oranc_core::RegistryCache::new(
+        backend,
+        repo.parse().expect("a repository name"),
+        oranc_core::TagEncoding::Custom,
+        vec![],
+    )
+}
+
 /// Reads a whole blob body (tests only: production code streams).
 pub async fn read_blob(body: oranc_core::BlobBody) -> Result<Vec<u8>, std::io::Error> {
     use futures::TryStreamExt as _;

@@ -16,7 +16,7 @@ use oranc_core::{CacheKey, NarInfo, RegistryCache, TagEncoding};
 use oranc_tests::nix::{assert_same_closure, copy_from, narinfo_key, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{allow_plain_http, ServerProcess};
-use oranc_tests::{fixture, fresh_repo, open_backend, oranc_command, push_closure};
+use oranc_tests::{fixture, fresh_repo, oranc_command, push_closure};
 
 fn gc(registry: &RegistryProcess, repo: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     oranc_command()
@@ -39,12 +39,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn cache(registry: &RegistryProcess, repo: &str) -> RegistryCache {
-    let backend = open_backend(
-        &registry.host(),
-        oranc_backends::Credentials::Anonymous,
-        |_| {},
-    );
-    RegistryCache::new(backend, repo.parse().unwrap(), TagEncoding::Custom, vec![])
+    oranc_tests::anonymous_cache(&registry.host(), repo)
 }
 
 /// The cache's keys, after checking that every narinfo's NAR is there.

@@ -12,9 +12,7 @@ use oranc_core::{CacheKey, RegistryCache, TagEncoding};
 use oranc_tests::nix::{copy_from, hash_part, nix_command, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{allow_plain_http, ServerProcess};
-use oranc_tests::{
-    curl, fresh_repo, open_backend, push_closure, release_oranc_command, run_ok, unique_suffix,
-};
+use oranc_tests::{curl, fresh_repo, push_closure, release_oranc_command, run_ok, unique_suffix};
 
 /// A store path with one ELF debug file where Nix indexes them; its path and build id.
 fn path_with_debug_info() -> (String, String) {
@@ -36,12 +34,7 @@ fn path_with_debug_info() -> (String, String) {
 }
 
 fn cache_of(registry: &RegistryProcess, repo: &str) -> RegistryCache {
-    let backend = open_backend(
-        &registry.host(),
-        oranc_backends::Credentials::Anonymous,
-        |_| {},
-    );
-    RegistryCache::new(backend, repo.parse().unwrap(), TagEncoding::Custom, vec![])
+    oranc_tests::anonymous_cache(&registry.host(), repo)
 }
 
 /// Nix's upload of debug info indexes was refused (400: not a binary-cache file), so the
