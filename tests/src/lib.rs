@@ -262,6 +262,7 @@ pub fn clean_command(binary: std::path::PathBuf) -> std::process::Command {
         "ORANC_REPOSITORY",
         "ORANC_TRUSTED_PUBLIC_KEYS",
         "ORANC_TOKEN_REALMS",
+        "ORANC_CHUNK_SIZE",
         "ORANC_TEST_EXIT_AT",
         "ORANC_TEST_PANIC_PATH",
     ] {
