@@ -31,7 +31,9 @@ pub struct RegistryArgs {
     #[arg(long)]
     pub no_ssl: bool,
 
-    /// Retries of a failed registry request (connection errors, 5xx, 429).
+    /// Retries of a failed registry request (connection errors, timeouts, 5xx). A 429 is
+    /// not a failure: its Retry-After is waited out (at most 60 s at a time, for every
+    /// request to that registry), until the registry has refused for ten minutes running.
     #[arg(long, default_value_t = 3)]
     pub max_retry: u32,
 

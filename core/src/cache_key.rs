@@ -83,6 +83,15 @@ impl CacheKey {
         }
     }
 
+    /// The build id a debuginfo key is for.
+    pub fn build_id(&self) -> Option<&str> {
+        (self.kind == KeyKind::DebugInfo).then(|| {
+            self.key
+                .trim_start_matches(DEBUG_INFO_PREFIX)
+                .trim_end_matches(".debug")
+        })
+    }
+
     /// The debuginfo entry for the ELF build id `build_id` (lowercase hex), named as Nix
     /// names it (`debuginfo/<build id>.debug`).
     pub fn debug_info(build_id: &str) -> Result<Self> {
@@ -158,7 +167,12 @@ impl FromStr for CacheKey {
                         .into(),
                 ));
             }
-            KeyKind::DebugInfo
+            // Both spellings are one entry, stored as Nix names it: otherwise a second
+            // writer could shadow Nix's entry under the other name.
+            return Ok(Self {
+                kind: KeyKind::DebugInfo,
+                key: format!("{DEBUG_INFO_PREFIX}{build_id}.debug"),
+            });
         } else if let Some(id) = key.strip_prefix("realisations/") {
             let stem = id
                 .strip_suffix(".doi")
@@ -204,10 +218,6 @@ mod tests {
             ),
             ("log/v873jj33sxxhc8d6jf84lbn85p09wm3i-app.drv", KeyKind::Log),
             (
-                "debuginfo/0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c",
-                KeyKind::DebugInfo,
-            ),
-            (
                 "debuginfo/0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c.debug",
                 KeyKind::DebugInfo,
             ),
@@ -223,6 +233,18 @@ mod tests {
         assert_eq!(
             CacheKey::from_str("nar/x.nar").unwrap().content_type(),
             "application/x-nix-nar"
+        );
+        // Hydra's spelling of a debuginfo key is the same entry as Nix's.
+        let hydra: CacheKey = "debuginfo/0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            hydra.as_str(),
+            "debuginfo/0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c.debug"
+        );
+        assert_eq!(
+            hydra.build_id(),
+            Some("0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c")
         );
     }
 

@@ -15,7 +15,11 @@ use crate::error::{Error, Result};
 /// Where the debug files of a path live inside its NAR.
 const BUILD_ID_DIR: &str = "lib/debug/.build-id/";
 
+/// Nix's entries are about 150 bytes; nothing honest comes near this.
+pub const MAX_ENTRY_BYTES: usize = 4096;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DebugInfoEntry {
     pub archive: String,
     pub member: String,
@@ -34,13 +38,22 @@ impl DebugInfoEntry {
     /// file under `lib/debug/.build-id/`.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidDebugInfo { reason };
+        if bytes.len() > MAX_ENTRY_BYTES {
+            return Err(invalid(format!("larger than {MAX_ENTRY_BYTES} bytes")));
+        }
+        // serde would take the array form `["…", "…"]` for the struct too; Nix writes an object.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err(invalid("not a JSON object".into()));
+        }
         let entry: Self = serde_json::from_slice(bytes)
             .map_err(|e| invalid(format!("not {{\"archive\", \"member\"}} JSON: {e}")))?;
         entry.nar_key()?;
-        let member_ok = entry
-            .member
-            .strip_prefix(BUILD_ID_DIR)
-            .is_some_and(|rest| !rest.split('/').any(|part| part.is_empty() || part == ".."));
+        let plain = |c: char| c.is_ascii_alphanumeric() || "._+-/".contains(c);
+        let member_ok = entry.member.chars().all(plain)
+            && entry
+                .member
+                .strip_prefix(BUILD_ID_DIR)
+                .is_some_and(|rest| !rest.split('/').any(|part| part.is_empty() || part == ".."));
         if !member_ok {
             return Err(invalid(format!(
                 "its member {:?} is not a file under {BUILD_ID_DIR}",
@@ -48,6 +61,12 @@ impl DebugInfoEntry {
             )));
         }
         Ok(entry)
+    }
+
+    /// Whether the entry is about `build_id`: a member Nix indexes names it, and an
+    /// entry stored under one build id must not point at another's debug file.
+    pub fn is_for(&self, build_id: &str) -> bool {
+        Self::build_id_of(&self.member).is_none_or(|member| member == build_id)
     }
 
     /// The key of the NAR the entry names.
@@ -105,6 +124,10 @@ mod tests {
             r#"{"archive":"../nar/1n7b.nar","member":"etc/passwd"}"#,
             r#"{"archive":"../nar/1n7b.nar","member":"lib/debug/.build-id/../../x"}"#,
             r#"{"archive":"../nar/1n7b.nar"}"#,
+            r#"["../nar/1n7b.nar","lib/debug/.build-id/0f/x.debug"]"#,
+            r#"{"archive":"../nar/1n7b.nar","member":"lib/debug/.build-id/0f/x.debug","html":"<script>"}"#,
+            r#"{"archive":"../nar/1n7b.nar","member":"lib/debug/.build-id/0f/a\\b.debug"}"#,
+            r#"{"archive":"../nar/1n7b.nar","member":"lib/debug/.build-id/0f/a\u0000.debug"}"#,
             "<html>",
         ] {
             assert!(DebugInfoEntry::parse(bad.as_bytes()).is_err(), "{bad}");

@@ -105,7 +105,7 @@ impl IntoResponse for ServerError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::warn!(%status, error = %self, "request failed");
+            tracing::warn!(%status, error = %crate::refusal_log::loggable(&self), "request failed");
         } else {
             crate::refusal_log::log_refusal(status, &self);
         }

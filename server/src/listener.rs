@@ -44,7 +44,7 @@ impl ConnectionLimits {
     /// The config's limits, with `max_connections` kept below the open-file limit, which
     /// is first raised to its hard limit (a server needs far more than the usual soft 1024).
     pub fn from_config(config: &oranc_config::ClientLimitsConfig) -> Self {
-        let files = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+        let files = raise_open_file_limit();
         let fitting = files.saturating_sub(RESERVED_FILES).max(16) as usize;
         if fitting < config.max_connections {
             tracing::warn!(
@@ -65,6 +65,12 @@ impl ConnectionLimits {
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         }
     }
+}
+
+/// Raises the open-file limit to its hard limit (the usual soft 1024 is far too few for
+/// a server, or for a push that also answers scrapes); returns the limit now.
+pub fn raise_open_file_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
 }
 
 /// Connections open per client address, to cap them.

@@ -46,7 +46,33 @@ impl MeteredRegistry {
         })
     }
 
+    /// The backend counts the registry's 429s (it waits them out); brings the counter up
+    /// to its count, each new one once. Called as operations start and end, so a storm of
+    /// 429s shows while requests are still waiting, not only once one succeeds.
+    fn sync_slowdowns(&self) {
+        let slowdowns = self.inner.backpressure().slowdowns;
+        let before = self.slowdowns_seen.swap(slowdowns, Ordering::Relaxed);
+        if slowdowns > before {
+            self.metrics
+                .upstream_slowdowns
+                .with_label_values(&[&self.label])
+                .inc_by(slowdowns - before);
+        }
+    }
+
     fn record<T>(&self, operation: &str, started: Instant, result: &Result<T>) {
+        let kind = result.as_ref().err().map(|error| match error {
+            oranc_core::Error::NotFound { .. } => "not_found",
+            oranc_core::Error::Denied { .. } => "denied",
+            oranc_core::Error::Unavailable { .. } => "unavailable",
+            oranc_core::Error::Protocol { .. } => "protocol",
+            oranc_core::Error::Unsupported { .. } => "unsupported",
+            _ => "other",
+        });
+        self.record_outcome(operation, started, kind);
+    }
+
+    fn record_outcome(&self, operation: &str, started: Instant, error: Option<&str>) {
         let registry = self.label.as_str();
         self.metrics
             .upstream_requests
@@ -56,25 +82,8 @@ impl MeteredRegistry {
             .upstream_duration
             .with_label_values(&[registry, operation])
             .observe(started.elapsed().as_secs_f64());
-        // The backend counts the registry's 429s (it waits them out); bring the counter
-        // up to its count, each new one once.
-        let slowdowns = self.inner.backpressure().slowdowns;
-        let before = self.slowdowns_seen.swap(slowdowns, Ordering::Relaxed);
-        if slowdowns > before {
-            self.metrics
-                .upstream_slowdowns
-                .with_label_values(&[registry])
-                .inc_by(slowdowns - before);
-        }
-        if let Err(error) = result {
-            let kind = match error {
-                oranc_core::Error::NotFound { .. } => "not_found",
-                oranc_core::Error::Denied { .. } => "denied",
-                oranc_core::Error::Unavailable { .. } => "unavailable",
-                oranc_core::Error::Protocol { .. } => "protocol",
-                oranc_core::Error::Unsupported { .. } => "unsupported",
-                _ => "other",
-            };
+        self.sync_slowdowns();
+        if let Some(kind) = error {
             self.metrics
                 .upstream_errors
                 .with_label_values(&[registry, operation, kind])
@@ -83,11 +92,47 @@ impl MeteredRegistry {
     }
 }
 
+/// An operation under way: if it is dropped before it ends (the server's response timeout
+/// gave up on a registry that kept it waiting), it counts as an error of kind `abandoned`,
+/// so a registry that never answers shows in the error rate.
+struct Underway<'a> {
+    registry: &'a MeteredRegistry,
+    operation: &'static str,
+    started: Instant,
+    ended: bool,
+}
+
+impl<'a> Underway<'a> {
+    fn start(registry: &'a MeteredRegistry, operation: &'static str) -> Self {
+        registry.sync_slowdowns();
+        Self {
+            registry,
+            operation,
+            started: Instant::now(),
+            ended: false,
+        }
+    }
+
+    fn end<T>(mut self, result: &Result<T>) {
+        self.ended = true;
+        self.registry.record(self.operation, self.started, result);
+    }
+}
+
+impl Drop for Underway<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.registry
+                .record_outcome(self.operation, self.started, Some("abandoned"));
+        }
+    }
+}
+
 macro_rules! metered {
     ($self:ident, $operation:literal, $call:expr) => {{
-        let started = Instant::now();
+        let underway = Underway::start($self, $operation);
         let result = $call.await;
-        $self.record($operation, started, &result);
+        underway.end(&result);
         result
     }};
 }

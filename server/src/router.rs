@@ -111,7 +111,8 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     let path = request.uri().path();
-    tracing::info_span!("request", id, method = %request.method(), route = route_kind(path), path)
+    let shown = crate::refusal_log::loggable(&path);
+    tracing::info_span!("request", id, method = %request.method(), route = route_kind(path), path = %shown)
 }
 
 /// A bug must not drop the client's connection: it gets a 500, the log a line.

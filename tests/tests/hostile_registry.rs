@@ -248,3 +248,39 @@ async fn gc_asks_for_the_narinfos_a_listing_leaves_out() {
         assert_eq!(present, kept, "{key}: {stderr}");
     }
 }
+
+/// With `--remove` (nothing to keep asked for) gc deleted the NAR of a narinfo the
+/// listing left out: every file no listed narinfo named counted as garbage. Removing paths
+/// now deletes their files only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_path_never_deletes_files_of_narinfos_the_listing_left_out() {
+    const REMOVED: &str = "rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr";
+    const HIDDEN: &str = "dddddddddddddddddddddddddddddddd";
+    let registry = RegistryProcess::start();
+    let raw = RawRegistry::new(&registry.base_url());
+    let repo = fresh_repo("hidden-remove");
+    store_path(&raw, &repo, REMOVED, &[]).await;
+    let hidden = vec![store_path(&raw, &repo, HIDDEN, &[]).await];
+    let proxy =
+        HostileRegistry::in_front_of(&registry.base_url(), Hostility::HiddenTags(hidden)).await;
+    let out = tokio::task::block_in_place(|| {
+        wrapped_release_command(&["timeout", "60"])
+            .args(["gc", "--no-ssl", "--registry", &proxy.host()])
+            .args(["--repository", &repo, "--grace", "0", "--delete"])
+            .args(["--remove", &format!("/nix/store/{REMOVED}-x")])
+            .output()
+            .unwrap()
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for (key, kept) in [
+        (format!("{REMOVED}.narinfo"), false),
+        ("nar/rrrr.nar".to_owned(), false),
+        (format!("{HIDDEN}.narinfo"), true),
+        ("nar/dddd.nar".to_owned(), true),
+    ] {
+        let tag = TagEncoding::Custom.encode(&key).unwrap();
+        let present = raw.get_manifest(&repo, tag.as_str()).await.is_some();
+        assert_eq!(present, kept, "{key}: {stderr}");
+    }
+}

@@ -442,3 +442,71 @@ async fn uploads_never_follow_a_location_to_another_host() {
     assert!(stderr.contains("another origin"), "{stderr}");
     assert_eq!(trap.hits(), 0, "nothing reached the other host");
 }
+
+/// A client's path went raw into the refusal logged at info: `%0a` forged a whole log
+/// line, `%1b` reached the terminal of whoever tails the log, and a 60 KB path made a
+/// 120 KB line.
+#[test]
+fn a_client_cannot_write_lines_or_control_characters_into_the_log() {
+    let registry = RegistryProcess::start();
+    let server = release_server(&allow_plain_http(&registry.host()));
+    for path in [
+        "evil%0a2026-11-29T21:00:00.000000Z%20%20INFO%20oranc_server:%20FORGED/r/p/nix-cache-info",
+        "evil%1b%5b2J%1b%5b31mRED/r/p/nix-cache-info",
+    ] {
+        let (status, _, _) = curl(&[&server.url(path)]);
+        assert_eq!(status, "403");
+    }
+    let long = format!("{}/r/p/nix-cache-info", "a".repeat(60_000));
+    curl(&[&server.url(&long)]);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = server.log();
+    assert!(log.contains("request refused"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|line| line.starts_with("2026-11-29T21:00:00.000000Z")),
+        "a forged line: {log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "an escape sequence reached the log"
+    );
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 2_000, "a {longest}-byte log line");
+}
+
+/// On a cache that requires signatures, an anonymous writer stored a debuginfo entry
+/// pointing at a NAR of its own: debuginfod clients follow such entries unchecked.
+#[test]
+fn anonymous_writers_add_nothing_unsigned_to_a_cache_that_requires_signatures() {
+    let registry = RegistryProcess::start();
+    let key = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
+    let config = format!(
+        "{}[caches.signed]\nregistry = \"{host}\"\nrepository = \"{}\"\nallow_write = true\ntrusted_public_keys = [\"{key}\"]\n",
+        allow_plain_http(&registry.host()),
+        fresh_repo("signed"),
+        host = registry.host(),
+    );
+    let server = release_server(&config);
+    let (status, _) = put(&server.url("signed/nar/evilevilevil.nar"), None, "x");
+    assert_eq!(
+        status, "200",
+        "a NAR is only ever fetched through a signed narinfo"
+    );
+    let entry = r#"{"archive":"../nar/evilevilevil.nar","member":"lib/debug/.build-id/ab/cdef0123456789abcdef0123456789abcdef01.debug"}"#;
+    for (path, body) in [
+        (
+            "signed/debuginfo/abcdef0123456789abcdef0123456789abcdef01",
+            entry,
+        ),
+        (
+            "signed/55555555555555555555555555555555.ls",
+            r#"{"version":1,"root":{"type":"regular","size":1,"narOffset":1}}"#,
+        ),
+        ("signed/log/55555555555555555555555555555555-x.drv", "built"),
+    ] {
+        let (status, answer) = put(&server.url(path), None, body);
+        assert_eq!(status, "403", "{path}: {answer}");
+        assert!(answer.contains("trusted_public_keys"), "{answer}");
+    }
+}

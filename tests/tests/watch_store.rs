@@ -361,3 +361,47 @@ async fn a_signal_stops_it_while_the_registry_is_silent() {
         "{said}"
     );
 }
+
+/// Idle connections to `--metrics-listen` were never timed out or capped: 400 of them
+/// used up watch-store's file descriptors and every push failed with "Too many open files".
+#[test]
+fn idle_connections_to_the_metrics_port_cannot_hold_its_file_descriptors() {
+    let key = signing_key();
+    let registry = RegistryProcess::start();
+    let address = oranc_tests::free_loopback_addr();
+    let mut child = oranc_tests::release_oranc_command()
+        .args(["watch-store", "--no-ssl", "--registry", &registry.host()])
+        .args(["--repository", &fresh_repo("metrics-idle"), "--signing-key"])
+        .arg(&key.secret_file)
+        .arg("--metrics-listen")
+        .arg(address.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    oranc_tests::wait_for_port(address, Duration::from_secs(30), || None).unwrap();
+    let fds = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+    let before = fds(child.id());
+    let idle: Vec<_> = (0..400)
+        .filter_map(|_| std::net::TcpStream::connect(address).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let during = fds(child.id());
+    assert!(
+        during < before + 40,
+        "{} idle connections took {} descriptors",
+        idle.len(),
+        during - before
+    );
+    // Once the idle ones time out, a scrape is answered.
+    std::thread::sleep(Duration::from_secs(6));
+    let (status, body, _) = oranc_tests::curl(&[&format!("http://{address}/metrics")]);
+    assert_eq!(status, "200");
+    assert!(
+        body.contains("oranc_watch_store_pushed_paths_total"),
+        "{body}"
+    );
+    drop(idle);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -37,7 +37,8 @@ use chunked::{ChunkSize, Refusal};
 /// ghcr.io refuses request bodies over 4 MiB, the registry most oranc users push to; the
 /// oci-client crate (the original oranc's) sends 4 MiB chunks for the same reason.
 pub const DEFAULT_CHUNK_SIZE: usize = 4 << 20;
-/// 429s one request may meet before it fails; each is waited out (see [`Throttle`]).
+/// 429s one request may meet before it fails; each is waited out (see [`Throttle`]), and
+/// none once the registry has pushed back for ten minutes without a success.
 const MAX_PUSHBACKS: u32 = 30;
 /// Blobs at least this large are looked for (HEAD) before they are uploaded.
 const HEAD_BEFORE_UPLOAD_BYTES: usize = 64 << 10;
@@ -293,6 +294,7 @@ impl DistributionRegistry {
                 Ok(answer)
                     if answer.status() == StatusCode::TOO_MANY_REQUESTS
                         && pushbacks < MAX_PUSHBACKS
+                        && !self.throttle.pushback_spell_over()
                         && retry_after(answer.headers())
                             .is_none_or(|asked| asked <= self.retry.max_retry_after) =>
                 {

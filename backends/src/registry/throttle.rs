@@ -20,8 +20,13 @@ use oranc_core::registry::Backpressure;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
-/// The pause after a 429 that did not say how long to wait.
+/// The pause after a 429 that did not say how long to wait, and the shortest one: a
+/// `Retry-After: 0` (or a date already past, from a registry whose clock lags) must not
+/// mean "again at once".
 const DEFAULT_PAUSE: Duration = Duration::from_millis(500);
+/// How long a registry may push back without one success before requests fail instead of
+/// waiting: a registry that answers 429 for ever must not hold a push for days.
+pub const MAX_PUSHBACK_SPELL: Duration = Duration::from_secs(600);
 
 #[derive(Debug)]
 pub struct Throttle {
@@ -39,6 +44,8 @@ pub struct Throttle {
     /// Successes since the last increase.
     successes: AtomicUsize,
     paused_until: Mutex<Option<Instant>>,
+    /// When the registry started pushing back without a success since.
+    pushing_back_since: Mutex<Option<Instant>>,
     slowdowns: AtomicU64,
     paused_micros: AtomicU64,
 }
@@ -59,6 +66,7 @@ impl Throttle {
             to_retire: AtomicUsize::new(0),
             successes: AtomicUsize::new(0),
             paused_until: Mutex::new(None),
+            pushing_back_since: Mutex::new(None),
             slowdowns: AtomicU64::new(0),
             paused_micros: AtomicU64::new(0),
         }
@@ -93,8 +101,22 @@ impl Throttle {
         }
     }
 
+    /// Whether the registry has pushed back, without a success, for longer than
+    /// [`MAX_PUSHBACK_SPELL`]: then a 429 fails its request instead of being waited out.
+    pub fn pushback_spell_over(&self) -> bool {
+        let since = *self
+            .pushing_back_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        since.is_some_and(|since| since.elapsed() > MAX_PUSHBACK_SPELL)
+    }
+
     fn slow_down(&self, retry_after: Option<Duration>) {
         self.slowdowns.fetch_add(1, Ordering::Relaxed);
+        self.pushing_back_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(Instant::now);
         let halved = self
             .allowed
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -105,7 +127,10 @@ impl Throttle {
                 .fetch_add(before - before.div_ceil(2), Ordering::AcqRel);
         }
         self.successes.store(0, Ordering::Relaxed);
-        let until = Instant::now() + retry_after.unwrap_or(DEFAULT_PAUSE).min(self.max_pause);
+        let pause = retry_after
+            .unwrap_or(DEFAULT_PAUSE)
+            .clamp(DEFAULT_PAUSE, self.max_pause.max(DEFAULT_PAUSE));
+        let until = Instant::now() + pause;
         let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let from = paused.filter(|p| *p > now).unwrap_or(now);
@@ -127,6 +152,10 @@ impl Throttle {
     }
 
     fn speed_up(&self) {
+        *self
+            .pushing_back_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
         let allowed = self.allowed.load(Ordering::Acquire);
         if allowed >= self.max || self.successes.fetch_add(1, Ordering::AcqRel) + 1 < allowed {
             return;
@@ -199,6 +228,23 @@ mod tests {
         let started = Instant::now();
         let _turn = throttle.turn().await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn asked_for_no_pause_it_still_pauses_and_a_long_spell_ends_the_waiting() {
+        let throttle = Throttle::new("test", 4, Duration::from_secs(60));
+        let turn = throttle.turn().await.unwrap();
+        throttle.finished(turn, Some(Some(Duration::ZERO)));
+        let started = Instant::now();
+        let turn = throttle.turn().await.unwrap();
+        assert_eq!(started.elapsed(), DEFAULT_PAUSE);
+        assert!(!throttle.pushback_spell_over());
+        tokio::time::advance(MAX_PUSHBACK_SPELL).await;
+        throttle.finished(turn, Some(None));
+        assert!(throttle.pushback_spell_over());
+        let turn = throttle.turn().await.unwrap();
+        throttle.finished(turn, None);
+        assert!(!throttle.pushback_spell_over(), "a success ends the spell");
     }
 
     #[tokio::test(start_paused = true)]

@@ -204,11 +204,20 @@ async fn upload_nar(
     );
     let uploaded = cache.upload_blob_via(slot, &mut reader).await;
     drop(reader);
-    // The serialiser's error says more than the upload's "stream ended", so it goes first.
-    let measured = digest
-        .await
-        .context("the NAR serialiser stopped")?
-        .with_context(|| format!("serialising {}", info.path))?;
+    let serialised = digest.await.context("the NAR serialiser stopped")?;
+    // The serialiser's error says more than the upload's "stream ended", so it goes first,
+    // unless it only stopped because the upload did (then the upload's error is the cause).
+    let upload_gave_up = matches!(
+        &serialised,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe
+    );
+    if upload_gave_up {
+        if let Err(error) = uploaded {
+            return Err(anyhow::Error::from(error))
+                .with_context(|| format!("uploading the NAR of {}", info.path));
+        }
+    }
+    let measured = serialised.with_context(|| format!("serialising {}", info.path))?;
     let blob = uploaded.with_context(|| format!("uploading the NAR of {}", info.path))?;
     if measured.hash != info.nar_hash || measured.size != info.nar_size {
         bail!(

@@ -158,7 +158,10 @@ async fn serve_object(
                 .into_response());
         }
     }
-    let small_file = matches!(key.kind(), KeyKind::NarInfo | KeyKind::CacheInfo);
+    let small_file = matches!(
+        key.kind(),
+        KeyKind::NarInfo | KeyKind::CacheInfo | KeyKind::DebugInfo
+    );
     // Small files are always read here (and checked); the bytes of the others may come
     // straight from the registry's storage.
     let opened = if target.redirect_blobs && !small_file {

@@ -12,7 +12,13 @@ pub fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<Option<NarInfo>,
     match key.kind() {
         KeyKind::NarInfo => {}
         KeyKind::DebugInfo => {
-            oranc_core::DebugInfoEntry::parse(bytes).map_err(|e| e.to_string())?;
+            let entry = oranc_core::DebugInfoEntry::parse(bytes).map_err(|e| e.to_string())?;
+            if !key.build_id().is_some_and(|id| entry.is_for(id)) {
+                return Err(format!(
+                    "{key} names the debug file {}, of another build id",
+                    entry.member
+                ));
+            }
             return Ok(None);
         }
         _ => {

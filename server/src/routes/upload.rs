@@ -48,6 +48,7 @@ pub async fn write(
         return Err(credentials_refused.unwrap_or(ServerError::CredentialsRequired));
     }
     refuse_framed_body(headers)?;
+    refuse_unverifiable(&key, access, named)?;
     // The existence check and the write of one key run alone (see write_locks.rs).
     let _writing = state
         .lock_writes(format!(
@@ -95,6 +96,30 @@ pub async fn write(
     }
     tracing::info!(key = %key, "stored");
     Ok(StatusCode::OK.into_response())
+}
+
+/// On a cache that requires signatures, an anonymous writer may add only what a client
+/// can verify: narinfos (signed), NARs (fetched only through a signed narinfo, and checked
+/// against its hash), realisations (signed), `nix-cache-info`. Listings, build logs and
+/// debuginfo entries carry no signature and their readers (file browsers, `nix log`,
+/// debuginfod clients) trust them as they are, so only writers add those there.
+fn refuse_unverifiable(
+    key: &CacheKey,
+    access: WriteAccess,
+    named: Option<&NamedCache>,
+) -> Result<(), ServerError> {
+    let signed_cache = named.is_some_and(|cache| !cache.trusted_keys.is_empty());
+    let unsigned = matches!(
+        key.kind(),
+        KeyKind::Listing | KeyKind::Log | KeyKind::DebugInfo
+    );
+    if access == WriteAccess::AddOnly && signed_cache && unsigned {
+        return Err(ServerError::Refused(format!(
+            "{key} carries no signature, and this cache requires signatures (trusted_public_keys): only its writers (writers_file) may add {} files",
+            key.kind().label()
+        )));
+    }
+    Ok(())
 }
 
 /// An anonymous writer sent a file the cache has: the same bytes are fine (nothing is

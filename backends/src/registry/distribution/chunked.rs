@@ -207,7 +207,13 @@ impl DistributionRegistry {
             })?;
         // distribution says `0-0` for an empty upload (and for one byte, which no upload
         // here ever holds after a refusal: chunks are at least 64 KiB).
-        let stored = if last == 0 { 0 } else { last + 1 };
+        let stored = match last {
+            0 => 0,
+            last => last.checked_add(1).ok_or_else(|| Error::Protocol {
+                what: what.to_owned(),
+                reason: format!("the upload's status claims bytes up to {last}"),
+            })?,
+        };
         let next = match answer.headers().get(reqwest::header::LOCATION) {
             Some(_) => self.location(&answer, what)?,
             None => location.to_owned(),

@@ -3,8 +3,9 @@
 //!
 //! Kept: `nix-cache-info`; the closure (by the cache's own narinfos' References) of the
 //! roots, of paths pushed within `--keep-newer-than`, and of anything stored within the
-//! grace period; with only `--remove`, every narinfo but the removed ones. `--remove`
-//! wins over everything. Then: every narinfo not kept goes first, with the debuginfo
+//! grace period; with only `--remove`, every narinfo but the removed ones, and no file but
+//! theirs goes (a file no listed narinfo names may belong to one the listing left out).
+//! `--remove` wins over everything. Then: every narinfo not kept goes first, with the debuginfo
 //! entries of the NARs that go; after them, NARs, listings and logs no kept narinfo names
 //! (and not within the grace period). Objects gc
 //! does not understand (realisations, unreadable narinfos, unknown kinds) are left alone.
@@ -173,11 +174,18 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
             },
             KeyKind::Nar | KeyKind::Listing | KeyKind::Log => {
                 // With an unreadable narinfo about, any NAR might be its: judge none.
+                let key = object.key.as_str();
+                // A file no narinfo names is an orphan only as far as the listing shows
+                // every narinfo; gc trusts that only when asked to collect (keep mode), and
+                // never for one newer than --keep-newer-than or the grace period.
+                let orphan_goes = keep_mode
+                    && !recent(object)
+                    && !policy
+                        .keep_newer_than
+                        .is_some_and(|span| within(object.created, policy.now, span));
                 if !unreadable.is_empty() {
                     result.left_alone += 1;
-                } else if !named.contains(object.key.as_str())
-                    && (!recent(object) || removed_names.contains(object.key.as_str()))
-                {
+                } else if !named.contains(key) && (removed_names.contains(key) || orphan_goes) {
                     doomed.push(object.clone());
                 }
             }
@@ -324,15 +332,15 @@ mod tests {
         let mut cache = closures();
         for (entry, nar) in [
             (
-                "debuginfo/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "debuginfo/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.debug",
                 "nar/appa.nar.zst",
             ),
             (
-                "debuginfo/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+                "debuginfo/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.debug",
                 "nar/appb.nar.zst",
             ),
             (
-                "debuginfo/cccccccccccccccccccccccccccccccccccccccc",
+                "debuginfo/cccccccccccccccccccccccccccccccccccccccc.debug",
                 "nar/gone.nar.zst",
             ),
         ] {
@@ -355,13 +363,33 @@ mod tests {
         assert_eq!(
             gone,
             [
-                "debuginfo/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
-                "debuginfo/cccccccccccccccccccccccccccccccccccccccc"
+                "debuginfo/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.debug",
+                "debuginfo/cccccccccccccccccccccccccccccccccccccccc.debug"
             ]
         );
         p.grace = 100 * HOUR;
         p.keep_newer_than = None;
         assert!(plan(&cache.inventory, &p).debug_infos.is_empty());
+    }
+
+    #[test]
+    fn only_collecting_deletes_files_no_listed_narinfo_names() {
+        let mut cache = closures();
+        // The NAR of a narinfo the listing left out, as far as gc can tell.
+        cache.object("nar/unlisted.nar.zst", 50 * HOUR);
+        let (_, files) = cache.plan(|p| p.remove = vec![path("appb")]);
+        assert!(
+            !files.contains(&"nar/unlisted.nar.zst".to_owned()),
+            "{files:?}"
+        );
+        assert!(files.contains(&"nar/appb.nar.zst".to_owned()), "{files:?}");
+        let (_, files) = cache.plan(|p| p.keep_newer_than = Some(100 * HOUR));
+        assert!(files.is_empty(), "newer than --keep-newer-than: {files:?}");
+        let (_, files) = cache.plan(|p| p.roots = vec![path("appa")]);
+        assert!(
+            files.contains(&"nar/unlisted.nar.zst".to_owned()),
+            "{files:?}"
+        );
     }
 
     #[test]
