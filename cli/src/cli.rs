@@ -280,11 +280,11 @@ pub struct ServerArgs {
     #[arg(long)]
     pub upstream_anonymous: bool,
     /// How keys become tags: custom or base32-dnssec.
-    #[arg(long)]
-    pub tag_encoding: Option<String>,
+    #[arg(long, value_parser = crate::registry_args::parse_encoding)]
+    pub tag_encoding: Option<oranc_core::TagEncoding>,
     /// Encodings also tried when reading (comma separated).
-    #[arg(long, value_delimiter = ',')]
-    pub fallback_encodings: Option<Vec<String>>,
+    #[arg(long, value_delimiter = ',', value_parser = crate::registry_args::parse_encoding)]
+    pub fallback_encodings: Option<Vec<oranc_core::TagEncoding>>,
 }
 
 #[derive(Debug, Subcommand)]

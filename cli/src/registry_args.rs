@@ -78,7 +78,7 @@ pub struct EncodingArgs {
     pub fallback_encodings: Vec<TagEncoding>,
 }
 
-fn parse_encoding(name: &str) -> Result<TagEncoding, String> {
+pub fn parse_encoding(name: &str) -> Result<TagEncoding, String> {
     name.parse().map_err(|e: oranc_core::Error| e.to_string())
 }
 

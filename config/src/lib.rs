@@ -11,5 +11,5 @@ pub use error::ConfigError;
 pub use load::{is_directory, load_file, parse, validate, warnings, write_positions};
 pub use model::{
     CacheConfig, ClientLimitsConfig, Config, PasswordChecksConfig, RateLimitConfig, RegistryConfig,
-    ResponseCacheConfig, UpstreamConfig,
+    RegistryKind, ResponseCacheConfig, UpstreamConfig,
 };

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use oranc_core::{PublicKey, TagEncoding};
 use serde::Deserialize;
 
 /// The whole file.
@@ -29,10 +30,11 @@ pub struct Config {
     /// Seconds the server may take to start answering a request (the body may stream for
     /// longer); past it the client gets 504.
     pub response_timeout_secs: u64,
-    /// Key -> tag encoding for writes, and the first tried for reads.
-    pub tag_encoding: String,
+    /// Key -> tag encoding for writes, and the first tried for reads: `custom` or
+    /// `base32-dnssec`.
+    pub tag_encoding: TagEncoding,
     /// Encodings also tried when reading.
-    pub fallback_encodings: Vec<String>,
+    pub fallback_encodings: Vec<TagEncoding>,
     /// Largest narinfo / nix-cache-info / listing body accepted by PUT, in bytes. NAR bodies
     /// stream and are not limited here.
     pub max_small_body_bytes: usize,
@@ -174,8 +176,8 @@ impl Default for Config {
             request_timeout_secs: 60,
             read_timeout_secs: 60,
             response_timeout_secs: 120,
-            tag_encoding: "custom".into(),
-            fallback_encodings: vec!["base32-dnssec".into()],
+            tag_encoding: TagEncoding::Custom,
+            fallback_encodings: vec![TagEncoding::Base32Dnssec],
             max_small_body_bytes: 4 << 20,
             registries: BTreeMap::new(),
             caches: BTreeMap::new(),
@@ -188,13 +190,24 @@ impl Default for Config {
     }
 }
 
+/// Which backend speaks to a registry: the one table of them, matched exhaustively where
+/// a backend is opened.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegistryKind {
+    Distribution,
+    Ghcr,
+    DockerHub,
+    OciLayout,
+}
+
 /// How to talk to one registry.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
     /// `distribution`, `ghcr`, `docker-hub` or `oci-layout`; inferred from the name when
     /// absent.
-    pub kind: Option<String>,
+    pub kind: Option<RegistryKind>,
     /// Plain HTTP (the original's `--no-ssl`), for registries on a trusted network.
     pub plain_http: bool,
     /// Requests in flight to this registry at once.
@@ -260,7 +273,7 @@ pub struct CacheConfig {
     pub signing_key_file: Option<String>,
     /// Public keys (`name:base64`): a narinfo uploaded to this cache must carry a valid
     /// signature by one of them (the signing key's own counts), or it is refused.
-    pub trusted_public_keys: Vec<String>,
+    pub trusted_public_keys: Vec<PublicKey>,
 }
 
 /// Upstream caches: when one has a key, the client is redirected there (302).

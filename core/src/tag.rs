@@ -68,6 +68,17 @@ pub enum TagEncoding {
     Base32Dnssec,
 }
 
+/// From its name (`custom`, `base32-dnssec`), so a config names it and is checked as it is
+/// read.
+impl<'de> serde::Deserialize<'de> for TagEncoding {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl TagEncoding {
     pub const ALL: [Self; 2] = [Self::Custom, Self::Base32Dnssec];
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oranc_backends::{BackendKind, Credentials, RegistryHandle, RegistrySettings};
-use oranc_config::Config;
+use oranc_config::{Config, RegistryKind};
 use oranc_core::{PublicKey, Registry, RepositoryName, SecretKey, TagEncoding};
 
 use crate::error::ServerError;
@@ -100,13 +100,12 @@ fn settings_for(
     listed: Option<&oranc_config::RegistryConfig>,
 ) -> RegistrySettings {
     let mut settings = RegistrySettings::new(location);
-    let kind = listed.and_then(|r| r.kind.as_deref());
-    if let Some(kind) = kind {
+    if let Some(kind) = listed.and_then(|r| r.kind) {
         settings.kind = match kind {
-            "ghcr" => BackendKind::Ghcr,
-            "docker-hub" => BackendKind::DockerHub,
-            "oci-layout" => BackendKind::OciLayout,
-            _ => BackendKind::Distribution,
+            RegistryKind::Distribution => BackendKind::Distribution,
+            RegistryKind::Ghcr => BackendKind::Ghcr,
+            RegistryKind::DockerHub => BackendKind::DockerHub,
+            RegistryKind::OciLayout => BackendKind::OciLayout,
         };
     }
     // The server's own environment never lends credentials to clients' requests.
@@ -147,15 +146,8 @@ fn read_password(name: &str, cache: &oranc_config::CacheConfig) -> Result<Option
 impl AppState {
     /// Opens everything the config names; fails on the first thing that cannot be opened.
     pub fn new(config: Config) -> Result<Self, String> {
-        let encoding: TagEncoding = config
-            .tag_encoding
-            .parse()
-            .map_err(|e| format!("tag_encoding: {e}"))?;
-        let fallbacks = config
-            .fallback_encodings
-            .iter()
-            .map(|e| e.parse().map_err(|e| format!("fallback_encodings: {e}")))
-            .collect::<Result<Vec<TagEncoding>, String>>()?;
+        let encoding = config.tag_encoding;
+        let fallbacks = config.fallback_encodings.clone();
         let mut registries = HashMap::new();
         for (name, registry) in &config.registries {
             let handle = oranc_backends::open_handle(settings_for(&config, name, Some(registry)))
@@ -207,12 +199,7 @@ impl AppState {
                 })
                 .transpose()
                 .map_err(|e| format!("cache {name}: {e}"))?;
-            let trusted_keys = cache
-                .trusted_public_keys
-                .iter()
-                .map(|key| key.parse::<PublicKey>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("cache {name}: trusted_public_keys: {e}"))?;
+            let trusted_keys = cache.trusted_public_keys.clone();
             caches.insert(
                 name.clone(),
                 NamedCache {

@@ -50,8 +50,8 @@ fn effective_config(args: &ServerArgs) -> anyhow::Result<Config> {
     if let Some(ignore) = &args.ignore_upstream {
         config.upstream.ignore = ignore.clone();
     }
-    if let Some(encoding) = &args.tag_encoding {
-        config.tag_encoding = encoding.clone();
+    if let Some(encoding) = args.tag_encoding {
+        config.tag_encoding = encoding;
     }
     if let Some(fallbacks) = &args.fallback_encodings {
         config.fallback_encodings = fallbacks.clone();
