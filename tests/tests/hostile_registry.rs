@@ -206,6 +206,36 @@ async fn store_path(raw: &RawRegistry, repo: &str, hash: &str, references: &[&st
     tag.as_str().to_owned()
 }
 
+/// `oranc gc --grace 0 --delete` with `policy` against `repo` behind `proxy` (at most
+/// 60 s); its standard error, once it succeeded.
+fn deleting_gc(proxy: &HostileRegistry, repo: &str, policy: &[&str]) -> String {
+    let out = tokio::task::block_in_place(|| {
+        wrapped_release_command(&["timeout", "60"])
+            .args(["gc", "--no-ssl", "--registry", &proxy.host()])
+            .args(["--repository", repo, "--grace", "0", "--delete"])
+            .args(policy)
+            .output()
+            .unwrap()
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+/// Asserts which keys `repo` still holds, asking the registry directly.
+async fn assert_kept<const N: usize>(
+    raw: &RawRegistry,
+    repo: &str,
+    said: &str,
+    expected: [(String, bool); N],
+) {
+    for (key, kept) in expected {
+        let tag = TagEncoding::Custom.encode(&key).unwrap();
+        let present = raw.get_manifest(repo, tag.as_str()).await.is_some();
+        assert_eq!(present, kept, "{key}: {said}");
+    }
+}
+
 /// With a tag listing that left out narinfos (a root and one it references), `gc --grace 0
 /// --delete` deleted the NARs they name: narinfos without NARs. gc now asks for what the
 /// kept closure needs by tag before trusting the listing.
@@ -224,29 +254,26 @@ async fn gc_asks_for_the_narinfos_a_listing_leaves_out() {
     store_path(&raw, &repo, UNKEPT, &[]).await;
     let proxy =
         HostileRegistry::in_front_of(&registry.base_url(), Hostility::HiddenTags(hidden)).await;
-    let out = tokio::task::block_in_place(|| {
-        wrapped_release_command(&["timeout", "60"])
-            .args(["gc", "--no-ssl", "--registry", &proxy.host()])
-            .args(["--repository", &repo, "--grace", "0", "--delete"])
-            .args(["--keep-closure-of", &format!("/nix/store/{ROOT}-x")])
-            .output()
-            .unwrap()
-    });
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = deleting_gc(
+        &proxy,
+        &repo,
+        &["--keep-closure-of", &format!("/nix/store/{ROOT}-x")],
+    );
     assert!(stderr.contains("left out"), "{stderr}");
-    for (key, kept) in [
-        (format!("{ROOT}.narinfo"), true),
-        ("nar/rrrr.nar".to_owned(), true),
-        (format!("{DEPENDENCY}.narinfo"), true),
-        ("nar/dddd.nar".to_owned(), true),
-        (format!("{UNKEPT}.narinfo"), false),
-        ("nar/wwww.nar".to_owned(), false),
-    ] {
-        let tag = TagEncoding::Custom.encode(&key).unwrap();
-        let present = raw.get_manifest(&repo, tag.as_str()).await.is_some();
-        assert_eq!(present, kept, "{key}: {stderr}");
-    }
+    assert_kept(
+        &raw,
+        &repo,
+        &stderr,
+        [
+            (format!("{ROOT}.narinfo"), true),
+            ("nar/rrrr.nar".to_owned(), true),
+            (format!("{DEPENDENCY}.narinfo"), true),
+            ("nar/dddd.nar".to_owned(), true),
+            (format!("{UNKEPT}.narinfo"), false),
+            ("nar/wwww.nar".to_owned(), false),
+        ],
+    )
+    .await;
 }
 
 /// With `--remove` (nothing to keep asked for) gc deleted the NAR of a narinfo the
@@ -263,24 +290,21 @@ async fn removing_a_path_never_deletes_files_of_narinfos_the_listing_left_out() 
     let hidden = vec![store_path(&raw, &repo, HIDDEN, &[]).await];
     let proxy =
         HostileRegistry::in_front_of(&registry.base_url(), Hostility::HiddenTags(hidden)).await;
-    let out = tokio::task::block_in_place(|| {
-        wrapped_release_command(&["timeout", "60"])
-            .args(["gc", "--no-ssl", "--registry", &proxy.host()])
-            .args(["--repository", &repo, "--grace", "0", "--delete"])
-            .args(["--remove", &format!("/nix/store/{REMOVED}-x")])
-            .output()
-            .unwrap()
-    });
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    for (key, kept) in [
-        (format!("{REMOVED}.narinfo"), false),
-        ("nar/rrrr.nar".to_owned(), false),
-        (format!("{HIDDEN}.narinfo"), true),
-        ("nar/dddd.nar".to_owned(), true),
-    ] {
-        let tag = TagEncoding::Custom.encode(&key).unwrap();
-        let present = raw.get_manifest(&repo, tag.as_str()).await.is_some();
-        assert_eq!(present, kept, "{key}: {stderr}");
-    }
+    let stderr = deleting_gc(
+        &proxy,
+        &repo,
+        &["--remove", &format!("/nix/store/{REMOVED}-x")],
+    );
+    assert_kept(
+        &raw,
+        &repo,
+        &stderr,
+        [
+            (format!("{REMOVED}.narinfo"), false),
+            ("nar/rrrr.nar".to_owned(), false),
+            (format!("{HIDDEN}.narinfo"), true),
+            ("nar/dddd.nar".to_owned(), true),
+        ],
+    )
+    .await;
 }
