@@ -63,10 +63,11 @@ impl DebugInfoEntry {
         Ok(entry)
     }
 
-    /// Whether the entry is about `build_id`: a member Nix indexes names it, and an
-    /// entry stored under one build id must not point at another's debug file.
+    /// Whether the entry is about `build_id`: its member is exactly the debug file Nix
+    /// indexes for that build id (`lib/debug/.build-id/xx/<rest>.debug`, lowercase, no
+    /// `.` segments), so an entry stored under one build id never points at another's.
     pub fn is_for(&self, build_id: &str) -> bool {
-        Self::build_id_of(&self.member).is_none_or(|member| member == build_id)
+        Self::build_id_of(&self.member).is_some_and(|member| member == build_id)
     }
 
     /// The key of the NAR the entry names.

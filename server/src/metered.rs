@@ -51,7 +51,8 @@ impl MeteredRegistry {
     /// 429s shows while requests are still waiting, not only once one succeeds.
     fn sync_slowdowns(&self) {
         let slowdowns = self.inner.backpressure().slowdowns;
-        let before = self.slowdowns_seen.swap(slowdowns, Ordering::Relaxed);
+        // fetch_max: a thread holding an older count never moves "seen" back down.
+        let before = self.slowdowns_seen.fetch_max(slowdowns, Ordering::Relaxed);
         if slowdowns > before {
             self.metrics
                 .upstream_slowdowns
@@ -92,14 +93,13 @@ impl MeteredRegistry {
     }
 }
 
-/// An operation under way: if it is dropped before it ends (the server's response timeout
-/// gave up on a registry that kept it waiting), it counts as an error of kind `abandoned`,
-/// so a registry that never answers shows in the error rate.
+/// An operation under way. One dropped before it ends (its client left, the server's
+/// response timeout fired, or a lookup that another answered first) is not counted: none
+/// of those says anything about the registry.
 struct Underway<'a> {
     registry: &'a MeteredRegistry,
     operation: &'static str,
     started: Instant,
-    ended: bool,
 }
 
 impl<'a> Underway<'a> {
@@ -109,22 +109,11 @@ impl<'a> Underway<'a> {
             registry,
             operation,
             started: Instant::now(),
-            ended: false,
         }
     }
 
-    fn end<T>(mut self, result: &Result<T>) {
-        self.ended = true;
+    fn end<T>(self, result: &Result<T>) {
         self.registry.record(self.operation, self.started, result);
-    }
-}
-
-impl Drop for Underway<'_> {
-    fn drop(&mut self) {
-        if !self.ended {
-            self.registry
-                .record_outcome(self.operation, self.started, Some("abandoned"));
-        }
     }
 }
 

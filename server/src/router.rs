@@ -112,7 +112,9 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
         .unwrap_or("-");
     let path = request.uri().path();
     let shown = crate::refusal_log::loggable(&path);
-    tracing::info_span!("request", id, method = %request.method(), route = route_kind(path), path = %shown)
+    // A client may send its own X-Request-Id: it is cut and escaped like the path.
+    let id = crate::refusal_log::loggable(&id);
+    tracing::info_span!("request", id = %id, method = %request.method(), route = route_kind(path), path = %shown)
 }
 
 /// A bug must not drop the client's connection: it gets a 500, the log a line.

@@ -255,7 +255,7 @@ fn a_remembered_absence_does_not_let_an_add_only_write_replace() {
     let (status, body) = put(
         &server.url("open/nix-cache-info"),
         None,
-        "StoreDir: /evil/store\n",
+        "StoreDir: /nix/store\nPriority: 1\n",
     );
     assert_eq!(status, "409", "{body}");
     let raw = RawRegistry::new(&registry.base_url());
@@ -263,7 +263,7 @@ fn a_remembered_absence_does_not_let_an_add_only_write_replace() {
     let (_, stored) = runtime
         .block_on(raw.get_object(&repo, "nix-cache-info"))
         .unwrap();
-    assert!(String::from_utf8_lossy(&stored).contains("/nix/store"));
+    assert!(String::from_utf8_lossy(&stored).contains("Priority: 41"));
 }
 
 /// Attack 3b: two anonymous PUTs of different bytes to one new key both got 200, the second
@@ -509,4 +509,29 @@ fn anonymous_writers_add_nothing_unsigned_to_a_cache_that_requires_signatures() 
         assert_eq!(status, "403", "{path}: {answer}");
         assert!(answer.contains("trusted_public_keys"), "{answer}");
     }
+    // A second run found three more: a nix-cache-info for another store locked every
+    // reader out; a realisation and a debuginfo entry were taken unchecked.
+    let (status, answer) = put(
+        &server.url("signed/nix-cache-info"),
+        None,
+        "StoreDir: /evil/store\nWantMassQuery: 1\nPriority: 1\n",
+    );
+    assert_eq!(status, "403", "{answer}");
+    let realisation = "signed/realisations/sha256:2222222222222222222222222222222222222222222222222222222222222222!out.doi";
+    let (status, answer) = put(&server.url(realisation), None, "garbage <html>");
+    assert_eq!(status, "400", "{answer}");
+    let writable = format!(
+        "{}[caches.open]\nregistry = \"{host}\"\nrepository = \"{}\"\nallow_write = true\n",
+        allow_plain_http(&registry.host()),
+        fresh_repo("open"),
+        host = registry.host(),
+    );
+    let open = release_server(&writable);
+    let shifted = r#"{"archive":"../nar/abc.nar","member":"lib/debug/.build-id/0f/./1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c.debug"}"#;
+    let (status, answer) = put(
+        &open.url("open/debuginfo/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa2"),
+        None,
+        shifted,
+    );
+    assert_eq!(status, "400", "an entry for another build id: {answer}");
 }

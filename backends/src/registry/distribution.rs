@@ -592,11 +592,14 @@ fn location_header<'a>(answer: &'a Response, what: &str) -> Result<&'a str> {
 
 /// Docker Hub (and others) say how much of the pull quota is left; worth a line when low.
 fn log_rate_limit(registry: &str, headers: &HeaderMap) {
+    // A registry's header values are its text: cut, and only printable ASCII kept.
     let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+        headers.get(name).and_then(|v| v.to_str().ok()).map(|v| {
+            v.chars()
+                .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                .take(64)
+                .collect::<String>()
+        })
     };
     if let Some(remaining) = header("ratelimit-remaining") {
         tracing::warn!(

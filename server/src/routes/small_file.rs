@@ -1,4 +1,4 @@
-//! What a narinfo, `nix-cache-info` or debuginfo body must be, whether a client uploads it
+//! What a narinfo, `nix-cache-info`, debuginfo or realisation body must be, whether a client uploads it
 //! or the registry hands it back: one check for both directions.
 
 use oranc_core::cache_key::KeyKind;
@@ -11,6 +11,10 @@ pub fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<Option<NarInfo>,
     let text = std::str::from_utf8(bytes).map_err(|_| format!("{key} is not UTF-8"))?;
     match key.kind() {
         KeyKind::NarInfo => {}
+        KeyKind::Realisation => {
+            check_realisation(key, bytes)?;
+            return Ok(None);
+        }
         KeyKind::DebugInfo => {
             let entry = oranc_core::DebugInfoEntry::parse(bytes).map_err(|e| e.to_string())?;
             if !key.build_id().is_some_and(|id| entry.is_for(id)) {
@@ -31,4 +35,21 @@ pub fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<Option<NarInfo>,
         return Err(format!("{key} holds the narinfo of {}", narinfo.store_path));
     }
     Ok(Some(narinfo))
+}
+
+/// A realisation as Nix writes it: a JSON object whose `id` is the one its key names and
+/// with an `outPath`. Its signatures are Nix's to check.
+fn check_realisation(key: &CacheKey, bytes: &[u8]) -> Result<(), String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("{key} is not JSON: {e}"))?;
+    let id = key
+        .as_str()
+        .trim_start_matches("realisations/")
+        .trim_end_matches(".doi");
+    if value["id"].as_str() != Some(id) || !value["outPath"].is_string() {
+        return Err(format!(
+            "{key} is not a realisation of {id} (a JSON object with that id and an outPath)"
+        ));
+    }
+    Ok(())
 }

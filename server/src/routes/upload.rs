@@ -63,10 +63,13 @@ pub async fn write(
     };
     let stall = Duration::from_secs(state.config().clients.body_stall_timeout_secs);
     match key.kind() {
-        KeyKind::CacheInfo | KeyKind::NarInfo | KeyKind::DebugInfo => {
+        KeyKind::CacheInfo | KeyKind::NarInfo | KeyKind::DebugInfo | KeyKind::Realisation => {
             let limit = state.config().max_small_body_bytes;
             let bytes = super::body::read_small(body, limit, stall).await?;
             let narinfo = check_small_file(&key, &bytes).map_err(ServerError::BadRequest)?;
+            if access == WriteAccess::AddOnly && key.kind() == KeyKind::CacheInfo {
+                refuse_foreign_cache_info(&bytes)?;
+            }
             if let Some(existing) = &existing {
                 return add_only_outcome(&key, existing, Sha256Hash::of(&bytes));
             }
@@ -85,7 +88,7 @@ pub async fn write(
                 .map_err(ServerError::from_body_error)?;
             return Ok(StatusCode::OK.into_response());
         }
-        KeyKind::Nar | KeyKind::Listing | KeyKind::Log | KeyKind::Realisation => {
+        KeyKind::Nar | KeyKind::Listing | KeyKind::Log => {
             let blob = upload_stream(&cache, body, stall).await?;
             if let Some(existing) = &existing {
                 // The blob stays untagged; the registry's garbage collection takes it.
@@ -100,7 +103,8 @@ pub async fn write(
 
 /// On a cache that requires signatures, an anonymous writer may add only what a client
 /// can verify: narinfos (signed), NARs (fetched only through a signed narinfo, and checked
-/// against its hash), realisations (signed), `nix-cache-info`. Listings, build logs and
+/// against its hash), realisations (Nix checks their signatures), `nix-cache-info` (for
+/// the default store only, see [`refuse_foreign_cache_info`]). Listings, build logs and
 /// debuginfo entries carry no signature and their readers (file browsers, `nix log`,
 /// debuginfod clients) trust them as they are, so only writers add those there.
 fn refuse_unverifiable(
@@ -117,6 +121,24 @@ fn refuse_unverifiable(
         return Err(ServerError::Refused(format!(
             "{key} carries no signature, and this cache requires signatures (trusted_public_keys): only its writers (writers_file) may add {} files",
             key.kind().label()
+        )));
+    }
+    Ok(())
+}
+
+/// An anonymous writer may create `nix-cache-info` (Nix writes one into a new cache),
+/// but only for the store every client here uses: one naming another store directory
+/// would lock every reader out until a writer replaced it.
+fn refuse_foreign_cache_info(bytes: &[u8]) -> Result<(), ServerError> {
+    let info: oranc_core::NixCacheInfo = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| ServerError::BadRequest("not a nix-cache-info".into()))?;
+    if info.store_dir != oranc_core::StoreDir::default() {
+        return Err(ServerError::Refused(format!(
+            "nix-cache-info for {} refused: uploads without credentials may only create one for {}",
+            info.store_dir,
+            oranc_core::StoreDir::default()
         )));
     }
     Ok(())
