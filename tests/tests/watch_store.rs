@@ -369,24 +369,26 @@ fn idle_connections_to_the_metrics_port_cannot_hold_its_file_descriptors() {
     let key = signing_key();
     let registry = RegistryProcess::start();
     let address = oranc_tests::free_loopback_addr();
-    let mut child = oranc_tests::release_oranc_command()
-        .args(["watch-store", "--no-ssl", "--registry", &registry.host()])
-        .args(["--repository", &fresh_repo("metrics-idle"), "--signing-key"])
-        .arg(&key.secret_file)
-        .arg("--metrics-listen")
-        .arg(address.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = KillOnDrop(
+        oranc_tests::release_oranc_command()
+            .args(["watch-store", "--no-ssl", "--registry", &registry.host()])
+            .args(["--repository", &fresh_repo("metrics-idle"), "--signing-key"])
+            .arg(&key.secret_file)
+            .arg("--metrics-listen")
+            .arg(address.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     oranc_tests::wait_for_port(address, Duration::from_secs(30), || None).unwrap();
     let fds = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
-    let before = fds(child.id());
+    let before = fds(child.0.id());
     let idle: Vec<_> = (0..400)
         .filter_map(|_| std::net::TcpStream::connect(address).ok())
         .collect();
     std::thread::sleep(Duration::from_secs(1));
-    let during = fds(child.id());
+    let during = fds(child.0.id());
     assert!(
         during < before + 40,
         "{} idle connections took {} descriptors",
@@ -402,6 +404,15 @@ fn idle_connections_to_the_metrics_port_cannot_hold_its_file_descriptors() {
         "{body}"
     );
     drop(idle);
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// A child process killed when the test ends, passed or failed (a failed assertion must not
+/// leave a watch-store running).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
