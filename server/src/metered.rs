@@ -62,18 +62,6 @@ impl MeteredRegistry {
     }
 
     fn record<T>(&self, operation: &str, started: Instant, result: &Result<T>) {
-        let kind = result.as_ref().err().map(|error| match error {
-            oranc_core::Error::NotFound { .. } => "not_found",
-            oranc_core::Error::Denied { .. } => "denied",
-            oranc_core::Error::Unavailable { .. } => "unavailable",
-            oranc_core::Error::Protocol { .. } => "protocol",
-            oranc_core::Error::Unsupported { .. } => "unsupported",
-            _ => "other",
-        });
-        self.record_outcome(operation, started, kind);
-    }
-
-    fn record_outcome(&self, operation: &str, started: Instant, error: Option<&str>) {
         let registry = self.label.as_str();
         self.metrics
             .upstream_requests
@@ -84,7 +72,15 @@ impl MeteredRegistry {
             .with_label_values(&[registry, operation])
             .observe(started.elapsed().as_secs_f64());
         self.sync_slowdowns();
-        if let Some(kind) = error {
+        if let Err(error) = result {
+            let kind = match error {
+                oranc_core::Error::NotFound { .. } => "not_found",
+                oranc_core::Error::Denied { .. } => "denied",
+                oranc_core::Error::Unavailable { .. } => "unavailable",
+                oranc_core::Error::Protocol { .. } => "protocol",
+                oranc_core::Error::Unsupported { .. } => "unsupported",
+                _ => "other",
+            };
             self.metrics
                 .upstream_errors
                 .with_label_values(&[registry, operation, kind])
@@ -93,35 +89,16 @@ impl MeteredRegistry {
     }
 }
 
-/// An operation under way. One dropped before it ends (its client left, the server's
-/// response timeout fired, or a lookup that another answered first) is not counted: none
-/// of those says anything about the registry.
-struct Underway<'a> {
-    registry: &'a MeteredRegistry,
-    operation: &'static str,
-    started: Instant,
-}
-
-impl<'a> Underway<'a> {
-    fn start(registry: &'a MeteredRegistry, operation: &'static str) -> Self {
-        registry.sync_slowdowns();
-        Self {
-            registry,
-            operation,
-            started: Instant::now(),
-        }
-    }
-
-    fn end<T>(self, result: &Result<T>) {
-        self.registry.record(self.operation, self.started, result);
-    }
-}
-
+/// Meters one operation: the registry's 429s are synced as it starts (so a storm shows
+/// while requests still wait), its outcome recorded as it ends. One dropped before it ends
+/// (its client left, the response timeout fired, a probe another lookup made redundant)
+/// is not counted: none of those says anything about the registry.
 macro_rules! metered {
     ($self:ident, $operation:literal, $call:expr) => {{
-        let underway = Underway::start($self, $operation);
+        $self.sync_slowdowns();
+        let started = Instant::now();
         let result = $call.await;
-        underway.end(&result);
+        $self.record($operation, started, &result);
         result
     }};
 }

@@ -292,11 +292,10 @@ impl DistributionRegistry {
                 // Retry-After and sends fewer at once), so it is retried after that pause
                 // on a budget of its own: slowing down is not failing.
                 Ok(answer)
-                    if answer.status() == StatusCode::TOO_MANY_REQUESTS
-                        && pushbacks < MAX_PUSHBACKS
-                        && !self.throttle.pushback_spell_over()
-                        && retry_after(answer.headers())
-                            .is_none_or(|asked| asked <= self.retry.max_retry_after) =>
+                    if pushed_back.is_some_and(|asked| {
+                        asked.is_none_or(|asked| asked <= self.retry.max_retry_after)
+                    }) && pushbacks < MAX_PUSHBACKS
+                        && !self.throttle.pushback_spell_over() =>
                 {
                     log_rate_limit(&self.name, answer.headers());
                     pushbacks += 1;
@@ -509,6 +508,32 @@ impl DistributionRegistry {
         }
         self.monolithic.set(Monolithic::Unsupported);
         self.location(&answer, &what).map(Some)
+    }
+
+    /// One page of a tag listing at `url`: its tags and the next page's link, or `None`
+    /// when the repository does not exist (NAME_UNKNOWN: nothing was ever pushed to it).
+    async fn tag_page(
+        &self,
+        repo: &RepositoryName,
+        url: &str,
+        what: &str,
+    ) -> Result<Option<(Vec<String>, Option<String>)>> {
+        let answer = self
+            .send(Scope::Pull(repo), what, &|| self.request(Method::GET, url))
+            .await?;
+        if answer.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status().is_success() {
+            return Err(status_error(what, answer).await);
+        }
+        let next = next_link(answer.headers());
+        let body = super::bounded::read_capped(answer, super::bounded::MAX_TAG_PAGE, what).await?;
+        let page: TagList = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
+            what: what.to_owned(),
+            reason: format!("unreadable tag list: {e}"),
+        })?;
+        Ok(Some((page.tags.unwrap_or_default(), next)))
     }
 
     /// A blob GET; a redirect to other storage is handed back when `pass_redirect`, else
@@ -934,27 +959,10 @@ impl oranc_core::Registry for DistributionRegistry {
         let mut seen_pages = std::collections::HashSet::new();
         let mut seen_markers = std::collections::HashSet::new();
         loop {
-            let page_url = url.clone();
-            let answer = self
-                .send(Scope::Pull(repo), &what, &|| {
-                    self.request(Method::GET, &page_url)
-                })
-                .await?;
-            if answer.status() == StatusCode::NOT_FOUND {
-                // NAME_UNKNOWN: nothing was ever pushed to this repository.
+            let Some((page, next)) = self.tag_page(repo, &url, &what).await? else {
                 return Ok(tags);
-            }
-            if !answer.status().is_success() {
-                return Err(status_error(&what, answer).await);
-            }
-            let next = next_link(answer.headers());
-            let body =
-                super::bounded::read_capped(answer, super::bounded::MAX_TAG_PAGE, &what).await?;
-            let page: TagList = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
-                what: what.clone(),
-                reason: format!("unreadable tag list: {e}"),
-            })?;
-            for tag in page.tags.unwrap_or_default() {
+            };
+            for tag in page {
                 match tag.parse::<Tag>() {
                     Ok(tag) => tags.push(tag),
                     Err(error) => {
@@ -988,23 +996,8 @@ impl oranc_core::Registry for DistributionRegistry {
     async fn has_tags(&self, repo: &RepositoryName) -> Result<bool> {
         let what = format!("tags of {repo}");
         let url = self.url(&format!("{repo}/tags/list?n=1"));
-        let answer = self
-            .send(Scope::Pull(repo), &what, &|| {
-                self.request(Method::GET, &url)
-            })
-            .await?;
-        if answer.status() == StatusCode::NOT_FOUND {
-            return Ok(false);
-        }
-        if !answer.status().is_success() {
-            return Err(status_error(&what, answer).await);
-        }
-        let body = super::bounded::read_capped(answer, super::bounded::MAX_TAG_PAGE, &what).await?;
-        let page: TagList = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
-            what,
-            reason: format!("unreadable tag list: {e}"),
-        })?;
-        Ok(page.tags.is_some_and(|tags| !tags.is_empty()))
+        let page = self.tag_page(repo, &url, &what).await?;
+        Ok(page.is_some_and(|(tags, _)| !tags.is_empty()))
     }
 
     /// The registry frees unreferenced blobs in its own garbage collection (distribution's
