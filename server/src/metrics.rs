@@ -60,12 +60,44 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
     metric
 }
 
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+/// A registry that already exports the process's own `process_*` metrics (resident
+/// memory, CPU seconds, open and max file descriptors): the server's and watch-store's.
+pub fn process_registry() -> Registry {
+    let registry = Registry::new();
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .unwrap_or_else(|e| panic!("registering the process collector: {e}"));
+    registry
+}
+
+/// A counter registered in `registry`. The names are fixed strings: a failure is a bug
+/// every test would catch.
+pub fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let metric = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
     registry
         .register(Box::new(metric.clone()))
         .unwrap_or_else(|e| panic!("registering {name}: {e}"));
     metric
+}
+
+/// A gauge registered in `registry`.
+pub fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| panic!("registering {name}: {e}"));
+    metric
+}
+
+/// `registry` in the Prometheus text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = Vec::new();
+    if let Err(error) = TextEncoder::new().encode(&registry.gather(), &mut out) {
+        tracing::warn!(%error, "cannot encode metrics");
+    }
+    String::from_utf8(out).unwrap_or_default()
 }
 
 fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
@@ -83,21 +115,12 @@ fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -
 impl Metrics {
     /// The metric names are fixed strings; a failure here is a bug caught by every test.
     pub fn new(cache_stats: Option<Arc<CacheStats>>) -> Self {
-        let registry = Registry::new();
-        // process_* (resident memory, CPU seconds, open and max file descriptors).
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .unwrap_or_else(|e| panic!("registering the process collector: {e}"));
-        let in_flight = IntGauge::new(
+        let registry = process_registry();
+        let in_flight = gauge(
+            &registry,
             "oranc_http_requests_in_flight",
             "HTTP requests being served",
-        )
-        .unwrap_or_else(|e| panic!("metric: {e}"));
-        registry
-            .register(Box::new(in_flight.clone()))
-            .unwrap_or_else(|e| panic!("registering: {e}"));
+        );
         Self {
             requests: counter_vec(
                 &registry,
@@ -216,11 +239,7 @@ impl Metrics {
                 stats.evictions.load(Ordering::Relaxed),
             );
         }
-        let mut out = Vec::new();
-        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
-            tracing::warn!(%error, "cannot encode metrics");
-        }
-        String::from_utf8(out).unwrap_or_default()
+        encode(&self.registry)
     }
 }
 
