@@ -261,13 +261,6 @@ impl RegistryCache {
             .collect())
     }
 
-    /// The tags `key` may be stored under: the write encoding's, then each fallback's.
-    pub fn tags_of(&self, key: &CacheKey) -> Vec<Tag> {
-        self.read_encodings()
-            .filter_map(|encoding| encoding.encode(key.as_str()).ok())
-            .collect()
-    }
-
     /// Whether a manifest is stored under `tag`, asked of the registry directly (one HEAD),
     /// whatever its tag listing says.
     pub async fn has_tag(&self, tag: &Tag) -> Result<bool> {

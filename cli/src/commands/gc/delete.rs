@@ -33,10 +33,7 @@ pub async fn execute(
     inventory: &Inventory,
     parallel: usize,
 ) -> anyhow::Result<Outcome> {
-    let progress = super::progress_bar(
-        (plan.narinfos.len() + plan.debug_infos.len() + plan.files.len()) as u64,
-        "deleted",
-    );
+    let progress = super::progress_bar(plan.deletions().count() as u64, "deleted");
     let exit_after = std::env::var(EXIT_AFTER_ENV)
         .ok()
         .and_then(|n| n.parse::<usize>().ok());

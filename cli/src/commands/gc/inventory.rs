@@ -83,15 +83,12 @@ pub async fn read_paths(
     paths: &[StorePath],
     parallel: usize,
 ) -> oranc_core::Result<Inventory> {
+    // `get` tries every tag encoding the cache reads, as any lookup does.
     let probe = |path: &StorePath| {
         let key = CacheKey::narinfo(path);
         async move {
-            for tag in cache.tags_of(&key) {
-                if cache.has_tag(&tag).await? {
-                    return oranc_core::Result::Ok(Some((tag, key)));
-                }
-            }
-            Ok(None)
+            let found = cache.get(&key).await?;
+            oranc_core::Result::Ok(found.map(|object| (object.tag, key)))
         }
     };
     let found: Vec<Option<(Tag, CacheKey)>> = futures::stream::iter(paths)

@@ -83,12 +83,7 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
 
     if !args.delete {
         let mut out = std::io::stdout().lock();
-        for object in plan
-            .narinfos
-            .iter()
-            .chain(&plan.debug_infos)
-            .chain(&plan.files)
-        {
+        for object in plan.deletions() {
             writeln!(
                 out,
                 "would delete {} ({} bytes)",

@@ -50,13 +50,16 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn bytes(&self) -> u64 {
+    /// Everything to delete, in the order it goes.
+    pub fn deletions(&self) -> impl Iterator<Item = &Object> {
         self.narinfos
             .iter()
             .chain(&self.debug_infos)
             .chain(&self.files)
-            .map(|o| o.size)
-            .sum()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.deletions().map(|o| o.size).sum()
     }
 }
 
