@@ -1,19 +1,34 @@
-//! What a narinfo, `nix-cache-info`, debuginfo or realisation body must be, whether a client uploads it
-//! or the registry hands it back: one check for both directions.
+//! What a narinfo, `nix-cache-info`, debuginfo or realisation body must be, whether a
+//! client uploads it or the registry hands it back: one check for both directions.
 
 use oranc_core::cache_key::KeyKind;
 use oranc_core::{CacheKey, NarInfo, NixCacheInfo};
 
-/// Checks a narinfo, nix-cache-info or debuginfo body, from a client or from the registry:
-/// UTF-8, parsed, and a narinfo stored under its own path's key. Returns the narinfo, if it
-/// is one.
-pub fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<Option<NarInfo>, String> {
+/// A small file that passed its check, with what was parsed for the caller to use.
+#[derive(Debug)]
+pub enum SmallFile {
+    NarInfo(Box<NarInfo>),
+    CacheInfo(NixCacheInfo),
+    /// A debuginfo entry or realisation: checked, nothing more to use.
+    Other,
+}
+
+/// Checks a small file's body, from a client or from the registry: UTF-8 and parsed as
+/// its kind; a narinfo stored under its own path's key, a debuginfo entry about its own
+/// build id, a realisation with its own id.
+pub fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<SmallFile, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| format!("{key} is not UTF-8"))?;
     match key.kind() {
-        KeyKind::NarInfo => {}
+        KeyKind::NarInfo => {
+            let narinfo = NarInfo::parse(text).map_err(|e| e.to_string())?;
+            if CacheKey::narinfo(&narinfo.store_path) != *key {
+                return Err(format!("{key} holds the narinfo of {}", narinfo.store_path));
+            }
+            Ok(SmallFile::NarInfo(Box::new(narinfo)))
+        }
         KeyKind::Realisation => {
             check_realisation(key, bytes)?;
-            return Ok(None);
+            Ok(SmallFile::Other)
         }
         KeyKind::DebugInfo => {
             let entry = oranc_core::DebugInfoEntry::parse(bytes).map_err(|e| e.to_string())?;
@@ -23,18 +38,13 @@ pub fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<Option<NarInfo>,
                     entry.member
                 ));
             }
-            return Ok(None);
+            Ok(SmallFile::Other)
         }
-        _ => {
-            text.parse::<NixCacheInfo>().map_err(|e| e.to_string())?;
-            return Ok(None);
-        }
+        _ => text
+            .parse::<NixCacheInfo>()
+            .map(SmallFile::CacheInfo)
+            .map_err(|e| e.to_string()),
     }
-    let narinfo = NarInfo::parse(text).map_err(|e| e.to_string())?;
-    if CacheKey::narinfo(&narinfo.store_path) != *key {
-        return Err(format!("{key} holds the narinfo of {}", narinfo.store_path));
-    }
-    Ok(Some(narinfo))
 }
 
 /// A realisation as Nix writes it: a JSON object whose `id` is the one its key names and

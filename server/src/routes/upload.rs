@@ -23,7 +23,7 @@ use oranc_core::cache_key::KeyKind;
 use oranc_core::{BlobInfo, CacheKey, CacheObject, NarInfo, RegistryCache, Sha256Hash};
 use tokio_util::io::StreamReader;
 
-use super::small_file::check_small_file;
+use super::small_file::{check_small_file, SmallFile};
 use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
 use crate::resolve::{resolve, Target, WriteAccess};
@@ -66,16 +66,18 @@ pub async fn write(
         KeyKind::CacheInfo | KeyKind::NarInfo | KeyKind::DebugInfo | KeyKind::Realisation => {
             let limit = state.config().max_small_body_bytes;
             let bytes = super::body::read_small(body, limit, stall).await?;
-            let narinfo = check_small_file(&key, &bytes).map_err(ServerError::BadRequest)?;
-            if access == WriteAccess::AddOnly && key.kind() == KeyKind::CacheInfo {
-                refuse_foreign_cache_info(&bytes)?;
+            let checked = check_small_file(&key, &bytes).map_err(ServerError::BadRequest)?;
+            if let (SmallFile::CacheInfo(info), WriteAccess::AddOnly) = (&checked, access) {
+                refuse_foreign_cache_info(info)?;
             }
             if let Some(existing) = &existing {
                 return add_only_outcome(&key, existing, Sha256Hash::of(&bytes));
             }
-            let bytes = match narinfo {
-                Some(narinfo) => checked_narinfo(&cache, narinfo, bytes, access, named).await?,
-                None => bytes,
+            let bytes = match checked {
+                SmallFile::NarInfo(narinfo) => {
+                    checked_narinfo(&cache, *narinfo, bytes, access, named).await?
+                }
+                _ => bytes,
             };
             cache.put_bytes(&key, key.content_type(), bytes).await?;
         }
@@ -129,11 +131,7 @@ fn refuse_unverifiable(
 /// An anonymous writer may create `nix-cache-info` (Nix writes one into a new cache),
 /// but only for the store every client here uses: one naming another store directory
 /// would lock every reader out until a writer replaced it.
-fn refuse_foreign_cache_info(bytes: &[u8]) -> Result<(), ServerError> {
-    let info: oranc_core::NixCacheInfo = std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .ok_or_else(|| ServerError::BadRequest("not a nix-cache-info".into()))?;
+fn refuse_foreign_cache_info(info: &oranc_core::NixCacheInfo) -> Result<(), ServerError> {
     if info.store_dir != oranc_core::StoreDir::default() {
         return Err(ServerError::Refused(format!(
             "nix-cache-info for {} refused: uploads without credentials may only create one for {}",
