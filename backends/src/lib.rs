@@ -11,4 +11,6 @@ pub mod registry;
 pub mod store;
 
 pub use error::BackendError;
-pub use registry::{open, open_handle, BackendKind, Credentials, RegistryHandle, RegistrySettings};
+pub use registry::{
+    open, open_handle, Credentials, RegistryHandle, RegistryKind, RegistrySettings,
+};

@@ -8,7 +8,7 @@ pub mod load;
 pub mod model;
 
 pub use error::ConfigError;
-pub use load::{is_directory, load_file, parse, validate, warnings, write_positions};
+pub use load::{load_file, parse, validate, warnings, write_positions};
 pub use model::{
     CacheConfig, ClientLimitsConfig, Config, PasswordChecksConfig, RateLimitConfig, RegistryConfig,
     RegistryKind, ResponseCacheConfig, UpstreamConfig,

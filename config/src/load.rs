@@ -89,7 +89,9 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
         if cache.registry.is_empty() {
             return Err(invalid(field("registry"), "is required".into()));
         }
-        if !is_directory(&cache.registry) && !config.registries.contains_key(&cache.registry) {
+        if !oranc_core::is_directory_location(&cache.registry)
+            && !config.registries.contains_key(&cache.registry)
+        {
             return Err(invalid(
                 field("registry"),
                 format!("{:?} is not listed under [registries]", cache.registry),
@@ -185,16 +187,11 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Whether a registry location is a local OCI layout directory rather than a host.
-pub fn is_directory(location: &str) -> bool {
-    location.starts_with('/') || location.starts_with("./") || location.starts_with("oci-layout:")
-}
-
 /// Who may write where, one sentence per named cache and listed registry, for `oranc config
 /// check` and the server's start-up log (docs/security.md has the rules).
 pub fn write_positions(config: &Config) -> Vec<String> {
     let forwarded = |registry: &str| {
-        if is_directory(registry) {
+        if oranc_core::is_directory_location(registry) {
             "a local directory: credentials a client sends grant nothing".to_owned()
         } else if config
             .registries

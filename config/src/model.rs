@@ -190,16 +190,7 @@ impl Default for Config {
     }
 }
 
-/// Which backend speaks to a registry: the one table of them, matched exhaustively where
-/// a backend is opened.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum RegistryKind {
-    Distribution,
-    Ghcr,
-    DockerHub,
-    OciLayout,
-}
+pub use oranc_core::RegistryKind;
 
 /// How to talk to one registry.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

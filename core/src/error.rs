@@ -53,6 +53,14 @@ pub enum Error {
     #[error("{what}: unavailable: {reason}")]
     Unavailable { what: String, reason: String },
 
+    /// The other side did not answer, or stopped sending, within the time allowed; like
+    /// [`Error::Unavailable`], worth retrying later, but a gateway answers it with 504.
+    #[error("{what}: unavailable: timed out{}", reason_suffix(.reason))]
+    TimedOut {
+        what: String,
+        reason: Option<String>,
+    },
+
     /// The registry does not offer the operation (HTTP 405: deletion turned off, or an API
     /// that deletes another way).
     #[error("{what}: not supported by the registry: {reason}")]
@@ -72,6 +80,10 @@ pub enum Error {
 
 fn hint_suffix(hint: &Option<String>) -> String {
     hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
+}
+
+fn reason_suffix(reason: &Option<String>) -> String {
+    reason.as_ref().map(|r| format!(" {r}")).unwrap_or_default()
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

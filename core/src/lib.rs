@@ -30,7 +30,8 @@ pub use hash::Sha256Hash;
 pub use narinfo::NarInfo;
 pub use path_info::PathInfo;
 pub use registry::{
-    BlobBody, BlobInfo, ByteRange, ByteStream, Registry, RepositoryName, StoredManifest, UploadSlot,
+    is_directory_location, BlobBody, BlobInfo, ByteRange, ByteStream, Registry, RegistryKind,
+    RepositoryName, StoredManifest, UploadSlot,
 };
 pub use signing::{PublicKey, SecretKey, Signature};
 pub use store_path::{StoreDir, StorePath};

@@ -18,6 +18,26 @@ use crate::tag::Tag;
 /// A blob body arriving in chunks; never a whole NAR in memory.
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
+/// Which backend speaks to a registry: the one table of them, shared by the config (`kind`)
+/// and the backends, which open each kind in one exhaustive match (`open_handle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegistryKind {
+    /// Any OCI distribution registry (distribution, Harbor, Zot, ...).
+    Distribution,
+    Ghcr,
+    DockerHub,
+    /// A local directory in the OCI image layout.
+    OciLayout,
+}
+
+/// Whether a registry location names a local OCI-layout directory (`/abs`, `./rel`,
+/// `oci-layout:DIR`) rather than a `host[:port]`: the one rule that config validation, the
+/// backends and the server's labels share.
+pub fn is_directory_location(location: &str) -> bool {
+    location.starts_with('/') || location.starts_with("./") || location.starts_with("oci-layout:")
+}
+
 /// A repository inside a registry, e.g. `owner/cache`, checked against the distribution
 /// spec's grammar (lower-case path components separated by `/`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

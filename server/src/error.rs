@@ -56,6 +56,59 @@ pub enum ServerError {
 
     #[error("{0}")]
     Internal(String),
+
+    // Start-up failures below: each message is whole, with its cause in it, and no
+    // `source()` (printed with `{:#}` at the binary's edge, a source would be said twice).
+    /// Start-up: a file the configuration names cannot be read.
+    #[error("cannot read {what} {path}: {error}")]
+    UnreadableFile {
+        what: &'static str,
+        path: String,
+        error: std::io::Error,
+    },
+
+    /// Start-up: a writers file that is not `user:hash` lines.
+    #[error("writers_file {path}: {reason}")]
+    InvalidWritersFile { path: String, reason: String },
+
+    /// Start-up: a signing key file that does not hold a Nix secret key.
+    #[error("signing_key_file {path}: {error}")]
+    InvalidSigningKey {
+        path: String,
+        error: oranc_core::Error,
+    },
+
+    #[error("environment variable {0} is not set")]
+    MissingEnvironment(String),
+
+    /// Start-up: a registry or directory the configuration names cannot be opened.
+    #[error("{0}")]
+    Backend(oranc_backends::BackendError),
+
+    /// Start-up: `[upstream] ignore` is not a regular expression.
+    #[error("upstream.ignore: {0}")]
+    UpstreamIgnore(regex::Error),
+
+    /// Start-up: the HTTP client for upstream caches cannot be built.
+    #[error("upstream client: {0}")]
+    UpstreamClient(reqwest::Error),
+
+    /// Start-up: what went wrong, and in which named cache or listed registry.
+    #[error("{scope}: {error}")]
+    Setup {
+        scope: String,
+        error: Box<ServerError>,
+    },
+}
+
+impl ServerError {
+    /// This error, said to be about `scope` (`cache NAME`, `registry NAME`).
+    pub fn within(self, scope: impl Into<String>) -> Self {
+        Self::Setup {
+            scope: scope.into(),
+            error: Box::new(self),
+        }
+    }
 }
 
 impl ServerError {
@@ -65,9 +118,7 @@ impl ServerError {
             Self::Core(error) => match error {
                 E::NotFound { .. } => StatusCode::NOT_FOUND,
                 E::Denied { .. } => StatusCode::FORBIDDEN,
-                E::Unavailable { reason, .. } if reason.contains("timed out") => {
-                    StatusCode::GATEWAY_TIMEOUT
-                }
+                E::TimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
                 E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 E::Protocol { .. } | E::InvalidManifest { .. } | E::Unsupported { .. } => {
                     StatusCode::BAD_GATEWAY
@@ -85,7 +136,15 @@ impl ServerError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UploadStalled(_) => StatusCode::REQUEST_TIMEOUT,
             Self::ResponseTimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_)
+            | Self::UnreadableFile { .. }
+            | Self::InvalidWritersFile { .. }
+            | Self::InvalidSigningKey { .. }
+            | Self::MissingEnvironment(_)
+            | Self::Backend(_)
+            | Self::UpstreamIgnore(_)
+            | Self::UpstreamClient(_)
+            | Self::Setup { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -112,6 +112,10 @@ fn same_failure(error: &oranc_core::Error) -> oranc_core::Error {
             what: what.clone(),
             reason: reason.clone(),
         },
+        E::TimedOut { what, reason } => E::TimedOut {
+            what: what.clone(),
+            reason: reason.clone(),
+        },
         E::Protocol { what, reason } => E::Protocol {
             what: what.clone(),
             reason: reason.clone(),

@@ -76,7 +76,10 @@ impl MeteredRegistry {
             let kind = match error {
                 oranc_core::Error::NotFound { .. } => "not_found",
                 oranc_core::Error::Denied { .. } => "denied",
-                oranc_core::Error::Unavailable { .. } => "unavailable",
+                // One label for both: dashboards and alerts count them together.
+                oranc_core::Error::Unavailable { .. } | oranc_core::Error::TimedOut { .. } => {
+                    "unavailable"
+                }
                 oranc_core::Error::Protocol { .. } => "protocol",
                 oranc_core::Error::Unsupported { .. } => "unsupported",
                 _ => "other",

@@ -246,7 +246,7 @@ impl Metrics {
 /// A registry's name as metrics and unauthenticated answers show it: a local layout's
 /// directory is nobody's business outside the host, so all of them are `oci-layout`.
 pub fn registry_label(name: &str) -> &str {
-    if oranc_config::is_directory(name) {
+    if oranc_core::is_directory_location(name) {
         "oci-layout"
     } else {
         name

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use oranc_backends::{BackendKind, Credentials, RegistryHandle, RegistrySettings};
-use oranc_config::{Config, RegistryKind};
+use oranc_backends::{Credentials, RegistryHandle, RegistryKind, RegistrySettings};
+use oranc_config::Config;
 use oranc_core::{PublicKey, Registry, RepositoryName, SecretKey, TagEncoding};
 
 use crate::error::ServerError;
@@ -101,12 +101,7 @@ fn settings_for(
 ) -> RegistrySettings {
     let mut settings = RegistrySettings::new(location);
     if let Some(kind) = listed.and_then(|r| r.kind) {
-        settings.kind = match kind {
-            RegistryKind::Distribution => BackendKind::Distribution,
-            RegistryKind::Ghcr => BackendKind::Ghcr,
-            RegistryKind::DockerHub => BackendKind::DockerHub,
-            RegistryKind::OciLayout => BackendKind::OciLayout,
-        };
+        settings.kind = kind;
     }
     // The server's own environment never lends credentials to clients' requests.
     settings.credentials = Some(Credentials::Anonymous);
@@ -129,29 +124,93 @@ fn settings_for(
     settings
 }
 
-fn read_password(name: &str, cache: &oranc_config::CacheConfig) -> Result<Option<String>, String> {
+fn read_password(cache: &oranc_config::CacheConfig) -> Result<Option<String>, ServerError> {
     if let Some(variable) = &cache.password_env {
         return std::env::var(variable)
             .map(Some)
-            .map_err(|_| format!("cache {name}: environment variable {variable} is not set"));
+            .map_err(|_| ServerError::MissingEnvironment(variable.clone()));
     }
     if let Some(file) = &cache.password_file {
         return std::fs::read_to_string(file)
             .map(|p| Some(p.trim_end().to_owned()))
-            .map_err(|e| format!("cache {name}: cannot read password_file {file}: {e}"));
+            .map_err(|error| ServerError::UnreadableFile {
+                what: "password_file",
+                path: file.clone(),
+                error,
+            });
     }
     Ok(None)
 }
 
+fn read_signing_key(path: &str) -> Result<SecretKey, ServerError> {
+    std::fs::read_to_string(path)
+        .map_err(|error| ServerError::UnreadableFile {
+            what: "signing_key_file",
+            path: path.to_owned(),
+            error,
+        })?
+        .parse::<SecretKey>()
+        .map_err(|error| ServerError::InvalidSigningKey {
+            path: path.to_owned(),
+            error,
+        })
+}
+
+/// A named cache of the config, opened: its registry (a listed one, or a directory), its
+/// credentials, writers and keys.
+fn open_named_cache(
+    config: &Config,
+    cache: &oranc_config::CacheConfig,
+    registries: &HashMap<String, OpenRegistry>,
+) -> Result<NamedCache, ServerError> {
+    let OpenRegistry { handle, grant } = match registries.get(&cache.registry) {
+        Some(open) => open.clone(),
+        None => {
+            // A directory (validation allows nothing else unlisted).
+            let handle = oranc_backends::open_handle(settings_for(config, &cache.registry, None))
+                .map_err(ServerError::Backend)?;
+            let grant = Arc::new(CredentialGrant::for_registry(&handle, false));
+            OpenRegistry { handle, grant }
+        }
+    };
+    let repository = handle.registry().repository(&cache.repository)?;
+    let credentials = match (&cache.username, read_password(cache)?) {
+        (Some(user), Some(password)) => Credentials::basic(user, password),
+        _ => Credentials::Anonymous,
+    };
+    let writers = cache
+        .writers_file
+        .as_deref()
+        .map(Writers::load)
+        .transpose()?;
+    let signing_key = cache
+        .signing_key_file
+        .as_deref()
+        .map(read_signing_key)
+        .transpose()?;
+    Ok(NamedCache {
+        registry: handle,
+        repository,
+        credentials,
+        grant,
+        allow_write: cache.allow_write,
+        writers,
+        signing_key,
+        trusted_keys: cache.trusted_public_keys.clone(),
+        redirect_blobs: redirects_blobs(config, &cache.registry),
+        check_digests: checks_digests(config, &cache.registry),
+    })
+}
+
 impl AppState {
     /// Opens everything the config names; fails on the first thing that cannot be opened.
-    pub fn new(config: Config) -> Result<Self, String> {
+    pub fn new(config: Config) -> Result<Self, ServerError> {
         let encoding = config.tag_encoding;
         let fallbacks = config.fallback_encodings.clone();
         let mut registries = HashMap::new();
         for (name, registry) in &config.registries {
             let handle = oranc_backends::open_handle(settings_for(&config, name, Some(registry)))
-                .map_err(|e| format!("registry {name}: {e}"))?;
+                .map_err(|e| ServerError::Backend(e).within(format!("registry {name}")))?;
             let grant = CredentialGrant::for_registry(&handle, registry.trust_client_credentials);
             registries.insert(
                 name.clone(),
@@ -163,58 +222,9 @@ impl AppState {
         }
         let mut caches = HashMap::new();
         for (name, cache) in &config.caches {
-            let OpenRegistry { handle, grant } = match registries.get(&cache.registry) {
-                Some(open) => open.clone(),
-                None => {
-                    // A directory (validation allows nothing else unlisted).
-                    let handle =
-                        oranc_backends::open_handle(settings_for(&config, &cache.registry, None))
-                            .map_err(|e| format!("cache {name}: {e}"))?;
-                    let grant = Arc::new(CredentialGrant::for_registry(&handle, false));
-                    OpenRegistry { handle, grant }
-                }
-            };
-            let repository = handle
-                .registry()
-                .repository(&cache.repository)
-                .map_err(|e| format!("cache {name}: {e}"))?;
-            let credentials = match (&cache.username, read_password(name, cache)?) {
-                (Some(user), Some(password)) => Credentials::basic(user, password),
-                _ => Credentials::Anonymous,
-            };
-            let writers = cache
-                .writers_file
-                .as_deref()
-                .map(Writers::load)
-                .transpose()
-                .map_err(|e| format!("cache {name}: {e}"))?;
-            let signing_key = cache
-                .signing_key_file
-                .as_deref()
-                .map(|file| {
-                    std::fs::read_to_string(file)
-                        .map_err(|e| format!("cannot read signing_key_file {file}: {e}"))?
-                        .parse::<SecretKey>()
-                        .map_err(|e| format!("signing_key_file {file}: {e}"))
-                })
-                .transpose()
-                .map_err(|e| format!("cache {name}: {e}"))?;
-            let trusted_keys = cache.trusted_public_keys.clone();
-            caches.insert(
-                name.clone(),
-                NamedCache {
-                    registry: handle,
-                    repository,
-                    credentials,
-                    grant,
-                    allow_write: cache.allow_write,
-                    writers,
-                    signing_key,
-                    trusted_keys,
-                    redirect_blobs: redirects_blobs(&config, &cache.registry),
-                    check_digests: checks_digests(&config, &cache.registry),
-                },
-            );
+            let named = open_named_cache(&config, cache, &registries)
+                .map_err(|e| e.within(format!("cache {name}")))?;
+            caches.insert(name.clone(), named);
         }
         let upstreams = Upstreams::new(&config.upstream)?;
         // `[cache] max_bytes = 0` turns off both in-memory caches.
@@ -323,10 +333,10 @@ impl AppState {
             .unlisted
             .try_get_with(name.to_owned(), || {
                 let mut settings = settings_for(&self.0.config, name, None);
-                if settings.kind == BackendKind::OciLayout {
+                if settings.kind == RegistryKind::OciLayout {
                     // `is_host` already refuses paths; a backend that reads the disk must
                     // never come from a URL, whatever the name looks like.
-                    settings.kind = BackendKind::Distribution;
+                    settings.kind = RegistryKind::Distribution;
                 }
                 let handle = oranc_backends::open_handle(settings)
                     .map_err(|e| ServerError::BadRequest(format!("registry {name}: {e}")))?;

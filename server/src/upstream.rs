@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use regex::Regex;
 
+use crate::error::ServerError;
+
 #[derive(Debug)]
 pub struct Upstreams {
     urls: Vec<String>,
@@ -14,19 +16,19 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(config: &oranc_config::UpstreamConfig) -> Result<Self, String> {
+    pub fn new(config: &oranc_config::UpstreamConfig) -> Result<Self, ServerError> {
         Ok(Self {
             urls: config
                 .urls
                 .iter()
                 .map(|u| u.trim_end_matches('/').to_owned())
                 .collect(),
-            ignore: Regex::new(&config.ignore).map_err(|e| format!("upstream.ignore: {e}"))?,
+            ignore: Regex::new(&config.ignore).map_err(ServerError::UpstreamIgnore)?,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .redirect(reqwest::redirect::Policy::limited(3))
                 .build()
-                .map_err(|e| format!("upstream client: {e}"))?,
+                .map_err(ServerError::UpstreamClient)?,
         })
     }
 

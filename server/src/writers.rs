@@ -54,10 +54,16 @@ fn verdicts(capacity: u64) -> moka::sync::Cache<[u8; 32], ()> {
 
 impl Writers {
     /// Reads `user:hash` lines; blank lines and `#` comments are skipped.
-    pub fn load(path: &str) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read writers_file {path}: {e}"))?;
-        Self::parse(&text).map_err(|e| format!("writers_file {path}: {e}"))
+    pub fn load(path: &str) -> Result<Self, ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ServerError::UnreadableFile {
+            what: "writers_file",
+            path: path.to_owned(),
+            error,
+        })?;
+        Self::parse(&text).map_err(|reason| ServerError::InvalidWritersFile {
+            path: path.to_owned(),
+            reason,
+        })
     }
 
     fn parse(text: &str) -> Result<Self, String> {

@@ -40,13 +40,19 @@ pub async fn read_capped(answer: Response, limit: usize, what: &str) -> Result<B
     let mut body = answer.bytes_stream();
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| Error::Unavailable {
-            what: what.to_owned(),
-            reason: if e.is_timeout() {
-                "timed out reading the answer".to_owned()
+        let chunk = chunk.map_err(|e| {
+            let what = what.to_owned();
+            if e.is_timeout() {
+                Error::TimedOut {
+                    what,
+                    reason: Some("reading the answer".to_owned()),
+                }
             } else {
-                e.without_url().to_string()
-            },
+                Error::Unavailable {
+                    what,
+                    reason: e.without_url().to_string(),
+                }
+            }
         })?;
         if bytes.len() + chunk.len() > limit {
             return Err(too_large());

@@ -643,11 +643,13 @@ fn is_transient(error: &reqwest::Error) -> bool {
 fn transport_error(what: &str, error: reqwest::Error) -> Error {
     // `without_url`: a redirect URL may carry a signature; keep it out of messages.
     let error = error.without_url();
+    let what = what.to_owned();
+    if error.is_timeout() {
+        return Error::TimedOut { what, reason: None };
+    }
     Error::Unavailable {
-        what: what.to_owned(),
-        reason: if error.is_timeout() {
-            "timed out".to_owned()
-        } else if error.is_connect() {
+        what,
+        reason: if error.is_connect() {
             format!("cannot connect: {error}")
         } else {
             error.to_string()

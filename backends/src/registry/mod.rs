@@ -23,42 +23,28 @@ pub use oci_layout::OciLayoutRegistry;
 
 use crate::error::BackendError;
 
-/// Which implementation serves a registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
-    /// Any OCI distribution registry (distribution, Harbor, Zot, ...).
-    Distribution,
-    Ghcr,
-    DockerHub,
-    /// A local directory in the OCI image layout.
-    OciLayout,
-}
+pub use oranc_core::RegistryKind;
 
-impl BackendKind {
-    /// The backend a registry location implies: a path is an OCI layout, `ghcr.io` and
-    /// Docker Hub's names get their own backends, anything else is generic distribution.
-    pub fn for_location(location: &str) -> Self {
-        if location.starts_with('/')
-            || location.starts_with("./")
-            || location.starts_with("oci-layout:")
-        {
-            Self::OciLayout
-        } else if location == ghcr::HOST {
-            Self::Ghcr
-        } else if docker_hub::is_docker_hub(location) {
-            Self::DockerHub
-        } else {
-            Self::Distribution
-        }
+/// The backend a registry location implies: a path is an OCI layout, `ghcr.io` and Docker
+/// Hub's names get their own backends, anything else is generic distribution.
+pub fn kind_for_location(location: &str) -> RegistryKind {
+    if oranc_core::is_directory_location(location) {
+        RegistryKind::OciLayout
+    } else if location == ghcr::HOST {
+        RegistryKind::Ghcr
+    } else if docker_hub::is_docker_hub(location) {
+        RegistryKind::DockerHub
+    } else {
+        RegistryKind::Distribution
     }
 }
 
 /// Everything needed to open one registry.
 #[derive(Debug, Clone)]
 pub struct RegistrySettings {
-    pub kind: BackendKind,
+    pub kind: RegistryKind,
     /// `host[:port]` for HTTP registries; a directory (optionally `oci-layout:DIR`) for
-    /// [`BackendKind::OciLayout`].
+    /// [`RegistryKind::OciLayout`].
     pub location: String,
     /// Credentials given by flag or config; `None` falls back to the environment, then the
     /// docker config, then anonymous.
@@ -69,7 +55,7 @@ pub struct RegistrySettings {
 impl RegistrySettings {
     pub fn new(location: &str) -> Self {
         Self {
-            kind: BackendKind::for_location(location),
+            kind: kind_for_location(location),
             location: location.to_owned(),
             credentials: None,
             http: HttpTuning::default(),
@@ -120,13 +106,13 @@ pub fn open_handle(settings: RegistrySettings) -> Result<RegistryHandle, Backend
         String,
         fn(&str) -> oranc_core::Result<oranc_core::RepositoryName>,
     ) = match kind {
-        BackendKind::OciLayout => {
+        RegistryKind::OciLayout => {
             let dir = location.strip_prefix("oci-layout:").unwrap_or(&location);
             return Ok(RegistryHandle::Local(Arc::new(OciLayoutRegistry::new(
                 PathBuf::from(dir),
             )?)));
         }
-        BackendKind::Distribution => {
+        RegistryKind::Distribution => {
             if location.is_empty() || location.contains('/') {
                 return Err(BackendError::InvalidSetting {
                     setting: "registry",
@@ -135,13 +121,13 @@ pub fn open_handle(settings: RegistrySettings) -> Result<RegistryHandle, Backend
             }
             (location, distribution::plain_naming)
         }
-        BackendKind::Ghcr => {
+        RegistryKind::Ghcr => {
             if let Some(origins) = &mut http.blob_origins {
                 origins.push(ghcr::BLOB_STORAGE.to_owned());
             }
             (ghcr::HOST.to_owned(), ghcr::naming)
         }
-        BackendKind::DockerHub => {
+        RegistryKind::DockerHub => {
             http.token_realms.push(docker_hub::TOKEN_REALM.to_owned());
             if let Some(origins) = &mut http.blob_origins {
                 origins.push(docker_hub::BLOB_STORAGE.to_owned());
@@ -166,22 +152,16 @@ mod tests {
 
     #[test]
     fn the_location_picks_the_backend() {
-        assert_eq!(BackendKind::for_location("ghcr.io"), BackendKind::Ghcr);
+        assert_eq!(kind_for_location("ghcr.io"), RegistryKind::Ghcr);
+        assert_eq!(kind_for_location("docker.io"), RegistryKind::DockerHub);
         assert_eq!(
-            BackendKind::for_location("docker.io"),
-            BackendKind::DockerHub
+            kind_for_location("127.0.0.1:5000"),
+            RegistryKind::Distribution
         );
+        assert_eq!(kind_for_location("/var/lib/oranc"), RegistryKind::OciLayout);
         assert_eq!(
-            BackendKind::for_location("127.0.0.1:5000"),
-            BackendKind::Distribution
-        );
-        assert_eq!(
-            BackendKind::for_location("/var/lib/oranc"),
-            BackendKind::OciLayout
-        );
-        assert_eq!(
-            BackendKind::for_location("oci-layout:cache"),
-            BackendKind::OciLayout
+            kind_for_location("oci-layout:cache"),
+            RegistryKind::OciLayout
         );
     }
 

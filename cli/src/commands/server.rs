@@ -76,7 +76,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     for position in oranc_config::write_positions(&config) {
         eprintln!("writes: {position}");
     }
-    let state = AppState::new(config).map_err(anyhow::Error::msg)?;
+    let state = AppState::new(config)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
