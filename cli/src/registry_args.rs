@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use oranc_backends::{BackendKind, Credentials, RegistrySettings};
+use oranc_backends::{Credentials, RegistrySettings};
 use oranc_core::{RegistryCache, TagEncoding};
 
 /// Repository used with the embedded local registry when none is named.
@@ -99,9 +99,7 @@ impl RegistryArgs {
     pub fn open_cache(&self) -> anyhow::Result<(RegistryCache, String)> {
         let (location, repository) = match (&self.registry, &self.repository) {
             (Some(registry), Some(repository)) => (registry.clone(), repository.clone()),
-            (Some(registry), None)
-                if BackendKind::for_location(registry) != BackendKind::OciLayout =>
-            {
+            (Some(registry), None) if !oranc_core::is_directory_location(registry) => {
                 anyhow::bail!("--repository is required with --registry {registry}")
             }
             (Some(registry), None) => (registry.clone(), DEFAULT_LOCAL_REPOSITORY.to_owned()),
@@ -119,12 +117,6 @@ impl RegistryArgs {
             ),
         };
         let mut settings = RegistrySettings::new(&location);
-        if settings.kind == BackendKind::OciLayout
-            && !location.starts_with("oci-layout:")
-            && !location.starts_with('/')
-        {
-            settings.location = format!("oci-layout:{location}");
-        }
         settings.http.plain_http = self.no_ssl;
         settings.http.retry.max_retries = self.max_retry;
         settings.http.token_realms = self.token_realms.clone();

@@ -22,7 +22,6 @@ pub const DESCRIPTION_ANNOTATION: &str = "org.opencontainers.image.description";
 /// The original neither writes nor reads it.
 pub const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
 pub const LAYER_MEDIA_TYPE: &str = "application/octet-stream";
-pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// An image config as the original writes it: empty architecture and os.

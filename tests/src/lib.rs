@@ -141,7 +141,7 @@ pub fn open_backend(
     tune: impl FnOnce(&mut oranc_backends::registry::HttpTuning),
 ) -> std::sync::Arc<dyn oranc_core::Registry> {
     let mut settings = oranc_backends::RegistrySettings::new(host);
-    settings.kind = oranc_backends::BackendKind::Distribution;
+    settings.kind = oranc_backends::RegistryKind::Distribution;
     settings.credentials = Some(credentials);
     settings.http.plain_http = true;
     tune(&mut settings.http);
@@ -180,7 +180,9 @@ pub fn oranc_binary() -> std::path::PathBuf {
     BUILT.get_or_init(|| build_oranc(false)).clone()
 }
 
-/// Builds `oranc` (optimised with `release`) and returns its path.
+/// Builds `oranc` (optimised with `release`) and returns its path. The debug build has the
+/// `test-hooks` feature (`ORANC_TEST_EXIT_AT` and friends); the release build is the one
+/// users run, without it.
 pub fn build_oranc(release: bool) -> std::path::PathBuf {
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
@@ -190,6 +192,8 @@ pub fn build_oranc(release: bool) -> std::path::PathBuf {
         .args(["build", "--quiet", "-p", "oranc"]);
     if release {
         command.arg("--release");
+    } else {
+        command.args(["--features", "test-hooks"]);
     }
     run_ok(&mut command);
     let target = std::env::var_os("CARGO_TARGET_DIR")

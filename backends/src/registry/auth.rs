@@ -110,20 +110,6 @@ impl Authenticator {
         }
     }
 
-    /// True when [`Self::authorize`] would send something for `scope` (so a 401 means the
-    /// credentials, not their absence, were refused).
-    pub fn has_fresh_authorization(&self, scope: Scope<'_>) -> bool {
-        let state = self.state();
-        match &state.challenge {
-            Some(Challenge::Basic) => !self.credentials.is_anonymous(),
-            Some(Challenge::Bearer { .. }) => state
-                .tokens
-                .get(&scope.cache_key())
-                .is_some_and(|(_, expires)| *expires > Instant::now()),
-            None => false,
-        }
-    }
-
     /// Handles a 401: learns the challenge and, for bearer auth, fetches a token for `scope`.
     /// After `Ok`, the request is worth sending again.
     pub async fn answer_challenge(

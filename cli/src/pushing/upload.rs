@@ -16,7 +16,8 @@ use super::nar;
 use crate::cli::Compression;
 
 /// For tests of the crash-safety guarantee: `ORANC_TEST_EXIT_AT=STAGE` exits (code 75) at
-/// that point of the first path pushed, as a crash or a kill there would.
+/// that point of the first path pushed, as a crash or a kill there would. Only in builds
+/// with the `test-hooks` feature (the test harness's; never a release users run).
 const EXIT_AT_ENV: &str = "ORANC_TEST_EXIT_AT";
 
 /// The points a push may be interrupted at, in order.
@@ -41,7 +42,9 @@ impl Stage {
 }
 
 fn exit_if_asked(stage: Stage, info: &PathInfo) {
-    if std::env::var(EXIT_AT_ENV).is_ok_and(|wanted| wanted == stage.name()) {
+    if cfg!(feature = "test-hooks")
+        && std::env::var(EXIT_AT_ENV).is_ok_and(|wanted| wanted == stage.name())
+    {
         tracing::warn!(path = %info.path, "{EXIT_AT_ENV}: exiting at {}", stage.name());
         std::process::exit(75);
     }

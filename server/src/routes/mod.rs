@@ -66,9 +66,13 @@ pub async fn handle(
     })
 }
 
-/// Tests only: with `ORANC_TEST_PANIC_PATH=/x`, a request for a path ending in `/x`
-/// panics, so that "a bug is a 500, never a dropped connection" is tested with a real panic.
+/// Tests only (builds with the `test-hooks` feature): with `ORANC_TEST_PANIC_PATH=/x`, a
+/// request for a path ending in `/x` panics, so that "a bug is a 500, never a dropped
+/// connection" is tested with a real panic.
 fn test_panic_requested(path: &str) -> bool {
+    if !cfg!(feature = "test-hooks") {
+        return false;
+    }
     static PANIC_PATH: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     PANIC_PATH
         .get_or_init(|| std::env::var("ORANC_TEST_PANIC_PATH").ok())

@@ -16,7 +16,7 @@ use super::inventory::{self, Inventory, Object};
 use super::plan::{names_of, Plan};
 
 /// For tests of the order: `ORANC_TEST_GC_EXIT_AFTER=N` exits (code 75) after N deletions,
-/// as a kill there would.
+/// as a kill there would. Only in builds with the `test-hooks` feature.
 const EXIT_AFTER_ENV: &str = "ORANC_TEST_GC_EXIT_AFTER";
 
 #[derive(Debug, Default)]
@@ -36,6 +36,7 @@ pub async fn execute(
     let progress = super::progress_bar(plan.deletions().count() as u64, "deleted");
     let exit_after = std::env::var(EXIT_AFTER_ENV)
         .ok()
+        .filter(|_| cfg!(feature = "test-hooks"))
         .and_then(|n| n.parse::<usize>().ok());
     let deletions = AtomicUsize::new(0);
     let deleter = Deleter {
