@@ -54,8 +54,9 @@ impl ClientLimiter {
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
-    /// Clients remembered now (tests).
-    pub fn clients(&self) -> u64 {
+    /// Clients remembered now.
+    #[cfg(test)]
+    fn clients(&self) -> u64 {
         self.clients.run_pending_tasks();
         self.clients.entry_count()
     }

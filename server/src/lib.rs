@@ -6,29 +6,29 @@
 //! It talks only to registries its config allows, forwards a client's own credentials, and
 //! uses a named cache's credentials for that cache alone.
 
-pub mod cache_control;
-pub mod client_addr;
-pub mod client_auth;
-pub mod client_limiter;
-pub mod error;
+mod cache_control;
+mod client_addr;
+mod client_auth;
+mod client_limiter;
+mod error;
 #[cfg(test)]
 mod forwarding_tests;
-pub mod grants;
-pub mod layers;
+mod grants;
+mod layers;
 pub mod listener;
-pub mod manifest_cache;
-pub mod metered;
+mod manifest_cache;
+mod metered;
 pub mod metrics;
 pub mod metrics_endpoint;
-pub mod password_gate;
-pub mod refusal_log;
-pub mod resolve;
-pub mod router;
-pub mod routes;
-pub mod state;
-pub mod upstream;
-pub mod write_locks;
-pub mod writers;
+mod password_gate;
+mod refusal_log;
+mod resolve;
+mod router;
+mod routes;
+mod state;
+mod upstream;
+mod write_locks;
+mod writers;
 
 pub use error::ServerError;
 pub use router::router;

@@ -310,7 +310,7 @@ mod tests {
     use super::*;
     use crate::metered::MeteredRegistry;
     use crate::metrics::Metrics;
-    use oranc_backends::registry::oci_layout::OciLayoutRegistry;
+    use oranc_backends::registry::OciLayoutRegistry;
     use oranc_core::{CacheKey, RegistryCache, TagEncoding};
 
     struct Fixture {

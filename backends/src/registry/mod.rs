@@ -1,15 +1,15 @@
 //! Registry backends, and [`open`]: the one place that picks one from settings.
 
-pub mod auth;
-pub mod bounded;
-pub mod credentials;
-pub mod distribution;
-pub mod docker_hub;
-pub mod ghcr;
+mod auth;
+mod bounded;
+mod credentials;
+mod distribution;
+mod docker_hub;
+mod ghcr;
 mod hashing;
-pub mod oci_layout;
-pub mod origins;
-pub mod retry;
+mod oci_layout;
+mod origins;
+mod retry;
 mod throttle;
 
 use std::path::PathBuf;
