@@ -260,6 +260,14 @@ mod tests {
     }
 
     #[test]
+    fn the_response_cache_is_read_under_its_old_name_too() {
+        for table in ["response_cache", "cache"] {
+            let config = parse(&format!("[{table}]\nttl_secs = 7"), "x.toml").unwrap();
+            assert_eq!(config.response_cache.ttl_secs, 7, "[{table}]");
+        }
+    }
+
+    #[test]
     fn errors_name_the_field() {
         for (text, needle) in [
             ("listen = 5", "listen"),

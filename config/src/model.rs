@@ -44,7 +44,9 @@ pub struct Config {
     /// Named caches served at `/{name}/...`.
     pub caches: BTreeMap<String, CacheConfig>,
     pub upstream: UpstreamConfig,
-    pub cache: ResponseCacheConfig,
+    /// `[response_cache]`; `[cache]`, its name before 0.2, is still read.
+    #[serde(alias = "cache")]
+    pub response_cache: ResponseCacheConfig,
     pub rate_limit: RateLimitConfig,
     pub clients: ClientLimitsConfig,
     pub password_checks: PasswordChecksConfig,
@@ -182,7 +184,7 @@ impl Default for Config {
             registries: BTreeMap::new(),
             caches: BTreeMap::new(),
             upstream: UpstreamConfig::default(),
-            cache: ResponseCacheConfig::default(),
+            response_cache: ResponseCacheConfig::default(),
             rate_limit: RateLimitConfig::default(),
             clients: ClientLimitsConfig::default(),
             password_checks: PasswordChecksConfig::default(),

@@ -338,7 +338,7 @@ mod tests {
     impl Fixture {
         fn manifest_lookups(&self) -> u64 {
             self.metrics
-                .upstream_requests
+                .registry_requests
                 .with_label_values(&[
                     crate::metrics::registry_label(self.metered.name()),
                     "get_manifest",

@@ -37,7 +37,7 @@ impl MeteredRegistry {
             "unlisted".to_owned()
         };
         // The series exists from the start (at 0), so dashboards and alerts see it.
-        metrics.upstream_slowdowns.with_label_values(&[&label]);
+        metrics.registry_slowdowns.with_label_values(&[&label]);
         Arc::new(Self {
             inner,
             metrics,
@@ -55,7 +55,7 @@ impl MeteredRegistry {
         let before = self.slowdowns_seen.fetch_max(slowdowns, Ordering::Relaxed);
         if slowdowns > before {
             self.metrics
-                .upstream_slowdowns
+                .registry_slowdowns
                 .with_label_values(&[&self.label])
                 .inc_by(slowdowns - before);
         }
@@ -64,11 +64,11 @@ impl MeteredRegistry {
     fn record<T>(&self, operation: &str, started: Instant, result: &Result<T>) {
         let registry = self.label.as_str();
         self.metrics
-            .upstream_requests
+            .registry_requests
             .with_label_values(&[registry, operation])
             .inc();
         self.metrics
-            .upstream_duration
+            .registry_duration
             .with_label_values(&[registry, operation])
             .observe(started.elapsed().as_secs_f64());
         self.sync_slowdowns();
@@ -85,7 +85,7 @@ impl MeteredRegistry {
                 _ => "other",
             };
             self.metrics
-                .upstream_errors
+                .registry_errors
                 .with_label_values(&[registry, operation, kind])
                 .inc();
         }

@@ -33,10 +33,10 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub response_bytes: IntCounterVec,
     pub request_bytes: IntCounterVec,
-    pub upstream_requests: IntCounterVec,
-    pub upstream_errors: IntCounterVec,
-    pub upstream_duration: HistogramVec,
-    pub upstream_slowdowns: IntCounterVec,
+    pub registry_requests: IntCounterVec,
+    pub registry_errors: IntCounterVec,
+    pub registry_duration: HistogramVec,
+    pub registry_slowdowns: IntCounterVec,
     pub rate_limited: IntCounter,
     /// Connections closed at accept: their client already held its share.
     pub connections_refused: IntCounter,
@@ -146,25 +146,25 @@ impl Metrics {
                 "Bytes uploaded (by Content-Length), by route kind",
                 &["route"],
             ),
-            upstream_requests: counter_vec(
+            registry_requests: counter_vec(
                 &registry,
                 "oranc_registry_requests_total",
                 "Registry operations, by registry and operation",
                 &["registry", "operation"],
             ),
-            upstream_errors: counter_vec(
+            registry_errors: counter_vec(
                 &registry,
                 "oranc_registry_errors_total",
                 "Failed registry operations, by registry, operation and kind",
                 &["registry", "operation", "kind"],
             ),
-            upstream_duration: histogram_vec(
+            registry_duration: histogram_vec(
                 &registry,
                 "oranc_registry_request_duration_seconds",
                 "Registry operation latency, by registry and operation",
                 &["registry", "operation"],
             ),
-            upstream_slowdowns: counter_vec(
+            registry_slowdowns: counter_vec(
                 &registry,
                 "oranc_registry_slowdowns_total",
                 "Answers from a registry asking to slow down (429); every request to it then waits out its Retry-After",

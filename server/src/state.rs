@@ -228,13 +228,13 @@ impl AppState {
         }
         let upstreams = Upstreams::new(&config.upstream)?;
         // `[cache] max_bytes = 0` turns off both in-memory caches.
-        let caching = config.cache.max_bytes > 0;
-        let response_cache =
-            caching.then(|| ResponseCache::new(&config.cache, config.max_small_body_bytes));
+        let caching = config.response_cache.max_bytes > 0;
+        let response_cache = caching
+            .then(|| ResponseCache::new(&config.response_cache, config.max_small_body_bytes));
         let metrics = Metrics::new(response_cache.as_ref().map(ResponseCache::stats));
         let password_gate =
             crate::password_gate::PasswordGate::new(&config.password_checks, metrics.clone());
-        let manifest_cache = caching.then(|| ManifestCache::new(&config.cache));
+        let manifest_cache = caching.then(|| ManifestCache::new(&config.response_cache));
         let registry_count = config.registries.len() + caches.len();
         Ok(Self(Arc::new(Inner {
             manifest_cache,

@@ -281,7 +281,7 @@ fn readiness_checks_reach_the_registry_once_per_few_seconds() {
 /// out of the response cache.
 #[test]
 fn a_flood_of_unique_misses_leaves_a_hot_narinfo_warm() {
-    let (registry, server, _dir) = setup("[cache]\nmax_bytes = 262144");
+    let (registry, server, _dir) = setup("[response_cache]\nmax_bytes = 262144");
     for _ in 0..20 {
         assert_eq!(curl(&[&hot_url(&server)]).0, "200");
     }

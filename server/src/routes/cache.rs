@@ -55,7 +55,7 @@ pub(super) async fn read(
         other => other?,
     };
     let private = crate::client_auth::client_credentials(headers).is_some();
-    cache_control::apply(&mut response, kind, private, &state.config().cache);
+    cache_control::apply(&mut response, kind, private, &state.config().response_cache);
     Ok(response)
 }
 
