@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tower_http::metrics::in_flight_requests::InFlightRequestsCounter;
 
 use prometheus::{
     Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -30,7 +31,11 @@ pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
-    pub in_flight: IntGauge,
+    /// `oranc_http_requests_in_flight`, read at each scrape from [`Self::in_flight_requests`].
+    in_flight: IntGauge,
+    /// Requests until their response body ends or is dropped (a NAR counts while it
+    /// streams), kept by tower-http's in-flight layer (router.rs).
+    pub in_flight_requests: InFlightRequestsCounter,
     pub response_bytes: IntCounterVec,
     pub request_bytes: IntCounterVec,
     pub registry_requests: IntCounterVec,
@@ -212,6 +217,7 @@ impl Metrics {
                 "Entries evicted to stay within the size bound",
             ),
             in_flight,
+            in_flight_requests: InFlightRequestsCounter::new(),
             cache_stats,
             registry,
         }
@@ -227,6 +233,8 @@ impl Metrics {
 
     /// The Prometheus text format.
     pub fn render(&self) -> String {
+        self.in_flight
+            .set(i64::try_from(self.in_flight_requests.get()).unwrap_or(i64::MAX));
         if let Some(stats) = &self.cache_stats {
             Self::sync(&self.cache_hits, stats.hits.load(Ordering::Relaxed));
             Self::sync(&self.cache_misses, stats.misses.load(Ordering::Relaxed));

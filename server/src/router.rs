@@ -1,9 +1,11 @@
 //! The one place the router and its layers are put together. Order, outermost first:
 //! credentials marked sensitive (no layer can log them), a request id (set when the client
-//! sent none, echoed in the answer and in every log line of the request), the request's
-//! tracing span, metrics (they see every answer: limited, cached, timed out or panicked),
-//! panics turned into 500s, the rate limit, the response cache, then the handlers (reads
-//! time out there after `response_timeout_secs`: uploads must not, see `routes/body.rs`).
+//! sent none, echoed in the answer and in every log line of the request), the count of
+//! requests in flight (until their body ends), `X-Content-Type-Options: nosniff` on every
+//! answer, the request's tracing span, metrics (they see every answer: limited, cached,
+//! timed out or panicked), panics turned into 500s, the rate limit, the response cache,
+//! then the handlers (reads time out there after `response_timeout_secs`: uploads must not,
+//! see `routes/body.rs`).
 //! Connections, and the client address every layer reads, are the listener's
 //! (`listener.rs`).
 //!
@@ -17,6 +19,7 @@ use axum::routing::get;
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::metrics::InFlightRequestsLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -59,6 +62,10 @@ pub fn router(state: AppState) -> Router {
                     SequentialRequestId::default(),
                 ))
                 .layer(PropagateRequestIdLayer::x_request_id())
+                // In flight until the body ends: a NAR counts for as long as it streams.
+                .layer(InFlightRequestsLayer::new(
+                    state.metrics().in_flight_requests.clone(),
+                ))
                 // No answer is ever sniffed into something its Content-Type does not say.
                 .layer(SetResponseHeaderLayer::overriding(
                     header::X_CONTENT_TYPE_OPTIONS,

@@ -1,6 +1,8 @@
 //! Counts and times every request: `oranc_http_requests_total{cache,route,method,status}`,
-//! latency to the response head, bytes in and out (by Content-Length, so a streamed NAR is
-//! counted without being touched), and requests in flight.
+//! latency to the response head, and bytes in and out (by Content-Length, so a streamed NAR
+//! is counted without being touched). Requests in flight are tower-http's in-flight layer's
+//! (router.rs): it counts until the body ends, which a layer that sees only the response
+//! head cannot.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -51,23 +53,6 @@ pub struct MetricsService<S> {
     caches: Arc<HashSet<String>>,
 }
 
-/// Counts a request in flight until dropped, so a request whose client hung up is not
-/// counted for ever.
-struct InFlight(prometheus::IntGauge);
-
-impl InFlight {
-    fn new(gauge: prometheus::IntGauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 fn content_length<B>(headers: &axum::http::HeaderMap, _body: &B) -> u64 {
     headers
         .get(header::CONTENT_LENGTH)
@@ -97,11 +82,9 @@ where
         let method = crate::metrics::method_label(request.method());
         let uploaded = content_length(request.headers(), request.body());
         let started = Instant::now();
-        let in_flight = InFlight::new(metrics.in_flight.clone());
         let future = self.inner.call(request);
         Box::pin(async move {
             let response = future.await?;
-            drop(in_flight);
             metrics
                 .request_duration
                 .with_label_values(&[route])
