@@ -56,6 +56,14 @@ impl RegistryCache {
         }
     }
 
+    /// This cache, sharing with others of the same repository (a server's requests) what is
+    /// known of the repository's shared config blob, so that it is looked for once.
+    #[must_use]
+    pub fn sharing_config(mut self, known: Arc<tokio::sync::OnceCell<BlobInfo>>) -> Self {
+        self.shared_config = known;
+        self
+    }
+
     pub fn registry(&self) -> &Arc<dyn Registry> {
         &self.registry
     }

@@ -78,14 +78,13 @@ pub async fn resolve<'a>(
     }
     let segments: Vec<&str> = path.split('/').collect();
     let client = client_credentials(headers);
-    let (encoding, fallbacks) = state.encodings();
 
     if let Some(named) = segments.first().and_then(|name| state.named_cache(name)) {
         let key = parse_key(&segments[1..].join("/"))?;
         let grant = named_cache_access(state, named, client, purpose, address).await?;
         let registry = state.client(segments[0], &named.registry, grant.credentials, purpose);
         return Ok(Target {
-            cache: RegistryCache::new(registry, named.repository.clone(), encoding, fallbacks),
+            cache: state.registry_cache(registry, named.repository.clone(), purpose),
             key,
             access: grant.access,
             named: Some(named),
@@ -137,7 +136,7 @@ pub async fn resolve<'a>(
         .repository(&repository)
         .map_err(|e| ServerError::BadRequest(e.to_string()))?;
     Ok(Target {
-        cache: RegistryCache::new(registry, repository, encoding, fallbacks),
+        cache: state.registry_cache(registry, repository, purpose),
         key,
         access: grant.access,
         named: None,

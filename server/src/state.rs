@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use oranc_backends::{Credentials, RegistryHandle, RegistryKind, RegistrySettings};
 use oranc_config::Config;
-use oranc_core::{PublicKey, Registry, RepositoryName, SecretKey, TagEncoding};
+use oranc_core::{
+    BlobInfo, PublicKey, Registry, RegistryCache, RepositoryName, SecretKey, TagEncoding,
+};
 
 use crate::error::ServerError;
 use crate::grants::CredentialGrant;
@@ -69,6 +71,14 @@ pub struct NamedCache {
     pub check_digests: bool,
 }
 
+/// Repositories whose shared config blob uploads through the server know about.
+type SharedConfigs =
+    moka::sync::Cache<(String, RepositoryName), Arc<tokio::sync::OnceCell<BlobInfo>>>;
+/// Repositories remembered at once (each entry is a few dozen bytes).
+const MAX_SHARED_CONFIGS: u64 = 10_000;
+/// How long a repository's shared config blob is taken to be stored without looking.
+const SHARED_CONFIG_TTL: Duration = Duration::from_secs(3600);
+
 #[derive(Debug)]
 struct Inner {
     config: Config,
@@ -81,6 +91,10 @@ struct Inner {
     unlisted: moka::sync::Cache<String, OpenRegistry>,
     /// Add-only checks and writes of one key run one at a time.
     write_locks: WriteLocks,
+    /// Per registry and repository, whether its shared config blob is known to be stored:
+    /// uploads through the server look for it once, not once per file. Bounded; forgotten
+    /// after an hour, or at once after a failed upload (the registry may have lost it).
+    shared_configs: SharedConfigs,
     readiness: crate::routes::health::ReadinessVerdict,
     password_gate: crate::password_gate::PasswordGate,
     clients: ClientsByCredentials,
@@ -248,6 +262,10 @@ impl AppState {
                 .time_to_idle(CLIENT_IDLE)
                 .build(),
             write_locks: WriteLocks::default(),
+            shared_configs: moka::sync::Cache::builder()
+                .max_capacity(MAX_SHARED_CONFIGS)
+                .time_to_live(SHARED_CONFIG_TTL)
+                .build(),
             readiness: Default::default(),
             password_gate,
             clients: moka::sync::Cache::builder()
@@ -264,8 +282,38 @@ impl AppState {
         &self.0.config
     }
 
-    pub fn encodings(&self) -> (TagEncoding, Vec<TagEncoding>) {
-        (self.0.encoding, self.0.fallbacks.clone())
+    /// The cache in `repository` of `registry`, reading and writing with the configured tag
+    /// encodings; writes share what is known of the repository's shared config blob.
+    pub fn registry_cache(
+        &self,
+        registry: Arc<dyn Registry>,
+        repository: RepositoryName,
+        purpose: Purpose,
+    ) -> RegistryCache {
+        let shared = (purpose == Purpose::Write).then(|| {
+            self.0.shared_configs.get_with(
+                (registry.name().to_owned(), repository.clone()),
+                Arc::default,
+            )
+        });
+        let cache = RegistryCache::new(
+            registry,
+            repository,
+            self.0.encoding,
+            self.0.fallbacks.clone(),
+        );
+        match shared {
+            Some(known) => cache.sharing_config(known),
+            None => cache,
+        }
+    }
+
+    /// Look for `cache`'s shared config blob again at its next write.
+    pub fn forget_shared_config(&self, cache: &RegistryCache) {
+        self.0.shared_configs.invalidate(&(
+            cache.registry().name().to_owned(),
+            cache.repository().clone(),
+        ));
     }
 
     pub fn named_cache(&self, name: &str) -> Option<&NamedCache> {

@@ -198,6 +198,21 @@ fn nix_copy_to_the_server_uploads_a_cache_that_substitutes_back() {
         "{}",
         String::from_utf8_lossy(&uploaded.stderr)
     );
+    // The repository's shared config blob is looked for once per server, not once per file.
+    let metrics = server.metrics();
+    let registry_calls = |operation: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("oranc_registry_requests_total{"))
+            .filter(|l| l.contains(&format!("operation=\"{operation}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        registry_calls("head_blob"),
+        1.0,
+        "one look for the config blob for 3 paths' files (it was one per file)"
+    );
 
     let store = tempfile::tempdir().unwrap();
     let copied = nix_copy_from(

@@ -36,6 +36,23 @@ pub async fn write(
     address: Option<ClientAddr>,
     body: Body,
 ) -> Result<Response, ServerError> {
+    let target = resolve(state, uri, headers, Purpose::Write, address).await?;
+    let cache = target.cache.clone();
+    let outcome = store(state, headers, target, body).await;
+    if outcome.is_err() {
+        // The registry may have lost the shared config blob (emptied, garbage-collected):
+        // the next upload looks for it again.
+        state.forget_shared_config(&cache);
+    }
+    outcome
+}
+
+async fn store(
+    state: &AppState,
+    headers: &HeaderMap,
+    target: Target<'_>,
+    body: Body,
+) -> Result<Response, ServerError> {
     let Target {
         cache,
         key,
@@ -43,7 +60,7 @@ pub async fn write(
         named,
         credentials_refused,
         ..
-    } = resolve(state, uri, headers, Purpose::Write, address).await?;
+    } = target;
     if access == WriteAccess::ReadOnly {
         return Err(credentials_refused.unwrap_or(ServerError::CredentialsRequired));
     }
