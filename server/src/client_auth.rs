@@ -6,7 +6,8 @@
 //! placeholder) and it does not own the registry's passwords. Both forms only say which
 //! credentials to forward to the registry, which decides; they are trusted for nothing more.
 //! Because a SigV4 header changes with every request, layers that tell clients apart (the
-//! response cache, the rate limiter) use [`client_fingerprint`], not the raw header.
+//! response cache) use the credentials' [`fingerprint`], not the raw header; both are read
+//! once per request into its context (request_context.rs).
 
 use axum::http::{header, HeaderMap};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -66,11 +67,6 @@ pub fn credential_digest(username: &str, password: &str) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// [`fingerprint`] of what the client sent (the same for its Basic and SigV4 forms).
-pub fn client_fingerprint(headers: &HeaderMap) -> [u8; 32] {
-    client_credentials(headers).map_or([0; 32], |c| fingerprint(&c))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -121,6 +117,10 @@ mod tests {
         ] {
             assert_eq!(client_credentials(&headers(value)), None, "{value}");
         }
+    }
+
+    fn client_fingerprint(headers: &HeaderMap) -> [u8; 32] {
+        client_credentials(headers).map_or([0; 32], |c| fingerprint(&c))
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod metrics_endpoint;
 mod password_gate;
 mod refusal_log;
+mod request_context;
 mod resolve;
 mod router;
 mod routes;

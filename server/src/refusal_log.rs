@@ -23,13 +23,30 @@ const MAX_LOGGED_CHARS: usize = 300;
 /// `%0a` must not start a forged line, nor `%1b` drive a terminal), and cut at
 /// [`MAX_LOGGED_CHARS`] with the length said.
 pub fn loggable(text: &dyn std::fmt::Display) -> String {
-    let text = text.to_string();
-    let cut: String = text.chars().take(MAX_LOGGED_CHARS).collect();
-    let escaped = cut.escape_debug().to_string();
-    if cut.len() < text.len() {
-        format!("{escaped}… ({} bytes in all)", text.len())
-    } else {
-        escaped
+    Loggable(&text.to_string()).to_string()
+}
+
+/// [`loggable`] of a string, written straight into the formatter: every request's span
+/// carries its path and id this way, and the common case (short, plain ASCII) costs no
+/// allocation and no escaping pass.
+pub struct Loggable<'a>(pub &'a str);
+
+impl std::fmt::Display for Loggable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0;
+        let plain = |b: &u8| b.is_ascii_graphic() && !matches!(b, b'\\' | b'"' | b'\'');
+        if text.len() <= MAX_LOGGED_CHARS && text.bytes().all(|b| plain(&b) || b == b' ') {
+            return f.write_str(text);
+        }
+        let cut = text
+            .char_indices()
+            .nth(MAX_LOGGED_CHARS)
+            .map_or(text, |(end, _)| &text[..end]);
+        write!(f, "{}", cut.escape_debug())?;
+        if cut.len() < text.len() {
+            write!(f, "… ({} bytes in all)", text.len())?;
+        }
+        Ok(())
     }
 }
 
@@ -55,6 +72,11 @@ mod tests {
             !forged.contains('\n') && !forged.contains('\u{1b}'),
             "{forged}"
         );
+        assert_eq!(
+            Loggable("/main/x y.narinfo").to_string(),
+            "/main/x y.narinfo"
+        );
+        assert_eq!(Loggable("a\"b\\c").to_string(), "a\\\"b\\\\c");
         let long = loggable(&"a".repeat(60_000));
         assert!(
             long.len() < 400 && long.ends_with("(60000 bytes in all)"),

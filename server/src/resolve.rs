@@ -1,21 +1,19 @@
-//! From a request to a cache and a key: `/{cache}/{key}` for named caches,
-//! `/{registry}/{repository: N segments}/{key}` otherwise (N is `repository_parts`), with
-//! `registry` and `repository` also accepted as query parameters, as the original oranc
-//! accepts them. Keys are validated before anything is asked of a registry.
+//! From a request's context (request_context.rs: which cache, which key, what credentials)
+//! to a registry client, a cache and what the request may write. Keys were validated before
+//! anything is asked of a registry.
 //!
 //! What a request may write is decided here and nowhere else (docs/security.md): a writer
 //! of a named cache writes with the cache's credentials; other client credentials are
 //! forwarded and grant writes only where [`CredentialGrant`] says the registry checks them;
 //! everyone else gets the cache's anonymous rights (`allow_write`: add only).
 
-use axum::http::{HeaderMap, Uri};
 use oranc_backends::Credentials;
 use oranc_core::{CacheKey, RegistryCache};
 
 use crate::client_addr::ClientAddr;
-use crate::client_auth::client_credentials;
 use crate::error::ServerError;
 use crate::grants::CredentialGrant;
+use crate::request_context::{Addressee, RequestContext, Route};
 use crate::state::{AppState, NamedCache, Purpose};
 use crate::writers::WriterCheck;
 
@@ -49,91 +47,54 @@ pub enum WriteAccess {
     Writer,
 }
 
-fn query_value<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
-    uri.query()?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-fn parse_key(key: &str) -> Result<CacheKey, ServerError> {
-    key.parse::<CacheKey>()
-        .map_err(|e| ServerError::BadRequest(e.to_string()))
-}
-
 pub async fn resolve<'a>(
     state: &'a AppState,
-    uri: &Uri,
-    headers: &HeaderMap,
+    context: &RequestContext,
     purpose: Purpose,
     address: Option<ClientAddr>,
 ) -> Result<Target<'a>, ServerError> {
-    let path = uri.path().trim_start_matches('/');
-    if path.contains("//") || path.split('/').any(|s| s == ".." || s == ".") {
-        return Err(ServerError::BadRequest(format!(
-            "malformed path {:?}",
-            uri.path()
-        )));
-    }
-    let segments: Vec<&str> = path.split('/').collect();
-    let client = client_credentials(headers);
-
-    if let Some(named) = segments.first().and_then(|name| state.named_cache(name)) {
-        let key = parse_key(&segments[1..].join("/"))?;
-        let grant = named_cache_access(state, named, client, purpose, address).await?;
-        let registry = state.client(segments[0], &named.registry, grant.credentials, purpose);
-        return Ok(Target {
-            cache: state.registry_cache(registry, named.repository.clone(), purpose),
-            key,
-            access: grant.access,
-            named: Some(named),
-            redirect_blobs: named.redirect_blobs,
-            check_digests: named.check_digests,
-            credentials_refused: grant.refused,
-        });
-    }
-
-    let mut rest: &[&str] = &segments;
-    let registry_name = match query_value(uri, "registry") {
-        Some(name) => name.to_owned(),
-        None => {
-            let (first, tail) = rest
-                .split_first()
-                .ok_or_else(|| ServerError::BadRequest("no registry in the path".into()))?;
-            rest = tail;
-            // S3 clients send the endpoint's path percent-encoded (`127.0.0.1%3A5000`).
-            percent_encoding::percent_decode_str(first)
-                .decode_utf8()
-                .map_err(|_| ServerError::BadRequest(format!("malformed registry {first:?}")))?
-                .into_owned()
+    let (addressee, key) = match &context.route {
+        Route::File { cache, key } => (cache, key),
+        Route::Malformed(reason) => return Err(ServerError::BadRequest(reason.clone())),
+        Route::Endpoint(name) => {
+            return Err(ServerError::BadRequest(format!(
+                "/{name} is not a cache file"
+            )))
         }
     };
-    let repository = match query_value(uri, "repository") {
-        Some(repository) => repository.replace("%2F", "/").replace("%2f", "/"),
-        None => {
-            let parts = state.config().repository_parts;
-            if rest.len() <= parts {
-                return Err(ServerError::BadRequest(format!(
-                    "expected /{{registry}}/{{repository: {parts} segments}}/{{file}}, got {:?}",
-                    uri.path()
-                )));
-            }
-            let (repository, tail) = rest.split_at(parts);
-            rest = tail;
-            repository.join("/")
+    let key = key.clone().map_err(ServerError::BadRequest)?;
+    let client = context.credentials.clone();
+    let (registry_name, repository) = match addressee {
+        Addressee::Named(name) => {
+            let named = state.named_cache(name).ok_or_else(|| {
+                ServerError::Internal(format!("the named cache {name:?} is not configured"))
+            })?;
+            let grant = named_cache_access(state, named, client, purpose, address).await?;
+            let registry = state.client(name, &named.registry, grant.credentials, purpose);
+            return Ok(Target {
+                cache: state.registry_cache(registry, named.repository.clone(), purpose),
+                key,
+                access: grant.access,
+                named: Some(named),
+                redirect_blobs: named.redirect_blobs,
+                check_digests: named.check_digests,
+                credentials_refused: grant.refused,
+            });
         }
+        Addressee::Url {
+            registry,
+            repository,
+        } => (registry.as_str(), repository.as_str()),
     };
-    let key = parse_key(&rest.join("/"))?;
-    let (handle, registry_grant) = state.open_registry(&registry_name)?;
+    let (handle, registry_grant) = state.open_registry(registry_name)?;
     let grant = match client {
         Some(credentials) => forwarded(credentials, &registry_grant, purpose).await?,
         None => Grant::anonymous(Credentials::Anonymous, WriteAccess::ReadOnly),
     };
-    let registry = state.client(&registry_name, &handle, grant.credentials, purpose);
-    let redirect_blobs = state.redirects_blobs(&registry_name);
+    let registry = state.client(registry_name, &handle, grant.credentials, purpose);
+    let redirect_blobs = state.redirects_blobs(registry_name);
     let repository = registry
-        .repository(&repository)
+        .repository(repository)
         .map_err(|e| ServerError::BadRequest(e.to_string()))?;
     Ok(Target {
         cache: state.registry_cache(registry, repository, purpose),
@@ -141,7 +102,7 @@ pub async fn resolve<'a>(
         access: grant.access,
         named: None,
         redirect_blobs,
-        check_digests: state.checks_digests(&registry_name),
+        check_digests: state.checks_digests(registry_name),
         credentials_refused: grant.refused,
     })
 }

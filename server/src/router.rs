@@ -2,7 +2,8 @@
 //! credentials marked sensitive (no layer can log them), a request id (set when the client
 //! sent none, echoed in the answer and in every log line of the request), the count of
 //! requests in flight (until their body ends), `X-Content-Type-Options: nosniff` on every
-//! answer, the request's tracing span, metrics (they see every answer: limited, cached,
+//! answer, the request context (credentials and path read once: request_context.rs), the
+//! request's tracing span, metrics (they see every answer: limited, cached,
 //! timed out or panicked), panics turned into 500s, the rate limit, the response cache,
 //! then the handlers (reads time out there after `response_timeout_secs`: uploads must not,
 //! see `routes/body.rs`).
@@ -30,11 +31,16 @@ use tower_http::trace::TraceLayer;
 use crate::layers::metrics::MetricsLayer;
 use crate::layers::rate_limit::RateLimitLayer;
 use crate::layers::response_cache::ResponseCacheLayer;
-use crate::metrics::route_kind;
+use crate::refusal_log::Loggable;
+use crate::request_context::{AddressRules, RequestContext};
 use crate::routes::{health, metrics};
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
+    let rules = AddressRules::new(
+        state.config().caches.keys().cloned(),
+        state.config().repository_parts,
+    );
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -46,10 +52,7 @@ pub fn router(state: AppState) -> Router {
             state.metrics().clone(),
         ))
         .layer(CatchPanicLayer::custom(panic_answer))
-        .layer(MetricsLayer::new(
-            state.metrics().clone(),
-            state.config().caches.keys().cloned(),
-        ))
+        .layer(MetricsLayer::new(state.metrics().clone()))
         // One `layer` call for the five: axum boxes (and clones per request) the service at
         // every call, which cost a quarter of the warm-narinfo throughput when they were four.
         .layer(
@@ -71,6 +74,8 @@ pub fn router(state: AppState) -> Router {
                     header::X_CONTENT_TYPE_OPTIONS,
                     HeaderValue::from_static("nosniff"),
                 ))
+                // Credentials and path read once, for every layer and handler below.
+                .map_request(move |request| rules.attach(request))
                 // Failures are logged where their cause is known (ServerError, the panic
                 // handler); the trace layer's generic line would only repeat them.
                 .layer(
@@ -117,11 +122,14 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
-    let path = request.uri().path();
-    let shown = crate::refusal_log::loggable(&path);
+    let shown = Loggable(request.uri().path());
     // A client may send its own X-Request-Id: it is cut and escaped like the path.
-    let id = crate::refusal_log::loggable(&id);
-    tracing::info_span!("request", id = %id, method = %request.method(), route = route_kind(path), path = %shown)
+    let id = Loggable(id);
+    let route = request
+        .extensions()
+        .get::<std::sync::Arc<RequestContext>>()
+        .map_or("other", |context| context.route_label());
+    tracing::info_span!("request", id = %id, method = %request.method(), route, path = %shown)
 }
 
 /// A bug must not drop the client's connection: it gets a 500, the log a line.

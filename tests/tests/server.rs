@@ -699,7 +699,7 @@ fn sigterm_lets_an_in_flight_nar_download_finish_and_it_counts_as_in_flight() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(1));
     // A streaming NAR is in flight until its body ends, not only until its headers went.
-    let in_flight = oranc_tests::server::metric(&server.metrics(), "oranc_http_requests_in_flight");
+    let in_flight = metric(&server.metrics(), "oranc_http_requests_in_flight");
     assert_eq!(in_flight, 2.0, "the NAR and this scrape");
     let started = std::time::Instant::now();
     assert!(server.terminate(), "the server exits cleanly");

@@ -4,7 +4,6 @@
 //! (router.rs): it counts until the body ends, which a layer that sees only the response
 //! head cannot.
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,21 +15,17 @@ use axum::body::Body;
 use axum::http::{header, Request, Response};
 use tower::{Layer, Service};
 
-use crate::metrics::{cache_label, route_kind, Metrics};
+use crate::metrics::Metrics;
+use crate::request_context::RequestContext;
 
 #[derive(Debug, Clone)]
 pub struct MetricsLayer {
     metrics: Metrics,
-    /// The named caches: the only values of the `cache` label besides `url` and `-`.
-    caches: Arc<HashSet<String>>,
 }
 
 impl MetricsLayer {
-    pub fn new(metrics: Metrics, caches: impl IntoIterator<Item = String>) -> Self {
-        Self {
-            metrics,
-            caches: Arc::new(caches.into_iter().collect()),
-        }
+    pub fn new(metrics: Metrics) -> Self {
+        Self { metrics }
     }
 }
 
@@ -41,7 +36,6 @@ impl<S> Layer<S> for MetricsLayer {
         MetricsService {
             inner,
             metrics: self.metrics.clone(),
-            caches: self.caches.clone(),
         }
     }
 }
@@ -50,7 +44,6 @@ impl<S> Layer<S> for MetricsLayer {
 pub struct MetricsService<S> {
     inner: S,
     metrics: Metrics,
-    caches: Arc<HashSet<String>>,
 }
 
 fn content_length<B>(headers: &axum::http::HeaderMap, _body: &B) -> u64 {
@@ -76,9 +69,8 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let metrics = self.metrics.clone();
-        let route = route_kind(request.uri().path());
-        let caches = self.caches.clone();
-        let path = request.uri().path().to_owned();
+        let context = request.extensions().get::<Arc<RequestContext>>().cloned();
+        let route = context.as_ref().map_or("other", |c| c.route_label());
         let method = crate::metrics::method_label(request.method());
         let uploaded = content_length(request.headers(), request.body());
         let started = Instant::now();
@@ -89,7 +81,7 @@ where
                 .request_duration
                 .with_label_values(&[route])
                 .observe(started.elapsed().as_secs_f64());
-            let cache = cache_label(&path, route, &caches);
+            let cache = context.as_ref().map_or("-", |c| c.cache_label());
             metrics
                 .requests
                 .with_label_values(&[cache, route, method, response.status().as_str()])

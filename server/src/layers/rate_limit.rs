@@ -19,6 +19,7 @@ use tower::{Layer, Service};
 use crate::client_addr::ClientAddr;
 use crate::client_limiter::ClientLimiter;
 use crate::metrics::Metrics;
+use crate::request_context::RequestContext;
 
 #[derive(Clone)]
 pub struct RateLimitLayer {
@@ -75,7 +76,10 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let exempt = matches!(request.uri().path(), "/metrics" | "/healthz" | "/readyz");
+        let exempt = request
+            .extensions()
+            .get::<Arc<RequestContext>>()
+            .is_some_and(|context| context.is_endpoint());
         if let (Some(limiter), false) = (&self.layer.limiter, exempt) {
             let client = request.extensions().get::<ClientAddr>().copied();
             if let Err(wait) = limiter.check(client) {

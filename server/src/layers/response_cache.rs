@@ -26,6 +26,8 @@ use axum::http::{HeaderMap, Method, Request, Response, StatusCode};
 use bytes::Bytes;
 use tower::{Layer, Service, ServiceExt as _};
 
+use crate::request_context::RequestContext;
+
 pub use crate::metrics::CacheStats;
 
 /// Headers that shape an answer beyond method, path and credentials.
@@ -165,13 +167,17 @@ impl ResponseCache {
 
 #[derive(Debug, Clone)]
 pub struct ResponseCacheLayer {
-    cache: Option<ResponseCache>,
+    /// Shared: the service is cloned for every request, and one reference count is cheaper
+    /// than the cache's own handles.
+    cache: Option<Arc<ResponseCache>>,
 }
 
 impl ResponseCacheLayer {
     /// `None` (or `max_bytes = 0`) passes everything through.
     pub fn new(cache: Option<ResponseCache>) -> Self {
-        Self { cache }
+        Self {
+            cache: cache.map(Arc::new),
+        }
     }
 }
 
@@ -189,17 +195,20 @@ impl<S> Layer<S> for ResponseCacheLayer {
 #[derive(Debug, Clone)]
 pub struct ResponseCacheService<S> {
     inner: S,
-    cache: Option<ResponseCache>,
+    cache: Option<Arc<ResponseCache>>,
 }
 
-/// Small files worth keeping whole; anything else only has its 404s remembered.
-fn is_small_file(path: &str) -> bool {
-    path.ends_with(".narinfo") || path.ends_with("/nix-cache-info")
+/// The request's context (request_context.rs), which the layers outside set.
+fn context_of(request: &Request<Body>) -> Option<&RequestContext> {
+    request
+        .extensions()
+        .get::<Arc<RequestContext>>()
+        .map(Arc::as_ref)
 }
 
 fn key_of(request: &Request<Body>) -> Key {
     // By credentials, not by header: a SigV4 header differs on every request.
-    let authorization = crate::client_auth::client_fingerprint(request.headers());
+    let authorization = context_of(request).map_or([0; 32], |context| context.fingerprint);
     Key {
         head: request.method() == Method::HEAD,
         path_and_query: normalised_target(request.uri()),
@@ -259,6 +268,8 @@ where
         let shaped = SHAPING_HEADERS
             .iter()
             .any(|name| request.headers().contains_key(name));
+        // Small files are kept whole; anything else only has its 404s remembered.
+        let small_file = context_of(&request).is_some_and(RequestContext::is_small_file);
         match method {
             Method::GET | Method::HEAD if shaped => Box::pin(inner.oneshot(request)),
             Method::PUT => Box::pin(async move {
@@ -268,7 +279,7 @@ where
                 }
                 Ok(response)
             }),
-            Method::GET | Method::HEAD if is_small_file(&path) => Box::pin(async move {
+            Method::GET | Method::HEAD if small_file => Box::pin(async move {
                 let key = key_of(&request);
                 if let Some(hit) = cache.entries.get(&key).await {
                     cache.stats.hits.fetch_add(1, Ordering::Relaxed);
@@ -343,7 +354,7 @@ mod tests {
                 calls.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let status =
-                    if request.method() != Method::PUT && request.uri().path().contains("absent") {
+                    if request.method() != Method::PUT && request.uri().path().contains(ABSENT) {
                         StatusCode::NOT_FOUND
                     } else {
                         StatusCode::OK
@@ -372,8 +383,17 @@ mod tests {
         }
     }
 
+    /// Narinfos the counting service has, and has not.
+    const PRESENT: &str = "5kk4mwqi310s9ssry90al6mxrb47vdiw.narinfo";
+    const ABSENT: &str = "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a.narinfo";
+
+    /// `request` with the context the layers outside would attach.
+    fn in_context(request: Request<Body>) -> Request<Body> {
+        crate::request_context::AddressRules::new([], 2).attach(request)
+    }
+
     fn get(path: &str) -> Request<Body> {
-        Request::get(path).body(Body::empty()).unwrap()
+        in_context(Request::get(path).body(Body::empty()).unwrap())
     }
 
     #[tokio::test]
@@ -382,7 +402,7 @@ mod tests {
         let cache = cache(1000);
         let service =
             ResponseCacheLayer::new(Some(cache.clone())).layer(counting_service(calls.clone()));
-        let requests = (0..100).map(|_| service.clone().oneshot(get("/r/o/c/x.narinfo")));
+        let requests = (0..100).map(|_| service.clone().oneshot(get(&format!("/r/o/c/{PRESENT}"))));
         let responses = futures::future::join_all(requests).await;
         assert!(responses
             .iter()
@@ -392,7 +412,7 @@ mod tests {
         // And a later request is a plain hit.
         service
             .clone()
-            .oneshot(get("/r/o/c/x.narinfo"))
+            .oneshot(get(&format!("/r/o/c/{PRESENT}")))
             .await
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -420,7 +440,7 @@ mod tests {
         for _ in 0..3 {
             let answer = service
                 .clone()
-                .oneshot(get("/r/o/c/absent.narinfo"))
+                .oneshot(get(&format!("/r/o/c/{ABSENT}")))
                 .await
                 .unwrap();
             assert_eq!(answer.status(), StatusCode::NOT_FOUND);
@@ -429,7 +449,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(400)).await;
         service
             .clone()
-            .oneshot(get("/r/o/c/absent.narinfo"))
+            .oneshot(get(&format!("/r/o/c/{ABSENT}")))
             .await
             .unwrap();
         assert_eq!(
@@ -446,26 +466,30 @@ mod tests {
             ResponseCacheLayer::new(Some(cache(60_000))).layer(counting_service(calls.clone()));
         service
             .clone()
-            .oneshot(get("/r/o/c/absent.narinfo"))
+            .oneshot(get(&format!("/r/o/c/{ABSENT}")))
             .await
             .unwrap();
-        let with_credentials = Request::get("/r/o/c/absent.narinfo")
-            .header("authorization", "Basic dTpw")
-            .body(Body::empty())
-            .unwrap();
+        let with_credentials = in_context(
+            Request::get(format!("/r/o/c/{ABSENT}"))
+                .header("authorization", "Basic dTpw")
+                .body(Body::empty())
+                .unwrap(),
+        );
         service.clone().oneshot(with_credentials).await.unwrap();
         assert_eq!(
             calls.load(Ordering::SeqCst),
             2,
             "another client, another entry"
         );
-        let put = Request::put("/r/o/c/absent.narinfo")
-            .body(Body::empty())
-            .unwrap();
+        let put = in_context(
+            Request::put(format!("/r/o/c/{ABSENT}"))
+                .body(Body::empty())
+                .unwrap(),
+        );
         service.clone().oneshot(put).await.unwrap();
         service
             .clone()
-            .oneshot(get("/r/o/c/absent.narinfo"))
+            .oneshot(get(&format!("/r/o/c/{ABSENT}")))
             .await
             .unwrap();
         assert_eq!(

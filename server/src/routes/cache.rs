@@ -3,7 +3,7 @@
 //! before they are served.
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::TryStreamExt as _;
@@ -14,6 +14,7 @@ use super::small_file::check_small_file;
 use crate::cache_control;
 use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
+use crate::request_context::RequestContext;
 use crate::resolve::{resolve, Target};
 use crate::state::{AppState, Purpose};
 
@@ -41,11 +42,11 @@ fn header_value(value: &str) -> Result<HeaderValue, ServerError> {
 pub(super) async fn read(
     state: &AppState,
     method: &Method,
-    uri: &Uri,
     headers: &HeaderMap,
+    context: &RequestContext,
     address: Option<ClientAddr>,
 ) -> Result<Response, ServerError> {
-    let target = resolve(state, uri, headers, Purpose::Read, address).await?;
+    let target = resolve(state, context, Purpose::Read, address).await?;
     let kind = target.key.kind();
     let mut response = match serve(state, method, headers, target).await {
         // An absence is an answer too, and a cache in front may keep it (briefly).
@@ -54,7 +55,7 @@ pub(super) async fn read(
         }
         other => other?,
     };
-    let private = crate::client_auth::client_credentials(headers).is_some();
+    let private = context.credentials.is_some();
     cache_control::apply(&mut response, kind, private, &state.config().response_cache);
     Ok(response)
 }

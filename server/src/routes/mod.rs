@@ -10,15 +10,18 @@ pub mod small_file;
 pub mod upload;
 pub mod verified;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
 use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
+use crate::request_context::RequestContext;
 use crate::state::AppState;
 
 /// Every request for a binary-cache file: GET and HEAD read, PUT uploads.
@@ -27,10 +30,11 @@ pub async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    address: Option<axum::Extension<ClientAddr>>,
+    Extension(context): Extension<Arc<RequestContext>>,
+    address: Option<Extension<ClientAddr>>,
     body: Body,
 ) -> Response {
-    let address = address.map(|axum::Extension(address)| address);
+    let address = address.map(|Extension(address)| address);
     if test_panic_requested(uri.path()) {
         panic!("ORANC_TEST_PANIC_PATH asked for a panic at {}", uri.path());
     }
@@ -41,12 +45,12 @@ pub async fn handle(
             let limit = state.config().response_timeout_secs;
             tokio::time::timeout(
                 Duration::from_secs(limit),
-                cache::read(&state, &method, &uri, &headers, address),
+                cache::read(&state, &method, &headers, &context, address),
             )
             .await
             .unwrap_or(Err(ServerError::ResponseTimedOut(limit)))
         }
-        Method::PUT => upload::write(&state, &uri, &headers, address, body).await,
+        Method::PUT => upload::write(&state, &headers, &context, address, body).await,
         _ => Ok((
             StatusCode::METHOD_NOT_ALLOWED,
             [(header::ALLOW, "GET, HEAD, PUT")],
@@ -56,7 +60,7 @@ pub async fn handle(
     outcome.unwrap_or_else(|error| {
         // The registry wants credentials and the client sent none: challenge it, so a
         // client with a netrc file (Nix does this through curl) answers with them.
-        let anonymous = crate::client_auth::client_credentials(&headers).is_none();
+        let anonymous = context.credentials.is_none();
         match error {
             ServerError::Core(oranc_core::Error::Denied { .. }) if anonymous => {
                 ServerError::CredentialsRequired.into_response()

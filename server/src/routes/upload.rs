@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::TryStreamExt as _;
@@ -26,17 +26,18 @@ use tokio_util::io::StreamReader;
 use super::small_file::{check_small_file, SmallFile};
 use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
+use crate::request_context::RequestContext;
 use crate::resolve::{resolve, Target, WriteAccess};
 use crate::state::{AppState, NamedCache, Purpose};
 
 pub async fn write(
     state: &AppState,
-    uri: &Uri,
     headers: &HeaderMap,
+    context: &RequestContext,
     address: Option<ClientAddr>,
     body: Body,
 ) -> Result<Response, ServerError> {
-    let target = resolve(state, uri, headers, Purpose::Write, address).await?;
+    let target = resolve(state, context, Purpose::Write, address).await?;
     let cache = target.cache.clone();
     let outcome = store(state, headers, target, body).await;
     if outcome.is_err() {

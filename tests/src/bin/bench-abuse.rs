@@ -105,7 +105,7 @@ fn main() {
         }),
         measure(
             "20,000 unique misses and junk queries",
-            "[response_cache]\nmax_bytes = 1048576",
+            "[cache]\nmax_bytes = 1048576",
             |server| {
                 let flood = (0..10_000)
                     .flat_map(|n| {

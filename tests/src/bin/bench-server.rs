@@ -137,7 +137,8 @@ fn main() {
         "bench-server: wrk -t2 -c16 (or -t1 -c1) -d{seconds}s on loopback, distribution registry"
     );
     for (label, extra) in [
-        ("no response cache", "[response_cache]\nmax_bytes = 0\n"),
+        // `[cache]`, the response cache's older name, so that older builds (BENCH_ORANC) read it too.
+        ("no response cache", "[cache]\nmax_bytes = 0\n"),
         ("response cache  ", ""),
     ] {
         let server =
@@ -194,7 +195,7 @@ fn main() {
     let far = ServerProcess::start_binary(
         Command::new(&oranc),
         &format!(
-            "[registries.\"{}\"]\nplain_http = true\n[response_cache]\nmax_bytes = 0\n",
+            "[registries.\"{}\"]\nplain_http = true\n[cache]\nmax_bytes = 0\n",
             proxy.host()
         ),
         &[],
