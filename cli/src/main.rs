@@ -1,5 +1,6 @@
 //! The `oranc` binary: parses the command line and hands each subcommand to its module.
-//! This is the only place errors become `anyhow` and then an exit code.
+//! This crate is the binary's edge, the only one whose errors are `anyhow` (the libraries'
+//! typed errors with context added); here they become a message and an exit code.
 
 mod cli;
 mod commands;
