@@ -12,6 +12,9 @@ pub enum BackendError {
     #[error("cannot read credentials for {host} from the docker config: {reason}")]
     DockerConfig { host: String, reason: String },
 
+    #[error("binary cache {url}: {reason}")]
+    BinaryCacheUrl { url: String, reason: String },
+
     #[error("cannot create the HTTP client: {0}")]
     HttpClient(String),
 

@@ -91,6 +91,17 @@ pub struct PushArgs {
     /// Show what would be pushed, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Take the paths from another binary cache instead of the local store, to move a cache
+    /// into the registry: `https://…` (an S3 website, nix-serve, attic, another oranc
+    /// server's cache URL) or `file:///DIR` (what `nix copy --to file://DIR` writes). Paths
+    /// are given as store paths; closures follow the narinfos' References. Each NAR file is
+    /// copied as that cache stores it (no recompression) and checked against its FileHash,
+    /// NAR before narinfo. The signature rules are push's own: a path needs a signature by a
+    /// trusted key, or gets the signing key's (and paths signed by cache.nixos.org are left
+    /// out unless --excluded-signing-key-pattern says otherwise).
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use oranc_core::Registry;
 
+/// For the binary-cache client, which bounds small answers the same way.
+pub(crate) use bounded::read_capped;
 pub use credentials::Credentials;
 pub use distribution::{DistributionRegistry, DistributionSettings, HttpTuning};
 pub use oci_layout::OciLayoutRegistry;

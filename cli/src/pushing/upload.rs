@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 use anyhow::{bail, Context as _};
+use oranc_backends::BinaryCache;
 use oranc_core::{
     BlobInfo, CacheKey, DebugInfoEntry, NarInfo, PathInfo, RegistryCache, Signature, StoreDir,
     UploadSlot,
@@ -75,10 +76,27 @@ pub fn nar_is_listed(keys: &HashSet<String>, info: &PathInfo, compression: Compr
     nar_key(info, compression).is_ok_and(|key| keys.contains(key.as_str()))
 }
 
-/// Pushes one path in about four round trips for a small one: both upload sessions open
-/// at once; the NAR's bytes; the NAR's tag while the narinfo's bytes go up (they are known
-/// once the NAR is); the narinfo's tag last, only after the NAR's tag exists. With
-/// `nar_is_stored` the NAR already in the cache under [`nar_key`] is reused.
+/// Where a NAR copied from another binary cache is stored: named by NarHash like a pushed
+/// one, with the extension of the compression it is stored in there.
+pub fn copied_nar_key(info: &PathInfo, narinfo: &NarInfo) -> anyhow::Result<CacheKey> {
+    let compression = narinfo.compression.as_deref().unwrap_or("bzip2");
+    let extension = match compression {
+        "none" => "",
+        "xz" => ".xz",
+        "zstd" => ".zst",
+        "bzip2" => ".bz2",
+        "br" => ".br",
+        "lz4" => ".lz4",
+        "gzip" => ".gz",
+        other => bail!("{}: unknown Compression {other:?}", info.path),
+    };
+    Ok(format!("nar/{}.nar{extension}", info.nar_hash.to_nix32()).parse()?)
+}
+
+/// Pushes one path of the local store in about four round trips for a small one: both
+/// upload sessions open at once; the NAR's bytes; the NAR's tag while the narinfo's bytes go
+/// up (they are known once the NAR is); the narinfo's tag last, only after the NAR's tag
+/// exists. With `nar_is_stored` the NAR already in the cache under [`nar_key`] is reused.
 pub async fn push_path(
     cache: &RegistryCache,
     settings: &UploadSettings,
@@ -87,6 +105,69 @@ pub async fn push_path(
     signatures: Vec<Signature>,
 ) -> anyhow::Result<()> {
     let nar_key = nar_key(info, settings.compression)?;
+    let stored = NarToStore {
+        key: &nar_key,
+        compression: settings.compression.nix_name(),
+        is_stored: nar_is_stored,
+    };
+    store_path(cache, settings, info, signatures, stored, |slot| {
+        upload_nar(cache, settings, info, slot)
+    })
+    .await
+}
+
+/// [`push_path`] for a path of another binary cache (`push --from`): its NAR file is copied
+/// as that cache stores it (`narinfo`), and checked against the narinfo's FileHash and
+/// FileSize before anything names it.
+pub async fn copy_path(
+    cache: &RegistryCache,
+    settings: &UploadSettings,
+    nar_is_stored: bool,
+    info: &PathInfo,
+    signatures: Vec<Signature>,
+    from: &BinaryCache,
+    narinfo: &NarInfo,
+) -> anyhow::Result<()> {
+    let nar_key = copied_nar_key(info, narinfo)?;
+    let stored = NarToStore {
+        key: &nar_key,
+        compression: narinfo.compression.as_deref().unwrap_or("bzip2"),
+        is_stored: nar_is_stored,
+    };
+    store_path(
+        cache,
+        settings,
+        info,
+        signatures,
+        stored,
+        |slot| async move { Ok((copy_nar(cache, from, narinfo, slot).await?, None)) },
+    )
+    .await
+}
+
+/// The NAR a path is stored with.
+struct NarToStore<'a> {
+    key: &'a CacheKey,
+    /// As a narinfo's `Compression` says it.
+    compression: &'a str,
+    /// Already in the cache under `key` (an earlier run's): reused, not uploaded.
+    is_stored: bool,
+}
+
+/// The safe order for one path, whichever way its NAR's bytes are made (`upload`).
+async fn store_path<F, Fut>(
+    cache: &RegistryCache,
+    settings: &UploadSettings,
+    info: &PathInfo,
+    signatures: Vec<Signature>,
+    nar: NarToStore<'_>,
+    upload: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(UploadSlot) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(BlobInfo, Option<NarContents>)>>,
+{
+    let (nar_key, nar_is_stored) = (nar.key, nar.is_stored);
     let key = CacheKey::narinfo(&info.path);
     let open_narinfo_upload = async {
         cache
@@ -95,7 +176,7 @@ pub async fn push_path(
             .with_context(|| format!("opening the upload of {key}"))
     };
     let (file, narinfo_slot, contents) = if nar_is_stored {
-        let (file, slot) = tokio::try_join!(reuse_nar(cache, &nar_key), open_narinfo_upload)?;
+        let (file, slot) = tokio::try_join!(reuse_nar(cache, nar_key), open_narinfo_upload)?;
         (file, slot, None)
     } else {
         let open_nar_upload = async {
@@ -105,12 +186,12 @@ pub async fn push_path(
                 .with_context(|| format!("opening the upload of {nar_key}"))
         };
         let (nar_slot, narinfo_slot) = tokio::try_join!(open_nar_upload, open_narinfo_upload)?;
-        let (file, contents) = upload_nar(cache, settings, info, nar_slot).await?;
+        let (file, contents) = upload(nar_slot).await?;
         (file, narinfo_slot, contents)
     };
 
     let mut narinfo = NarInfo::for_path(&settings.store_dir, info, nar_key.to_string());
-    narinfo.compression = Some(settings.compression.nix_name().to_owned());
+    narinfo.compression = Some(nar.compression.to_owned());
     narinfo.file_hash = Some(file.digest);
     narinfo.file_size = Some(file.size);
     narinfo.signatures = signatures;
@@ -118,12 +199,12 @@ pub async fn push_path(
     let tag_nar = async {
         if !nar_is_stored {
             cache
-                .tag_blob(&nar_key, nar_key.content_type(), &file)
+                .tag_blob(nar_key, nar_key.content_type(), &file)
                 .await
                 .with_context(|| format!("storing {nar_key}"))?;
         }
         if let Some(contents) = contents {
-            store_contents(cache, settings, info, &nar_key, contents).await?;
+            store_contents(cache, settings, info, nar_key, contents).await?;
         }
         exit_if_asked(Stage::NarTag, info);
         anyhow::Ok(())
@@ -179,6 +260,50 @@ async fn store_contents(
         futures::future::try_join_all(entries).await?;
     }
     Ok(())
+}
+
+/// Copies the NAR file `narinfo` names from `from` into `slot`, unchanged. The blob is not
+/// tagged yet; it is returned only when it is the file the narinfo describes.
+async fn copy_nar(
+    cache: &RegistryCache,
+    from: &BinaryCache,
+    narinfo: &NarInfo,
+    slot: UploadSlot,
+) -> anyhow::Result<BlobInfo> {
+    let path = &narinfo.store_path;
+    let body = from.open_file(&narinfo.url).await?.with_context(|| {
+        format!(
+            "{}/{} (the NAR of {path}) is missing",
+            from.url(),
+            narinfo.url
+        )
+    })?;
+    let mut reader = tokio_util::io::StreamReader::new(body);
+    let blob = cache
+        .upload_blob_via(slot, &mut reader)
+        .await
+        .with_context(|| format!("copying the NAR of {path} from {}", from.url()))?;
+    // Without a FileHash only an uncompressed file can be checked (against the NarHash).
+    let uncompressed = narinfo.compression.as_deref() == Some("none");
+    let expected = match (narinfo.file_hash, narinfo.file_size) {
+        (Some(hash), size) => (hash, size),
+        (None, _) if uncompressed => (narinfo.nar_hash, Some(narinfo.nar_size)),
+        (None, _) => bail!(
+            "the narinfo of {path} in {} has no FileHash: what is copied could not be checked",
+            from.url()
+        ),
+    };
+    if blob.digest != expected.0 || expected.1.is_some_and(|size| size != blob.size) {
+        bail!(
+            "the NAR file of {path} from {} is not the one its narinfo describes (sha256 {} size {}, expected {} size {}); nothing was stored",
+            from.url(),
+            blob.digest,
+            blob.size,
+            expected.0,
+            expected.1.map_or("?".to_owned(), |s| s.to_string())
+        );
+    }
+    Ok(blob)
 }
 
 /// A NAR stored by an earlier run (or by the original oranc): its blob is the file.

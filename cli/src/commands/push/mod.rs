@@ -1,12 +1,17 @@
 //! `oranc push`: plan (paths, closure, signatures, what is there already), then push the
-//! rest concurrently, with progress and a summary; non-zero exit when anything failed.
+//! rest concurrently, with progress and a summary; non-zero exit when anything failed. With
+//! `--from URL` the paths, their closures and their NAR files come from another binary
+//! cache instead of the local store.
 
 use std::collections::HashSet;
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use oranc_core::{PathInfo, StoreDir};
+use oranc_backends::store::BinaryCacheSource;
+use oranc_backends::{BinaryCache, BinaryCacheTimeouts};
+use oranc_core::{PathInfo, StoreDir, StoreSource};
 
 use crate::cli::{PushArgs, PushCommand};
 use crate::pushing::initialize::{initialize, initialize_if_missing};
@@ -41,7 +46,14 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     if roots.is_empty() {
         anyhow::bail!("no store paths given (as arguments or on standard input)");
     }
-    let source = options::open_source(options, &store_dir)?;
+    let from = match &args.from {
+        Some(url) => Some(open_binary_cache(url, &store_dir, options).await?),
+        None => None,
+    };
+    let source: Arc<dyn StoreSource> = match &from {
+        Some(from) => from.clone(),
+        None => options::open_source(options, &store_dir)?,
+    };
     let infos = if args.no_closure {
         source.path_infos(&roots).await?
     } else {
@@ -87,12 +99,20 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     let buffers = tokio::sync::Semaphore::new(BUFFER_BUDGET_MIB as usize);
     let mut results = futures::stream::iter(to_push)
         .map(|(info, signatures)| {
-            let (cache, settings, buffers) = (&cache, &settings, &buffers);
-            let nar_is_stored = upload::nar_is_listed(&existing, &info, settings.compression);
+            let (cache, settings, buffers, existing) = (&cache, &settings, &buffers, &existing);
+            let from = from.as_deref();
             async move {
                 let _buffers = buffers.acquire_many(buffer_cost_mib(&info)).await;
-                let outcome =
-                    upload::push_path(cache, settings, nar_is_stored, &info, signatures).await;
+                let outcome = match from {
+                    Some(from) => {
+                        copy_from(cache, settings, existing, from, &info, signatures).await
+                    }
+                    None => {
+                        let nar_is_stored =
+                            upload::nar_is_listed(existing, &info, settings.compression);
+                        upload::push_path(cache, settings, nar_is_stored, &info, signatures).await
+                    }
+                };
                 (info, outcome)
             }
         })
@@ -122,6 +142,58 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     summary.backpressure = cache.registry().backpressure();
     summary.print(&description, false);
     summary.result()
+}
+
+/// The binary cache `push --from` reads, checked to be for this store directory.
+async fn open_binary_cache(
+    url: &str,
+    store_dir: &StoreDir,
+    options: &crate::cli::PushOptions,
+) -> anyhow::Result<Arc<BinaryCacheSource>> {
+    if options.write_nar_listing || options.index_debug_info {
+        anyhow::bail!(
+            "--from copies NAR files as they are, so it makes no listings or debuginfo entries; leave out --write-nar-listing and --index-debug-info"
+        );
+    }
+    let cache = BinaryCache::open(url, BinaryCacheTimeouts::default())?;
+    match cache
+        .cache_info()
+        .await
+        .with_context(|| format!("reading {url}/nix-cache-info"))?
+    {
+        Some(info) if info.store_dir != *store_dir => anyhow::bail!(
+            "{url} is a cache for {}, not {store_dir} (see --store-dir)",
+            info.store_dir
+        ),
+        Some(_) => {}
+        None => eprintln!("{url} has no nix-cache-info; taking it to be a cache for {store_dir}"),
+    }
+    Ok(Arc::new(BinaryCacheSource::new(cache, store_dir.clone())))
+}
+
+/// One path of `push --from`: its NAR file copied from `from` unless the cache has it.
+async fn copy_from(
+    cache: &oranc_core::RegistryCache,
+    settings: &upload::UploadSettings,
+    existing: &HashSet<String>,
+    from: &BinaryCacheSource,
+    info: &PathInfo,
+    signatures: Vec<oranc_core::Signature>,
+) -> anyhow::Result<()> {
+    let narinfo = from
+        .narinfo(&info.path)
+        .with_context(|| format!("no narinfo was read for {}", info.path))?;
+    let nar_is_stored = existing.contains(upload::copied_nar_key(info, &narinfo)?.as_str());
+    upload::copy_path(
+        cache,
+        settings,
+        nar_is_stored,
+        info,
+        signatures,
+        from.cache(),
+        &narinfo,
+    )
+    .await
 }
 
 fn read_roots(args: &PushArgs, store_dir: &StoreDir) -> anyhow::Result<Vec<oranc_core::StorePath>> {

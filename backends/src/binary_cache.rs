@@ -1,0 +1,294 @@
+//! A client for another binary cache as Nix serves them (`https://cache.nixos.org`, an S3
+//! website, nix-serve, attic, another oranc server, a `nix copy --to file://DIR` directory):
+//! its `nix-cache-info`, narinfos and NAR files. `oranc push --from` reads paths from one;
+//! the server's pull-through mirror is meant to fetch from one.
+//!
+//! It never sends credentials (none are configured for it, and a redirect cannot add any),
+//! bounds small files in size, and streams NAR files rather than holding them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt as _, TryStreamExt as _};
+use oranc_core::registry::ByteStream;
+use oranc_core::{Error, NarInfo, NixCacheInfo, Result, StoreDir, StorePath};
+use tokio_util::io::ReaderStream;
+
+use crate::BackendError;
+
+/// Largest narinfo or `nix-cache-info` read; real ones are a few KiB.
+const MAX_SMALL_FILE: usize = 1 << 20;
+/// Redirects followed for one file (S3 websites and CDNs answer with one or two).
+const MAX_REDIRECTS: usize = 5;
+
+/// One binary cache, by URL.
+#[derive(Debug, Clone)]
+pub struct BinaryCache {
+    location: Location,
+    /// The URL as given, for messages.
+    url: String,
+}
+
+#[derive(Debug, Clone)]
+enum Location {
+    Http {
+        base: String,
+        client: reqwest::Client,
+    },
+    Directory(PathBuf),
+}
+
+impl BinaryCache {
+    /// `http(s)://HOST/PATH` or `file:///DIR`; trailing slashes are ignored.
+    pub fn open(url: &str, timeouts: BinaryCacheTimeouts) -> Result<Self, BackendError> {
+        let trimmed = url.trim_end_matches('/');
+        let location = if let Some(dir) = trimmed.strip_prefix("file://") {
+            if !dir.starts_with('/') {
+                return Err(BackendError::BinaryCacheUrl {
+                    url: url.to_owned(),
+                    reason: "a file:// cache needs an absolute path (file:///DIR)".into(),
+                });
+            }
+            Location::Directory(PathBuf::from(dir))
+        } else if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
+            let client = reqwest::Client::builder()
+                .connect_timeout(timeouts.connect)
+                .read_timeout(timeouts.read)
+                .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+                .build()
+                .map_err(|e| BackendError::HttpClient(e.to_string()))?;
+            Location::Http {
+                base: trimmed.to_owned(),
+                client,
+            }
+        } else {
+            return Err(BackendError::BinaryCacheUrl {
+                url: url.to_owned(),
+                reason: "a binary cache is http://, https:// or file:///DIR".into(),
+            });
+        };
+        Ok(Self {
+            location,
+            url: trimmed.to_owned(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The cache's `nix-cache-info`, if it has one.
+    pub async fn cache_info(&self) -> Result<Option<NixCacheInfo>> {
+        let Some(bytes) = self.small_file("nix-cache-info").await? else {
+            return Ok(None);
+        };
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| self.protocol("nix-cache-info", "not UTF-8"))?;
+        text.parse::<NixCacheInfo>().map(Some)
+    }
+
+    /// The narinfo of `path`, if the cache has it. Its `StorePath` must be `path`.
+    pub async fn narinfo(&self, store_dir: &StoreDir, path: &StorePath) -> Result<Option<NarInfo>> {
+        let key = format!("{}.narinfo", path.hash_part());
+        let Some(bytes) = self.small_file(&key).await? else {
+            return Ok(None);
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|_| self.protocol(&key, "not UTF-8"))?;
+        let narinfo = NarInfo::parse(text)?;
+        if narinfo.store_dir != *store_dir || narinfo.store_path != *path {
+            return Err(self.protocol(
+                &key,
+                &format!(
+                    "it describes {}/{}, not {}/{path}",
+                    narinfo.store_dir, narinfo.store_path, store_dir
+                ),
+            ));
+        }
+        Ok(Some(narinfo))
+    }
+
+    /// The file at `relative` (a narinfo's `URL`), streamed; `None` when the cache lacks it.
+    pub async fn open_file(&self, relative: &str) -> Result<Option<ByteStream>> {
+        check_relative(relative).map_err(|reason| self.protocol(relative, &reason))?;
+        match &self.location {
+            Location::Directory(dir) => match tokio::fs::File::open(dir.join(relative)).await {
+                Ok(file) => Ok(Some(ReaderStream::new(file).boxed())),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(Error::Io {
+                    what: format!("{}/{relative}", self.url),
+                    source,
+                }),
+            },
+            Location::Http { .. } => {
+                let Some(answer) = self.get(relative).await? else {
+                    return Ok(None);
+                };
+                Ok(Some(
+                    answer
+                        .bytes_stream()
+                        .map_err(|e| std::io::Error::other(e.without_url()))
+                        .boxed(),
+                ))
+            }
+        }
+    }
+
+    /// A small file whole, bounded by [`MAX_SMALL_FILE`].
+    async fn small_file(&self, relative: &str) -> Result<Option<Bytes>> {
+        match &self.location {
+            Location::Directory(dir) => {
+                let path = dir.join(relative);
+                let what = || format!("{}/{relative}", self.url);
+                match tokio::fs::metadata(&path).await {
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(source) => {
+                        return Err(Error::Io {
+                            what: what(),
+                            source,
+                        })
+                    }
+                    Ok(meta) if meta.len() > MAX_SMALL_FILE as u64 => {
+                        return Err(self.protocol(relative, "larger than 1 MiB"))
+                    }
+                    Ok(_) => {}
+                }
+                tokio::fs::read(&path)
+                    .await
+                    .map(|bytes| Some(Bytes::from(bytes)))
+                    .map_err(|source| Error::Io {
+                        what: what(),
+                        source,
+                    })
+            }
+            Location::Http { .. } => {
+                let Some(answer) = self.get(relative).await? else {
+                    return Ok(None);
+                };
+                let what = format!("{}/{relative}", self.url);
+                crate::registry::read_capped(answer, MAX_SMALL_FILE, &what)
+                    .await
+                    .map(Some)
+            }
+        }
+    }
+
+    /// GET of `relative`: the answer when it is a success, `None` for 404 (and 403, which S3
+    /// answers for a missing key of a bucket that cannot be listed).
+    async fn get(&self, relative: &str) -> Result<Option<reqwest::Response>> {
+        let Location::Http { base, client } = &self.location else {
+            return Ok(None);
+        };
+        let what = format!("{}/{relative}", self.url);
+        let answer = client
+            .get(format!("{base}/{relative}"))
+            .send()
+            .await
+            .map_err(|error| {
+                let error = error.without_url();
+                if error.is_timeout() {
+                    Error::TimedOut {
+                        what: what.clone(),
+                        reason: None,
+                    }
+                } else {
+                    Error::Unavailable {
+                        what: what.clone(),
+                        reason: error.to_string(),
+                    }
+                }
+            })?;
+        let status = answer.status();
+        if status.is_success() {
+            return Ok(Some(answer));
+        }
+        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
+            return Ok(None);
+        }
+        Err(
+            if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                Error::Unavailable {
+                    what,
+                    reason: status.to_string(),
+                }
+            } else {
+                Error::Protocol {
+                    what,
+                    reason: status.to_string(),
+                }
+            },
+        )
+    }
+
+    fn protocol(&self, relative: &str, reason: &str) -> Error {
+        Error::Protocol {
+            what: format!("{}/{relative}", self.url),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// How long a binary cache may take: to connect, and between two reads of an answer.
+#[derive(Debug, Clone, Copy)]
+pub struct BinaryCacheTimeouts {
+    pub connect: Duration,
+    pub read: Duration,
+}
+
+impl Default for BinaryCacheTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            read: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A narinfo's `URL` as this client follows it: relative, inside the cache, no `..`.
+fn check_relative(relative: &str) -> std::result::Result<(), String> {
+    let ok = !relative.is_empty()
+        && !relative.starts_with('/')
+        && !relative.contains("://")
+        && !relative.contains('\\')
+        && relative
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("URL {relative:?} is not a file inside the cache"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn only_files_inside_the_cache_are_followed() {
+        for good in ["nar/abc.nar.xz", "nar/x"] {
+            assert!(check_relative(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "nar/../../x",
+            "https://evil/x",
+            "nar//x",
+            "a\\b",
+        ] {
+            assert!(check_relative(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_cache_is_http_https_or_an_absolute_directory() {
+        let open = |url: &str| BinaryCache::open(url, BinaryCacheTimeouts::default());
+        assert!(open("https://cache.nixos.org/").is_ok());
+        assert!(open("file:///srv/cache").is_ok());
+        assert!(open("file://relative").is_err());
+        assert!(open("s3://bucket").is_err());
+    }
+}
