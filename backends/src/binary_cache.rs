@@ -90,17 +90,35 @@ impl BinaryCache {
 
     /// The narinfo of `path`, if the cache has it. Its `StorePath` must be `path`.
     pub async fn narinfo(&self, store_dir: &StoreDir, path: &StorePath) -> Result<Option<NarInfo>> {
+        let found = self.narinfo_by_hash(store_dir, path.hash_part()).await?;
         let key = format!("{}.narinfo", path.hash_part());
+        match found {
+            Some(narinfo) if narinfo.store_path != *path => Err(self.protocol(
+                &key,
+                &format!("it describes {}, not {path}", narinfo.store_path),
+            )),
+            found => Ok(found),
+        }
+    }
+
+    /// The narinfo `<hash_part>.narinfo`, if the cache has it: for `store_dir`, and of a
+    /// path with that hash part.
+    pub async fn narinfo_by_hash(
+        &self,
+        store_dir: &StoreDir,
+        hash_part: &str,
+    ) -> Result<Option<NarInfo>> {
+        let key = format!("{hash_part}.narinfo");
         let Some(bytes) = self.small_file(&key).await? else {
             return Ok(None);
         };
         let text = std::str::from_utf8(&bytes).map_err(|_| self.protocol(&key, "not UTF-8"))?;
         let narinfo = NarInfo::parse(text)?;
-        if narinfo.store_dir != *store_dir || narinfo.store_path != *path {
+        if narinfo.store_dir != *store_dir || narinfo.store_path.hash_part() != hash_part {
             return Err(self.protocol(
                 &key,
                 &format!(
-                    "it describes {}/{}, not {}/{path}",
+                    "it describes {}/{}, not a path {}/{hash_part}-…",
                     narinfo.store_dir, narinfo.store_path, store_dir
                 ),
             ));
@@ -112,14 +130,20 @@ impl BinaryCache {
     pub async fn open_file(&self, relative: &str) -> Result<Option<ByteStream>> {
         check_relative(relative).map_err(|reason| self.protocol(relative, &reason))?;
         match &self.location {
-            Location::Directory(dir) => match tokio::fs::File::open(dir.join(relative)).await {
-                Ok(file) => Ok(Some(ReaderStream::new(file).boxed())),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(source) => Err(Error::Io {
-                    what: format!("{}/{relative}", self.url),
-                    source,
-                }),
-            },
+            Location::Directory(dir) => {
+                let path = dir.join(relative);
+                if self.regular_file(relative, &path).await?.is_none() {
+                    return Ok(None);
+                }
+                match tokio::fs::File::open(&path).await {
+                    Ok(file) => Ok(Some(ReaderStream::new(file).boxed())),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(source) => Err(Error::Io {
+                        what: format!("{}/{relative}", self.url),
+                        source,
+                    }),
+                }
+            }
             Location::Http { .. } => {
                 let Some(answer) = self.get(relative).await? else {
                     return Ok(None);
@@ -138,28 +162,35 @@ impl BinaryCache {
     async fn small_file(&self, relative: &str) -> Result<Option<Bytes>> {
         match &self.location {
             Location::Directory(dir) => {
+                use tokio::io::AsyncReadExt as _;
                 let path = dir.join(relative);
-                let what = || format!("{}/{relative}", self.url);
-                match tokio::fs::metadata(&path).await {
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(source) => {
-                        return Err(Error::Io {
-                            what: what(),
-                            source,
-                        })
-                    }
-                    Ok(meta) if meta.len() > MAX_SMALL_FILE as u64 => {
+                match self.regular_file(relative, &path).await? {
+                    None => return Ok(None),
+                    Some(length) if length > MAX_SMALL_FILE as u64 => {
                         return Err(self.protocol(relative, "larger than 1 MiB"))
                     }
-                    Ok(_) => {}
+                    Some(_) => {}
                 }
-                tokio::fs::read(&path)
+                let what = || format!("{}/{relative}", self.url);
+                let file = tokio::fs::File::open(&path)
                     .await
-                    .map(|bytes| Some(Bytes::from(bytes)))
                     .map_err(|source| Error::Io {
                         what: what(),
                         source,
-                    })
+                    })?;
+                // Bounded even if the file grows between the look and the read.
+                let mut bytes = Vec::new();
+                file.take(MAX_SMALL_FILE as u64 + 1)
+                    .read_to_end(&mut bytes)
+                    .await
+                    .map_err(|source| Error::Io {
+                        what: what(),
+                        source,
+                    })?;
+                if bytes.len() > MAX_SMALL_FILE {
+                    return Err(self.protocol(relative, "larger than 1 MiB"));
+                }
+                Ok(Some(Bytes::from(bytes)))
             }
             Location::Http { .. } => {
                 let Some(answer) = self.get(relative).await? else {
@@ -170,6 +201,21 @@ impl BinaryCache {
                     .await
                     .map(Some)
             }
+        }
+    }
+
+    /// The length of `path` when it is a regular file (symlinks followed); `None` when it is
+    /// absent. Anything else (a FIFO, a device like `/dev/zero`) is refused: reading it could
+    /// block for ever or never end.
+    async fn regular_file(&self, relative: &str, path: &std::path::Path) -> Result<Option<u64>> {
+        match tokio::fs::metadata(path).await {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Err(self.protocol(relative, "not a regular file")),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Io {
+                what: format!("{}/{relative}", self.url),
+                source,
+            }),
         }
     }
 
@@ -244,12 +290,13 @@ impl Default for BinaryCacheTimeouts {
     }
 }
 
-/// A narinfo's `URL` as this client follows it: relative, inside the cache, no `..`.
+/// A narinfo's `URL` as this client follows it: relative, inside the cache, no `..`, and
+/// only characters Nix's own file names use (no `%`: `%2e%2e` is `..` to an HTTP client).
 fn check_relative(relative: &str) -> std::result::Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._+-/".contains(c);
     let ok = !relative.is_empty()
+        && relative.chars().all(plain)
         && !relative.starts_with('/')
-        && !relative.contains("://")
-        && !relative.contains('\\')
         && relative
             .split('/')
             .all(|s| !s.is_empty() && s != "." && s != "..");
@@ -278,6 +325,8 @@ mod tests {
             "https://evil/x",
             "nar//x",
             "a\\b",
+            "nar/%2e%2e/%2e%2e/x",
+            "nar/x?y",
         ] {
             assert!(check_relative(bad).is_err(), "{bad}");
         }

@@ -8,6 +8,7 @@
 
 pub mod binary_cache;
 pub mod error;
+pub mod nar_check;
 pub mod registry;
 pub mod store;
 

@@ -96,10 +96,12 @@ pub struct PushArgs {
     /// into the registry: `https://…` (an S3 website, nix-serve, attic, another oranc
     /// server's cache URL) or `file:///DIR` (what `nix copy --to file://DIR` writes). Paths
     /// are given as store paths; closures follow the narinfos' References. Each NAR file is
-    /// copied as that cache stores it (no recompression) and checked against its FileHash,
-    /// NAR before narinfo. The signature rules are push's own: a path needs a signature by a
-    /// trusted key, or gets the signing key's (and paths signed by cache.nixos.org are left
-    /// out unless --excluded-signing-key-pattern says otherwise).
+    /// copied as that cache stores it (no recompression, xz, zstd or none), NAR before
+    /// narinfo; the NAR inside is checked against the signed NarHash. Only paths
+    /// signed by a trusted key (--trusted-public-key, or the signing key's public half) are
+    /// copied: nothing unsigned is signed, since its claims are another cache's. Paths
+    /// signed by cache.nixos.org are left out unless --excluded-signing-key-pattern says
+    /// otherwise.
     #[arg(long, value_name = "URL")]
     pub from: Option<String>,
 }

@@ -9,7 +9,7 @@ use oranc_tests::nginx::NginxProcess;
 use oranc_tests::nix::{assert_same_closure, copy_from, hash_part, nix_command, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{allow_plain_http, ServerProcess};
-use oranc_tests::{fresh_repo, oranc_command, run_ok};
+use oranc_tests::{fresh_repo, oranc_command, release_oranc_command, run_ok};
 
 /// `nix copy --to file://DIR?compression=xz` of the closure: a cache as Nix writes it.
 fn nix_written_cache(closure: &SignedClosure) -> tempfile::TempDir {
@@ -29,7 +29,27 @@ fn push_from(
     from: &str,
     closure: &SignedClosure,
 ) -> Output {
-    oranc_command()
+    push_from_with(oranc_command(), registry, repo, from, closure)
+}
+
+/// [`push_from`] with the release binary, for the attacks of a hostile source cache.
+fn release_push_from(
+    registry: &RegistryProcess,
+    repo: &str,
+    from: &str,
+    closure: &SignedClosure,
+) -> Output {
+    push_from_with(release_oranc_command(), registry, repo, from, closure)
+}
+
+fn push_from_with(
+    mut command: std::process::Command,
+    registry: &RegistryProcess,
+    repo: &str,
+    from: &str,
+    closure: &SignedClosure,
+) -> Output {
+    command
         .args([
             "push",
             "--no-ssl",
@@ -165,4 +185,170 @@ fn a_cache_for_another_store_directory_is_refused() {
         "{}",
         text(&pushed.stderr)
     );
+}
+
+/// The registry's tags of `repo`, as its API lists them.
+fn tags_of(registry: &RegistryProcess, repo: &str) -> String {
+    run_ok(std::process::Command::new("curl").args([
+        "-s",
+        &format!("{}/v2/{repo}/tags/list", registry.base_url()),
+    ]))
+}
+
+/// The narinfo file of `path` in a cache directory, and its text.
+fn narinfo_file(cache: &std::path::Path, path: &str) -> (std::path::PathBuf, String) {
+    let file = cache.join(format!("{}.narinfo", hash_part(path)));
+    let text = std::fs::read_to_string(&file).expect("the narinfo nix copy wrote");
+    (file, text)
+}
+
+/// `text` with the field `name` set to `value`.
+fn with_field(text: &str, name: &str, value: &str) -> String {
+    text.lines()
+        .map(|line| {
+            if line.starts_with(&format!("{name}: ")) {
+                format!("{name}: {value}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Red-team finding (2026-12-04): the signature does not cover URL, FileHash or FileSize. A
+/// source that rewrote them to describe other bytes got those bytes stored and named by a
+/// narinfo (and the key poisoned for later pushes). The NAR inside is now checked against
+/// the signed NarHash.
+#[test]
+fn a_source_that_rewrites_the_unsigned_fields_to_other_bytes_gets_nothing_stored() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(20_000);
+    let cache = nix_written_cache(&closure);
+    let garbage = zstd::encode_all(&b"not a NAR at all"[..], 3).unwrap();
+    std::fs::write(cache.path().join("nar/garbage.nar.zst"), &garbage).unwrap();
+    let (file, text) = narinfo_file(cache.path(), &closure.root);
+    let text = with_field(&text, "URL", "nar/garbage.nar.zst");
+    let text = with_field(&text, "Compression", "zstd");
+    let text = with_field(
+        &text,
+        "FileHash",
+        &oranc_core::Sha256Hash::of(&garbage).to_nix_string(),
+    );
+    let text = with_field(&text, "FileSize", &garbage.len().to_string());
+    std::fs::write(file, text).unwrap();
+
+    let repo = fresh_repo("from-rewritten");
+    let from = format!("file://{}", cache.path().display());
+    let pushed = release_push_from(&registry, &repo, &from, &closure);
+    assert!(!pushed.status.success(), "{}", text_of(&pushed));
+    assert!(text_of(&pushed).contains("NarHash"), "{}", text_of(&pushed));
+    let tags = tags_of(&registry, &repo);
+    assert!(!tags.contains(&hash_part(&closure.root)), "{tags}");
+}
+
+/// Red-team finding (2026-12-04): `%2e%2e` in a narinfo's URL is `..` to an HTTP client, so
+/// a source could send the copy to any file of its host.
+#[test]
+fn a_url_that_climbs_out_of_the_cache_is_never_followed() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(1_000);
+    let cache = nix_written_cache(&closure);
+    let (file, text) = narinfo_file(cache.path(), &closure.root);
+    std::fs::write(
+        file,
+        with_field(&text, "URL", "nar/%2e%2e/%2e%2e/outside.nar.xz"),
+    )
+    .unwrap();
+    let nginx = NginxProcess::start(&format!(
+        "server {{ listen {{listen}}; root {}; }}",
+        cache.path().display()
+    ));
+    let pushed = release_push_from(
+        &registry,
+        &fresh_repo("from-climb"),
+        &nginx.url(""),
+        &closure,
+    );
+    assert!(!pushed.status.success());
+    assert!(
+        text_of(&pushed).contains("not a file inside the cache"),
+        "{}",
+        text_of(&pushed)
+    );
+    assert!(
+        !nginx.access_log().contains("outside"),
+        "{}",
+        nginx.access_log()
+    );
+}
+
+/// Red-team finding (2026-12-04): a narinfo that was a symlink to /dev/zero was read without
+/// end (its length is 0, so the size check passed), and a FIFO blocked for ever.
+#[test]
+fn a_source_file_that_is_not_a_regular_file_is_refused_at_once() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(1_000);
+    let cache = nix_written_cache(&closure);
+    let (file, _) = narinfo_file(cache.path(), &closure.root);
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
+    // Built before the clock starts: the bound is on reading, not on building.
+    let command = release_oranc_command();
+    let started = std::time::Instant::now();
+    let from = format!("file://{}", cache.path().display());
+    let pushed = push_from_with(
+        command,
+        &registry,
+        &fresh_repo("from-zero"),
+        &from,
+        &closure,
+    );
+    assert!(!pushed.status.success());
+    assert!(
+        text_of(&pushed).contains("not a regular file"),
+        "{}",
+        text_of(&pushed)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+/// Red-team finding (2026-12-04): a NAR file longer than its FileSize was read and uploaded
+/// whole (without end, from an endless source) before it was refused.
+#[test]
+fn a_nar_file_longer_than_its_file_size_is_cut_off() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(1_000);
+    let cache = nix_written_cache(&closure);
+    let (_, text) = narinfo_file(cache.path(), &closure.root);
+    let url = text
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .unwrap()
+        .to_owned();
+    // 200 MB more than the narinfo says (sparse: nothing is written to disk).
+    let nar = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cache.path().join(&url))
+        .unwrap();
+    nar.set_len(200_000_000).unwrap();
+    let repo = fresh_repo("from-long");
+    let pushed = release_push_from(
+        &registry,
+        &repo,
+        &format!("file://{}", cache.path().display()),
+        &closure,
+    );
+    assert!(!pushed.status.success());
+    assert!(
+        text_of(&pushed).contains("FileSize"),
+        "{}",
+        text_of(&pushed)
+    );
+    assert!(!tags_of(&registry, &repo).contains(&hash_part(&closure.root)));
+}
+
+fn text_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }

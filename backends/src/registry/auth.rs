@@ -184,10 +184,16 @@ impl Authenticator {
             what: format!("{what}: token from {}", realm_host(realm)),
             reason,
         };
-        let answer = request
-            .send()
-            .await
-            .map_err(|e| unavailable(e.without_url().to_string()))?;
+        let answer = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                Error::TimedOut {
+                    what: what.to_owned(),
+                    reason: Some("asking the token service".into()),
+                }
+            } else {
+                unavailable(e.without_url().to_string())
+            }
+        })?;
         let status = answer.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(Error::Denied {

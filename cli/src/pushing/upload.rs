@@ -262,8 +262,11 @@ async fn store_contents(
     Ok(())
 }
 
-/// Copies the NAR file `narinfo` names from `from` into `slot`, unchanged. The blob is not
-/// tagged yet; it is returned only when it is the file the narinfo describes.
+/// Copies the NAR file `narinfo` names from `from` into `slot`, unchanged. Only the
+/// narinfo's signature is trusted, and it does not cover `URL`, `FileHash` or `FileSize`:
+/// the file is decompressed on the side and its NAR checked against the signed `NarHash`
+/// and `NarSize` (`nar_check`), and the copy stops once it outgrows `FileSize`. The blob is
+/// not tagged yet; it is returned only when it passed.
 async fn copy_nar(
     cache: &RegistryCache,
     from: &BinaryCache,
@@ -278,32 +281,19 @@ async fn copy_nar(
             narinfo.url
         )
     })?;
+    let (body, verdict) =
+        oranc_backends::nar_check::checked(body, narinfo).map_err(anyhow::Error::msg)?;
     let mut reader = tokio_util::io::StreamReader::new(body);
-    let blob = cache
-        .upload_blob_via(slot, &mut reader)
-        .await
-        .with_context(|| format!("copying the NAR of {path} from {}", from.url()))?;
-    // Without a FileHash only an uncompressed file can be checked (against the NarHash).
-    let uncompressed = narinfo.compression.as_deref() == Some("none");
-    let expected = match (narinfo.file_hash, narinfo.file_size) {
-        (Some(hash), size) => (hash, size),
-        (None, _) if uncompressed => (narinfo.nar_hash, Some(narinfo.nar_size)),
-        (None, _) => bail!(
-            "the narinfo of {path} in {} has no FileHash: what is copied could not be checked",
-            from.url()
-        ),
-    };
-    if blob.digest != expected.0 || expected.1.is_some_and(|size| size != blob.size) {
+    let uploaded = cache.upload_blob_via(slot, &mut reader).await;
+    drop(reader);
+    // The check's reason says more than the upload's "stream ended", so it goes first.
+    if let Err(reason) = verdict.wait().await {
         bail!(
-            "the NAR file of {path} from {} is not the one its narinfo describes (sha256 {} size {}, expected {} size {}); nothing was stored",
-            from.url(),
-            blob.digest,
-            blob.size,
-            expected.0,
-            expected.1.map_or("?".to_owned(), |s| s.to_string())
+            "the NAR file of {path} from {} is not the one its narinfo describes: {reason}; nothing was stored",
+            from.url()
         );
     }
-    Ok(blob)
+    uploaded.with_context(|| format!("copying the NAR of {path} from {}", from.url()))
 }
 
 /// A NAR stored by an earlier run (or by the original oranc): its blob is the file.

@@ -39,7 +39,14 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         .await;
     }
     let store_dir = StoreDir::new(&options.store_dir)?;
-    let policy = options::signing_policy(options)?;
+    let mut policy = options::signing_policy(options)?;
+    if args.from.is_some() {
+        // Another cache's claims (NarHash, References) are not ours to vouch for: from it,
+        // only paths a trusted key signed are copied, and the signing key only trusts.
+        if let Some(key) = policy.signer.take() {
+            policy.trusted.push(key.to_public());
+        }
+    }
     // Paths first, store second: in `nix-store --add X | oranc push` on a machine where Nix
     // never ran, the DB exists only once the command before the pipe has finished.
     let roots = read_roots(&args, &store_dir)?;

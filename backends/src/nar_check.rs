@@ -1,0 +1,280 @@
+//! Checks a NAR file from another binary cache against its narinfo while it streams: the
+//! bytes pass through unchanged (to be stored as they are), and a blocking thread
+//! decompresses a copy and hashes the NAR inside. Only the narinfo's signature is trusted,
+//! and it covers `NarHash`, `NarSize` and `References`, not `URL`, `FileHash` or `FileSize`:
+//! a source that changes those and serves other bytes is caught here, before anything
+//! names the file. The stream also ends with an error as soon as it outgrows `FileSize`
+//! (or the NAR inside outgrows `NarSize`), so an endless answer costs nothing more.
+
+use std::io::Read as _;
+use std::sync::{Arc, OnceLock};
+
+use bytes::{Buf as _, Bytes};
+use futures::StreamExt as _;
+use oranc_core::registry::ByteStream;
+use oranc_core::{NarInfo, Sha256Hash};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+/// Chunks on their way to the checking thread.
+const CHUNKS_AHEAD: usize = 16;
+
+/// Whether the bytes were the NAR the narinfo describes, once the stream has ended.
+#[derive(Debug)]
+pub struct Verdict {
+    checked: oneshot::Receiver<Result<(), String>>,
+    /// Why the stream itself stopped the file, if it did (then the checker only saw it end).
+    cut: Arc<OnceLock<String>>,
+}
+
+impl Verdict {
+    /// `Ok` only when the whole file went through and its NAR has the narinfo's NarHash
+    /// and NarSize (and the file its FileHash and FileSize, where given).
+    pub async fn wait(self) -> Result<(), String> {
+        let checked = self
+            .checked
+            .await
+            .unwrap_or_else(|_| Err("the NAR check stopped".into()));
+        match self.cut.get() {
+            Some(reason) => Err(reason.clone()),
+            None => checked,
+        }
+    }
+}
+
+/// `body` as it is, checked against `narinfo`; refused at once when its compression is one
+/// this cannot decompress.
+pub fn checked(body: ByteStream, narinfo: &NarInfo) -> Result<(ByteStream, Verdict), String> {
+    let compression = narinfo
+        .compression
+        .clone()
+        .unwrap_or_else(|| "bzip2".into());
+    if !matches!(compression.as_str(), "xz" | "zstd" | "none") {
+        return Err(format!(
+            "the NAR of {} is {compression}-compressed; only xz, zstd and none can be checked against its NarHash",
+            narinfo.store_path
+        ));
+    }
+    let expected = Expected {
+        nar_hash: narinfo.nar_hash,
+        nar_size: narinfo.nar_size,
+        file_hash: narinfo.file_hash,
+        file_size: narinfo.file_size,
+    };
+    let (to_checker, chunks) = mpsc::channel::<Bytes>(CHUNKS_AHEAD);
+    let (verdict_sender, verdict) = oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let _ = verdict_sender.send(check(&compression, chunks, expected));
+    });
+    let limit = expected.file_size;
+    let cut = Arc::new(OnceLock::new());
+    let cut_by_stream = cut.clone();
+    let stream = futures::stream::unfold(
+        (body, Some(to_checker), 0u64),
+        move |(mut body, to_checker, seen)| {
+            let cut_by_stream = cut_by_stream.clone();
+            async move {
+                let to_checker = to_checker?;
+                match body.next().await {
+                    None => None,
+                    Some(Err(error)) => Some((Err(error), (body, None, seen))),
+                    Some(Ok(chunk)) => {
+                        let seen = seen + chunk.len() as u64;
+                        if let Some(limit) = limit.filter(|limit| seen > *limit) {
+                            let reason =
+                                format!("the file is larger than its FileSize ({limit} bytes)");
+                            let _ = cut_by_stream.set(reason.clone());
+                            return Some((Err(std::io::Error::other(reason)), (body, None, seen)));
+                        }
+                        if to_checker.send(chunk.clone()).await.is_err() {
+                            // The checker has its verdict already (a corrupt or oversized NAR).
+                            let error = std::io::Error::other(
+                                "the NAR file is not the one its narinfo describes",
+                            );
+                            return Some((Err(error), (body, None, seen)));
+                        }
+                        Some((Ok(chunk), (body, Some(to_checker), seen)))
+                    }
+                }
+            }
+        },
+    );
+    Ok((
+        stream.boxed(),
+        Verdict {
+            checked: verdict,
+            cut,
+        },
+    ))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Expected {
+    nar_hash: Sha256Hash,
+    nar_size: u64,
+    file_hash: Option<Sha256Hash>,
+    file_size: Option<u64>,
+}
+
+/// The chunks `chunks` brings, as a blocking reader that also hashes the file.
+struct ChunkReader {
+    chunks: mpsc::Receiver<Bytes>,
+    current: Bytes,
+    file: Sha256,
+    file_size: u64,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => {
+                    self.file.update(&chunk);
+                    self.file_size += chunk.len() as u64;
+                    self.current = chunk;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}
+
+fn check(
+    compression: &str,
+    chunks: mpsc::Receiver<Bytes>,
+    expected: Expected,
+) -> Result<(), String> {
+    let mut reader = ChunkReader {
+        chunks,
+        current: Bytes::new(),
+        file: Sha256::new(),
+        file_size: 0,
+    };
+    let (nar_hash, nar_size) = {
+        let decoder: Box<dyn std::io::Read + '_> = match compression {
+            "xz" => Box::new(xz2::read::XzDecoder::new_multi_decoder(&mut reader)),
+            "zstd" => Box::new(
+                zstd::stream::read::Decoder::new(&mut reader)
+                    .map_err(|e| format!("starting zstd: {e}"))?,
+            ),
+            _ => Box::new(&mut reader),
+        };
+        hash_at_most(decoder, expected.nar_size)?
+    };
+    // What the decoder left unread (trailing bytes) still belongs to the file.
+    std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| e.to_string())?;
+    let file_hash = Sha256Hash::from_bytes(reader.file.finalize().into());
+    if nar_hash != expected.nar_hash || nar_size != expected.nar_size {
+        return Err(format!(
+            "the NAR inside is not the one the narinfo's signature covers (NarHash {}, {nar_size} bytes; signed {}, {} bytes)",
+            nar_hash.to_nix_string(),
+            expected.nar_hash.to_nix_string(),
+            expected.nar_size
+        ));
+    }
+    if expected.file_hash.is_some_and(|hash| hash != file_hash)
+        || expected
+            .file_size
+            .is_some_and(|size| size != reader.file_size)
+    {
+        return Err("the file is not the one its FileHash and FileSize describe".into());
+    }
+    Ok(())
+}
+
+/// SHA-256 and length of what `decoder` gives, refusing more than `limit` bytes.
+fn hash_at_most(decoder: impl std::io::Read, limit: u64) -> Result<(Sha256Hash, u64), String> {
+    let mut hasher = Sha256::new();
+    let mut limited = decoder.take(limit.saturating_add(1));
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = limited
+            .read(&mut buffer)
+            .map_err(|e| format!("decompressing the NAR: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+    if size > limit {
+        return Err(format!(
+            "the NAR inside is larger than its NarSize ({limit} bytes)"
+        ));
+    }
+    Ok((Sha256Hash::from_bytes(hasher.finalize().into()), size))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn narinfo_for(nar: &[u8], file: &[u8], compression: &str) -> NarInfo {
+        let text = format!(
+            "StorePath: /nix/store/5kk4mwqi310s9ssry90al6mxrb47vdiw-app\nURL: nar/x.nar\nCompression: {compression}\nFileHash: {}\nFileSize: {}\nNarHash: {}\nNarSize: {}\n",
+            Sha256Hash::of(file).to_nix_string(),
+            file.len(),
+            Sha256Hash::of(nar).to_nix_string(),
+            nar.len()
+        );
+        NarInfo::parse(&text).unwrap()
+    }
+
+    async fn run(file: Vec<u8>, narinfo: &NarInfo) -> (Vec<u8>, Result<(), String>) {
+        let body = futures::stream::iter(
+            file.chunks(1000)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        )
+        .boxed();
+        let (stream, verdict) = checked(body, narinfo).unwrap();
+        let passed: Vec<Bytes> = stream.filter_map(|c| async { c.ok() }).collect().await;
+        (passed.concat(), verdict.wait().await)
+    }
+
+    #[tokio::test]
+    async fn the_file_passes_unchanged_and_its_nar_is_checked() {
+        let nar = b"nix-archive-1 and then some".repeat(500);
+        let file = zstd::encode_all(&nar[..], 3).unwrap();
+        let narinfo = narinfo_for(&nar, &file, "zstd");
+        let (passed, verdict) = run(file.clone(), &narinfo).await;
+        assert_eq!(passed, file);
+        assert_eq!(verdict, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn other_bytes_with_a_matching_file_hash_are_caught_by_the_nar_hash() {
+        let nar = b"the real NAR".repeat(100);
+        let other = zstd::encode_all(&b"garbage".repeat(100)[..], 3).unwrap();
+        // A source rewrote FileHash/FileSize (unsigned) to match its other bytes.
+        let narinfo = narinfo_for(&nar, &other, "zstd");
+        let (_, verdict) = run(other, &narinfo).await;
+        assert!(verdict.unwrap_err().contains("NarHash"));
+    }
+
+    #[tokio::test]
+    async fn an_endless_file_stops_at_its_file_size() {
+        let nar = b"x".repeat(100);
+        let narinfo = narinfo_for(&nar, &nar, "none");
+        let endless = futures::stream::repeat_with(|| Ok(Bytes::from_static(&[0u8; 4096])))
+            .take(100_000)
+            .boxed();
+        let (stream, verdict) = checked(endless, &narinfo).unwrap();
+        let results: Vec<_> = stream.collect().await;
+        assert!(results.len() < 5, "stopped early: {}", results.len());
+        assert!(results.last().unwrap().is_err());
+        assert!(verdict.wait().await.is_err());
+    }
+
+    #[test]
+    fn a_compression_that_cannot_be_checked_is_refused() {
+        let narinfo = narinfo_for(b"n", b"f", "bzip2");
+        assert!(checked(futures::stream::empty().boxed(), &narinfo).is_err());
+    }
+}
