@@ -121,10 +121,30 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
                 "lets anyone write, while writers_file allows only its users: choose one".into(),
             ));
         }
-        if cache.signing_key_file.is_some() && cache.writers_file.is_none() {
+        if !cache.upstreams.is_empty() && cache.upstream_public_keys.is_empty() {
+            return Err(invalid(
+                field("upstream_public_keys"),
+                "is required with upstreams: only narinfos signed by these keys are mirrored"
+                    .into(),
+            ));
+        }
+        if let Some(url) = cache.upstreams.iter().find(|url| {
+            !(url.starts_with("https://")
+                || url.starts_with("http://")
+                || url.starts_with("file:///"))
+        }) {
+            return Err(invalid(
+                field("upstreams"),
+                format!("{url:?} is not an http://, https:// or file:/// binary cache"),
+            ));
+        }
+        if cache.signing_key_file.is_some()
+            && cache.writers_file.is_none()
+            && cache.upstreams.is_empty()
+        {
             return Err(invalid(
                 field("signing_key_file"),
-                "signs what writers upload, so it needs writers_file (the server never signs for anonymous clients)".into(),
+                "signs what writers upload (and what a mirror stores), so it needs writers_file or upstreams (the server never signs for anonymous clients)".into(),
             ));
         }
     }

@@ -267,6 +267,16 @@ pub struct CacheConfig {
     /// Public keys (`name:base64`): a narinfo uploaded to this cache must carry a valid
     /// signature by one of them (the signing key's own counts), or it is refused.
     pub trusted_public_keys: Vec<PublicKey>,
+    /// Binary caches this cache mirrors (`https://cache.nixos.org`; `file:///DIR` too),
+    /// tried in order when the registry lacks a narinfo. One found upstream and signed by
+    /// `upstream_public_keys` is served, not stored (lookups must not download NARs); its
+    /// NAR, when asked for, streams to the client while it is stored in the registry, and
+    /// the narinfo is stored once the NAR is and matches its FileHash. Later requests, and
+    /// later days when upstream is slow or gone, are served from the registry.
+    pub upstreams: Vec<String>,
+    /// Keys (`name:base64`) an upstream narinfo must be signed by to be served or stored.
+    /// Required with `upstreams`.
+    pub upstream_public_keys: Vec<PublicKey>,
 }
 
 /// Upstream caches: when one has a key, the client is redirected there (302).

@@ -48,6 +48,7 @@ fn split_named<'a>(input: &'a str, what: &str) -> Result<(&'a str, Vec<u8>)> {
 }
 
 /// A secret key as `nix key generate-secret` writes it: `name:base64(seed ++ public key)`.
+#[derive(Clone)]
 pub struct SecretKey {
     name: String,
     key: ed25519_dalek::SigningKey,

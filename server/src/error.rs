@@ -50,6 +50,11 @@ pub enum ServerError {
     #[error("{0}")]
     UploadStalled(String),
 
+    /// A mirror cache's upstream failed (down, 5xx, timed out, or not serving a file its
+    /// narinfo names): 502 for that file, and nothing partial is stored.
+    #[error("{0}")]
+    UpstreamFailed(String),
+
     /// The registry did not let us answer within `response_timeout_secs`.
     #[error("no answer from the registry within {0} s")]
     ResponseTimedOut(u64),
@@ -136,6 +141,7 @@ impl ServerError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UploadStalled(_) => StatusCode::REQUEST_TIMEOUT,
             Self::ResponseTimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_)
             | Self::UnreadableFile { .. }
             | Self::InvalidWritersFile { .. }

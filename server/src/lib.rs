@@ -20,6 +20,7 @@ mod manifest_cache;
 mod metered;
 pub mod metrics;
 pub mod metrics_endpoint;
+mod mirror;
 mod password_gate;
 mod refusal_log;
 mod request_context;

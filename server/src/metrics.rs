@@ -63,6 +63,14 @@ pub struct Families {
     pub password_checks: IntCounterVec,
     /// Blobs whose bytes did not match their digest (answers cut short, nothing cached).
     pub digest_mismatches: IntCounter,
+    /// Mirror caches' lookups upstream, by cache, file kind and outcome (`hit`, `miss`,
+    /// `refused`: not signed by an upstream key, `error`).
+    pub mirror_lookups: IntCounterVec,
+    /// Bytes mirror caches fetched from upstream and stored in the registry, by cache.
+    pub mirror_fetched_bytes: IntCounterVec,
+    pub mirror_stored_bytes: IntCounterVec,
+    /// Requests for a NAR another request was already fetching, by cache.
+    pub mirror_coalesced: IntCounterVec,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
     cache_coalesced: IntCounter,
@@ -204,6 +212,30 @@ impl Metrics {
                 "oranc_password_checks_total",
                 "Writer password checks, by outcome: valid, invalid, busy (no check could start in time), limited (the client's checks per minute were spent)",
                 &["outcome"],
+            ),
+            mirror_lookups: counter_vec(
+                &registry,
+                "oranc_mirror_upstream_lookups_total",
+                "Files a mirror cache asked its upstreams for, by cache, kind and outcome (hit, miss, refused, error)",
+                &["cache", "kind", "outcome"],
+            ),
+            mirror_fetched_bytes: counter_vec(
+                &registry,
+                "oranc_mirror_fetched_bytes_total",
+                "NAR bytes mirror caches fetched from upstream",
+                &["cache"],
+            ),
+            mirror_stored_bytes: counter_vec(
+                &registry,
+                "oranc_mirror_stored_bytes_total",
+                "NAR bytes mirror caches stored in the registry (checked against the narinfo)",
+                &["cache"],
+            ),
+            mirror_coalesced: counter_vec(
+                &registry,
+                "oranc_mirror_coalesced_total",
+                "Requests for a NAR that another request was already fetching from upstream",
+                &["cache"],
             ),
             digest_mismatches: counter(
                 &registry,

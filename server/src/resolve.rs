@@ -14,7 +14,7 @@ use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
 use crate::grants::CredentialGrant;
 use crate::request_context::{Addressee, RequestContext, Route};
-use crate::state::{AppState, NamedCache, Purpose};
+use crate::state::{AppState, ClientOwner, NamedCache, Purpose};
 use crate::writers::WriterCheck;
 
 /// What a request is about.
@@ -70,7 +70,8 @@ pub async fn resolve<'a>(
                 ServerError::Internal(format!("the named cache {name:?} is not configured"))
             })?;
             let grant = named_cache_access(state, named, client, purpose, address).await?;
-            let registry = state.client(name, &named.registry, grant.credentials, purpose);
+            let owner = ClientOwner::NamedCache(name.clone());
+            let registry = state.client(owner, &named.registry, grant.credentials, purpose);
             return Ok(Target {
                 cache: state.registry_cache(registry, named.repository.clone(), purpose),
                 key,
@@ -91,7 +92,8 @@ pub async fn resolve<'a>(
         Some(credentials) => forwarded(credentials, &registry_grant, purpose).await?,
         None => Grant::anonymous(Credentials::Anonymous, WriteAccess::ReadOnly),
     };
-    let registry = state.client(registry_name, &handle, grant.credentials, purpose);
+    let owner = ClientOwner::Registry(registry_name.to_owned());
+    let registry = state.client(owner, &handle, grant.credentials, purpose);
     let redirect_blobs = state.redirects_blobs(registry_name);
     let repository = registry
         .repository(repository)

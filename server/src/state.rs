@@ -32,7 +32,16 @@ const CLIENT_IDLE: Duration = Duration::from_secs(3600);
 
 /// (registry name, SHA-256 of the credentials, reads through the manifest cache) -> a
 /// client acting with them; bounded, the least recently used go first.
-type ClientsByCredentials = moka::sync::Cache<(String, [u8; 32], Purpose), Arc<dyn Registry>>;
+type ClientsByCredentials = moka::sync::Cache<(ClientOwner, [u8; 32], Purpose), Arc<dyn Registry>>;
+
+/// Whose registry client it is: a named cache's, or a registry a URL names. Two kinds of
+/// name, kept apart: a cache may be called `localhost`, and a URL naming the registry
+/// `localhost` must not get (or replace) that cache's client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientOwner {
+    NamedCache(String),
+    Registry(String),
+}
 
 /// What a request does with the registry, which decides whether cached lookups may answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,6 +62,8 @@ struct OpenRegistry {
 
 #[derive(Debug)]
 pub struct NamedCache {
+    /// A pull-through mirror of `upstreams`, when the config names some.
+    pub mirror: Option<crate::mirror::Mirror>,
     pub registry: RegistryHandle,
     pub repository: RepositoryName,
     pub credentials: Credentials,
@@ -174,7 +185,9 @@ fn read_signing_key(path: &str) -> Result<SecretKey, ServerError> {
 /// credentials, writers and keys.
 fn open_named_cache(
     config: &Config,
+    name: &str,
     cache: &oranc_config::CacheConfig,
+    metrics: &Metrics,
     registries: &HashMap<String, OpenRegistry>,
 ) -> Result<NamedCache, ServerError> {
     let OpenRegistry { handle, grant } = match registries.get(&cache.registry) {
@@ -202,7 +215,21 @@ fn open_named_cache(
         .as_deref()
         .map(read_signing_key)
         .transpose()?;
+    let mirror = (!cache.upstreams.is_empty())
+        .then(|| {
+            crate::mirror::Mirror::new(crate::mirror::MirrorSettings {
+                name,
+                upstreams: &cache.upstreams,
+                keys: cache.upstream_public_keys.clone(),
+                signing_key: signing_key.clone(),
+                negative_ttl: Duration::from_secs(config.response_cache.negative_ttl_secs),
+                client_stall: Duration::from_secs(config.read_timeout_secs),
+                metrics: metrics.clone(),
+            })
+        })
+        .transpose()?;
     Ok(NamedCache {
+        mirror,
         registry: handle,
         repository,
         credentials,
@@ -234,18 +261,18 @@ impl AppState {
                 },
             );
         }
-        let mut caches = HashMap::new();
-        for (name, cache) in &config.caches {
-            let named = open_named_cache(&config, cache, &registries)
-                .map_err(|e| e.within(format!("cache {name}")))?;
-            caches.insert(name.clone(), named);
-        }
-        let upstreams = Upstreams::new(&config.upstream)?;
-        // `[cache] max_bytes = 0` turns off both in-memory caches.
+        // `[response_cache] max_bytes = 0` turns off both in-memory caches.
         let caching = config.response_cache.max_bytes > 0;
         let response_cache = caching
             .then(|| ResponseCache::new(&config.response_cache, config.max_small_body_bytes));
         let metrics = Metrics::new(response_cache.as_ref().map(ResponseCache::stats));
+        let mut caches = HashMap::new();
+        for (name, cache) in &config.caches {
+            let named = open_named_cache(&config, name, cache, &metrics, &registries)
+                .map_err(|e| e.within(format!("cache {name}")))?;
+            caches.insert(name.clone(), named);
+        }
+        let upstreams = Upstreams::new(&config.upstream)?;
         let password_gate =
             crate::password_gate::PasswordGate::new(&config.password_checks, metrics.clone());
         let manifest_cache = caching.then(|| ManifestCache::new(&config.response_cache));
@@ -428,28 +455,28 @@ impl AppState {
     /// A registry client for `credentials`, reused across requests so its tokens stay warm.
     pub fn client(
         &self,
-        name: &str,
+        owner: ClientOwner,
         handle: &RegistryHandle,
         credentials: Credentials,
         purpose: Purpose,
     ) -> Arc<dyn Registry> {
         let fingerprint = crate::client_auth::fingerprint(&credentials);
-        self.0
-            .clients
-            .get_with((name.to_owned(), fingerprint, purpose), || {
-                let listed =
-                    self.0.caches.contains_key(name) || self.0.config.registries.contains_key(name);
-                let metered = MeteredRegistry::wrap(
-                    handle.with_credentials(credentials),
-                    self.0.metrics.clone(),
-                    listed,
-                );
-                // Outside the metering: a cached lookup is not a registry request.
-                match &self.0.manifest_cache {
-                    Some(cache) => cache.wrap(metered, fingerprint, purpose == Purpose::Write),
-                    None => metered,
-                }
-            })
+        let listed = match &owner {
+            ClientOwner::NamedCache(_) => true,
+            ClientOwner::Registry(name) => self.0.config.registries.contains_key(name),
+        };
+        self.0.clients.get_with((owner, fingerprint, purpose), || {
+            let metered = MeteredRegistry::wrap(
+                handle.with_credentials(credentials),
+                self.0.metrics.clone(),
+                listed,
+            );
+            // Outside the metering: a cached lookup is not a registry request.
+            match &self.0.manifest_cache {
+                Some(cache) => cache.wrap(metered, fingerprint, purpose == Purpose::Write),
+                None => metered,
+            }
+        })
     }
 }
 

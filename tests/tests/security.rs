@@ -535,3 +535,25 @@ fn anonymous_writers_add_nothing_unsigned_to_a_cache_that_requires_signatures() 
     );
     assert_eq!(status, "400", "an entry for another build id: {answer}");
 }
+
+/// Red-team finding (2026-12-04): with `allow_any_registry`, a URL naming the registry
+/// `localhost` took the registry client of the named cache `localhost` (clients were kept by
+/// a bare name), so that cache's reads, and its anonymous adds, went to another host.
+#[test]
+fn a_url_naming_a_registry_like_a_cache_never_takes_that_caches_client() {
+    let registry = RegistryProcess::start();
+    initialize(&registry.host(), "team/cache", true);
+    let config = format!(
+        "allow_any_registry = true\nno_ssl = true\n{}[caches.localhost]\nregistry = \"{}\"\nrepository = \"team/cache\"\n",
+        allow_plain_http(&registry.host()),
+        registry.host()
+    );
+    let server = release_server(&config);
+    // Nothing answers on localhost:80 here: the URL-addressed request fails...
+    let (status, _, _) = curl(&[&server.url("nix-cache-info?registry=localhost&repository=x/y")]);
+    assert!(status.starts_with('5'), "{status}");
+    // ...and the named cache still reads its own registry.
+    let (status, body, _) = curl(&[&server.url("localhost/nix-cache-info")]);
+    assert_eq!(status, "200", "{body}");
+    assert!(body.contains("StoreDir: /nix/store"), "{body}");
+}

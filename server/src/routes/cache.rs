@@ -14,6 +14,7 @@ use super::small_file::check_small_file;
 use crate::cache_control;
 use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
+use crate::mirror::{Mirror, NarAnswer};
 use crate::request_context::RequestContext;
 use crate::resolve::{resolve, Target};
 use crate::state::{AppState, Purpose};
@@ -70,15 +71,31 @@ async fn serve(
     if let Some(url) = state.upstreams().find(key.as_str()).await {
         return Ok((StatusCode::FOUND, [(header::LOCATION, header_value(&url)?)]).into_response());
     }
-    let Some(object) = cache.get(key).await? else {
-        if key.kind() == KeyKind::CacheInfo && cache.registry().has_tags(cache.repository()).await?
-        {
-            return Ok(default_cache_info());
-        }
-        return Err(oranc_core::Error::NotFound {
+    let not_found = || -> ServerError {
+        oranc_core::Error::NotFound {
             what: key.to_string(),
         }
-        .into());
+        .into()
+    };
+    let mirror = target.named.and_then(|named| named.mirror.as_ref());
+    let object = match (cache.get(key).await?, mirror) {
+        (Some(object), _) => object,
+        (None, Some(mirror)) => match from_mirror(mirror, method, cache, key).await? {
+            FromMirror::Answer(response) => return Ok(response),
+            // Another request's fetch ended without storing it: say so, not "absent".
+            FromMirror::Stored => cache.get(key).await?.ok_or_else(|| {
+                ServerError::UpstreamFailed(format!("fetching {key} from upstream failed"))
+            })?,
+            FromMirror::Absent => return Err(not_found()),
+        },
+        (None, None) => {
+            if key.kind() == KeyKind::CacheInfo
+                && cache.registry().has_tags(cache.repository()).await?
+            {
+                return Ok(default_cache_info());
+            }
+            return Err(not_found());
+        }
     };
     // From the key alone, never from the registry: a manifest's annotation could say
     // `text/html` and turn a cached NAR into a page in the browser of whoever opens it.
@@ -106,6 +123,55 @@ pub const DEFAULT_CACHE_INFO_HEADER: &str = "x-oranc-cache-info";
 /// without `initialize`): the defaults oranc would write. Nix would otherwise try to PUT
 /// one, fail without credentials and call the cache "not a binary cache". Never stored by
 /// a read; the header marks it for those who look.
+/// What a mirror cache's upstreams say about a file its registry lacks.
+enum FromMirror {
+    Answer(Response),
+    /// Stored meanwhile (by another request's fetch): read the registry again.
+    Stored,
+    Absent,
+}
+
+async fn from_mirror(
+    mirror: &Mirror,
+    method: &Method,
+    cache: &oranc_core::RegistryCache,
+    key: &CacheKey,
+) -> Result<FromMirror, ServerError> {
+    Ok(match key.kind() {
+        // A mirror is a cache before anything is stored in it.
+        KeyKind::CacheInfo => FromMirror::Answer(default_cache_info()),
+        KeyKind::NarInfo => match mirror.narinfo(key).await? {
+            Some(bytes) => {
+                let body = if method == Method::HEAD {
+                    Body::empty()
+                } else {
+                    Body::from(bytes.clone())
+                };
+                let mut response = (
+                    StatusCode::OK,
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(key.content_type()),
+                    )],
+                    body,
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                FromMirror::Answer(response)
+            }
+            None => FromMirror::Absent,
+        },
+        KeyKind::Nar => match mirror.nar(cache, key, method == Method::HEAD).await? {
+            NarAnswer::Streaming(response) => FromMirror::Answer(response),
+            NarAnswer::Stored => FromMirror::Stored,
+            NarAnswer::Unknown => FromMirror::Absent,
+        },
+        _ => FromMirror::Absent,
+    })
+}
+
 fn default_cache_info() -> Response {
     (
         StatusCode::OK,

@@ -1,0 +1,265 @@
+//! The pull-through mirror of a named cache with `upstreams`: what the registry lacks is
+//! looked for upstream, and what clients fetch is kept in the registry, so later requests
+//! (and later days, when upstream is slow or gone) are served from the registry alone.
+//!
+//! The rules (docs/security.md):
+//! - a narinfo comes from upstream only signed by one of `upstream_public_keys`; it is
+//!   served but not stored, so lookups (`nix path-info`, `nix copy --to`'s checks) never
+//!   make the mirror download NARs;
+//! - a NAR streams from upstream to the client while it is written to the registry (see
+//!   `nar.rs`); it is tagged only when its bytes are the file the narinfo describes, and the
+//!   narinfo is stored only after that: never a narinfo without its NAR;
+//! - concurrent requests for a NAR being fetched wait for it instead of fetching it again;
+//!   upstream absences are remembered for the negative TTL;
+//! - upstream failures are 502s for that file, and nothing partial is stored.
+
+mod nar;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::Response;
+use bytes::Bytes;
+use oranc_backends::{BinaryCache, BinaryCacheTimeouts};
+use oranc_core::cache_key::KeyKind;
+use oranc_core::{CacheKey, NarInfo, PublicKey, RegistryCache, SecretKey, StoreDir};
+
+use crate::error::ServerError;
+use crate::metrics::Metrics;
+
+/// Narinfos served from upstream whose NAR may be asked for next, at most this many.
+const MAX_PENDING: u64 = 100_000;
+/// How long a served narinfo waits for its NAR to be asked for.
+const PENDING_TTL: Duration = Duration::from_secs(3600);
+/// Absences remembered at most.
+const MAX_ABSENT: u64 = 100_000;
+
+/// One named cache's mirror.
+#[derive(Debug)]
+pub struct Mirror {
+    /// The named cache's name, for metric labels and messages.
+    name: String,
+    upstreams: Vec<BinaryCache>,
+    keys: Vec<PublicKey>,
+    /// Adds the server's own signature to what it stores (`signing_key_file`).
+    signing_key: Option<SecretKey>,
+    store_dir: StoreDir,
+    /// Narinfos served from upstream, by their NAR's key: which upstream has the NAR, and
+    /// what to check it against and store once it is stored.
+    pending: moka::sync::Cache<String, Arc<Pending>>,
+    /// Narinfo keys no upstream has, for the negative TTL.
+    absent: moka::sync::Cache<String, ()>,
+    fetching: nar::InFlight,
+    metrics: Metrics,
+    /// How long a client may keep a chunk waiting before the store goes on without it.
+    client_stall: Duration,
+}
+
+/// A narinfo served from an upstream, waiting for its NAR.
+#[derive(Debug)]
+struct Pending {
+    upstream: usize,
+    narinfo: NarInfo,
+    nar_key: CacheKey,
+}
+
+/// What the mirror says about a NAR the registry lacks.
+#[derive(Debug)]
+pub enum NarAnswer {
+    /// It streams from upstream (and into the registry).
+    Streaming(Response),
+    /// Another request stored it meanwhile: read it from the registry.
+    Stored,
+    /// No upstream narinfo named it.
+    Unknown,
+}
+
+/// What a mirror is made of, from a named cache's config.
+#[derive(Debug)]
+pub struct MirrorSettings<'a> {
+    pub name: &'a str,
+    pub upstreams: &'a [String],
+    pub keys: Vec<PublicKey>,
+    pub signing_key: Option<SecretKey>,
+    pub negative_ttl: Duration,
+    pub client_stall: Duration,
+    pub metrics: Metrics,
+}
+
+impl Mirror {
+    pub fn new(settings: MirrorSettings<'_>) -> Result<Self, ServerError> {
+        let upstreams = settings
+            .upstreams
+            .iter()
+            .map(|url| BinaryCache::open(url, BinaryCacheTimeouts::default()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ServerError::Backend)?;
+        Ok(Self {
+            name: settings.name.to_owned(),
+            upstreams,
+            keys: settings.keys,
+            signing_key: settings.signing_key,
+            store_dir: StoreDir::default(),
+            pending: moka::sync::Cache::builder()
+                .max_capacity(MAX_PENDING)
+                .time_to_live(PENDING_TTL)
+                .build(),
+            absent: moka::sync::Cache::builder()
+                .max_capacity(MAX_ABSENT)
+                .time_to_live(settings.negative_ttl.max(Duration::from_secs(1)))
+                .build(),
+            fetching: nar::InFlight::default(),
+            metrics: settings.metrics,
+            client_stall: settings.client_stall,
+        })
+    }
+
+    /// The narinfo `key` from the first upstream that has it, signed by an upstream key;
+    /// `None` when none has it (remembered for the negative TTL). It is stored only with
+    /// its NAR, once that has been fetched and checked.
+    pub async fn narinfo(&self, key: &CacheKey) -> Result<Option<Bytes>, ServerError> {
+        if self.absent.contains_key(key.as_str()) {
+            return Ok(None);
+        }
+        let hash_part = key.as_str().trim_end_matches(".narinfo");
+        let mut failure = None;
+        for (index, upstream) in self.upstreams.iter().enumerate() {
+            let narinfo = match upstream.narinfo_by_hash(&self.store_dir, hash_part).await {
+                Ok(Some(narinfo)) => narinfo,
+                Ok(None) => continue,
+                Err(error) => {
+                    self.count("narinfo", "error");
+                    tracing::warn!(cache = %self.name, upstream = upstream.url(), %error, "upstream lookup failed");
+                    failure = Some(error);
+                    continue;
+                }
+            };
+            if !narinfo.is_signed_by_any(&self.keys) {
+                self.count("narinfo", "refused");
+                tracing::warn!(cache = %self.name, upstream = upstream.url(), path = %narinfo.store_path, "upstream narinfo not signed by upstream_public_keys; not served");
+                continue;
+            }
+            let nar_key: CacheKey = narinfo
+                .url
+                .parse()
+                .ok()
+                .filter(|k: &CacheKey| k.kind() == KeyKind::Nar)
+                .ok_or_else(|| {
+                    ServerError::UpstreamFailed(format!(
+                        "{}/{key}: URL {:?} is not a nar/ file",
+                        upstream.url(),
+                        narinfo.url
+                    ))
+                })?;
+            self.count("narinfo", "hit");
+            let narinfo = self.signed(narinfo);
+            let bytes = Bytes::from(narinfo.to_string());
+            let pending = Arc::new(Pending {
+                upstream: index,
+                narinfo,
+                nar_key,
+            });
+            self.pending
+                .insert(pending.nar_key.as_str().to_owned(), pending);
+            return Ok(Some(bytes));
+        }
+        if let Some(error) = failure {
+            return Err(ServerError::UpstreamFailed(error.to_string()));
+        }
+        self.count("narinfo", "miss");
+        self.absent.insert(key.as_str().to_owned(), ());
+        Ok(None)
+    }
+
+    /// The NAR `key`, which the registry lacks: fetched from the upstream whose narinfo
+    /// named it, streamed to the client while it is stored.
+    pub async fn nar(
+        &self,
+        cache: &RegistryCache,
+        key: &CacheKey,
+        head: bool,
+    ) -> Result<NarAnswer, ServerError> {
+        let Some(pending) = self.pending.get(key.as_str()) else {
+            return Ok(NarAnswer::Unknown);
+        };
+        if head {
+            return Ok(NarAnswer::Streaming(nar::head_answer(
+                &pending.narinfo,
+                key,
+            )));
+        }
+        match self.fetching.join_or_lead(key.as_str()) {
+            nar::Role::Follower(done) => {
+                self.metrics
+                    .mirror_coalesced
+                    .with_label_values(&[&self.name])
+                    .inc();
+                if nar::wait(done).await {
+                    return Ok(NarAnswer::Stored);
+                }
+                // A large NAR from a slow upstream: this client need not wait for the
+                // store; it gets its own stream (not stored twice).
+                let body = self.open_upstream_nar(&pending).await?;
+                nar::pass_through(body, &pending.narinfo, key)
+                    .map(NarAnswer::Streaming)
+                    .map_err(ServerError::UpstreamFailed)
+            }
+            nar::Role::Leader(lead) => {
+                let body = self.open_upstream_nar(&pending).await?;
+                let copy = nar::Copy {
+                    cache: cache.clone(),
+                    narinfo: pending.narinfo.clone(),
+                    nar_key: pending.nar_key.clone(),
+                    cache_name: self.name.clone(),
+                    metrics: self.metrics.clone(),
+                    client_stall: self.client_stall,
+                };
+                copy.start(body, lead)
+                    .map(NarAnswer::Streaming)
+                    .map_err(ServerError::UpstreamFailed)
+            }
+        }
+    }
+
+    /// The NAR file `pending`'s narinfo names, from the upstream that served the narinfo.
+    async fn open_upstream_nar(
+        &self,
+        pending: &Pending,
+    ) -> Result<oranc_core::registry::ByteStream, ServerError> {
+        let upstream = &self.upstreams[pending.upstream];
+        match upstream.open_file(&pending.narinfo.url).await {
+            Ok(Some(body)) => {
+                self.count("nar", "hit");
+                Ok(body)
+            }
+            Ok(None) => {
+                self.count("nar", "miss");
+                Err(ServerError::UpstreamFailed(format!(
+                    "{}/{}: upstream served its narinfo but not the NAR",
+                    upstream.url(),
+                    pending.narinfo.url
+                )))
+            }
+            Err(error) => {
+                self.count("nar", "error");
+                Err(ServerError::UpstreamFailed(error.to_string()))
+            }
+        }
+    }
+
+    /// `narinfo` with the server's own signature added, when it has a signing key.
+    fn signed(&self, mut narinfo: NarInfo) -> NarInfo {
+        if let Some(key) = &self.signing_key {
+            narinfo.signatures.retain(|s| s.key_name() != key.name());
+            narinfo.signatures.push(key.sign(&narinfo.fingerprint()));
+        }
+        narinfo
+    }
+
+    fn count(&self, kind: &str, outcome: &str) {
+        self.metrics
+            .mirror_lookups
+            .with_label_values(&[&self.name, kind, outcome])
+            .inc();
+    }
+}

@@ -1,0 +1,281 @@
+//! One NAR copied from upstream: its bytes go to the client and into a registry upload as
+//! they arrive (no full download before the first byte), in a task of its own, so a client
+//! that leaves does not stop the store others will read. The blob is tagged only when it is
+//! the file the narinfo describes (FileHash, FileSize), and the narinfo is stored after it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse as _, Response};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use oranc_core::registry::ByteStream;
+use oranc_core::{BlobInfo, CacheKey, NarInfo, RegistryCache};
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::Metrics;
+
+/// Chunks buffered towards the client and towards the registry (each a few KiB to 64 KiB).
+const CHANNEL_CHUNKS: usize = 16;
+/// How long a request for a NAR being fetched waits for it before fetching it itself.
+const FOLLOWER_WAIT: Duration = Duration::from_secs(30);
+
+/// The items `receiver` gets, as a stream (what tokio-stream's wrapper does, in five lines).
+fn receiver_stream<T: Send + 'static>(
+    receiver: mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+}
+
+/// NARs being fetched, by key: later requests wait for the first.
+#[derive(Debug, Default)]
+pub(super) struct InFlight(Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>);
+
+pub(super) enum Role {
+    /// Fetch it; dropping the guard (when the copy ends) releases the others.
+    Leader(Lead),
+    /// Another request is fetching it: wait on this.
+    Follower(watch::Receiver<bool>),
+}
+
+/// The fetch of one NAR; when dropped, the requests waiting on it go on.
+pub(super) struct Lead {
+    key: String,
+    table: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
+    done: watch::Sender<bool>,
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        self.table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.key);
+        self.done.send_replace(true);
+    }
+}
+
+impl InFlight {
+    pub(super) fn join_or_lead(&self, key: &str) -> Role {
+        let mut table = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(done) = table.get(key) {
+            return Role::Follower(done.clone());
+        }
+        let (done, waiting) = watch::channel(false);
+        table.insert(key.to_owned(), waiting);
+        Role::Leader(Lead {
+            key: key.to_owned(),
+            table: self.0.clone(),
+            done,
+        })
+    }
+}
+
+/// Waits until the fetch `done` watches ends (true), or [`FOLLOWER_WAIT`] passes (false).
+pub(super) async fn wait(mut done: watch::Receiver<bool>) -> bool {
+    let finished = done.wait_for(|finished| *finished);
+    matches!(
+        tokio::time::timeout(FOLLOWER_WAIT, finished).await,
+        Ok(Ok(_))
+    )
+}
+
+/// A NAR streamed from upstream to one client without being stored (for a request that
+/// waited long enough for another's fetch), checked on the way like a stored one.
+pub(super) fn pass_through(
+    body: ByteStream,
+    narinfo: &NarInfo,
+    key: &CacheKey,
+) -> Result<Response, String> {
+    let (body, _verdict) = oranc_backends::nar_check::checked(body, narinfo)?;
+    let mut response = head_answer(narinfo, key);
+    *response.body_mut() = Body::from_stream(body);
+    Ok(response)
+}
+
+/// A NAR's answer to HEAD without fetching it: its size, as the narinfo says.
+pub(super) fn head_answer(narinfo: &NarInfo, key: &CacheKey) -> Response {
+    let mut response = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(key.content_type()),
+        )],
+    )
+        .into_response();
+    if let Some(size) = narinfo.file_size {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    response
+}
+
+/// Whether `blob` is the file `narinfo` describes: its FileHash and FileSize, or, for an
+/// uncompressed NAR without them, its NarHash and NarSize.
+pub(super) fn matches(narinfo: &NarInfo, blob: &BlobInfo) -> bool {
+    match (narinfo.file_hash, narinfo.file_size) {
+        (Some(hash), size) => blob.digest == hash && size.is_none_or(|s| s == blob.size),
+        (None, _) if narinfo.compression.as_deref() == Some("none") => {
+            blob.digest == narinfo.nar_hash && blob.size == narinfo.nar_size
+        }
+        (None, _) => false,
+    }
+}
+
+pub(super) async fn store_narinfo(
+    cache: &RegistryCache,
+    narinfo: &NarInfo,
+) -> oranc_core::Result<()> {
+    let key = CacheKey::narinfo(&narinfo.store_path);
+    cache
+        .put_bytes(&key, key.content_type(), Bytes::from(narinfo.to_string()))
+        .await
+        .map(|_| ())
+}
+
+/// What one copy needs.
+pub(super) struct Copy {
+    pub cache: RegistryCache,
+    pub narinfo: NarInfo,
+    pub nar_key: CacheKey,
+    pub cache_name: String,
+    pub metrics: Metrics,
+    pub client_stall: Duration,
+}
+
+impl Copy {
+    /// Starts copying `body` and answers with the client's stream of it. The bytes are
+    /// checked on the way (`nar_check`: the NAR inside against the signed NarHash, the file
+    /// bounded by FileSize); they are stored only when they pass.
+    pub(super) fn start(self, body: ByteStream, lead: Lead) -> Result<Response, String> {
+        let (body, verdict) = oranc_backends::nar_check::checked(body, &self.narinfo)?;
+        let (to_client, client_stream) = mpsc::channel(CHANNEL_CHUNKS);
+        let mut response = (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(self.nar_key.content_type()),
+            )],
+            Body::from_stream(receiver_stream(client_stream)),
+        )
+            .into_response();
+        if let Some(size) = self.narinfo.file_size {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        }
+        tokio::spawn(async move {
+            self.run(body, verdict, to_client).await;
+            drop(lead);
+        });
+        Ok(response)
+    }
+
+    async fn run(
+        self,
+        body: ByteStream,
+        verdict: oranc_backends::nar_check::Verdict,
+        to_client: mpsc::Sender<std::io::Result<Bytes>>,
+    ) {
+        let path = self.narinfo.store_path.clone();
+        let (to_registry, registry_stream) = mpsc::channel(CHANNEL_CHUNKS);
+        let upload = async {
+            let slot = self.cache.open_upload().await?;
+            let mut reader =
+                tokio_util::io::StreamReader::new(Box::pin(receiver_stream(registry_stream)));
+            self.cache.upload_blob_via(slot, &mut reader).await
+        };
+        let pump = self.pump(body, to_client, to_registry);
+        let (uploaded, (client, fetched)) = tokio::join!(upload, pump);
+        self.metrics
+            .mirror_fetched_bytes
+            .with_label_values(&[&self.cache_name])
+            .inc_by(fetched);
+        let outcome = match (verdict.wait().await, uploaded) {
+            (Err(reason), _) => Err(format!("{reason}; not stored")),
+            (Ok(()), Ok(blob)) if matches(&self.narinfo, &blob) => self.store(&blob).await,
+            (Ok(()), Ok(blob)) => Err(format!(
+                "the NAR from upstream is not the file its narinfo describes (sha256 {}, {} bytes); not stored",
+                blob.digest, blob.size
+            )),
+            (Ok(()), Err(error)) => Err(format!("storing the NAR: {error}")),
+        };
+        match outcome {
+            Ok(()) => {
+                self.metrics
+                    .mirror_stored_bytes
+                    .with_label_values(&[&self.cache_name])
+                    .inc_by(fetched);
+                tracing::info!(cache = %self.cache_name, %path, bytes = fetched, "mirrored");
+            }
+            Err(reason) => {
+                tracing::warn!(cache = %self.cache_name, %path, %reason, "mirroring failed");
+                // The client's download must not end as if it were whole.
+                if let Some(client) = client {
+                    let _ = client.send(Err(std::io::Error::other(reason))).await;
+                }
+            }
+        }
+    }
+
+    /// Moves upstream's chunks to the client (while it keeps up) and to the registry.
+    /// Returns the client's sender if it is still there (held until the outcome is known),
+    /// and the bytes fetched.
+    async fn pump(
+        &self,
+        mut body: ByteStream,
+        to_client: mpsc::Sender<std::io::Result<Bytes>>,
+        to_registry: mpsc::Sender<std::io::Result<Bytes>>,
+    ) -> (Option<mpsc::Sender<std::io::Result<Bytes>>>, u64) {
+        let mut client = Some(to_client);
+        let mut fetched = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    let reason = format!("reading the NAR from upstream: {error}");
+                    let _ = to_registry
+                        .send(Err(std::io::Error::other(reason.clone())))
+                        .await;
+                    if let Some(client) = client.take() {
+                        let _ = client.send(Err(std::io::Error::other(reason))).await;
+                    }
+                    return (None, fetched);
+                }
+            };
+            fetched += chunk.len() as u64;
+            if let Some(sender) = &client {
+                let sent = tokio::time::timeout(self.client_stall, sender.send(Ok(chunk.clone())));
+                if !matches!(sent.await, Ok(Ok(()))) {
+                    // Gone, or not reading: the store goes on without it.
+                    client = None;
+                }
+            }
+            if to_registry.send(Ok(chunk)).await.is_err() {
+                // The upload ended early (its error is reported by `run`).
+                break;
+            }
+        }
+        (client, fetched)
+    }
+
+    /// Tags the NAR, then stores the narinfo: the push order.
+    async fn store(&self, blob: &BlobInfo) -> Result<(), String> {
+        self.cache
+            .tag_blob(&self.nar_key, self.nar_key.content_type(), blob)
+            .await
+            .map_err(|e| format!("storing {}: {e}", self.nar_key))?;
+        store_narinfo(&self.cache, &self.narinfo)
+            .await
+            .map_err(|e| format!("storing the narinfo of {}: {e}", self.narinfo.store_path))
+    }
+}

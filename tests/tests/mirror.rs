@@ -1,0 +1,185 @@
+//! A named cache with `upstreams`: a pull-through mirror kept in a real registry. The
+//! upstream is a cache Nix wrote (`nix copy --to file://DIR`) served by nginx; real Nix
+//! substitutes through `oranc server` with only the upstream's key trusted, eight clients at
+//! once, then again from the registry alone once nginx is gone.
+
+use std::process::Output;
+
+use oranc_tests::nginx::NginxProcess;
+use oranc_tests::nix::{assert_same_closure, copy_from, hash_part, nix_command, SignedClosure};
+use oranc_tests::registry::RegistryProcess;
+use oranc_tests::server::{allow_plain_http, metric, ServerProcess};
+use oranc_tests::{curl, run_ok};
+
+/// `nix copy --to file://DIR?compression=xz` of `closure` into `dir`.
+fn copy_to_directory(closure: &SignedClosure, dir: &std::path::Path) {
+    run_ok(nix_command("nix").args([
+        "copy",
+        "--to",
+        &format!("file://{}?compression=xz", dir.display()),
+        &closure.root,
+    ]));
+}
+
+fn nginx_serving(dir: &std::path::Path) -> NginxProcess {
+    NginxProcess::start(&format!(
+        "server {{ listen {{listen}}; root {}; }}",
+        dir.display()
+    ))
+}
+
+fn mirror_server(registry: &RegistryProcess, upstream: &str, key: &str) -> ServerProcess {
+    let config = format!(
+        "{}[caches.mirror]\nregistry = \"{}\"\nrepository = \"mirror/cache\"\nupstreams = [\"{upstream}\"]\nupstream_public_keys = [\"{key}\"]\n",
+        allow_plain_http(&registry.host()),
+        registry.host()
+    );
+    ServerProcess::start(&config, &[])
+}
+
+fn text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn registry_tags(registry: &RegistryProcess) -> String {
+    run_ok(std::process::Command::new("curl").args([
+        "-s",
+        &format!("{}/v2/mirror/cache/tags/list", registry.base_url()),
+    ]))
+}
+
+#[test]
+fn nix_substitutes_through_the_mirror_then_from_the_registry_alone() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(2_000_000);
+    let upstream_dir = tempfile::tempdir().unwrap();
+    copy_to_directory(&closure, upstream_dir.path());
+    let nginx = nginx_serving(upstream_dir.path());
+    let server = mirror_server(&registry, &nginx.url(""), &closure.public_key);
+    let url = server.url("mirror");
+
+    // A lookup serves the upstream narinfo and downloads no NAR.
+    let root_hash = hash_part(&closure.root);
+    let (status, narinfo, _) = curl(&[&format!("{url}/{root_hash}.narinfo")]);
+    assert_eq!(status, "200", "{narinfo}");
+    assert!(narinfo.contains("StorePath: "), "{narinfo}");
+    assert!(
+        !nginx.access_log().contains("GET /nar/"),
+        "{}",
+        nginx.access_log()
+    );
+    assert!(
+        !registry_tags(&registry).contains(&root_hash),
+        "nothing is stored by a lookup"
+    );
+
+    // Eight clients at once, trusting only the upstream's key.
+    let stores: Vec<tempfile::TempDir> = (0..8).map(|_| tempfile::tempdir().unwrap()).collect();
+    let clients: Vec<_> = stores
+        .iter()
+        .map(|store| {
+            oranc_tests::nix::copy_from_command(
+                &url,
+                store.path(),
+                &closure.root,
+                &closure.public_key,
+            )
+            // Eight machines: each its own Nix cache of narinfos (one SQLite file shared by
+            // concurrent Nix processes fails inserts).
+            .env("XDG_CACHE_HOME", store.path().join("client-cache"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for client in clients {
+        let output = client.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+    }
+    for store in &stores {
+        assert_same_closure(store.path(), &closure.root);
+    }
+    let log = nginx.access_log();
+    let nar_fetches = log.lines().filter(|l| l.contains("GET /nar/")).count();
+    assert_eq!(
+        nar_fetches, 3,
+        "each NAR fetched from upstream once:\n{log}"
+    );
+    let metrics = server.metrics();
+    assert!(
+        metric(&metrics, "oranc_mirror_stored_bytes_total") > 0.0,
+        "{metrics}"
+    );
+
+    // Upstream gone: everything comes from the registry.
+    drop(nginx);
+    let store = tempfile::tempdir().unwrap();
+    let again = copy_from(&url, store.path(), &closure.root, &closure.public_key);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_same_closure(store.path(), &closure.root);
+    // And a fresh server (nothing in memory) reads the same registry.
+    drop(server);
+    let server = mirror_server(&registry, "http://127.0.0.1:9/", &closure.public_key);
+    let store = tempfile::tempdir().unwrap();
+    let fresh = copy_from(
+        &server.url("mirror"),
+        store.path(),
+        &closure.root,
+        &closure.public_key,
+    );
+    assert!(fresh.status.success(), "{}", text(&fresh));
+}
+
+#[test]
+fn a_narinfo_not_signed_by_an_upstream_key_is_never_served_or_stored() {
+    let registry = RegistryProcess::start();
+    let trusted = SignedClosure::build(1_000);
+    let stranger = SignedClosure::build(1_000);
+    let upstream_dir = tempfile::tempdir().unwrap();
+    copy_to_directory(&stranger, upstream_dir.path());
+    let nginx = nginx_serving(upstream_dir.path());
+    let server = mirror_server(&registry, &nginx.url(""), &trusted.public_key);
+    let (status, _, _) =
+        curl(&[&server.url(&format!("mirror/{}.narinfo", hash_part(&stranger.root)))]);
+    assert_eq!(status, "404");
+    assert!(!registry_tags(&registry).contains(&hash_part(&stranger.root)));
+    let metrics = server.metrics();
+    assert!(
+        metrics.contains("outcome=\"refused\""),
+        "the refusal is counted:\n{metrics}"
+    );
+}
+
+#[test]
+fn an_upstream_that_fails_is_a_502_and_nothing_partial_is_stored() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(100_000);
+    let upstream_dir = tempfile::tempdir().unwrap();
+    copy_to_directory(&closure, upstream_dir.path());
+    // The narinfos are there, the NAR files are not.
+    std::fs::remove_dir_all(upstream_dir.path().join("nar")).unwrap();
+    let nginx = nginx_serving(upstream_dir.path());
+    let server = mirror_server(&registry, &nginx.url(""), &closure.public_key);
+    let store = tempfile::tempdir().unwrap();
+    let copied = copy_from(
+        &server.url("mirror"),
+        store.path(),
+        &closure.root,
+        &closure.public_key,
+    );
+    assert!(!copied.status.success());
+    let tags = registry_tags(&registry);
+    assert!(
+        !tags.contains(".narinfo") && !tags.contains("nar_"),
+        "{tags}"
+    );
+    let (_, narinfo, _) =
+        curl(&[&server.url(&format!("mirror/{}.narinfo", hash_part(&closure.root)))]);
+    let nar_url = narinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .unwrap()
+        .to_owned();
+    let (status, body, _) = curl(&[&server.url(&format!("mirror/{nar_url}"))]);
+    assert_eq!(status, "502", "{body}");
+}
