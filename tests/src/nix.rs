@@ -256,3 +256,23 @@ pub fn hashes_of(infos: &serde_json::Value) -> Vec<String> {
     hashes.sort();
     hashes
 }
+
+/// `nix-store --add` of a directory `name` holding `bytes` random bytes (and its name, so
+/// equal sizes make distinct paths); its store path. For benchmarks' many paths.
+pub fn add_random_path(dir: &std::path::Path, name: &str, bytes: usize) -> String {
+    let content = dir.join(name);
+    std::fs::create_dir_all(&content).expect("a directory");
+    run_ok(
+        Command::new("head")
+            .arg("-c")
+            .arg(bytes.to_string())
+            .arg("/dev/urandom")
+            .stdout(std::fs::File::create(content.join("data")).expect("a file")),
+    );
+    std::fs::write(content.join("name"), name).expect("a file");
+    let path = run_ok(nix_command("nix-store").arg("--add").arg(&content))
+        .trim()
+        .to_owned();
+    std::fs::remove_dir_all(&content).expect("cleaning up");
+    path
+}

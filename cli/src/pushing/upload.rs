@@ -293,7 +293,16 @@ async fn copy_nar(
             from.url()
         );
     }
-    uploaded.with_context(|| format!("copying the NAR of {path} from {}", from.url()))
+    let blob =
+        uploaded.with_context(|| format!("copying the NAR of {path} from {}", from.url()))?;
+    if narinfo.file_hash.is_some_and(|hash| hash != blob.digest) {
+        bail!(
+            "the NAR file of {path} from {} is not the one its narinfo describes: its sha256 is {}, not the FileHash; nothing was stored",
+            from.url(),
+            blob.digest
+        );
+    }
+    Ok(blob)
 }
 
 /// A NAR stored by an earlier run (or by the original oranc): its blob is the file.

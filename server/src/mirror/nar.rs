@@ -119,16 +119,11 @@ pub(super) fn head_answer(narinfo: &NarInfo, key: &CacheKey) -> Response {
     response
 }
 
-/// Whether `blob` is the file `narinfo` describes: its FileHash and FileSize, or, for an
-/// uncompressed NAR without them, its NarHash and NarSize.
+/// Whether `blob` is the file `narinfo` describes: its FileHash and FileSize, where given
+/// (the NAR inside is checked separately, against the signed NarHash).
 pub(super) fn matches(narinfo: &NarInfo, blob: &BlobInfo) -> bool {
-    match (narinfo.file_hash, narinfo.file_size) {
-        (Some(hash), size) => blob.digest == hash && size.is_none_or(|s| s == blob.size),
-        (None, _) if narinfo.compression.as_deref() == Some("none") => {
-            blob.digest == narinfo.nar_hash && blob.size == narinfo.nar_size
-        }
-        (None, _) => false,
-    }
+    narinfo.file_hash.is_none_or(|hash| hash == blob.digest)
+        && narinfo.file_size.is_none_or(|size| size == blob.size)
 }
 
 pub(super) async fn store_narinfo(

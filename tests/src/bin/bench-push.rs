@@ -16,27 +16,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use oranc_tests::latency::DistantRegistry;
-use oranc_tests::nix::nix_command;
+use oranc_tests::nix::{add_random_path, nix_command};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::{run_ok, unique_suffix};
-
-fn add_path(dir: &Path, name: &str, bytes: usize) -> String {
-    let content = dir.join(name);
-    std::fs::create_dir_all(&content).expect("a directory");
-    run_ok(
-        Command::new("head")
-            .arg("-c")
-            .arg(bytes.to_string())
-            .arg("/dev/urandom")
-            .stdout(std::fs::File::create(content.join("data")).expect("a file")),
-    );
-    std::fs::write(content.join("name"), name).expect("a file");
-    let path = run_ok(nix_command("nix-store").arg("--add").arg(&content))
-        .trim()
-        .to_owned();
-    std::fs::remove_dir_all(&content).expect("cleaning up");
-    path
-}
 
 struct PushRun {
     elapsed: Duration,
@@ -108,10 +90,10 @@ fn main() {
     let key = oranc_tests::bench_signing_key(dir.path());
 
     let mut paths: Vec<String> = (0..small)
-        .map(|i| add_path(dir.path(), &format!("small-{nonce}-{i}"), 4096))
+        .map(|i| add_random_path(dir.path(), &format!("small-{nonce}-{i}"), 4096))
         .collect();
     paths.extend(
-        (0..3).map(|i| add_path(dir.path(), &format!("large-{nonce}-{i}"), large_mib << 20)),
+        (0..3).map(|i| add_random_path(dir.path(), &format!("large-{nonce}-{i}"), large_mib << 20)),
     );
     let bytes = nar_bytes(&paths);
     println!(
@@ -162,8 +144,8 @@ fn main() {
 
     // Peak memory against path size: one path past the upload chunk size, then one 8 times
     // larger.
-    let tiny = add_path(dir.path(), &format!("rss-small-{nonce}"), 64 << 20);
-    let huge = add_path(dir.path(), &format!("rss-large-{nonce}"), 512 << 20);
+    let tiny = add_random_path(dir.path(), &format!("rss-small-{nonce}"), 64 << 20);
+    let huge = add_random_path(dir.path(), &format!("rss-large-{nonce}"), 512 << 20);
     let small_run = push(&oranc, &registry.host(), "bench/rss-small", &key, &[tiny]);
     let large_run = push(&oranc, &registry.host(), "bench/rss-large", &key, &[huge]);
     println!("peak RSS pushing one 64 MiB path   : {}", small_run.peak);

@@ -1,0 +1,267 @@
+//! `cargo run --release -p oranc-tests --bin bench-mirror [SMALL] [LARGE_MIB]`: a mirror
+//! cache (`upstreams`) in front of an upstream made by `nix copy --to file://…` and served
+//! by nginx, at each round-trip time to upstream in `BENCH_RTT_MS` (default `0,20`, through
+//! a delaying proxy). For one large NAR: time to first byte and throughput straight from
+//! upstream, through the mirror cold (fetched and stored as it streams) and warm (from the
+//! registry). For SMALL paths: `nix copy --from` upstream itself, the mirror cold and warm.
+//! The anchor for a cold fetch is the registry ingesting the same file itself (a cold fetch
+//! cannot outrun storing). Then `oranc push --from` of the same cache into a registry, next
+//! to `push` from the local store. `BENCH_MIRROR_CHUNK_SIZE` sets the upload chunk size.
+//! Prints figures; asserts nothing.
+
+#![allow(
+    clippy::print_stdout,
+    reason = "a benchmark reports its figures on stdout"
+)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use oranc_tests::latency::LatencyProxy;
+use oranc_tests::nginx::NginxProcess;
+use oranc_tests::nix::{add_random_path, nix_command};
+use oranc_tests::registry::RegistryProcess;
+use oranc_tests::server::ServerProcess;
+use oranc_tests::{run_ok, unique_suffix};
+
+/// Time to first byte and whole time of a GET, as curl measures them; the bytes.
+fn timed_get(url: &str) -> (Duration, Duration, u64) {
+    let out = run_ok(Command::new("curl").args([
+        "-sf",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{time_starttransfer} %{time_total} %{size_download}",
+        url,
+    ]));
+    let mut parts = out.split_whitespace();
+    let mut seconds =
+        || Duration::from_secs_f64(parts.next().and_then(|p| p.parse().ok()).unwrap_or(0.0));
+    let (first, total) = (seconds(), seconds());
+    let bytes = out
+        .split_whitespace()
+        .nth(2)
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(0);
+    (first, total, bytes)
+}
+
+fn report(label: &str, (first, total, bytes): (Duration, Duration, u64)) {
+    println!(
+        "{label:<44}: first byte {:7.1} ms  {:7.1} MB/s  ({:.2} s)",
+        first.as_secs_f64() * 1e3,
+        bytes as f64 / 1e6 / total.as_secs_f64(),
+        total.as_secs_f64()
+    );
+}
+
+/// The anchor for a cold fetch, which cannot outrun storing: the registry's own ingest of
+/// `file` (one monolithic upload with curl), in MB/s.
+fn registry_ingest(registry: &RegistryProcess, file: &std::path::Path) -> f64 {
+    let digest = run_ok(Command::new("sha256sum").arg(file))
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_owned();
+    let size = std::fs::metadata(file).expect("the file").len();
+    let started = Instant::now();
+    let headers = run_ok(Command::new("curl").args([
+        "-sf",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-X",
+        "POST",
+        &format!("{}/v2/bench/anchor/blobs/uploads/", registry.base_url()),
+    ]));
+    let location = headers
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("location")
+                .then(|| value.trim().to_owned())
+        })
+        .expect("an upload location");
+    let location = if location.starts_with("http") {
+        location
+    } else {
+        format!("{}{location}", registry.base_url())
+    };
+    let separator = if location.contains('?') { '&' } else { '?' };
+    run_ok(
+        Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", "-T"])
+            .arg(file)
+            .arg(format!("{location}{separator}digest=sha256:{digest}")),
+    );
+    size as f64 / 1e6 / started.elapsed().as_secs_f64()
+}
+
+/// `nix copy --from url` of `paths` into a fresh store, as a fresh machine (its own Nix
+/// cache of narinfos); the time it took.
+fn nix_copy_from(url: &str, paths: &[String], public_key: &str) -> Duration {
+    let store = tempfile::tempdir().expect("a temporary directory");
+    let started = Instant::now();
+    run_ok(
+        nix_command("nix")
+            .args(["copy", "--from", url, "--to"])
+            .arg(store.path())
+            .args(["--option", "trusted-public-keys", public_key])
+            .env("XDG_CACHE_HOME", store.path().join("client-cache"))
+            .args(paths),
+    );
+    started.elapsed()
+}
+
+fn main() {
+    let small: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200);
+    let large_mib: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(256);
+    let oranc = oranc_tests::bench_oranc();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let nonce = unique_suffix();
+    let key = oranc_tests::bench_signing_key(dir.path());
+    let public_key = run_ok(
+        nix_command("nix")
+            .args(["key", "convert-secret-to-public"])
+            .stdin(std::fs::File::open(&key).expect("the key")),
+    )
+    .trim()
+    .to_owned();
+
+    let paths: Vec<String> = (0..small)
+        .map(|i| add_random_path(dir.path(), &format!("mirror-small-{nonce}-{i}"), 4096))
+        .collect();
+    let large = add_random_path(
+        dir.path(),
+        &format!("mirror-large-{nonce}"),
+        large_mib << 20,
+    );
+    let everything: Vec<String> = paths.iter().cloned().chain([large.clone()]).collect();
+    run_ok(
+        nix_command("nix")
+            .args(["store", "sign", "-k"])
+            .arg(&key)
+            .args(&everything),
+    );
+    let upstream_dir = dir.path().join("upstream");
+    run_ok(
+        nix_command("nix")
+            .args(["copy", "--to"])
+            .arg(format!(
+                "file://{}?compression=zstd",
+                upstream_dir.display()
+            ))
+            .args(&everything),
+    );
+    let large_hash = oranc_tests::nix::hash_part(&large);
+    let large_narinfo = std::fs::read_to_string(upstream_dir.join(format!("{large_hash}.narinfo")))
+        .expect("narinfo");
+    let large_url = large_narinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .expect("a URL")
+        .to_owned();
+    let nginx = NginxProcess::start(&format!(
+        "server {{ listen {{listen}}; root {}; }}",
+        upstream_dir.display()
+    ));
+    println!(
+        "bench-mirror: {small} paths of 4 KiB and one of {large_mib} MiB (zstd), upstream nginx, oranc {}",
+        oranc.display()
+    );
+
+    // `BENCH_MIRROR_CHUNK_SIZE` (bytes) sets the registry's upload chunk size; the default
+    // is oranc's, 4 MiB (ghcr.io's cap), which bounds a cold fetch on loopback.
+    let chunk_size_line = std::env::var("BENCH_MIRROR_CHUNK_SIZE")
+        .map(|size| format!("chunk_size = {size}\n"))
+        .unwrap_or_default();
+    for rtt in oranc_tests::latency::bench_rtts() {
+        let proxy = (rtt > 0).then(|| LatencyProxy::start(nginx.addr, Duration::from_millis(rtt)));
+        let upstream = proxy
+            .as_ref()
+            .map_or_else(|| nginx.url(""), |p| format!("http://{}/", p.host()));
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let registry = RegistryProcess::start();
+        let config = format!(
+            "[registries.\"{host}\"]\nplain_http = true\n{chunk_size}[caches.mirror]\nregistry = \"{host}\"\nrepository = \"bench/mirror\"\nupstreams = [\"{upstream}\"]\nupstream_public_keys = [\"{public_key}\"]\n",
+            host = registry.host(),
+            chunk_size = chunk_size_line,
+        );
+        let server = ServerProcess::start_binary(Command::new(&oranc), &config, &[]);
+        let mirror = server.url("mirror");
+
+        report(
+            &format!("RTT {rtt:>3} ms: large NAR straight from upstream"),
+            timed_get(&format!("{upstream}/{large_url}")),
+        );
+        run_ok(Command::new("curl").args([
+            "-sf",
+            "-o",
+            "/dev/null",
+            &format!("{mirror}/{large_hash}.narinfo"),
+        ]));
+        report(
+            &format!("RTT {rtt:>3} ms: large NAR through the mirror, cold"),
+            timed_get(&format!("{mirror}/{large_url}")),
+        );
+        println!(
+            "RTT {rtt:>3} ms: anchor, the registry ingesting that file itself: {:7.1} MB/s",
+            registry_ingest(&registry, &upstream_dir.join(&large_url))
+        );
+        // The store ends just after the last byte; give it a moment to tag.
+        std::thread::sleep(Duration::from_millis(500));
+        report(
+            &format!("RTT {rtt:>3} ms: large NAR through the mirror, warm"),
+            timed_get(&format!("{mirror}/{large_url}")),
+        );
+
+        let direct = nix_copy_from(&upstream, &paths, &public_key);
+        let cold = nix_copy_from(&mirror, &paths, &public_key);
+        let warm = nix_copy_from(&mirror, &paths, &public_key);
+        println!(
+            "RTT {rtt:>3} ms: nix copy of {small} paths: from upstream {:.2} s, mirror cold {:.2} s, warm {:.2} s",
+            direct.as_secs_f64(),
+            cold.as_secs_f64(),
+            warm.as_secs_f64()
+        );
+        if let Some(peak) = server.peak_memory() {
+            println!("RTT {rtt:>3} ms: server peak RSS {peak}");
+        }
+    }
+
+    // Moving the same cache into a registry: push --from against push from the store.
+    let registry = RegistryProcess::start();
+    let push = |extra: &[&str], repo: &str| {
+        let started = Instant::now();
+        run_ok(
+            Command::new(&oranc)
+                .args([
+                    "push",
+                    "--no-ssl",
+                    "--registry",
+                    &registry.host(),
+                    "--repository",
+                    repo,
+                ])
+                .args(["--trusted-public-key", &public_key])
+                .args(extra)
+                .args(&everything),
+        );
+        started.elapsed()
+    };
+    let from = push(&["--from", &nginx.url("")], "bench/from");
+    let local = push(&[], "bench/local");
+    println!(
+        "push --from nginx of {} paths: {:.2} s; push from the local store: {:.2} s",
+        everything.len(),
+        from.as_secs_f64(),
+        local.as_secs_f64()
+    );
+}
