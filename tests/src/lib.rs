@@ -279,6 +279,19 @@ pub fn clean_command(binary: std::path::PathBuf) -> std::process::Command {
     command
 }
 
+/// The arguments of `oranc push` to `repo` in the plain-HTTP loopback registry `host`.
+pub fn push_args<'a>(host: &'a str, repo: &'a str) -> [&'a str; 6] {
+    ["push", "--no-ssl", "--registry", host, "--repository", repo]
+}
+
+/// A benchmark's positional argument `position` (from 1) as a number, or `default`.
+pub fn bench_arg(position: usize, default: usize) -> usize {
+    std::env::args()
+        .nth(position)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
 /// `oranc push` of `closure` (trusting its key) to `repo` in a plain-HTTP loopback registry;
 /// its output.
 pub fn push_closure(
@@ -289,14 +302,7 @@ pub fn push_closure(
 ) -> std::process::Output {
     let mut command = command;
     command
-        .args([
-            "push",
-            "--no-ssl",
-            "--registry",
-            registry_host,
-            "--repository",
-            repo,
-        ])
+        .args(push_args(registry_host, repo))
         .args(["--trusted-public-key", &closure.public_key, &closure.root])
         .output()
         .expect("running oranc push")

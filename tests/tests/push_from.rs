@@ -9,7 +9,7 @@ use oranc_tests::nginx::NginxProcess;
 use oranc_tests::nix::{assert_same_closure, copy_from, hash_part, nix_command, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{allow_plain_http, ServerProcess};
-use oranc_tests::{fresh_repo, oranc_command, release_oranc_command, run_ok};
+use oranc_tests::{fresh_repo, oranc_command, push_args, release_oranc_command, run_ok};
 
 /// `nix copy --to file://DIR?compression=xz` of the closure: a cache as Nix writes it.
 fn nix_written_cache(closure: &SignedClosure) -> tempfile::TempDir {
@@ -50,14 +50,7 @@ fn push_from_with(
     closure: &SignedClosure,
 ) -> Output {
     command
-        .args([
-            "push",
-            "--no-ssl",
-            "--registry",
-            &registry.host(),
-            "--repository",
-            repo,
-        ])
+        .args(push_args(&registry.host(), repo))
         .args(["--from", from, "--trusted-public-key", &closure.public_key])
         .arg(&closure.root)
         .output()

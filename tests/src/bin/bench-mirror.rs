@@ -115,14 +115,8 @@ fn nix_copy_from(url: &str, paths: &[String], public_key: &str) -> Duration {
 }
 
 fn main() {
-    let small: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(200);
-    let large_mib: usize = std::env::args()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(256);
+    let small = oranc_tests::bench_arg(1, 200);
+    let large_mib = oranc_tests::bench_arg(2, 256);
     let oranc = oranc_tests::bench_oranc();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let nonce = unique_suffix();
@@ -242,14 +236,7 @@ fn main() {
         let started = Instant::now();
         run_ok(
             Command::new(&oranc)
-                .args([
-                    "push",
-                    "--no-ssl",
-                    "--registry",
-                    &registry.host(),
-                    "--repository",
-                    repo,
-                ])
+                .args(oranc_tests::push_args(&registry.host(), repo))
                 .args(["--trusted-public-key", &public_key])
                 .args(extra)
                 .args(&everything),

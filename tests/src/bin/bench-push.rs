@@ -76,14 +76,8 @@ fn nar_bytes(paths: &[String]) -> u64 {
 }
 
 fn main() {
-    let small: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(200);
-    let large_mib: usize = std::env::args()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(44);
+    let small = oranc_tests::bench_arg(1, 200);
+    let large_mib = oranc_tests::bench_arg(2, 44);
     let oranc = oranc_tests::bench_oranc();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let nonce = unique_suffix();
