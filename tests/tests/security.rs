@@ -557,3 +557,29 @@ fn a_url_naming_a_registry_like_a_cache_never_takes_that_caches_client() {
     assert_eq!(status, "200", "{body}");
     assert!(body.contains("StoreDir: /nix/store"), "{body}");
 }
+
+/// Red-team finding (2026-12-04): a token service that never answered made a 503 ("error
+/// sending request"), as if the registry were down, where a registry that never answers
+/// is a 504: a timeout is said as one wherever it happens.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_service_that_never_answers_is_a_timeout() {
+    let faults = oranc_tests::faults::FaultServer::start(0, Bytes::new()).await;
+    let realm = format!(
+        "http://{}/v2/{}/manifests/token",
+        faults.host(),
+        oranc_tests::faults::HANGING
+    );
+    let registry = HostileRegistry::start(Hostility::ForeignTokenRealm(realm.clone())).await;
+    let config = format!(
+        "max_retry = 0\nrequest_timeout_secs = 2\nread_timeout_secs = 2\nresponse_timeout_secs = 30\n[registries.\"{host}\"]\nplain_http = true\ntoken_realms = [\"{realm}\"]\n",
+        host = registry.host()
+    );
+    let server = tokio::task::block_in_place(|| release_server(&config));
+    let answer = reqwest::get(server.url(&format!("{}/me/cache/nix-cache-info", registry.host())))
+        .await
+        .unwrap();
+    let status = answer.status();
+    let body = answer.text().await.unwrap();
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("timed out"), "{body}");
+}
