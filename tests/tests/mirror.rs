@@ -183,3 +183,45 @@ fn an_upstream_that_fails_is_a_502_and_nothing_partial_is_stored() {
     let (status, body, _) = curl(&[&server.url(&format!("mirror/{nar_url}"))]);
     assert_eq!(status, "502", "{body}");
 }
+
+/// Found in review (2026-12-04): a NAR asked for before its narinfo is a 404 (the mirror does
+/// not know it yet). The response cache kept that 404 for the negative TTL, so anyone who
+/// asked for NARs first hid them from every anonymous client. It is never kept now.
+#[test]
+fn asking_for_nars_before_their_narinfos_hides_them_from_nobody() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(10_000);
+    let upstream_dir = tempfile::tempdir().unwrap();
+    copy_to_directory(&closure, upstream_dir.path());
+    let nginx = nginx_serving(upstream_dir.path());
+    let config = format!(
+        "{}[caches.mirror]\nregistry = \"{}\"\nrepository = \"mirror/cache\"\nupstreams = [\"{}\"]\nupstream_public_keys = [\"{}\"]\n",
+        allow_plain_http(&registry.host()),
+        registry.host(),
+        nginx.url(""),
+        closure.public_key
+    );
+    let server = ServerProcess::start_logged(oranc_tests::release_oranc_command(), &config, &[]);
+    for path in &closure.paths {
+        let narinfo = std::fs::read_to_string(
+            upstream_dir
+                .path()
+                .join(format!("{}.narinfo", hash_part(path))),
+        )
+        .unwrap();
+        let url = narinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("URL: "))
+            .unwrap();
+        let (status, _, _) = curl(&[&server.url(&format!("mirror/{url}"))]);
+        assert_eq!(status, "404");
+    }
+    let store = tempfile::tempdir().unwrap();
+    let copied = copy_from(
+        &server.url("mirror"),
+        store.path(),
+        &closure.root,
+        &closure.public_key,
+    );
+    assert!(copied.status.success(), "{}", text(&copied));
+}

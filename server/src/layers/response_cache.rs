@@ -98,6 +98,17 @@ impl std::fmt::Debug for ResponseCache {
     }
 }
 
+impl Cached {
+    /// An answer that must not be kept (a mirror's "not yet known here", which a later
+    /// narinfo lookup changes; kept, it would let anyone hide a NAR from everyone).
+    fn says_no_store(&self) -> bool {
+        self.headers
+            .get(axum::http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("no-store"))
+    }
+}
+
 impl ResponseCache {
     pub fn new(config: &oranc_config::ResponseCacheConfig, max_body: usize) -> Self {
         let stats = Arc::new(CacheStats::default());
@@ -324,7 +335,7 @@ where
                 if response.status() == StatusCode::NOT_FOUND {
                     cache.stats.misses.fetch_add(1, Ordering::Relaxed);
                     let cached = Arc::new(cache.buffer(response).await);
-                    if cached.status == StatusCode::NOT_FOUND {
+                    if cached.status == StatusCode::NOT_FOUND && !cached.says_no_store() {
                         cache.entries.insert(key, cached.clone()).await;
                     }
                     return Ok(cached.to_response());

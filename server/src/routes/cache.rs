@@ -166,7 +166,16 @@ async fn from_mirror(
         KeyKind::Nar => match mirror.nar(cache, key, method == Method::HEAD).await? {
             NarAnswer::Streaming(response) => FromMirror::Answer(response),
             NarAnswer::Stored => FromMirror::Stored,
-            NarAnswer::Unknown => FromMirror::Absent,
+            // Not known until its narinfo is asked for here: an absence that must not be
+            // kept by any cache, or asking for NARs first would hide them from everyone.
+            NarAnswer::Unknown => FromMirror::Answer(
+                (
+                    StatusCode::NOT_FOUND,
+                    [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+                    format!("{key} not found (ask for its narinfo first)\n"),
+                )
+                    .into_response(),
+            ),
         },
         _ => FromMirror::Absent,
     })
