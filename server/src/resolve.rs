@@ -73,7 +73,11 @@ pub async fn resolve<'a>(
             let owner = ClientOwner::NamedCache(name.clone());
             let registry = state.client(owner, &named.registry, grant.credentials, purpose);
             return Ok(Target {
-                cache: state.registry_cache(registry, named.repository.clone(), purpose),
+                cache: state.registry_cache(
+                    registry,
+                    named.repository.clone(),
+                    shared_state_for(purpose, grant.access),
+                ),
                 key,
                 access: grant.access,
                 named: Some(named),
@@ -99,7 +103,11 @@ pub async fn resolve<'a>(
         .repository(repository)
         .map_err(|e| ServerError::BadRequest(e.to_string()))?;
     Ok(Target {
-        cache: state.registry_cache(registry, repository, purpose),
+        cache: state.registry_cache(
+            registry,
+            repository,
+            shared_state_for(purpose, grant.access),
+        ),
         key,
         access: grant.access,
         named: None,
@@ -107,6 +115,16 @@ pub async fn resolve<'a>(
         check_digests: state.checks_digests(registry_name),
         credentials_refused: grant.refused,
     })
+}
+
+/// What per-repository state a request's cache shares: a write's only when it may write,
+/// so refused uploads add nothing to the server's tables.
+fn shared_state_for(purpose: Purpose, access: WriteAccess) -> Purpose {
+    if access == WriteAccess::ReadOnly {
+        Purpose::Read
+    } else {
+        purpose
+    }
 }
 
 /// The credentials a request acts with, what it may write, and why credentials it sent
