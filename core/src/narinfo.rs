@@ -11,7 +11,7 @@ use std::str::FromStr;
 use crate::error::{Error, Result};
 use crate::hash::Sha256Hash;
 use crate::path_info::PathInfo;
-use crate::signing::{fingerprint, PublicKey, Signature};
+use crate::signing::{fingerprint, PublicKey, SecretKey, Signature};
 use crate::store_path::{StoreDir, StorePath};
 
 /// Content type of a narinfo object.
@@ -67,6 +67,13 @@ impl NarInfo {
             self.nar_size,
             &self.references,
         )
+    }
+
+    /// Signs with `key`, replacing any signature under the same key name (a stale one would
+    /// only fail to verify).
+    pub fn sign(&mut self, key: &SecretKey) {
+        self.signatures.retain(|s| s.key_name() != key.name());
+        self.signatures.push(key.sign(&self.fingerprint()));
     }
 
     /// True when any signature verifies with any of `keys`.

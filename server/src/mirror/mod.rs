@@ -250,8 +250,7 @@ impl Mirror {
     /// `narinfo` with the server's own signature added, when it has a signing key.
     fn signed(&self, mut narinfo: NarInfo) -> NarInfo {
         if let Some(key) = &self.signing_key {
-            narinfo.signatures.retain(|s| s.key_name() != key.name());
-            narinfo.signatures.push(key.sign(&narinfo.fingerprint()));
+            narinfo.sign(key);
         }
         narinfo
     }

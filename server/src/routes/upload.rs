@@ -199,8 +199,7 @@ async fn checked_narinfo(
     };
     let mut bytes = bytes;
     if let (WriteAccess::Writer, Some(key)) = (access, &named.signing_key) {
-        narinfo.signatures.retain(|s| s.key_name() != key.name());
-        narinfo.signatures.push(key.sign(&narinfo.fingerprint()));
+        narinfo.sign(key);
         bytes = Bytes::from(narinfo.to_string());
     }
     if !named.trusted_keys.is_empty() {
