@@ -34,6 +34,13 @@ impl Compression {
         }
     }
 
+    /// The compression a narinfo's `Compression:` value names, if oranc writes it.
+    pub fn from_nix_name(name: &str) -> Option<Self> {
+        [Self::Zstd, Self::Xz, Self::None]
+            .into_iter()
+            .find(|compression| compression.nix_name() == name)
+    }
+
     pub fn extension(self) -> &'static str {
         match self {
             Self::Zstd => ".zst",

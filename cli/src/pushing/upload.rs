@@ -76,21 +76,23 @@ pub fn nar_is_listed(keys: &HashSet<String>, info: &PathInfo, compression: Compr
     nar_key(info, compression).is_ok_and(|key| keys.contains(key.as_str()))
 }
 
-/// Where a NAR copied from another binary cache is stored: named by NarHash like a pushed
-/// one, with the extension of the compression it is stored in there.
+/// Where a NAR copied from another binary cache is stored: named like a pushed one
+/// ([`nar_key`]), in the compression it is stored in there (which must be one oranc writes
+/// and can check: zstd, xz or none).
 pub fn copied_nar_key(info: &PathInfo, narinfo: &NarInfo) -> anyhow::Result<CacheKey> {
-    let compression = narinfo.compression.as_deref().unwrap_or("bzip2");
-    let extension = match compression {
-        "none" => "",
-        "xz" => ".xz",
-        "zstd" => ".zst",
-        "bzip2" => ".bz2",
-        "br" => ".br",
-        "lz4" => ".lz4",
-        "gzip" => ".gz",
-        other => bail!("{}: unknown Compression {other:?}", info.path),
-    };
-    Ok(format!("nar/{}.nar{extension}", info.nar_hash.to_nix32()).parse()?)
+    nar_key(info, copied_compression(narinfo)?)
+}
+
+/// The compression of a NAR file copied as it is, from its narinfo (Nix means bzip2 when
+/// there is none).
+fn copied_compression(narinfo: &NarInfo) -> anyhow::Result<Compression> {
+    let name = narinfo.compression.as_deref().unwrap_or("bzip2");
+    Compression::from_nix_name(name).with_context(|| {
+        format!(
+            "{}: its NAR is {name}-compressed; only zstd, xz and none can be copied (and checked against its NarHash)",
+            narinfo.store_path
+        )
+    })
 }
 
 /// Pushes one path of the local store in about four round trips for a small one: both
@@ -117,8 +119,8 @@ pub async fn push_path(
 }
 
 /// [`push_path`] for a path of another binary cache (`push --from`): its NAR file is copied
-/// as that cache stores it (`narinfo`), and checked against the narinfo's FileHash and
-/// FileSize before anything names it.
+/// as that cache stores it (`narinfo`), and the NAR inside checked against the signed
+/// NarHash before anything names it ([`copy_nar`]).
 pub async fn copy_path(
     cache: &RegistryCache,
     settings: &UploadSettings,
@@ -128,10 +130,11 @@ pub async fn copy_path(
     from: &BinaryCache,
     narinfo: &NarInfo,
 ) -> anyhow::Result<()> {
-    let nar_key = copied_nar_key(info, narinfo)?;
+    let compression = copied_compression(narinfo)?;
+    let nar_key = nar_key(info, compression)?;
     let stored = NarToStore {
         key: &nar_key,
-        compression: narinfo.compression.as_deref().unwrap_or("bzip2"),
+        compression: compression.nix_name(),
         is_stored: nar_is_stored,
     };
     store_path(

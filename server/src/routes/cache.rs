@@ -119,10 +119,6 @@ async fn serve(
 /// Says that a `nix-cache-info` answer is oranc's default, not a stored file.
 pub const DEFAULT_CACHE_INFO_HEADER: &str = "x-oranc-cache-info";
 
-/// `nix-cache-info` for a repository that has objects but none (the original oranc pushed
-/// without `initialize`): the defaults oranc would write. Nix would otherwise try to PUT
-/// one, fail without credentials and call the cache "not a binary cache". Never stored by
-/// a read; the header marks it for those who look.
 /// What a mirror cache's upstreams say about a file its registry lacks.
 enum FromMirror {
     Answer(Response),
@@ -131,6 +127,7 @@ enum FromMirror {
     Absent,
 }
 
+/// The answer of `mirror`'s upstreams for `key`, which the registry lacks.
 async fn from_mirror(
     mirror: &Mirror,
     method: &Method,
@@ -181,6 +178,10 @@ async fn from_mirror(
     })
 }
 
+/// `nix-cache-info` for a repository that has objects but none (the original oranc pushed
+/// without `initialize`): the defaults oranc would write. Nix would otherwise try to PUT
+/// one, fail without credentials and call the cache "not a binary cache". Never stored by
+/// a read; the header marks it for those who look.
 fn default_cache_info() -> Response {
     (
         StatusCode::OK,
