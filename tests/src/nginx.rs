@@ -63,6 +63,14 @@ impl NginxProcess {
         nginx
     }
 
+    /// nginx serving the files of `dir` as they are (a binary cache Nix wrote).
+    pub fn serving(dir: &std::path::Path) -> Self {
+        Self::start(&format!(
+            "server {{ listen {{listen}}; root {}; }}",
+            dir.display()
+        ))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
     }

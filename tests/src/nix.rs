@@ -116,6 +116,19 @@ impl SignedClosure {
         serde_json::from_str(&out).expect("nix path-info prints JSON")
     }
 
+    /// `nix copy --to file://DIR?compression=xz` of the closure: a binary cache as Nix
+    /// writes it (a mirror's upstream, a `push --from` source).
+    pub fn file_cache(&self) -> TempDir {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        run_ok(nix_command("nix").args([
+            "copy",
+            "--to",
+            &format!("file://{}?compression=xz", dir.path().display()),
+            &self.root,
+        ]));
+        dir
+    }
+
     pub fn work_dir(&self) -> &std::path::Path {
         self.dir.path()
     }

@@ -259,6 +259,14 @@ impl RegistryProcess {
         format!("http://{}", self.addr)
     }
 
+    /// What the registry's API lists as `repo`'s tags (its JSON; an error body for a
+    /// repository it does not have), to check what was or was not stored.
+    pub fn tag_list(&self, repo: &str) -> String {
+        crate::run_ok(
+            Command::new("curl").args(["-s", &format!("{}/v2/{repo}/tags/list", self.base_url())]),
+        )
+    }
+
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
     }

@@ -5,36 +5,23 @@
 
 use std::process::Output;
 
+use oranc_tests::curl;
 use oranc_tests::nginx::NginxProcess;
-use oranc_tests::nix::{assert_same_closure, copy_from, hash_part, nix_command, SignedClosure};
+use oranc_tests::nix::{assert_same_closure, copy_from, hash_part, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{allow_plain_http, metric, ServerProcess};
-use oranc_tests::{curl, run_ok};
 
-/// `nix copy --to file://DIR?compression=xz` of `closure` into `dir`.
-fn copy_to_directory(closure: &SignedClosure, dir: &std::path::Path) {
-    run_ok(nix_command("nix").args([
-        "copy",
-        "--to",
-        &format!("file://{}?compression=xz", dir.display()),
-        &closure.root,
-    ]));
-}
-
-fn nginx_serving(dir: &std::path::Path) -> NginxProcess {
-    NginxProcess::start(&format!(
-        "server {{ listen {{listen}}; root {}; }}",
-        dir.display()
-    ))
-}
-
-fn mirror_server(registry: &RegistryProcess, upstream: &str, key: &str) -> ServerProcess {
-    let config = format!(
+/// The config of a server with one mirror cache, `mirror`, of `upstream`.
+fn mirror_config(registry: &RegistryProcess, upstream: &str, key: &str) -> String {
+    format!(
         "{}[caches.mirror]\nregistry = \"{}\"\nrepository = \"mirror/cache\"\nupstreams = [\"{upstream}\"]\nupstream_public_keys = [\"{key}\"]\n",
         allow_plain_http(&registry.host()),
         registry.host()
-    );
-    ServerProcess::start(&config, &[])
+    )
+}
+
+fn mirror_server(registry: &RegistryProcess, upstream: &str, key: &str) -> ServerProcess {
+    ServerProcess::start(&mirror_config(registry, upstream, key), &[])
 }
 
 fn text(output: &Output) -> String {
@@ -42,19 +29,15 @@ fn text(output: &Output) -> String {
 }
 
 fn registry_tags(registry: &RegistryProcess) -> String {
-    run_ok(std::process::Command::new("curl").args([
-        "-s",
-        &format!("{}/v2/mirror/cache/tags/list", registry.base_url()),
-    ]))
+    registry.tag_list("mirror/cache")
 }
 
 #[test]
 fn nix_substitutes_through_the_mirror_then_from_the_registry_alone() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(2_000_000);
-    let upstream_dir = tempfile::tempdir().unwrap();
-    copy_to_directory(&closure, upstream_dir.path());
-    let nginx = nginx_serving(upstream_dir.path());
+    let upstream_dir = closure.file_cache();
+    let nginx = NginxProcess::serving(upstream_dir.path());
     let server = mirror_server(&registry, &nginx.url(""), &closure.public_key);
     let url = server.url("mirror");
 
@@ -135,9 +118,8 @@ fn a_narinfo_not_signed_by_an_upstream_key_is_never_served_or_stored() {
     let registry = RegistryProcess::start();
     let trusted = SignedClosure::build(1_000);
     let stranger = SignedClosure::build(1_000);
-    let upstream_dir = tempfile::tempdir().unwrap();
-    copy_to_directory(&stranger, upstream_dir.path());
-    let nginx = nginx_serving(upstream_dir.path());
+    let upstream_dir = stranger.file_cache();
+    let nginx = NginxProcess::serving(upstream_dir.path());
     let server = mirror_server(&registry, &nginx.url(""), &trusted.public_key);
     let (status, _, _) =
         curl(&[&server.url(&format!("mirror/{}.narinfo", hash_part(&stranger.root)))]);
@@ -154,11 +136,10 @@ fn a_narinfo_not_signed_by_an_upstream_key_is_never_served_or_stored() {
 fn an_upstream_that_fails_is_a_502_and_nothing_partial_is_stored() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(100_000);
-    let upstream_dir = tempfile::tempdir().unwrap();
-    copy_to_directory(&closure, upstream_dir.path());
+    let upstream_dir = closure.file_cache();
     // The narinfos are there, the NAR files are not.
     std::fs::remove_dir_all(upstream_dir.path().join("nar")).unwrap();
-    let nginx = nginx_serving(upstream_dir.path());
+    let nginx = NginxProcess::serving(upstream_dir.path());
     let server = mirror_server(&registry, &nginx.url(""), &closure.public_key);
     let store = tempfile::tempdir().unwrap();
     let copied = copy_from(
@@ -175,11 +156,7 @@ fn an_upstream_that_fails_is_a_502_and_nothing_partial_is_stored() {
     );
     let (_, narinfo, _) =
         curl(&[&server.url(&format!("mirror/{}.narinfo", hash_part(&closure.root)))]);
-    let nar_url = narinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("URL: "))
-        .unwrap()
-        .to_owned();
+    let nar_url = oranc_core::NarInfo::parse(&narinfo).unwrap().url;
     let (status, body, _) = curl(&[&server.url(&format!("mirror/{nar_url}"))]);
     assert_eq!(status, "502", "{body}");
 }
@@ -191,16 +168,9 @@ fn an_upstream_that_fails_is_a_502_and_nothing_partial_is_stored() {
 fn asking_for_nars_before_their_narinfos_hides_them_from_nobody() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(10_000);
-    let upstream_dir = tempfile::tempdir().unwrap();
-    copy_to_directory(&closure, upstream_dir.path());
-    let nginx = nginx_serving(upstream_dir.path());
-    let config = format!(
-        "{}[caches.mirror]\nregistry = \"{}\"\nrepository = \"mirror/cache\"\nupstreams = [\"{}\"]\nupstream_public_keys = [\"{}\"]\n",
-        allow_plain_http(&registry.host()),
-        registry.host(),
-        nginx.url(""),
-        closure.public_key
-    );
+    let upstream_dir = closure.file_cache();
+    let nginx = NginxProcess::serving(upstream_dir.path());
+    let config = mirror_config(&registry, &nginx.url(""), &closure.public_key);
     let server = ServerProcess::start_logged(oranc_tests::release_oranc_command(), &config, &[]);
     for path in &closure.paths {
         let narinfo = std::fs::read_to_string(
@@ -209,10 +179,7 @@ fn asking_for_nars_before_their_narinfos_hides_them_from_nobody() {
                 .join(format!("{}.narinfo", hash_part(path))),
         )
         .unwrap();
-        let url = narinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("URL: "))
-            .unwrap();
+        let url = oranc_core::NarInfo::parse(&narinfo).unwrap().url;
         let (status, _, _) = curl(&[&server.url(&format!("mirror/{url}"))]);
         assert_eq!(status, "404");
     }

@@ -6,22 +6,10 @@
 use std::process::Output;
 
 use oranc_tests::nginx::NginxProcess;
-use oranc_tests::nix::{assert_same_closure, copy_from, hash_part, nix_command, SignedClosure};
+use oranc_tests::nix::{assert_same_closure, copy_from, hash_part, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{allow_plain_http, ServerProcess};
-use oranc_tests::{fresh_repo, oranc_command, push_args, release_oranc_command, run_ok};
-
-/// `nix copy --to file://DIR?compression=xz` of the closure: a cache as Nix writes it.
-fn nix_written_cache(closure: &SignedClosure) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    run_ok(nix_command("nix").args([
-        "copy",
-        "--to",
-        &format!("file://{}?compression=xz", dir.path().display()),
-        &closure.root,
-    ]));
-    dir
-}
+use oranc_tests::{fresh_repo, oranc_command, push_args, release_oranc_command};
 
 fn push_from(
     registry: &RegistryProcess,
@@ -57,17 +45,13 @@ fn push_from_with(
         .expect("running oranc push")
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// Nix substitutes `closure` from `repo` through a fresh `oranc server`.
 fn substitutes_through_the_server(registry: &RegistryProcess, repo: &str, closure: &SignedClosure) {
     let server = ServerProcess::start(&allow_plain_http(&registry.host()), &[]);
     let store = tempfile::tempdir().expect("a temporary directory");
     let url = server.url(&format!("{}/{repo}", registry.host()));
     let copied = copy_from(&url, store.path(), &closure.root, &closure.public_key);
-    assert!(copied.status.success(), "{}", text(&copied.stderr));
+    assert!(copied.status.success(), "{}", text_of(&copied));
     assert_same_closure(store.path(), &closure.root);
 }
 
@@ -75,7 +59,7 @@ fn substitutes_through_the_server(registry: &RegistryProcess, repo: &str, closur
 fn a_cache_nix_wrote_moves_into_the_registry_from_a_directory_and_over_http() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(300_000);
-    let cache = nix_written_cache(&closure);
+    let cache = closure.file_cache();
 
     let repo = fresh_repo("from-dir");
     let pushed = push_from(
@@ -84,11 +68,11 @@ fn a_cache_nix_wrote_moves_into_the_registry_from_a_directory_and_over_http() {
         &format!("file://{}", cache.path().display()),
         &closure,
     );
-    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+    assert!(pushed.status.success(), "{}", text_of(&pushed));
     assert!(
-        text(&pushed.stderr).contains("pushed 3"),
+        text_of(&pushed).contains("pushed 3"),
         "{}",
-        text(&pushed.stderr)
+        text_of(&pushed)
     );
     substitutes_through_the_server(&registry, &repo, &closure);
     // A second run finds everything there and copies nothing.
@@ -99,18 +83,15 @@ fn a_cache_nix_wrote_moves_into_the_registry_from_a_directory_and_over_http() {
         &closure,
     );
     assert!(
-        text(&again.stderr).contains("already there 3"),
+        text_of(&again).contains("already there 3"),
         "{}",
-        text(&again.stderr)
+        text_of(&again)
     );
 
-    let nginx = NginxProcess::start(&format!(
-        "server {{ listen {{listen}}; root {}; }}",
-        cache.path().display()
-    ));
+    let nginx = NginxProcess::serving(cache.path());
     let repo = fresh_repo("from-http");
     let pushed = push_from(&registry, &repo, &nginx.url(""), &closure);
-    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+    assert!(pushed.status.success(), "{}", text_of(&pushed));
     substitutes_through_the_server(&registry, &repo, &closure);
     // Each file was asked for once.
     let log = nginx.access_log();
@@ -122,7 +103,7 @@ fn a_cache_nix_wrote_moves_into_the_registry_from_a_directory_and_over_http() {
 fn a_nar_file_that_is_not_the_one_its_narinfo_describes_is_never_named() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(50_000);
-    let cache = nix_written_cache(&closure);
+    let cache = closure.file_cache();
     // Replace the bytes of every NAR file (same length) behind the narinfos' backs.
     for entry in std::fs::read_dir(cache.path().join("nar")).unwrap() {
         let path = entry.unwrap().path();
@@ -136,16 +117,13 @@ fn a_nar_file_that_is_not_the_one_its_narinfo_describes_is_never_named() {
         &format!("file://{}", cache.path().display()),
         &closure,
     );
-    assert!(!pushed.status.success(), "{}", text(&pushed.stderr));
+    assert!(!pushed.status.success(), "{}", text_of(&pushed));
     assert!(
-        text(&pushed.stderr).contains("is not the one its narinfo describes"),
+        text_of(&pushed).contains("is not the one its narinfo describes"),
         "{}",
-        text(&pushed.stderr)
+        text_of(&pushed)
     );
-    let tags = run_ok(std::process::Command::new("curl").args([
-        "-s",
-        &format!("{}/v2/{repo}/tags/list", registry.base_url()),
-    ]));
+    let tags = registry.tag_list(&repo);
     for path in &closure.paths {
         let hash = hash_part(path);
         assert!(
@@ -160,7 +138,7 @@ fn a_nar_file_that_is_not_the_one_its_narinfo_describes_is_never_named() {
 fn a_cache_for_another_store_directory_is_refused() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(1_000);
-    let cache = nix_written_cache(&closure);
+    let cache = closure.file_cache();
     std::fs::write(
         cache.path().join("nix-cache-info"),
         "StoreDir: /gnu/store\nWantMassQuery: 1\nPriority: 40\n",
@@ -174,18 +152,10 @@ fn a_cache_for_another_store_directory_is_refused() {
     );
     assert!(!pushed.status.success());
     assert!(
-        text(&pushed.stderr).contains("/gnu/store"),
+        text_of(&pushed).contains("/gnu/store"),
         "{}",
-        text(&pushed.stderr)
+        text_of(&pushed)
     );
-}
-
-/// The registry's tags of `repo`, as its API lists them.
-fn tags_of(registry: &RegistryProcess, repo: &str) -> String {
-    run_ok(std::process::Command::new("curl").args([
-        "-s",
-        &format!("{}/v2/{repo}/tags/list", registry.base_url()),
-    ]))
 }
 
 /// The narinfo file of `path` in a cache directory, and its text.
@@ -218,7 +188,7 @@ fn with_field(text: &str, name: &str, value: &str) -> String {
 fn a_source_that_rewrites_the_unsigned_fields_to_other_bytes_gets_nothing_stored() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(20_000);
-    let cache = nix_written_cache(&closure);
+    let cache = closure.file_cache();
     let garbage = zstd::encode_all(&b"not a NAR at all"[..], 3).unwrap();
     std::fs::write(cache.path().join("nar/garbage.nar.zst"), &garbage).unwrap();
     let (file, text) = narinfo_file(cache.path(), &closure.root);
@@ -237,7 +207,7 @@ fn a_source_that_rewrites_the_unsigned_fields_to_other_bytes_gets_nothing_stored
     let pushed = release_push_from(&registry, &repo, &from, &closure);
     assert!(!pushed.status.success(), "{}", text_of(&pushed));
     assert!(text_of(&pushed).contains("NarHash"), "{}", text_of(&pushed));
-    let tags = tags_of(&registry, &repo);
+    let tags = registry.tag_list(&repo);
     assert!(!tags.contains(&hash_part(&closure.root)), "{tags}");
 }
 
@@ -247,17 +217,14 @@ fn a_source_that_rewrites_the_unsigned_fields_to_other_bytes_gets_nothing_stored
 fn a_url_that_climbs_out_of_the_cache_is_never_followed() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(1_000);
-    let cache = nix_written_cache(&closure);
+    let cache = closure.file_cache();
     let (file, text) = narinfo_file(cache.path(), &closure.root);
     std::fs::write(
         file,
         with_field(&text, "URL", "nar/%2e%2e/%2e%2e/outside.nar.xz"),
     )
     .unwrap();
-    let nginx = NginxProcess::start(&format!(
-        "server {{ listen {{listen}}; root {}; }}",
-        cache.path().display()
-    ));
+    let nginx = NginxProcess::serving(cache.path());
     let pushed = release_push_from(
         &registry,
         &fresh_repo("from-climb"),
@@ -283,7 +250,7 @@ fn a_url_that_climbs_out_of_the_cache_is_never_followed() {
 fn a_source_file_that_is_not_a_regular_file_is_refused_at_once() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(1_000);
-    let cache = nix_written_cache(&closure);
+    let cache = closure.file_cache();
     let (file, _) = narinfo_file(cache.path(), &closure.root);
     std::fs::remove_file(&file).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
@@ -313,13 +280,9 @@ fn a_source_file_that_is_not_a_regular_file_is_refused_at_once() {
 fn a_nar_file_longer_than_its_file_size_is_cut_off() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(1_000);
-    let cache = nix_written_cache(&closure);
+    let cache = closure.file_cache();
     let (_, text) = narinfo_file(cache.path(), &closure.root);
-    let url = text
-        .lines()
-        .find_map(|l| l.strip_prefix("URL: "))
-        .unwrap()
-        .to_owned();
+    let url = oranc_core::NarInfo::parse(&text).unwrap().url;
     // 200 MB more than the narinfo says (sparse: nothing is written to disk).
     let nar = std::fs::OpenOptions::new()
         .write(true)
@@ -339,7 +302,7 @@ fn a_nar_file_longer_than_its_file_size_is_cut_off() {
         "{}",
         text_of(&pushed)
     );
-    assert!(!tags_of(&registry, &repo).contains(&hash_part(&closure.root)));
+    assert!(!registry.tag_list(&repo).contains(&hash_part(&closure.root)));
 }
 
 fn text_of(output: &Output) -> String {

@@ -157,15 +157,10 @@ fn main() {
     let large_hash = oranc_tests::nix::hash_part(&large);
     let large_narinfo = std::fs::read_to_string(upstream_dir.join(format!("{large_hash}.narinfo")))
         .expect("narinfo");
-    let large_url = large_narinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("URL: "))
-        .expect("a URL")
-        .to_owned();
-    let nginx = NginxProcess::start(&format!(
-        "server {{ listen {{listen}}; root {}; }}",
-        upstream_dir.display()
-    ));
+    let large_url = oranc_core::NarInfo::parse(&large_narinfo)
+        .expect("the narinfo nix copy wrote")
+        .url;
+    let nginx = NginxProcess::serving(&upstream_dir);
     println!(
         "bench-mirror: {small} paths of 4 KiB and one of {large_mib} MiB (zstd), upstream nginx, oranc {}",
         oranc.display()
