@@ -24,6 +24,16 @@ fn mirror_server(registry: &RegistryProcess, upstream: &str, key: &str) -> Serve
     ServerProcess::start(&mirror_config(registry, upstream, key), &[])
 }
 
+/// `nix copy --from url` of `closure` into a fresh store (kept while the guard lives).
+fn substitute_into_a_fresh_store(
+    url: &str,
+    closure: &SignedClosure,
+) -> (tempfile::TempDir, Output) {
+    let store = tempfile::tempdir().expect("a temporary directory");
+    let output = copy_from(url, store.path(), &closure.root, &closure.public_key);
+    (store, output)
+}
+
 fn text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -96,20 +106,13 @@ fn nix_substitutes_through_the_mirror_then_from_the_registry_alone() {
 
     // Upstream gone: everything comes from the registry.
     drop(nginx);
-    let store = tempfile::tempdir().unwrap();
-    let again = copy_from(&url, store.path(), &closure.root, &closure.public_key);
+    let (store, again) = substitute_into_a_fresh_store(&url, &closure);
     assert!(again.status.success(), "{}", text(&again));
     assert_same_closure(store.path(), &closure.root);
     // And a fresh server (nothing in memory) reads the same registry.
     drop(server);
     let server = mirror_server(&registry, "http://127.0.0.1:9/", &closure.public_key);
-    let store = tempfile::tempdir().unwrap();
-    let fresh = copy_from(
-        &server.url("mirror"),
-        store.path(),
-        &closure.root,
-        &closure.public_key,
-    );
+    let (_store, fresh) = substitute_into_a_fresh_store(&server.url("mirror"), &closure);
     assert!(fresh.status.success(), "{}", text(&fresh));
 }
 
@@ -141,13 +144,7 @@ fn an_upstream_that_fails_is_a_502_and_nothing_partial_is_stored() {
     std::fs::remove_dir_all(upstream_dir.path().join("nar")).unwrap();
     let nginx = NginxProcess::serving(upstream_dir.path());
     let server = mirror_server(&registry, &nginx.url(""), &closure.public_key);
-    let store = tempfile::tempdir().unwrap();
-    let copied = copy_from(
-        &server.url("mirror"),
-        store.path(),
-        &closure.root,
-        &closure.public_key,
-    );
+    let (_store, copied) = substitute_into_a_fresh_store(&server.url("mirror"), &closure);
     assert!(!copied.status.success());
     let tags = registry_tags(&registry);
     assert!(
@@ -183,12 +180,6 @@ fn asking_for_nars_before_their_narinfos_hides_them_from_nobody() {
         let (status, _, _) = curl(&[&server.url(&format!("mirror/{url}"))]);
         assert_eq!(status, "404");
     }
-    let store = tempfile::tempdir().unwrap();
-    let copied = copy_from(
-        &server.url("mirror"),
-        store.path(),
-        &closure.root,
-        &closure.public_key,
-    );
+    let (_store, copied) = substitute_into_a_fresh_store(&server.url("mirror"), &closure);
     assert!(copied.status.success(), "{}", text(&copied));
 }
