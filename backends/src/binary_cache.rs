@@ -12,13 +12,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use oranc_core::registry::ByteStream;
-use oranc_core::{Error, NarInfo, NixCacheInfo, Result, StoreDir, StorePath};
+use oranc_core::{CacheKey, Error, NarInfo, NixCacheInfo, Result, StoreDir, StorePath};
 use tokio_util::io::ReaderStream;
 
 use crate::BackendError;
 
 /// Largest narinfo or `nix-cache-info` read; real ones are a few KiB.
 const MAX_SMALL_FILE: usize = 1 << 20;
+/// What `content_encoding` undoes.
+const ACCEPTED_ENCODINGS: &str = "br, gzip, zstd, xz";
 /// Redirects followed for one file (S3 websites and CDNs answer with one or two).
 const MAX_REDIRECTS: usize = 5;
 
@@ -145,7 +147,7 @@ impl BinaryCache {
                 }
             }
             Location::Http { .. } => {
-                let Some(answer) = self.get(relative).await? else {
+                let Some(answer) = self.get(relative, false).await? else {
                     return Ok(None);
                 };
                 Ok(Some(
@@ -160,15 +162,49 @@ impl BinaryCache {
 
     /// A small file whole, bounded by [`MAX_SMALL_FILE`].
     async fn small_file(&self, relative: &str) -> Result<Option<Bytes>> {
+        Ok(self
+            .bounded_file(relative, MAX_SMALL_FILE, false)
+            .await?
+            .map(|(bytes, _)| bytes))
+    }
+
+    /// A listing, build log, debuginfo entry or realisation (`key`), whole and with any
+    /// `Content-Encoding` undone, at most `limit` bytes; `None` when the cache lacks it.
+    pub async fn file_beside(&self, key: &CacheKey, limit: usize) -> Result<Option<Bytes>> {
+        // A key is validated (no `..`, no `%`); `?` may name a realisation's output and must
+        // not start a query.
+        let relative = key.as_str().replace('?', "%3F");
+        let Some((bytes, encoding)) = self.bounded_file(&relative, limit, true).await? else {
+            return Ok(None);
+        };
+        let Some(encoding) = encoding else {
+            return Ok(Some(bytes));
+        };
+        let decoded = tokio::task::spawn_blocking(move || {
+            crate::content_encoding::decode(&encoding, &bytes, limit)
+        })
+        .await
+        .map_err(|e| self.protocol(key.as_str(), &e.to_string()))?
+        .map_err(|reason| self.protocol(key.as_str(), &reason))?;
+        Ok(Some(Bytes::from(decoded)))
+    }
+
+    /// The file at `relative` whole, at most `limit` bytes, with the `Content-Encoding` it
+    /// came with (over HTTP, when `encoded` allows one).
+    async fn bounded_file(
+        &self,
+        relative: &str,
+        limit: usize,
+        encoded: bool,
+    ) -> Result<Option<(Bytes, Option<String>)>> {
+        let too_large = || self.protocol(relative, &format!("larger than {limit} bytes"));
         match &self.location {
             Location::Directory(dir) => {
                 use tokio::io::AsyncReadExt as _;
                 let path = dir.join(relative);
                 match self.regular_file(relative, &path).await? {
                     None => return Ok(None),
-                    Some(length) if length > MAX_SMALL_FILE as u64 => {
-                        return Err(self.protocol(relative, "larger than 1 MiB"))
-                    }
+                    Some(length) if length > limit as u64 => return Err(too_large()),
                     Some(_) => {}
                 }
                 let what = || format!("{}/{relative}", self.url);
@@ -180,26 +216,30 @@ impl BinaryCache {
                     })?;
                 // Bounded even if the file grows between the look and the read.
                 let mut bytes = Vec::new();
-                file.take(MAX_SMALL_FILE as u64 + 1)
+                file.take(limit as u64 + 1)
                     .read_to_end(&mut bytes)
                     .await
                     .map_err(|source| Error::Io {
                         what: what(),
                         source,
                     })?;
-                if bytes.len() > MAX_SMALL_FILE {
-                    return Err(self.protocol(relative, "larger than 1 MiB"));
+                if bytes.len() > limit {
+                    return Err(too_large());
                 }
-                Ok(Some(Bytes::from(bytes)))
+                Ok(Some((Bytes::from(bytes), None)))
             }
             Location::Http { .. } => {
-                let Some(answer) = self.get(relative).await? else {
+                let Some(answer) = self.get(relative, encoded).await? else {
                     return Ok(None);
                 };
+                let encoding = answer
+                    .headers()
+                    .get(reqwest::header::CONTENT_ENCODING)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned);
                 let what = format!("{}/{relative}", self.url);
-                crate::registry::read_capped(answer, MAX_SMALL_FILE, &what)
-                    .await
-                    .map(Some)
+                let bytes = crate::registry::read_capped(answer, limit, &what).await?;
+                Ok(Some((bytes, encoding)))
             }
         }
     }
@@ -220,14 +260,26 @@ impl BinaryCache {
     }
 
     /// GET of `relative`: the answer when it is a success, `None` for 404 (and 403, which S3
-    /// answers for a missing key of a bucket that cannot be listed).
-    async fn get(&self, relative: &str) -> Result<Option<reqwest::Response>> {
+    /// answers for a missing key of a bucket that cannot be listed). `encoded`: whether the
+    /// answer may come with a `Content-Encoding` (which the caller then undoes).
+    async fn get(&self, relative: &str, encoded: bool) -> Result<Option<reqwest::Response>> {
         let Location::Http { base, client } = &self.location else {
             return Ok(None);
         };
         let what = format!("{}/{relative}", self.url);
         let answer = client
             .get(format!("{base}/{relative}"))
+            // Asked for listings and logs only: S3 serves those as Nix uploaded them (see
+            // `content_encoding`), whereas a NAR file read through a compressing proxy
+            // would no longer be the file its narinfo describes.
+            .header(
+                reqwest::header::ACCEPT_ENCODING,
+                if encoded {
+                    ACCEPTED_ENCODINGS
+                } else {
+                    "identity"
+                },
+            )
             .send()
             .await
             .map_err(|error| {

@@ -7,6 +7,7 @@
 //! retries, limits) lives in its own module and is used by the one HTTP client, not copied.
 
 pub mod binary_cache;
+mod content_encoding;
 pub mod error;
 pub mod nar_check;
 pub mod registry;

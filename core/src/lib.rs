@@ -15,6 +15,7 @@ pub mod hash;
 pub mod layout;
 pub mod narinfo;
 pub mod path_info;
+pub mod realisation;
 pub mod registry;
 pub mod signing;
 pub mod store_path;

@@ -225,6 +225,9 @@ fn open_named_cache(
                 negative_ttl: Duration::from_secs(config.response_cache.negative_ttl_secs),
                 client_stall: Duration::from_secs(config.read_timeout_secs),
                 metrics: metrics.clone(),
+                limits: crate::mirror::Limits {
+                    small_file: config.max_small_body_bytes,
+                },
             })
         })
         .transpose()?;

@@ -11,9 +11,14 @@
 //!   narinfo is stored only after that: never a narinfo without its NAR;
 //! - concurrent requests for a NAR being fetched wait for it instead of fetching it again;
 //!   upstream absences are remembered for the negative TTL;
-//! - upstream failures are 502s for that file, and nothing partial is stored.
+//! - upstream failures are 502s for that file, and nothing partial is stored;
+//! - listings, build logs, debuginfo entries and realisations follow the same rules, but
+//!   are stored as soon as they are fetched (`beside.rs`).
 
+mod beside;
 mod nar;
+
+pub use beside::{BesideAnswer, Limits};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +58,9 @@ pub struct Mirror {
     metrics: Metrics,
     /// How long a client may keep a chunk waiting before the store goes on without it.
     client_stall: Duration,
+    /// Listings, logs, debuginfo entries and realisations held whole at once (`beside.rs`).
+    beside_fetches: tokio::sync::Semaphore,
+    limits: Limits,
 }
 
 /// A narinfo served from an upstream, waiting for its NAR.
@@ -84,6 +92,7 @@ pub struct MirrorSettings<'a> {
     pub negative_ttl: Duration,
     pub client_stall: Duration,
     pub metrics: Metrics,
+    pub limits: Limits,
 }
 
 impl Mirror {
@@ -111,6 +120,8 @@ impl Mirror {
             fetching: nar::InFlight::default(),
             metrics: settings.metrics,
             client_stall: settings.client_stall,
+            beside_fetches: tokio::sync::Semaphore::new(beside::CONCURRENT_FETCHES),
+            limits: settings.limits,
         })
     }
 

@@ -14,7 +14,7 @@ use super::small_file::check_small_file;
 use crate::cache_control;
 use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
-use crate::mirror::{Mirror, NarAnswer};
+use crate::mirror::{BesideAnswer, Mirror, NarAnswer};
 use crate::request_context::RequestContext;
 use crate::resolve::{resolve, Target};
 use crate::state::{AppState, Purpose};
@@ -138,26 +138,7 @@ async fn from_mirror(
         // A mirror is a cache before anything is stored in it.
         KeyKind::CacheInfo => FromMirror::Answer(default_cache_info()),
         KeyKind::NarInfo => match mirror.narinfo(key).await? {
-            Some(bytes) => {
-                let body = if method == Method::HEAD {
-                    Body::empty()
-                } else {
-                    Body::from(bytes.clone())
-                };
-                let mut response = (
-                    StatusCode::OK,
-                    [(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static(key.content_type()),
-                    )],
-                    body,
-                )
-                    .into_response();
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                FromMirror::Answer(response)
-            }
+            Some(bytes) => FromMirror::Answer(whole_file(method, key, bytes)),
             None => FromMirror::Absent,
         },
         KeyKind::Nar => match mirror.nar(cache, key, method == Method::HEAD).await? {
@@ -174,8 +155,37 @@ async fn from_mirror(
                     .into_response(),
             ),
         },
-        _ => FromMirror::Absent,
+        KeyKind::Listing | KeyKind::Log | KeyKind::DebugInfo | KeyKind::Realisation => {
+            match mirror.file_beside(cache, key).await? {
+                BesideAnswer::Found(bytes) => FromMirror::Answer(whole_file(method, key, bytes)),
+                BesideAnswer::Stored => FromMirror::Stored,
+                BesideAnswer::Absent => FromMirror::Absent,
+            }
+        }
     })
+}
+
+/// A file a mirror read whole from upstream, as the answer to GET or HEAD.
+fn whole_file(method: &Method, key: &CacheKey, bytes: Bytes) -> Response {
+    let length = HeaderValue::from(bytes.len());
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(bytes)
+    };
+    let mut response = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(key.content_type()),
+        )],
+        body,
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, length);
+    response
 }
 
 /// `nix-cache-info` for a repository that has objects but none (the original oranc pushed
