@@ -52,19 +52,25 @@ impl SignedClosure {
     /// Builds a fresh closure of three paths (`app` -> `tool` -> `lib`) holding `lib_bytes`
     /// of random data, and signs all of it with a new key.
     pub fn build(lib_bytes: usize) -> Self {
-        Self::build_with(lib_bytes, true)
+        Self::build_with(|nonce| closure_expression(nonce, lib_bytes), true)
+    }
+
+    /// A signed closure of `leaves + 1` paths: a root that refers to `leaves` small paths
+    /// (each a few bytes, built by `/bin/sh`), as a many-path cache to move around.
+    pub fn build_wide(leaves: usize) -> Self {
+        Self::build_with(|nonce| wide_closure_expression(nonce, leaves), true)
     }
 
     /// As [`Self::build`], but nothing is signed (the key is made all the same).
     pub fn build_unsigned(lib_bytes: usize) -> Self {
-        Self::build_with(lib_bytes, false)
+        Self::build_with(|nonce| closure_expression(nonce, lib_bytes), false)
     }
 
-    fn build_with(lib_bytes: usize, sign: bool) -> Self {
+    fn build_with(expression: impl Fn(&str) -> String, sign: bool) -> Self {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let nonce = unique_suffix();
         let expr = dir.path().join("closure.nix");
-        std::fs::write(&expr, closure_expression(&nonce, lib_bytes)).expect("writing closure.nix");
+        std::fs::write(&expr, expression(&nonce)).expect("writing closure.nix");
         let root = run_ok(nix_command("nix-build").arg("--no-out-link").arg(&expr))
             .trim()
             .to_owned();
@@ -148,6 +154,21 @@ let
   lib = mk "oranc-test-lib" "mkdir -p $out/lib/empty-dir $out/share/a/b; head -c {lib_bytes} /dev/urandom > $out/lib/libfoo.so; : > $out/share/a/b/empty-file";
   tool = mk "oranc-test-tool" "mkdir -p $out/bin; printf '#!/bin/sh\necho ${{lib}}\n' > $out/bin/tool; chmod +x $out/bin/tool; ln -s ${{lib}}/lib $out/lib; ln -s bin/tool $out/relative-link";
 in mk "oranc-test-app" "mkdir -p $out; echo ${{tool}} > $out/deps; ln -s ${{tool}}/bin/tool $out/run"
+"#
+    )
+}
+
+/// The Nix expression of a root referring to `leaves` small paths, unique to `nonce`.
+pub fn wide_closure_expression(nonce: &str, leaves: usize) -> String {
+    format!(
+        r#"
+let
+  mk = name: text: derivation {{
+    inherit name; system = builtins.currentSystem; builder = "/bin/sh";
+    args = [ "-c" ("echo '" + text + "' > $out") ];
+  }};
+  leaves = builtins.genList (i: mk "oranc-leaf-${{toString i}}" "{nonce} ${{toString i}}") {leaves};
+in mk "oranc-wide-root" "{nonce} ${{toString leaves}}"
 "#
     )
 }

@@ -1,12 +1,14 @@
 //! `oranc push --from URL`: a binary cache written by Nix itself (`nix copy --to
 //! file://DIR`), read as a directory and through nginx, moved into a real registry; then
 //! real Nix substitutes the closure through `oranc server`. A NAR file that is not the one
-//! its narinfo describes is never named by a narinfo in the registry.
+//! its narinfo describes is never named by a narinfo in the registry. At 200 paths, what
+//! was moved reads back through the original oranc's layout too.
 
 use std::process::Output;
 
 use oranc_tests::nginx::NginxProcess;
 use oranc_tests::nix::{assert_same_closure, copy_from, hash_part, SignedClosure};
+use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{allow_plain_http, ServerProcess};
 use oranc_tests::{fresh_repo, oranc_command, push_args, release_oranc_command};
@@ -97,6 +99,47 @@ fn a_cache_nix_wrote_moves_into_the_registry_from_a_directory_and_over_http() {
     let log = nginx.access_log();
     let nar_gets = log.lines().filter(|l| l.contains("GET /nar/")).count();
     assert_eq!(nar_gets, 3, "{log}");
+}
+
+/// The scale: a 200-path cache Nix wrote moves into a registry from a directory and
+/// over HTTP. Nix substitutes all of it through the server, and an independent reader of
+/// the original oranc's layout (its tags and manifests, `oranc_tests::oci`) exports every
+/// path into a `file://` cache Nix substitutes from too.
+#[test]
+fn a_cache_of_200_paths_moves_in_and_reads_back_through_the_server_and_the_original_layout() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build_wide(199);
+    assert_eq!(closure.paths.len(), 200);
+    let cache = closure.file_cache();
+    let nginx = NginxProcess::serving(cache.path());
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let sources = [
+        ("wide-dir", format!("file://{}", cache.path().display())),
+        ("wide-http", nginx.url("")),
+    ];
+    for (prefix, from) in sources {
+        let repo = fresh_repo(prefix);
+        let pushed = push_from(&registry, &repo, &from, &closure);
+        assert!(pushed.status.success(), "{from}: {}", text_of(&pushed));
+        assert!(
+            text_of(&pushed).contains("pushed 200"),
+            "{from}: {}",
+            text_of(&pushed)
+        );
+        substitutes_through_the_server(&registry, &repo, &closure);
+
+        let exported = tempfile::tempdir().expect("a temporary directory");
+        runtime.block_on(RawRegistry::new(&registry.base_url()).export_file_cache(
+            &repo,
+            &closure.paths,
+            exported.path(),
+        ));
+        let store = tempfile::tempdir().expect("a temporary directory");
+        let file_url = format!("file://{}", exported.path().display());
+        let copied = copy_from(&file_url, store.path(), &closure.root, &closure.public_key);
+        assert!(copied.status.success(), "{from}: {}", text_of(&copied));
+        assert_same_closure(store.path(), &closure.root);
+    }
 }
 
 #[test]
