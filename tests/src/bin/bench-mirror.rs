@@ -4,8 +4,8 @@
 //! a delaying proxy). For one large NAR: time to first byte and throughput straight from
 //! upstream, through the mirror cold (fetched and stored as it streams) and warm (from the
 //! registry). For SMALL paths: `nix copy --from` upstream itself, the mirror cold and warm.
-//! The anchor for a cold fetch is the registry ingesting the same file itself (a cold fetch
-//! cannot outrun storing). Then `oranc push --from` of the same cache into a registry, next
+//! The anchors for a cold fetch, which cannot outrun storing: the registry ingesting the
+//! same file itself, in one request and in chunks of oranc's chunk size. Then `oranc push --from` of the same cache into a registry, next
 //! to `push` from the local store. `BENCH_MIRROR_CHUNK_SIZE` sets the upload chunk size.
 //! Prints figures; asserts nothing.
 
@@ -98,6 +98,70 @@ fn registry_ingest(registry: &RegistryProcess, file: &std::path::Path) -> f64 {
     size as f64 / 1e6 / started.elapsed().as_secs_f64()
 }
 
+/// The anchor at oranc's upload chunk size: the registry ingesting `file` in chunks of
+/// `chunk` bytes (PATCH with Content-Range, each after the last, as the OCI spec's chunked
+/// upload goes and ghcr.io's 4 MiB request cap requires), in MB/s.
+fn registry_ingest_chunked(
+    registry: &RegistryProcess,
+    file: &std::path::Path,
+    chunk: usize,
+) -> f64 {
+    let bytes = std::fs::read(file).expect("the file");
+    let digest = oranc_core::Sha256Hash::of(&bytes).to_oci_digest();
+    let base = registry.base_url();
+    let absolute = |location: &str| {
+        if location.starts_with("http") {
+            location.to_owned()
+        } else {
+            format!("{base}{location}")
+        }
+    };
+    let location_of = |answer: &reqwest::Response| {
+        absolute(
+            answer
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .expect("an upload location"),
+        )
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        let answer = http
+            .post(format!("{base}/v2/bench/anchor-chunked/blobs/uploads/"))
+            .send()
+            .await
+            .expect("POST");
+        let mut location = location_of(&answer);
+        for (index, piece) in bytes.chunks(chunk).enumerate() {
+            let start = index * chunk;
+            let answer = http
+                .patch(&location)
+                .header("content-type", "application/octet-stream")
+                .header(
+                    "content-range",
+                    format!("{start}-{}", start + piece.len() - 1),
+                )
+                .body(piece.to_vec())
+                .send()
+                .await
+                .expect("PATCH");
+            assert!(answer.status().is_success(), "PATCH: {}", answer.status());
+            location = location_of(&answer);
+        }
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let answer = http
+            .put(format!("{location}{separator}digest={digest}"))
+            .send()
+            .await
+            .expect("PUT");
+        assert!(answer.status().is_success(), "PUT: {}", answer.status());
+        bytes.len() as f64 / 1e6 / started.elapsed().as_secs_f64()
+    })
+}
+
 /// `nix copy --from url` of `paths` into a fresh store, as a fresh machine (its own Nix
 /// cache of narinfos); the time it took.
 fn nix_copy_from(url: &str, paths: &[String], public_key: &str) -> Duration {
@@ -112,6 +176,34 @@ fn nix_copy_from(url: &str, paths: &[String], public_key: &str) -> Duration {
             .args(paths),
     );
     started.elapsed()
+}
+
+/// Small NARs whose first byte is timed (the median is reported).
+const FIRST_BYTE_SAMPLES: usize = 20;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+/// How long the registry takes to answer for a manifest it lacks (curl, a fresh connection).
+fn registry_miss(registry: &RegistryProcess, sample: usize) -> Duration {
+    let out = run_ok(Command::new("curl").args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{time_starttransfer}",
+        &format!(
+            "{}/v2/bench/mirror/manifests/absent-{sample}",
+            registry.base_url()
+        ),
+    ]));
+    Duration::from_secs_f64(out.trim().parse().unwrap_or(0.0))
 }
 
 fn main() {
@@ -137,7 +229,15 @@ fn main() {
         &format!("mirror-large-{nonce}"),
         large_mib << 20,
     );
-    let everything: Vec<String> = paths.iter().cloned().chain([large.clone()]).collect();
+    let first_byte_paths: Vec<String> = (0..FIRST_BYTE_SAMPLES)
+        .map(|i| add_random_path(dir.path(), &format!("mirror-first-{nonce}-{i}"), 64 << 10))
+        .collect();
+    let everything: Vec<String> = paths
+        .iter()
+        .chain(&first_byte_paths)
+        .cloned()
+        .chain([large.clone()])
+        .collect();
     run_ok(
         nix_command("nix")
             .args(["store", "sign", "-k"])
@@ -155,11 +255,17 @@ fn main() {
             .args(&everything),
     );
     let large_hash = oranc_tests::nix::hash_part(&large);
-    let large_narinfo = std::fs::read_to_string(upstream_dir.join(format!("{large_hash}.narinfo")))
+    let nar_url = |path: &str| {
+        let narinfo = std::fs::read_to_string(
+            upstream_dir.join(format!("{}.narinfo", oranc_tests::nix::hash_part(path))),
+        )
         .expect("narinfo");
-    let large_url = oranc_core::NarInfo::parse(&large_narinfo)
-        .expect("the narinfo nix copy wrote")
-        .url;
+        oranc_core::NarInfo::parse(&narinfo)
+            .expect("the narinfo nix copy wrote")
+            .url
+    };
+    let large_url = nar_url(&large);
+    let first_byte_urls: Vec<String> = first_byte_paths.iter().map(|p| nar_url(p)).collect();
     let nginx = NginxProcess::serving(&upstream_dir);
     println!(
         "bench-mirror: {small} paths of 4 KiB and one of {large_mib} MiB (zstd), upstream nginx, oranc {}",
@@ -168,9 +274,11 @@ fn main() {
 
     // `BENCH_MIRROR_CHUNK_SIZE` (bytes) sets the registry's upload chunk size; the default
     // is oranc's, 4 MiB (ghcr.io's cap), which bounds a cold fetch on loopback.
-    let chunk_size_line = std::env::var("BENCH_MIRROR_CHUNK_SIZE")
-        .map(|size| format!("chunk_size = {size}\n"))
-        .unwrap_or_default();
+    let chunk_size: usize = std::env::var("BENCH_MIRROR_CHUNK_SIZE")
+        .ok()
+        .and_then(|size| size.parse().ok())
+        .unwrap_or(4 << 20);
+    let chunk_size_line = format!("chunk_size = {chunk_size}\n");
     for rtt in oranc_tests::latency::bench_rtts() {
         let proxy = (rtt > 0).then(|| LatencyProxy::start(nginx.addr, Duration::from_millis(rtt)));
         let upstream = proxy
@@ -200,15 +308,59 @@ fn main() {
             &format!("RTT {rtt:>3} ms: large NAR through the mirror, cold"),
             timed_get(&format!("{mirror}/{large_url}")),
         );
+        let large_file = upstream_dir.join(&large_url);
         println!(
-            "RTT {rtt:>3} ms: anchor, the registry ingesting that file itself: {:7.1} MB/s",
-            registry_ingest(&registry, &upstream_dir.join(&large_url))
+            "RTT {rtt:>3} ms: anchor, the registry ingesting that file itself: {:7.1} MB/s in one request, {:7.1} MB/s in {} MiB chunks",
+            registry_ingest(&registry, &large_file),
+            registry_ingest_chunked(&registry, &large_file, chunk_size),
+            chunk_size >> 20
         );
         // The store ends just after the last byte; give it a moment to tag.
         std::thread::sleep(Duration::from_millis(500));
         report(
             &format!("RTT {rtt:>3} ms: large NAR through the mirror, warm"),
             timed_get(&format!("{mirror}/{large_url}")),
+        );
+
+        // First byte of small NARs, the median of several: straight from upstream, through
+        // the mirror cold (its narinfo asked for first, as Nix does) and warm. The anchor is
+        // upstream's plus the registry's answer for a tag it lacks, which a mirror must ask
+        // before it goes upstream.
+        let first_byte = |url: &str| timed_get(url).0;
+        let direct: Vec<Duration> = first_byte_urls
+            .iter()
+            .map(|u| first_byte(&format!("{upstream}/{u}")))
+            .collect();
+        let cold: Vec<Duration> = first_byte_paths
+            .iter()
+            .zip(&first_byte_urls)
+            .map(|(path, u)| {
+                let hash = oranc_tests::nix::hash_part(path);
+                run_ok(Command::new("curl").args([
+                    "-sf",
+                    "-o",
+                    "/dev/null",
+                    &format!("{mirror}/{hash}.narinfo"),
+                ]));
+                first_byte(&format!("{mirror}/{u}"))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let warm: Vec<Duration> = first_byte_urls
+            .iter()
+            .map(|u| first_byte(&format!("{mirror}/{u}")))
+            .collect();
+        let miss: Vec<Duration> = (0..FIRST_BYTE_SAMPLES)
+            .map(|i| registry_miss(&registry, i))
+            .collect();
+        let (direct, miss) = (median(direct), median(miss));
+        println!(
+            "RTT {rtt:>3} ms: first byte of a 64 KiB NAR, median of {FIRST_BYTE_SAMPLES}: upstream {:.1} ms, mirror cold {:.1} ms, warm {:.1} ms; anchor upstream + a registry miss ({:.1} ms) = {:.1} ms",
+            ms(direct),
+            ms(median(cold)),
+            ms(median(warm)),
+            ms(miss),
+            ms(direct + miss)
         );
 
         let direct = nix_copy_from(&upstream, &paths, &public_key);
