@@ -5,11 +5,12 @@
 
 use std::process::Output;
 
-use oranc_tests::curl;
 use oranc_tests::nginx::NginxProcess;
+use oranc_tests::nix::nix_command;
 use oranc_tests::nix::{assert_same_closure, copy_from, hash_part, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{allow_plain_http, metric, ServerProcess};
+use oranc_tests::{curl, run_ok};
 
 /// The config of a server with one mirror cache, `mirror`, of `upstream`.
 fn mirror_config(registry: &RegistryProcess, upstream: &str, key: &str) -> String {
@@ -182,4 +183,113 @@ fn asking_for_nars_before_their_narinfos_hides_them_from_nobody() {
     }
     let (_store, copied) = substitute_into_a_fresh_store(&server.url("mirror"), &closure);
     assert!(copied.status.success(), "{}", text(&copied));
+}
+
+/// Two paths with the same contents under other names: their NARs are one file upstream.
+/// Signed with a fresh key and copied into a cache Nix writes; (paths, public key, cache).
+fn twin_paths() -> (Vec<String>, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let nonce = oranc_tests::unique_suffix();
+    let paths: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|twin| {
+            let content = dir.path().join(format!("twin-{twin}-{nonce}"));
+            std::fs::create_dir_all(&content).unwrap();
+            std::fs::write(content.join("data"), format!("the same bytes {nonce}\n")).unwrap();
+            run_ok(nix_command("nix-store").arg("--add").arg(&content))
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    let secret = dir.path().join("secret-key");
+    std::fs::write(
+        &secret,
+        run_ok(nix_command("nix").args([
+            "key",
+            "generate-secret",
+            "--key-name",
+            &format!("twins-{nonce}"),
+        ])),
+    )
+    .unwrap();
+    let public_key = run_ok(
+        nix_command("nix")
+            .args(["key", "convert-secret-to-public"])
+            .stdin(std::fs::File::open(&secret).unwrap()),
+    )
+    .trim()
+    .to_owned();
+    run_ok(
+        nix_command("nix")
+            .args(["store", "sign", "-k"])
+            .arg(&secret)
+            .args(&paths),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    run_ok(
+        nix_command("nix")
+            .args([
+                "copy",
+                "--to",
+                &format!("file://{}", cache.path().display()),
+            ])
+            .args(&paths),
+    );
+    (paths, public_key, cache)
+}
+
+fn upstream_url(cache: &std::path::Path, path: &str) -> String {
+    let narinfo =
+        std::fs::read_to_string(cache.join(format!("{}.narinfo", hash_part(path)))).unwrap();
+    oranc_core::NarInfo::parse(&narinfo).unwrap().url
+}
+
+/// Found in review (2026-12-04): a NAR asked for at a replica that had not served its
+/// narinfo was a 404 there, and of two paths whose NARs are one file only the last one's
+/// narinfo was ever stored (the other vanished with upstream).
+#[test]
+fn replicas_find_each_others_nars_and_paths_sharing_a_nar_file_are_all_kept() {
+    let (paths, public_key, cache) = twin_paths();
+    assert_eq!(
+        upstream_url(cache.path(), &paths[0]),
+        upstream_url(cache.path(), &paths[1]),
+        "the premise: one NAR file upstream"
+    );
+    let registry = RegistryProcess::start();
+    let nginx = NginxProcess::serving(cache.path());
+    let config = mirror_config(&registry, &nginx.url(""), &public_key);
+    let one = ServerProcess::start_logged(oranc_tests::release_oranc_command(), &config, &[]);
+    let other = ServerProcess::start_logged(oranc_tests::release_oranc_command(), &config, &[]);
+
+    // The narinfo from one replica, its NAR from the other, as a load balancer may send them.
+    let (status, narinfo, _) =
+        curl(&[&one.url(&format!("mirror/{}.narinfo", hash_part(&paths[0])))]);
+    assert_eq!(status, "200", "{narinfo}");
+    let served = oranc_core::NarInfo::parse(&narinfo).unwrap();
+    let (status, body, _) = curl(&[&other.url(&format!("mirror/{}", served.url))]);
+    assert_eq!(status, "200", "the other replica: {body}");
+
+    // Both twins through the mirror, each with its own client.
+    for path in &paths {
+        let store = tempfile::tempdir().unwrap();
+        let copied = copy_from(&one.url("mirror"), store.path(), path, &public_key);
+        assert!(copied.status.success(), "{}", text(&copied));
+    }
+
+    // Upstream gone: both come from the registry alone.
+    drop(nginx);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let fresh = ServerProcess::start(
+        &mirror_config(&registry, "http://127.0.0.1:9", &public_key),
+        &[],
+    );
+    for path in &paths {
+        let store = tempfile::tempdir().unwrap();
+        let copied = copy_from(&fresh.url("mirror"), store.path(), path, &public_key);
+        assert!(
+            copied.status.success(),
+            "{path} from the registry alone: {}",
+            text(&copied)
+        );
+    }
 }

@@ -6,6 +6,8 @@
 //! - a narinfo comes from upstream only signed by one of `upstream_public_keys`; it is
 //!   served but not stored, so lookups (`nix path-info`, `nix copy --to`'s checks) never
 //!   make the mirror download NARs;
+//! - a served narinfo names its NAR `nar/<store path hash>-<upstream file name>`, so a NAR
+//!   request alone (at a replica that did not serve the narinfo) finds it upstream again;
 //! - a NAR streams from upstream to the client while it is written to the registry (see
 //!   `nar.rs`); it is tagged only when its bytes are the file the narinfo describes, and the
 //!   narinfo is stored only after that: never a narinfo without its NAR;
@@ -67,8 +69,26 @@ pub struct Mirror {
 #[derive(Debug)]
 struct Pending {
     upstream: usize,
+    /// The NAR file's `URL` at that upstream.
+    upstream_url: String,
+    /// As served and stored: `URL` is `nar_key`.
     narinfo: NarInfo,
     nar_key: CacheKey,
+}
+
+/// The key a mirror serves and stores the NAR file `upstream_url` of the path `hash_part`
+/// under: `nar/<hash_part>-<upstream's file name>`. The store path's hash in it lets any
+/// replica of the mirror (or this one, once it has forgotten the narinfo it served) find
+/// the narinfo again upstream when the NAR is asked for; and two paths whose NARs are the
+/// same file (same contents, other names) each get their own, stored with their narinfo.
+/// `None` when upstream's `URL` is not a `nar/` file or the name grows too long.
+fn mirrored_nar_key(hash_part: &str, upstream_url: &str) -> Option<CacheKey> {
+    let upstream: CacheKey = upstream_url.parse().ok()?;
+    if upstream.kind() != KeyKind::Nar {
+        return None;
+    }
+    let name = upstream.as_str().strip_prefix("nar/")?;
+    format!("nar/{hash_part}-{name}").parse().ok()
 }
 
 /// What the mirror says about a NAR the registry lacks.
@@ -129,13 +149,23 @@ impl Mirror {
     /// `None` when none has it (remembered for the negative TTL). It is stored only with
     /// its NAR, once that has been fetched and checked.
     pub async fn narinfo(&self, key: &CacheKey) -> Result<Option<Bytes>, ServerError> {
-        if self.absent.contains_key(key.as_str()) {
+        let hash_part = key.as_str().trim_end_matches(".narinfo");
+        Ok(self
+            .lookup(hash_part)
+            .await?
+            .map(|pending| Bytes::from(pending.narinfo.to_string())))
+    }
+
+    /// The upstream narinfo of the path `hash_part`, as this mirror serves it (its `URL`
+    /// renamed, see [`mirrored_nar_key`]), remembered for its NAR.
+    async fn lookup(&self, hash_part: &str) -> Result<Option<Arc<Pending>>, ServerError> {
+        let key = format!("{hash_part}.narinfo");
+        if self.absent.contains_key(&key) {
             return Ok(None);
         }
-        let hash_part = key.as_str().trim_end_matches(".narinfo");
         let mut failure = None;
         for (index, upstream) in self.upstreams.iter().enumerate() {
-            let narinfo = match upstream.narinfo_by_hash(&self.store_dir, hash_part).await {
+            let mut narinfo = match upstream.narinfo_by_hash(&self.store_dir, hash_part).await {
                 Ok(Some(narinfo)) => narinfo,
                 Ok(None) => continue,
                 Err(error) => {
@@ -150,36 +180,53 @@ impl Mirror {
                 tracing::warn!(cache = %self.name, upstream = upstream.url(), path = %narinfo.store_path, "upstream narinfo not signed by upstream_public_keys; not served");
                 continue;
             }
-            let nar_key: CacheKey = narinfo
-                .url
-                .parse()
-                .ok()
-                .filter(|k: &CacheKey| k.kind() == KeyKind::Nar)
-                .ok_or_else(|| {
-                    ServerError::UpstreamFailed(format!(
-                        "{}/{key}: URL {:?} is not a nar/ file",
-                        upstream.url(),
-                        narinfo.url
-                    ))
-                })?;
+            let nar_key = mirrored_nar_key(hash_part, &narinfo.url).ok_or_else(|| {
+                ServerError::UpstreamFailed(format!(
+                    "{}/{key}: URL {:?} is not a nar/ file",
+                    upstream.url(),
+                    narinfo.url
+                ))
+            })?;
             self.count("narinfo", "hit");
-            let narinfo = self.signed(narinfo);
-            let bytes = Bytes::from(narinfo.to_string());
+            let upstream_url = std::mem::replace(&mut narinfo.url, nar_key.as_str().to_owned());
             let pending = Arc::new(Pending {
                 upstream: index,
-                narinfo,
+                upstream_url,
+                narinfo: self.signed(narinfo),
                 nar_key,
             });
             self.pending
-                .insert(pending.nar_key.as_str().to_owned(), pending);
-            return Ok(Some(bytes));
+                .insert(pending.nar_key.as_str().to_owned(), pending.clone());
+            return Ok(Some(pending));
         }
         if let Some(error) = failure {
             return Err(ServerError::UpstreamFailed(error.to_string()));
         }
         self.count("narinfo", "miss");
-        self.absent.insert(key.as_str().to_owned(), ());
+        self.absent.insert(key, ());
         Ok(None)
+    }
+
+    /// What the mirror knows of the NAR `key`: from the narinfo it served, or else (another
+    /// replica served it, or it has expired here) from upstream again, found by the store
+    /// path's hash the key begins with.
+    async fn pending_nar(&self, key: &CacheKey) -> Result<Option<Arc<Pending>>, ServerError> {
+        if let Some(pending) = self.pending.get(key.as_str()) {
+            return Ok(Some(pending));
+        }
+        let Some(hash_part) = key
+            .as_str()
+            .strip_prefix("nar/")
+            .and_then(|name| name.split_once('-'))
+            .map(|(hash_part, _)| hash_part)
+            .filter(|hash_part| oranc_core::store_path::validate_hash_part(hash_part).is_ok())
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .lookup(hash_part)
+            .await?
+            .filter(|pending| pending.nar_key == *key))
     }
 
     /// The NAR `key`, which the registry lacks: fetched from the upstream whose narinfo
@@ -190,7 +237,7 @@ impl Mirror {
         key: &CacheKey,
         head: bool,
     ) -> Result<NarAnswer, ServerError> {
-        let Some(pending) = self.pending.get(key.as_str()) else {
+        let Some(pending) = self.pending_nar(key).await? else {
             return Ok(NarAnswer::Unknown);
         };
         if head {
@@ -238,7 +285,7 @@ impl Mirror {
         pending: &Pending,
     ) -> Result<oranc_core::registry::ByteStream, ServerError> {
         let upstream = &self.upstreams[pending.upstream];
-        match upstream.open_file(&pending.narinfo.url).await {
+        match upstream.open_file(&pending.upstream_url).await {
             Ok(Some(body)) => {
                 self.count("nar", "hit");
                 Ok(body)
@@ -248,7 +295,7 @@ impl Mirror {
                 Err(ServerError::UpstreamFailed(format!(
                     "{}/{}: upstream served its narinfo but not the NAR",
                     upstream.url(),
-                    pending.narinfo.url
+                    pending.upstream_url
                 )))
             }
             Err(error) => {

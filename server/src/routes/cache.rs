@@ -144,13 +144,13 @@ async fn from_mirror(
         KeyKind::Nar => match mirror.nar(cache, key, method == Method::HEAD).await? {
             NarAnswer::Streaming(response) => FromMirror::Answer(response),
             NarAnswer::Stored => FromMirror::Stored,
-            // Not known until its narinfo is asked for here: an absence that must not be
-            // kept by any cache, or asking for NARs first would hide them from everyone.
+            // No upstream narinfo names it under this mirror's name for it. Kept by no cache:
+            // an absence a client could provoke must not hide a NAR from everyone.
             NarAnswer::Unknown => FromMirror::Answer(
                 (
                     StatusCode::NOT_FOUND,
                     [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-                    format!("{key} not found (ask for its narinfo first)\n"),
+                    format!("{key} not found: no upstream narinfo names it\n"),
                 )
                     .into_response(),
             ),
