@@ -6,8 +6,7 @@
 use std::process::Output;
 
 use oranc_tests::nginx::NginxProcess;
-use oranc_tests::nix::nix_command;
-use oranc_tests::nix::{assert_same_closure, copy_from, hash_part, SignedClosure};
+use oranc_tests::nix::{assert_same_closure, copy_from, hash_part, nix_command, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{allow_plain_http, metric, ServerProcess};
 use oranc_tests::{curl, run_ok};
@@ -188,14 +187,15 @@ fn asking_for_nars_before_their_narinfos_hides_them_from_nobody() {
 /// Two paths with the same contents under other names: their NARs are one file upstream.
 /// Signed with a fresh key and copied into a cache Nix writes; (paths, public key, cache).
 fn twin_paths() -> (Vec<String>, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let nonce = oranc_tests::unique_suffix();
     let paths: Vec<String> = ["a", "b"]
         .iter()
         .map(|twin| {
             let content = dir.path().join(format!("twin-{twin}-{nonce}"));
-            std::fs::create_dir_all(&content).unwrap();
-            std::fs::write(content.join("data"), format!("the same bytes {nonce}\n")).unwrap();
+            std::fs::create_dir_all(&content).expect("a directory");
+            std::fs::write(content.join("data"), format!("the same bytes {nonce}\n"))
+                .expect("a file");
             run_ok(nix_command("nix-store").arg("--add").arg(&content))
                 .trim()
                 .to_owned()
@@ -211,11 +211,11 @@ fn twin_paths() -> (Vec<String>, String, tempfile::TempDir) {
             &format!("twins-{nonce}"),
         ])),
     )
-    .unwrap();
+    .expect("writing the key");
     let public_key = run_ok(
         nix_command("nix")
             .args(["key", "convert-secret-to-public"])
-            .stdin(std::fs::File::open(&secret).unwrap()),
+            .stdin(std::fs::File::open(&secret).expect("the key")),
     )
     .trim()
     .to_owned();
@@ -225,7 +225,7 @@ fn twin_paths() -> (Vec<String>, String, tempfile::TempDir) {
             .arg(&secret)
             .args(&paths),
     );
-    let cache = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().expect("a temporary directory");
     run_ok(
         nix_command("nix")
             .args([
@@ -239,9 +239,9 @@ fn twin_paths() -> (Vec<String>, String, tempfile::TempDir) {
 }
 
 fn upstream_url(cache: &std::path::Path, path: &str) -> String {
-    let narinfo =
-        std::fs::read_to_string(cache.join(format!("{}.narinfo", hash_part(path)))).unwrap();
-    oranc_core::NarInfo::parse(&narinfo).unwrap().url
+    let narinfo = std::fs::read_to_string(cache.join(format!("{}.narinfo", hash_part(path))))
+        .expect("the narinfo Nix wrote");
+    oranc_core::NarInfo::parse(&narinfo).expect("a narinfo").url
 }
 
 /// Found in review (2026-12-04): a NAR asked for at a replica that had not served its
