@@ -101,8 +101,19 @@ pub struct PushArgs {
     /// signed by a trusted key (--trusted-public-key, or the signing key's public half) are
     /// copied: nothing unsigned is signed, since its claims are another cache's. Paths
     /// signed by cache.nixos.org are left out unless --excluded-signing-key-pattern says
-    /// otherwise.
-    #[arg(long, value_name = "URL")]
+    /// otherwise. Options about making NARs from the local store (compression, listings,
+    /// debug info, the store source) cannot be given with it.
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with_all = [
+            "compression",
+            "zstd_level",
+            "write_nar_listing",
+            "index_debug_info",
+            "store_source",
+        ]
+    )]
     pub from: Option<String>,
 }
 

@@ -117,6 +117,7 @@ fn a_cache_of_200_paths_moves_in_and_reads_back_through_the_server_and_the_origi
         ("wide-dir", format!("file://{}", cache.path().display())),
         ("wide-http", nginx.url("")),
     ];
+    let mut repos = Vec::new();
     for (prefix, from) in sources {
         let repo = fresh_repo(prefix);
         let pushed = push_from(&registry, &repo, &from, &closure);
@@ -139,6 +140,42 @@ fn a_cache_of_200_paths_moves_in_and_reads_back_through_the_server_and_the_origi
         let copied = copy_from(&file_url, store.path(), &closure.root, &closure.public_key);
         assert!(copied.status.success(), "{from}: {}", text_of(&copied));
         assert_same_closure(store.path(), &closure.root);
+        repos.push(repo);
+    }
+
+    // And from another oranc server's cache URL into a third repository.
+    let server = ServerProcess::start(&allow_plain_http(&registry.host()), &[]);
+    let source = server.url(&format!("{}/{}", registry.host(), repos[0]));
+    let repo = fresh_repo("wide-oranc");
+    let pushed = push_from(&registry, &repo, &source, &closure);
+    assert!(
+        text_of(&pushed).contains("pushed 200"),
+        "{}",
+        text_of(&pushed)
+    );
+    substitutes_through_the_server(&registry, &repo, &closure);
+}
+
+#[test]
+fn options_about_making_nars_cannot_be_given_with_from() {
+    for option in [
+        &["--compression", "xz"][..],
+        &["--write-nar-listing"],
+        &["--index-debug-info"],
+        &["--store-source", "nix"],
+    ] {
+        let output = oranc_command()
+            .args(["push", "--from", "file:///nonexistent"])
+            .args(option)
+            .arg("/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x")
+            .output()
+            .expect("running oranc push");
+        assert_eq!(output.status.code(), Some(2), "{option:?}");
+        assert!(
+            text_of(&output).contains("cannot be used with"),
+            "{option:?}: {}",
+            text_of(&output)
+        );
     }
 }
 
