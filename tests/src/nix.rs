@@ -75,22 +75,8 @@ impl SignedClosure {
             .trim()
             .to_owned();
 
-        let secret_key_file = dir.path().join("secret-key");
-        let secret = run_ok(
-            nix_command("nix")
-                .args(["key", "generate-secret", "--key-name"])
-                .arg(format!("oranc-test-{nonce}")),
-        );
-        std::fs::write(&secret_key_file, &secret).expect("writing the secret key");
-        let public_key = run_ok(
-            nix_command("sh")
-                .arg("-c")
-                .arg("nix key convert-secret-to-public < \"$1\"")
-                .arg("sh")
-                .arg(&secret_key_file),
-        )
-        .trim()
-        .to_owned();
+        let (secret_key_file, public_key) =
+            generate_key(dir.path(), &format!("oranc-test-{nonce}"));
         if sign {
             run_ok(
                 nix_command("nix")
@@ -138,6 +124,40 @@ impl SignedClosure {
     pub fn work_dir(&self) -> &std::path::Path {
         self.dir.path()
     }
+}
+
+/// A fresh signing key named `name`, written to `dir/secret-key`: its file and its public
+/// half (`name:base64`, as in `trusted-public-keys`).
+pub fn generate_key(dir: &std::path::Path, name: &str) -> (PathBuf, String) {
+    let secret_key_file = dir.join("secret-key");
+    let secret = run_ok(nix_command("nix").args(["key", "generate-secret", "--key-name", name]));
+    std::fs::write(&secret_key_file, secret).expect("writing the secret key");
+    let public_key = run_ok(
+        nix_command("nix")
+            .args(["key", "convert-secret-to-public"])
+            .stdin(std::fs::File::open(&secret_key_file).expect("the secret key")),
+    )
+    .trim()
+    .to_owned();
+    (secret_key_file, public_key)
+}
+
+/// A content-addressed derivation (experimental `ca-derivations`) named `name`, unique to
+/// `nonce`, whose build prints `building <nonce>`, written to `dir/ca.nix`; its path.
+pub fn write_ca_expression(dir: &std::path::Path, name: &str, nonce: &str) -> String {
+    let expression = dir.join("ca.nix");
+    std::fs::write(
+        &expression,
+        format!(
+            r#"derivation {{
+  name = "{name}"; system = builtins.currentSystem; builder = "/bin/sh";
+  args = [ "-c" "echo building {nonce}; echo {nonce} > $out" ];
+  __contentAddressed = true; outputHashMode = "recursive"; outputHashAlgo = "sha256";
+}}"#
+        ),
+    )
+    .expect("writing ca.nix");
+    expression.display().to_string()
 }
 
 /// The Nix expression of a three-path closure (`app` -> `tool` -> `lib`, `lib_bytes` of

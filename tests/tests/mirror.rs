@@ -6,7 +6,9 @@
 use std::process::Output;
 
 use oranc_tests::nginx::NginxProcess;
-use oranc_tests::nix::{assert_same_closure, copy_from, hash_part, nix_command, SignedClosure};
+use oranc_tests::nix::{
+    assert_same_closure, copy_from, generate_key, hash_part, nix_command, SignedClosure,
+};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{allow_plain_http, metric, ServerProcess};
 use oranc_tests::{curl, run_ok};
@@ -201,24 +203,7 @@ fn twin_paths() -> (Vec<String>, String, tempfile::TempDir) {
                 .to_owned()
         })
         .collect();
-    let secret = dir.path().join("secret-key");
-    std::fs::write(
-        &secret,
-        run_ok(nix_command("nix").args([
-            "key",
-            "generate-secret",
-            "--key-name",
-            &format!("twins-{nonce}"),
-        ])),
-    )
-    .expect("writing the key");
-    let public_key = run_ok(
-        nix_command("nix")
-            .args(["key", "convert-secret-to-public"])
-            .stdin(std::fs::File::open(&secret).expect("the key")),
-    )
-    .trim()
-    .to_owned();
+    let (secret, public_key) = generate_key(dir.path(), &format!("twins-{nonce}"));
     run_ok(
         nix_command("nix")
             .args(["store", "sign", "-k"])

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use oranc_tests::nginx::NginxProcess;
-use oranc_tests::nix::{hash_part, nix_command};
+use oranc_tests::nix::{generate_key, hash_part, nix_command, write_ca_expression};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{allow_plain_http, metric, ServerProcess};
 use oranc_tests::{curl, run_ok, unique_suffix};
@@ -33,37 +33,8 @@ impl CaUpstream {
     fn build() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let nonce = unique_suffix();
-        let secret = dir.path().join("secret-key");
-        std::fs::write(
-            &secret,
-            run_ok(nix_command("nix").args([
-                "key",
-                "generate-secret",
-                "--key-name",
-                &format!("upstream-{nonce}"),
-            ])),
-        )
-        .expect("writing the key");
-        let public_key = run_ok(
-            nix_command("nix")
-                .args(["key", "convert-secret-to-public"])
-                .stdin(std::fs::File::open(&secret).expect("the key")),
-        )
-        .trim()
-        .to_owned();
-        let expression = dir.path().join("ca.nix");
-        std::fs::write(
-            &expression,
-            format!(
-                r#"derivation {{
-  name = "oranc-mirror-ca"; system = builtins.currentSystem; builder = "/bin/sh";
-  args = [ "-c" "echo building {nonce}; echo {nonce} > $out" ];
-  __contentAddressed = true; outputHashMode = "recursive"; outputHashAlgo = "sha256";
-}}"#
-            ),
-        )
-        .expect("writing ca.nix");
-        let expression = expression.display().to_string();
+        let (secret, public_key) = generate_key(dir.path(), &format!("upstream-{nonce}"));
+        let expression = write_ca_expression(dir.path(), "oranc-mirror-ca", &nonce);
         // Built with a secret key: Nix signs the output's path info and its realisation.
         let output = run_ok(
             ca_nix("nix-build")

@@ -288,19 +288,8 @@ fn realisations_and_build_logs_go_through_the_server() {
     let server = ServerProcess::start_logged(release_oranc_command(), &config, &[]);
     let url = server.url("ca");
     let dir = tempfile::tempdir().unwrap();
-    let expression = dir.path().join("ca.nix");
-    std::fs::write(
-        &expression,
-        format!(
-            r#"derivation {{
-  name = "oranc-ca"; system = builtins.currentSystem; builder = "/bin/sh";
-  args = [ "-c" "echo building {nonce}; echo {nonce} > $out" ];
-  __contentAddressed = true; outputHashMode = "recursive"; outputHashAlgo = "sha256";
-}}"#,
-            nonce = unique_suffix()
-        ),
-    )
-    .unwrap();
+    let expression =
+        oranc_tests::nix::write_ca_expression(dir.path(), "oranc-ca", &unique_suffix());
     let ca_nix = |args: &[&str]| {
         let mut command = nix_command("nix");
         command
@@ -317,7 +306,6 @@ fn realisations_and_build_logs_go_through_the_server() {
             ])
             .arg(&expression),
     );
-    let expression = expression.display().to_string();
     run_ok(&mut ca_nix(&["copy", "--to", &url, "-f", &expression]));
     let keys = tokio::runtime::Runtime::new()
         .unwrap()
