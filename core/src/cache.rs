@@ -72,6 +72,12 @@ impl RegistryCache {
         &self.repository
     }
 
+    /// Whether `key` has a tag in the encoding this cache writes (tags are at most 128
+    /// characters, which a long key outgrows).
+    pub fn can_store(&self, key: &CacheKey) -> bool {
+        self.encoding.encode(key.as_str()).is_ok()
+    }
+
     fn read_encodings(&self) -> impl Iterator<Item = TagEncoding> + '_ {
         std::iter::once(self.encoding).chain(self.fallbacks.iter().copied())
     }

@@ -207,6 +207,14 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn a_mirrors_nar_key_fits_a_custom_tag_but_not_a_base32_one() {
+        // cache.nixos.org's NAR file, renamed by a mirror to nar/<path hash>-<file name>.
+        let key = "nar/0cn5ij2xiyp7fbpxpjz6j7rm7rm1k91d-1w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3.nar.xz";
+        assert!(TagEncoding::Custom.encode(key).is_ok());
+        assert!(TagEncoding::Base32Dnssec.encode(key).is_err());
+    }
+
     fn custom(key: &str) -> String {
         TagEncoding::Custom.encode(key).unwrap().to_string()
     }

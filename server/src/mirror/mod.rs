@@ -81,14 +81,23 @@ struct Pending {
 /// replica of the mirror (or this one, once it has forgotten the narinfo it served) find
 /// the narinfo again upstream when the NAR is asked for; and two paths whose NARs are the
 /// same file (same contents, other names) each get their own, stored with their narinfo.
-/// `None` when upstream's `URL` is not a `nar/` file or the name grows too long.
-fn mirrored_nar_key(hash_part: &str, upstream_url: &str) -> Option<CacheKey> {
+/// Upstream's own key when the longer one has no tag in `cache`'s encoding (base32-dnssec
+/// makes tags of 1.6 characters per byte); `None` when upstream's `URL` is not a `nar/`
+/// file.
+fn mirrored_nar_key(
+    cache: &RegistryCache,
+    hash_part: &str,
+    upstream_url: &str,
+) -> Option<CacheKey> {
     let upstream: CacheKey = upstream_url.parse().ok()?;
     if upstream.kind() != KeyKind::Nar {
         return None;
     }
     let name = upstream.as_str().strip_prefix("nar/")?;
-    format!("nar/{hash_part}-{name}").parse().ok()
+    match format!("nar/{hash_part}-{name}").parse::<CacheKey>() {
+        Ok(renamed) if cache.can_store(&renamed) => Some(renamed),
+        _ => Some(upstream),
+    }
 }
 
 /// What the mirror says about a NAR the registry lacks.
@@ -148,17 +157,25 @@ impl Mirror {
     /// The narinfo `key` from the first upstream that has it, signed by an upstream key;
     /// `None` when none has it (remembered for the negative TTL). It is stored only with
     /// its NAR, once that has been fetched and checked.
-    pub async fn narinfo(&self, key: &CacheKey) -> Result<Option<Bytes>, ServerError> {
+    pub async fn narinfo(
+        &self,
+        cache: &RegistryCache,
+        key: &CacheKey,
+    ) -> Result<Option<Bytes>, ServerError> {
         let hash_part = key.as_str().trim_end_matches(".narinfo");
         Ok(self
-            .lookup(hash_part)
+            .lookup(cache, hash_part)
             .await?
             .map(|pending| Bytes::from(pending.narinfo.to_string())))
     }
 
     /// The upstream narinfo of the path `hash_part`, as this mirror serves it (its `URL`
     /// renamed, see [`mirrored_nar_key`]), remembered for its NAR.
-    async fn lookup(&self, hash_part: &str) -> Result<Option<Arc<Pending>>, ServerError> {
+    async fn lookup(
+        &self,
+        cache: &RegistryCache,
+        hash_part: &str,
+    ) -> Result<Option<Arc<Pending>>, ServerError> {
         let key = format!("{hash_part}.narinfo");
         if self.absent.contains_key(&key) {
             return Ok(None);
@@ -180,7 +197,7 @@ impl Mirror {
                 tracing::warn!(cache = %self.name, upstream = upstream.url(), path = %narinfo.store_path, "upstream narinfo not signed by upstream_public_keys; not served");
                 continue;
             }
-            let nar_key = mirrored_nar_key(hash_part, &narinfo.url).ok_or_else(|| {
+            let nar_key = mirrored_nar_key(cache, hash_part, &narinfo.url).ok_or_else(|| {
                 ServerError::UpstreamFailed(format!(
                     "{}/{key}: URL {:?} is not a nar/ file",
                     upstream.url(),
@@ -210,7 +227,11 @@ impl Mirror {
     /// What the mirror knows of the NAR `key`: from the narinfo it served, or else (another
     /// replica served it, or it has expired here) from upstream again, found by the store
     /// path's hash the key begins with.
-    async fn pending_nar(&self, key: &CacheKey) -> Result<Option<Arc<Pending>>, ServerError> {
+    async fn pending_nar(
+        &self,
+        cache: &RegistryCache,
+        key: &CacheKey,
+    ) -> Result<Option<Arc<Pending>>, ServerError> {
         if let Some(pending) = self.pending.get(key.as_str()) {
             return Ok(Some(pending));
         }
@@ -224,7 +245,7 @@ impl Mirror {
             return Ok(None);
         };
         Ok(self
-            .lookup(hash_part)
+            .lookup(cache, hash_part)
             .await?
             .filter(|pending| pending.nar_key == *key))
     }
@@ -237,7 +258,7 @@ impl Mirror {
         key: &CacheKey,
         head: bool,
     ) -> Result<NarAnswer, ServerError> {
-        let Some(pending) = self.pending_nar(key).await? else {
+        let Some(pending) = self.pending_nar(cache, key).await? else {
             return Ok(NarAnswer::Unknown);
         };
         if head {

@@ -137,7 +137,7 @@ async fn from_mirror(
     Ok(match key.kind() {
         // A mirror is a cache before anything is stored in it.
         KeyKind::CacheInfo => FromMirror::Answer(default_cache_info()),
-        KeyKind::NarInfo => match mirror.narinfo(key).await? {
+        KeyKind::NarInfo => match mirror.narinfo(cache, key).await? {
             Some(bytes) => FromMirror::Answer(whole_file(method, key, bytes)),
             None => FromMirror::Absent,
         },
