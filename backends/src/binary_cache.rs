@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
+use oranc_core::cache_key::KeyKind;
 use oranc_core::registry::ByteStream;
 use oranc_core::{CacheKey, Error, NarInfo, NixCacheInfo, Result, StoreDir, StorePath};
 use tokio_util::io::ReaderStream;
@@ -21,8 +22,6 @@ use crate::BackendError;
 const MAX_SMALL_FILE: usize = 1 << 20;
 /// What `content_encoding` undoes.
 const ACCEPTED_ENCODINGS: &str = "br, gzip, zstd, xz";
-/// Redirects followed for one file (S3 websites and CDNs answer with one or two).
-const MAX_REDIRECTS: usize = 5;
 
 /// One binary cache, by URL.
 #[derive(Debug, Clone)]
@@ -54,10 +53,14 @@ impl BinaryCache {
             }
             Location::Directory(PathBuf::from(dir))
         } else if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
+            let base_url = url::Url::parse(trimmed).map_err(|e| BackendError::BinaryCacheUrl {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
             let client = reqwest::Client::builder()
                 .connect_timeout(timeouts.connect)
                 .read_timeout(timeouts.read)
-                .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+                .redirect(crate::redirects::policy(base_url))
                 .build()
                 .map_err(|e| BackendError::HttpClient(e.to_string()))?;
             Location::Http {
@@ -169,24 +172,29 @@ impl BinaryCache {
     }
 
     /// A listing, build log, debuginfo entry or realisation (`key`), whole and with any
-    /// `Content-Encoding` undone, at most `limit` bytes; `None` when the cache lacks it.
+    /// `Content-Encoding` undone, at most `limit` bytes; `None` when the cache lacks it. A
+    /// debuginfo entry is also looked for without `.debug`, as Hydra's indexer (which
+    /// fills cache.nixos.org) names them.
     pub async fn file_beside(&self, key: &CacheKey, limit: usize) -> Result<Option<Bytes>> {
-        // A key is validated (no `..`, no `%`); `?` may name a realisation's output and must
-        // not start a query.
-        let relative = key.as_str().replace('?', "%3F");
-        let Some((bytes, encoding)) = self.bounded_file(&relative, limit, true).await? else {
-            return Ok(None);
-        };
-        let Some(encoding) = encoding else {
-            return Ok(Some(bytes));
-        };
-        let decoded = tokio::task::spawn_blocking(move || {
-            crate::content_encoding::decode(&encoding, &bytes, limit)
-        })
-        .await
-        .map_err(|e| self.protocol(key.as_str(), &e.to_string()))?
-        .map_err(|reason| self.protocol(key.as_str(), &reason))?;
-        Ok(Some(Bytes::from(decoded)))
+        let hydra_name = (key.kind() == KeyKind::DebugInfo)
+            .then(|| key.as_str().strip_suffix(".debug"))
+            .flatten();
+        for relative in std::iter::once(key.as_str()).chain(hydra_name) {
+            let Some((bytes, encoding)) = self.bounded_file(relative, limit, true).await? else {
+                continue;
+            };
+            let Some(encoding) = encoding else {
+                return Ok(Some(bytes));
+            };
+            let decoded = tokio::task::spawn_blocking(move || {
+                crate::content_encoding::decode(&encoding, &bytes, limit)
+            })
+            .await
+            .map_err(|e| self.protocol(relative, &e.to_string()))?
+            .map_err(|reason| self.protocol(relative, &reason))?;
+            return Ok(Some(Bytes::from(decoded)));
+        }
+        Ok(None)
     }
 
     /// The file at `relative` whole, at most `limit` bytes, with the `Content-Encoding` it
@@ -267,8 +275,11 @@ impl BinaryCache {
             return Ok(None);
         };
         let what = format!("{}/{relative}", self.url);
+        // Keys are validated (no `..`, no `%`), but `?` may name a realisation's output and
+        // must not start a query.
+        let path = relative.replace('?', "%3F");
         let answer = client
-            .get(format!("{base}/{relative}"))
+            .get(format!("{base}/{path}"))
             // Asked for listings and logs only: S3 serves those as Nix uploaded them (see
             // `content_encoding`), whereas a NAR file read through a compressing proxy
             // would no longer be the file its narinfo describes.

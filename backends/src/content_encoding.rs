@@ -7,8 +7,17 @@
 use std::io::Read;
 
 /// The bytes of `body` with `encoding` undone, at most `limit` of them: an error names what
-/// went wrong (an encoding Nix does not write, a corrupt body, more than `limit` bytes).
+/// went wrong (an encoding Nix does not write, a corrupt body, more than `limit` bytes). A
+/// list (`gzip, br`: applied in that order) is undone last first, as HTTP says.
 pub fn decode(encoding: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+    let mut bytes = body.to_vec();
+    for step in encoding.rsplit(',') {
+        bytes = decode_one(step, &bytes, limit)?;
+    }
+    Ok(bytes)
+}
+
+fn decode_one(encoding: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, String> {
     let encoding = encoding.trim().to_ascii_lowercase();
     let reader: Box<dyn Read + '_> = match encoding.as_str() {
         "" | "identity" => Box::new(body),
@@ -59,6 +68,9 @@ mod tests {
             .unwrap_err()
             .contains("larger"));
         assert!(decode("compress", &text, 1 << 20).is_err());
+        // Applied gzip then zstd: undone zstd first.
+        let both = zstd::encode_all(&gzip[..], 3).unwrap();
+        assert_eq!(decode("gzip, zstd", &both, 1 << 20).unwrap(), text);
         assert!(decode("gzip", b"not gzip", 1 << 20).is_err());
     }
 }

@@ -10,6 +10,7 @@ pub mod binary_cache;
 mod content_encoding;
 pub mod error;
 pub mod nar_check;
+mod redirects;
 pub mod registry;
 pub mod store;
 

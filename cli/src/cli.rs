@@ -102,7 +102,7 @@ pub struct PushArgs {
     /// copied: nothing unsigned is signed, since its claims are another cache's. Paths
     /// signed by cache.nixos.org are left out unless --excluded-signing-key-pattern says
     /// otherwise. Options about making NARs from the local store (compression, listings,
-    /// debug info, the store source) cannot be given with it.
+    /// debug info, the store source, the Nix DB) cannot be given with it.
     #[arg(
         long,
         value_name = "URL",
@@ -112,6 +112,7 @@ pub struct PushArgs {
             "write_nar_listing",
             "index_debug_info",
             "store_source",
+            "nix_db",
         ]
     )]
     pub from: Option<String>,

@@ -121,6 +121,12 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
                 "lets anyone write, while writers_file allows only its users: choose one".into(),
             ));
         }
+        if cache.allow_write && !cache.upstreams.is_empty() {
+            return Err(invalid(
+                field("allow_write"),
+                "lets anyone write into a mirror, whose file names are predictable: an anonymous upload could take a NAR's name before the mirror stores it. Use writers_file for writers next to upstreams".into(),
+            ));
+        }
         if !cache.upstreams.is_empty() && cache.upstream_public_keys.is_empty() {
             return Err(invalid(
                 field("upstream_public_keys"),
@@ -301,6 +307,7 @@ mod tests {
             ("[upstream]\nurls = [\"ftp://x\"]", "upstream.urls"),
             ("[caches.c]\nregistry = \"/d\"\nrepository = \"a/b\"\nallow_write = true\nwriters_file = \"/w\"", "caches.c.allow_write"),
             ("[caches.c]\nregistry = \"/d\"\nrepository = \"a/b\"\nsigning_key_file = \"/k\"", "caches.c.signing_key_file"),
+            ("[caches.c]\nregistry = \"/d\"\nrepository = \"a/b\"\nallow_write = true\nupstreams = [\"https://cache.nixos.org\"]\nupstream_public_keys = [\"cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\"]", "predictable"),
             ("[caches.c]\nregistry = \"/d\"\nrepository = \"a/b\"\ntrusted_public_keys = [\"nope\"]", "trusted_public_keys"),
         ] {
             let err = parse(text, "bad.toml").unwrap_err().to_string();

@@ -216,7 +216,7 @@ impl Metrics {
             mirror_lookups: counter_vec(
                 &registry,
                 "oranc_mirror_upstream_lookups_total",
-                "Files a mirror cache asked its upstreams for, by cache, kind and outcome (hit, miss, refused, error)",
+                "Files a mirror cache asked its upstreams for, by cache, kind and outcome (hit, miss, refused, error; unstored: a NAR streamed to its client alone while the mirror's copies were all busy)",
                 &["cache", "kind", "outcome"],
             ),
             mirror_fetched_bytes: counter_vec(

@@ -278,3 +278,38 @@ fn replicas_find_each_others_nars_and_paths_sharing_a_nar_file_are_all_kept() {
         );
     }
 }
+
+/// Found by the red team (2026-12-04): with `allow_write` next to `upstreams`, an anonymous
+/// client uploaded junk under the NAR name the mirror was about to use (its names are
+/// predictable), and the path could never be substituted again. The config is refused.
+#[test]
+fn a_mirror_anyone_may_write_into_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("oranc.toml");
+    std::fs::write(
+        &config,
+        "[caches.mirror]\nregistry = \"/nonexistent\"\nrepository = \"a/b\"\nallow_write = true\nupstreams = [\"https://cache.nixos.org\"]\nupstream_public_keys = [\"cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\"]\n",
+    )
+    .unwrap();
+    let mut child = oranc_tests::release_oranc_command()
+        .args(["server", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server started with a mirror anyone may write into");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("caches.mirror.allow_write"), "{stderr}");
+}

@@ -163,6 +163,7 @@ fn options_about_making_nars_cannot_be_given_with_from() {
         &["--write-nar-listing"],
         &["--index-debug-info"],
         &["--store-source", "nix"],
+        &["--nix-db", "/nix/var/nix/db/db.sqlite"],
     ] {
         let output = oranc_command()
             .args(["push", "--from", "file:///nonexistent"])

@@ -8,18 +8,30 @@
 //!   like narinfos); a debuginfo entry or listing only well-formed. Logs are not signed in
 //!   Nix's protocol: a mirror trusts its upstreams for them as Nix trusts a substituter;
 //! - a file is read whole, bounded (see [`Limits`]), with upstream's `Content-Encoding`
-//!   undone, and at most [`CONCURRENT_FETCHES`] are held at once.
+//!   undone; at most [`CONCURRENT_FETCHES`] are held at once, each fetched within
+//!   [`FETCH_DEADLINE`], in a task that finishes for the requests waiting on it even when
+//!   its own client leaves.
+
+use std::time::Duration;
 
 use bytes::Bytes;
+use oranc_backends::BinaryCache;
 use oranc_core::cache_key::KeyKind;
-use oranc_core::{CacheKey, RegistryCache};
+use oranc_core::{CacheKey, PublicKey, RegistryCache};
 
 use super::{nar, Mirror};
 use crate::error::ServerError;
+use crate::metrics::Metrics;
 use crate::routes::small_file::check_small_file;
 
 /// Files read from upstream at once per mirror: each is held whole, up to its limit.
 pub(super) const CONCURRENT_FETCHES: usize = 4;
+/// How long one file may take to fetch: well below the server's response timeout, so a
+/// trickling upstream cannot keep the slots.
+const FETCH_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a request waits for a slot: longer than one fetch may take, so a request that
+/// finds them all taken gets the first one to free up.
+const SLOT_WAIT: Duration = Duration::from_secs(45);
 /// The largest listing or build log a mirror keeps, decoded (a NAR listing of a large
 /// package or a long build's log runs to a few MiB).
 const MAX_LISTING_OR_LOG: usize = 16 << 20;
@@ -68,54 +80,96 @@ impl Mirror {
             }
             nar::Role::Leader(lead) => lead,
         };
-        let _permit = self
-            .beside_fetches
-            .acquire()
-            .await
-            .map_err(|_| ServerError::Internal("the mirror's fetch limit closed".into()))?;
-        let answer = self.fetch_beside(cache, key).await;
-        drop(lead);
-        answer
-    }
-
-    async fn fetch_beside(
-        &self,
-        cache: &RegistryCache,
-        key: &CacheKey,
-    ) -> Result<BesideAnswer, ServerError> {
-        let kind = key.kind().label();
-        let limit = match key.kind() {
-            KeyKind::Listing | KeyKind::Log => MAX_LISTING_OR_LOG,
-            _ => self.limits.small_file,
+        let fetch = Fetch {
+            cache_name: self.name.clone(),
+            upstreams: self.upstreams.clone(),
+            keys: self.keys.clone(),
+            limit: match key.kind() {
+                KeyKind::Listing | KeyKind::Log => MAX_LISTING_OR_LOG,
+                _ => self.limits.small_file,
+            },
+            metrics: self.metrics.clone(),
+            absent: self.absent.clone(),
+            cache: cache.clone(),
+            key: key.clone(),
         };
+        let slots = self.beside_fetches.clone();
+        // A task of its own: requests waiting on this one get the file even if this client
+        // leaves. A trickling upstream holds a slot for at most FETCH_DEADLINE, and a request
+        // waits at most SLOT_WAIT for one.
+        let fetched = tokio::spawn(async move {
+            let answer = async {
+                let _slot = tokio::time::timeout(SLOT_WAIT, slots.acquire_owned())
+                    .await
+                    .map_err(|_| timed_out(&fetch.key, "no fetch slot freed up", SLOT_WAIT))?
+                    .map_err(|_| ServerError::Internal("the mirror's fetch slots closed".into()))?;
+                let key = fetch.key.clone();
+                tokio::time::timeout(FETCH_DEADLINE, fetch.run())
+                    .await
+                    .map_err(|_| timed_out(&key, "upstream did not deliver it", FETCH_DEADLINE))?
+            }
+            .await;
+            drop(lead);
+            answer
+        });
+        fetched
+            .await
+            .map_err(|error| ServerError::Internal(format!("fetching {key}: {error}")))?
+    }
+}
+
+fn timed_out(key: &CacheKey, reason: &str, after: Duration) -> ServerError {
+    ServerError::Core(oranc_core::Error::TimedOut {
+        what: format!("{key} from the mirror's upstreams"),
+        reason: Some(format!("{reason} within {} s", after.as_secs())),
+    })
+}
+
+/// One file beside NARs fetched from upstream, owned by the task that fetches it.
+struct Fetch {
+    cache_name: String,
+    upstreams: Vec<BinaryCache>,
+    keys: Vec<PublicKey>,
+    limit: usize,
+    metrics: Metrics,
+    absent: moka::sync::Cache<String, ()>,
+    cache: RegistryCache,
+    key: CacheKey,
+}
+
+impl Fetch {
+    async fn run(self) -> Result<BesideAnswer, ServerError> {
+        let key = &self.key;
+        let kind = key.kind().label();
         let mut failure = None;
         for upstream in &self.upstreams {
-            let bytes = match upstream.file_beside(key, limit).await {
+            let bytes = match upstream.file_beside(key, self.limit).await {
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => continue,
                 Err(error) => {
                     self.count(kind, "error");
-                    tracing::warn!(cache = %self.name, upstream = upstream.url(), %error, "upstream fetch failed");
+                    tracing::warn!(cache = %self.cache_name, upstream = upstream.url(), %error, "upstream fetch failed");
                     failure = Some(error);
                     continue;
                 }
             };
-            if let Err(reason) = self.may_keep(key, &bytes) {
+            if let Err(reason) = self.may_keep(&bytes) {
                 self.count(kind, "refused");
-                tracing::warn!(cache = %self.name, upstream = upstream.url(), %key, %reason, "upstream file refused");
+                tracing::warn!(cache = %self.cache_name, upstream = upstream.url(), %key, %reason, "upstream file refused");
                 continue;
             }
             self.count(kind, "hit");
-            if let Err(error) = cache
+            if let Err(error) = self
+                .cache
                 .put_bytes(key, key.content_type(), bytes.clone())
                 .await
             {
                 // Served all the same: the client asked for upstream's file, and it passed.
-                tracing::warn!(cache = %self.name, %key, %error, "storing a mirrored file failed");
+                tracing::warn!(cache = %self.cache_name, %key, %error, "storing a mirrored file failed");
             } else {
                 self.metrics
                     .mirror_stored_bytes
-                    .with_label_values(&[&self.name])
+                    .with_label_values(&[&self.cache_name])
                     .inc_by(bytes.len() as u64);
             }
             return Ok(BesideAnswer::Found(bytes));
@@ -128,8 +182,9 @@ impl Mirror {
         Ok(BesideAnswer::Absent)
     }
 
-    /// Whether upstream's `bytes` for `key` may be served and kept.
-    fn may_keep(&self, key: &CacheKey, bytes: &[u8]) -> Result<(), String> {
+    /// Whether upstream's `bytes` for the key may be served and kept.
+    fn may_keep(&self, bytes: &[u8]) -> Result<(), String> {
+        let key = &self.key;
         match key.kind() {
             KeyKind::Realisation => {
                 check_small_file(key, bytes)?;
@@ -145,5 +200,12 @@ impl Mirror {
             },
             _ => Ok(()),
         }
+    }
+
+    fn count(&self, kind: &str, outcome: &str) {
+        self.metrics
+            .mirror_lookups
+            .with_label_values(&[&self.cache_name, kind, outcome])
+            .inc();
     }
 }

@@ -33,11 +33,15 @@ use oranc_core::{CacheKey, NarInfo, PublicKey, RegistryCache, SecretKey, StoreDi
 
 use crate::error::ServerError;
 use crate::metrics::Metrics;
+use crate::refusal_log::Loggable;
 
 /// Narinfos served from upstream whose NAR may be asked for next, at most this many.
 const MAX_PENDING: u64 = 100_000;
 /// How long a served narinfo waits for its NAR to be asked for.
 const PENDING_TTL: Duration = Duration::from_secs(3600);
+/// NARs copied into the registry at once per mirror: each holds an upstream connection, a
+/// registry upload and a thread checking its hash until it ends, client or not.
+const CONCURRENT_COPIES: usize = 16;
 /// Absences remembered at most.
 const MAX_ABSENT: u64 = 100_000;
 
@@ -60,8 +64,10 @@ pub struct Mirror {
     metrics: Metrics,
     /// How long a client may keep a chunk waiting before the store goes on without it.
     client_stall: Duration,
+    /// NAR copies into the registry at once (each may outlive its client).
+    copies: Arc<tokio::sync::Semaphore>,
     /// Listings, logs, debuginfo entries and realisations held whole at once (`beside.rs`).
-    beside_fetches: tokio::sync::Semaphore,
+    beside_fetches: Arc<tokio::sync::Semaphore>,
     limits: Limits,
 }
 
@@ -149,7 +155,8 @@ impl Mirror {
             fetching: nar::InFlight::default(),
             metrics: settings.metrics,
             client_stall: settings.client_stall,
-            beside_fetches: tokio::sync::Semaphore::new(beside::CONCURRENT_FETCHES),
+            copies: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_COPIES)),
+            beside_fetches: Arc::new(tokio::sync::Semaphore::new(beside::CONCURRENT_FETCHES)),
             limits: settings.limits,
         })
     }
@@ -197,13 +204,13 @@ impl Mirror {
                 tracing::warn!(cache = %self.name, upstream = upstream.url(), path = %narinfo.store_path, "upstream narinfo not signed by upstream_public_keys; not served");
                 continue;
             }
-            let nar_key = mirrored_nar_key(cache, hash_part, &narinfo.url).ok_or_else(|| {
-                ServerError::UpstreamFailed(format!(
-                    "{}/{key}: URL {:?} is not a nar/ file",
-                    upstream.url(),
-                    narinfo.url
-                ))
-            })?;
+            // `URL` is not signed: one this mirror cannot name (not a plain nar/ file) is
+            // upstream's problem, and the next upstream may do better.
+            let Some(nar_key) = mirrored_nar_key(cache, hash_part, &narinfo.url) else {
+                self.count("narinfo", "refused");
+                tracing::warn!(cache = %self.name, upstream = upstream.url(), url = %Loggable(&narinfo.url), "upstream narinfo's URL is not a nar/ file this mirror can name; not served");
+                continue;
+            };
             self.count("narinfo", "hit");
             let upstream_url = std::mem::replace(&mut narinfo.url, nar_key.as_str().to_owned());
             let pending = Arc::new(Pending {
@@ -284,8 +291,23 @@ impl Mirror {
                     .map_err(ServerError::UpstreamFailed)
             }
             nar::Role::Leader(lead) => {
+                // A copy outlives its client (others will read what it stores), so copies
+                // are bounded; past the bound a NAR streams to its client alone, unstored,
+                // for as long as that client stays.
+                let Ok(slot) = self.copies.clone().try_acquire_owned() else {
+                    drop(lead);
+                    self.metrics
+                        .mirror_lookups
+                        .with_label_values(&[&self.name, "nar", "unstored"])
+                        .inc();
+                    let body = self.open_upstream_nar(&pending).await?;
+                    return nar::pass_through(body, &pending.narinfo, key)
+                        .map(NarAnswer::Streaming)
+                        .map_err(ServerError::UpstreamFailed);
+                };
                 let body = self.open_upstream_nar(&pending).await?;
                 let copy = nar::Copy {
+                    slot,
                     cache: cache.clone(),
                     narinfo: pending.narinfo.clone(),
                     nar_key: pending.nar_key.clone(),

@@ -139,6 +139,9 @@ pub(super) async fn store_narinfo(
 
 /// What one copy needs.
 pub(super) struct Copy {
+    /// Its place among the mirror's bounded copies, given back when the copy ends.
+    #[expect(dead_code, reason = "held, never read: dropping it frees the place")]
+    pub slot: tokio::sync::OwnedSemaphorePermit,
     pub cache: RegistryCache,
     pub narinfo: NarInfo,
     pub nar_key: CacheKey,

@@ -1,0 +1,146 @@
+//! A mirror's work is bounded however clients ask and however slowly upstream answers:
+//! NAR copies that outlive their clients, and the fetch slots of listings and logs. The
+//! upstream is nginx with `limit_rate`, a slow upstream made of real parts.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oranc_tests::nginx::NginxProcess;
+use oranc_tests::nix::{add_random_path, generate_key, hash_part, nix_command};
+use oranc_tests::registry::RegistryProcess;
+use oranc_tests::server::{allow_plain_http, metric, ServerProcess};
+use oranc_tests::{curl, release_oranc_command, run_ok, unique_suffix};
+
+fn mirror_server(registry: &RegistryProcess, upstream: &str, key: &str) -> ServerProcess {
+    ServerProcess::start_binary(
+        release_oranc_command(),
+        &format!(
+            "{}[caches.mirror]\nregistry = \"{}\"\nrepository = \"mirror/limits\"\nupstreams = [\"{upstream}\"]\nupstream_public_keys = [\"{key}\"]\n",
+            allow_plain_http(&registry.host()),
+            registry.host()
+        ),
+        &[],
+    )
+}
+
+/// nginx serving `dir`, the files under `slow` at `rate` bytes per second.
+fn slow_nginx(dir: &std::path::Path, slow: &str, rate: &str) -> NginxProcess {
+    NginxProcess::start(&format!(
+        "server {{ listen {{listen}}; root {}; location /{slow}/ {{ limit_rate {rate}; }} }}",
+        dir.display()
+    ))
+}
+
+/// `curl` of each URL at once, each giving up after `seconds` (then leaving).
+fn impatient_clients(urls: &[String], seconds: &str) {
+    let clients: Vec<_> = urls
+        .iter()
+        .map(|url| {
+            Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "--max-time", seconds, url])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("curl")
+        })
+        .collect();
+    for mut client in clients {
+        let _ = client.wait();
+    }
+}
+
+/// Found by the red team (2026-12-04): every NAR request started a copy into the registry
+/// that outlived its client, with no bound: 512 requests for slow NARs took every blocking
+/// thread of the server. Past 16 copies, a NAR now streams to its client alone.
+#[test]
+fn nar_copies_that_outlive_their_clients_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let nonce = unique_suffix();
+    let (secret, public_key) = generate_key(dir.path(), &format!("limits-{nonce}"));
+    let paths: Vec<String> = (0..20)
+        .map(|i| add_random_path(dir.path(), &format!("slow-{nonce}-{i}"), 64 << 10))
+        .collect();
+    run_ok(
+        nix_command("nix")
+            .args(["store", "sign", "-k"])
+            .arg(&secret)
+            .args(&paths),
+    );
+    let cache = dir.path().join("upstream");
+    run_ok(
+        nix_command("nix")
+            .args([
+                "copy",
+                "--to",
+                &format!("file://{}?compression=zstd", cache.display()),
+            ])
+            .args(&paths),
+    );
+    // 64 KiB at 1 KiB/s: each copy lasts about a minute.
+    let nginx = slow_nginx(&cache, "nar", "1k");
+    let registry = RegistryProcess::start();
+    let server = mirror_server(&registry, &nginx.url(""), &public_key);
+    let nar_urls: Vec<String> = paths
+        .iter()
+        .map(|path| {
+            let (status, narinfo, _) =
+                curl(&[&server.url(&format!("mirror/{}.narinfo", hash_part(path)))]);
+            assert_eq!(status, "200", "{narinfo}");
+            let url = oranc_core::NarInfo::parse(&narinfo).unwrap().url;
+            server.url(&format!("mirror/{url}"))
+        })
+        .collect();
+    impatient_clients(&nar_urls, "2");
+    let unstored = metric(
+        &server.metrics(),
+        "oranc_mirror_upstream_lookups_total{cache=\"mirror\",kind=\"nar\",outcome=\"unstored\"}",
+    );
+    assert!(unstored >= 4.0, "{}", server.metrics());
+}
+
+/// Found by the red team (2026-12-04): four build logs trickling from upstream held every
+/// fetch slot of the mirror, and an honest listing waited until the server's response
+/// timeout. A fetch now ends within 30 s, and so does a wait for a slot.
+#[test]
+fn slow_logs_upstream_do_not_keep_listings_from_being_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("upstream");
+    std::fs::create_dir_all(cache.join("log")).unwrap();
+    let hash = "0000000000000000000000000000000a";
+    let logs: Vec<String> = (0..4)
+        .map(|i| {
+            let key = format!("log/{hash}-slow-{i}.drv");
+            std::fs::write(cache.join(&key), "building\n".repeat(100)).unwrap();
+            key
+        })
+        .collect();
+    let listing_key = format!("{hash}.ls");
+    std::fs::write(
+        cache.join(&listing_key),
+        r#"{"version":1,"root":{"type":"regular","size":1}}"#,
+    )
+    .unwrap();
+    // A byte a second: each log would take a quarter of an hour.
+    let nginx = slow_nginx(&cache, "log", "1");
+    let registry = RegistryProcess::start();
+    let (_, public_key) = generate_key(dir.path(), "limits");
+    let server = mirror_server(&registry, &nginx.url(""), &public_key);
+    let log_urls: Vec<String> = logs
+        .iter()
+        .map(|key| server.url(&format!("mirror/{key}")))
+        .collect();
+    let urls = log_urls.clone();
+    // Clients that stay: the fetches they started must end on their own.
+    let slow_clients = std::thread::spawn(move || impatient_clients(&urls, "100"));
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    // Served once the slow fetches hit their 30 s deadline; before, only when upstream's
+    // read timeout (60 s between bytes) or the server's response timeout ended them.
+    let (status, listing, _) = curl(&[
+        "--max-time",
+        "45",
+        &server.url(&format!("mirror/{listing_key}")),
+    ]);
+    assert_eq!(status, "200", "after {:?}: {listing}", started.elapsed());
+    assert!(listing.contains("\"root\""), "{listing}");
+    slow_clients.join().unwrap();
+}
