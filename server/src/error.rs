@@ -174,7 +174,15 @@ impl IntoResponse for ServerError {
         } else {
             crate::refusal_log::log_refusal(status, &self);
         }
-        let mut response = (status, format!("{self}\n")).into_response();
+        let body = match &self {
+            // Upstream's addresses and answers are the operator's business, not a client's:
+            // the log above has them.
+            Self::UpstreamFailed(_) => {
+                "the mirror's upstream failed for this file (the server's log says why)\n".into()
+            }
+            other => format!("{other}\n"),
+        };
+        let mut response = (status, body).into_response();
         let retry_after = match &self {
             Self::TooManyPasswordChecks(seconds) => Some(*seconds),
             Self::PasswordChecksBusy => Some(1),

@@ -158,6 +158,8 @@ fn an_upstream_that_fails_is_a_502_and_nothing_partial_is_stored() {
     let nar_url = oranc_core::NarInfo::parse(&narinfo).unwrap().url;
     let (status, body, _) = curl(&[&server.url(&format!("mirror/{nar_url}"))]);
     assert_eq!(status, "502", "{body}");
+    // Upstream's address and answer are in the server's log, not told to clients.
+    assert!(!body.contains("127.0.0.1"), "{body}");
 }
 
 /// Found in review (2026-12-04): a NAR asked for before its narinfo is a 404 (the mirror does
