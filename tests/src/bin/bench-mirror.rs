@@ -178,6 +178,15 @@ fn nix_copy_from(url: &str, paths: &[String], public_key: &str) -> Duration {
     started.elapsed()
 }
 
+/// The NAR `URL` of the narinfo the mirror serves for `hash` (asked for first, as Nix
+/// does: the mirror names NARs after their paths).
+fn mirrored_nar_url(mirror: &str, hash: &str) -> String {
+    let narinfo = run_ok(Command::new("curl").args(["-sf", &format!("{mirror}/{hash}.narinfo")]));
+    oranc_core::NarInfo::parse(&narinfo)
+        .expect("the mirror's narinfo")
+        .url
+}
+
 /// Small NARs whose first byte is timed (the median is reported).
 const FIRST_BYTE_SAMPLES: usize = 20;
 
@@ -298,15 +307,10 @@ fn main() {
             &format!("RTT {rtt:>3} ms: large NAR straight from upstream"),
             timed_get(&format!("{upstream}/{large_url}")),
         );
-        run_ok(Command::new("curl").args([
-            "-sf",
-            "-o",
-            "/dev/null",
-            &format!("{mirror}/{large_hash}.narinfo"),
-        ]));
+        let mirrored_large = mirrored_nar_url(&mirror, &large_hash);
         report(
             &format!("RTT {rtt:>3} ms: large NAR through the mirror, cold"),
-            timed_get(&format!("{mirror}/{large_url}")),
+            timed_get(&format!("{mirror}/{mirrored_large}")),
         );
         let large_file = upstream_dir.join(&large_url);
         println!(
@@ -319,7 +323,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(500));
         report(
             &format!("RTT {rtt:>3} ms: large NAR through the mirror, warm"),
-            timed_get(&format!("{mirror}/{large_url}")),
+            timed_get(&format!("{mirror}/{mirrored_large}")),
         );
 
         // First byte of small NARs, the median of several: straight from upstream, through
@@ -331,22 +335,18 @@ fn main() {
             .iter()
             .map(|u| first_byte(&format!("{upstream}/{u}")))
             .collect();
+        let mut mirrored_urls = Vec::new();
         let cold: Vec<Duration> = first_byte_paths
             .iter()
-            .zip(&first_byte_urls)
-            .map(|(path, u)| {
-                let hash = oranc_tests::nix::hash_part(path);
-                run_ok(Command::new("curl").args([
-                    "-sf",
-                    "-o",
-                    "/dev/null",
-                    &format!("{mirror}/{hash}.narinfo"),
-                ]));
-                first_byte(&format!("{mirror}/{u}"))
+            .map(|path| {
+                let url = mirrored_nar_url(&mirror, &oranc_tests::nix::hash_part(path));
+                let first = first_byte(&format!("{mirror}/{url}"));
+                mirrored_urls.push(url);
+                first
             })
             .collect();
         std::thread::sleep(Duration::from_millis(300));
-        let warm: Vec<Duration> = first_byte_urls
+        let warm: Vec<Duration> = mirrored_urls
             .iter()
             .map(|u| first_byte(&format!("{mirror}/{u}")))
             .collect();
