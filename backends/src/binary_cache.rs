@@ -60,6 +60,7 @@ impl BinaryCache {
             let client = reqwest::Client::builder()
                 .connect_timeout(timeouts.connect)
                 .read_timeout(timeouts.read)
+                .dns_resolver(crate::redirects::resolver(&base_url))
                 .redirect(crate::redirects::policy(base_url))
                 .build()
                 .map_err(|e| BackendError::HttpClient(e.to_string()))?;

@@ -32,8 +32,51 @@ pub fn policy(base: url::Url) -> reqwest::redirect::Policy {
     })
 }
 
+/// The client's name lookups: a name other than the cache's own may not resolve to a
+/// loopback, private or link-local address unless the cache is at one itself. That closes
+/// what [`policy`] cannot see: a redirect to a name that `/etc/hosts` or DNS points inside
+/// (the machine's own hostname, `metadata.google.internal`).
+pub fn resolver(base: &url::Url) -> std::sync::Arc<OutwardResolver> {
+    std::sync::Arc::new(OutwardResolver {
+        own_host: base.host_str().unwrap_or_default().to_ascii_lowercase(),
+        inward_allowed: is_internal(base),
+    })
+}
+
+pub struct OutwardResolver {
+    own_host: String,
+    inward_allowed: bool,
+}
+
+impl reqwest::dns::Resolve for OutwardResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let name = name.as_str().to_ascii_lowercase();
+        let keep_all = self.inward_allowed || name == self.own_host;
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await?
+                .filter(|addr| keep_all || !is_internal_ip(addr.ip()))
+                .collect();
+            if found.is_empty() {
+                return Err(format!(
+                    "{name} resolves to no address outside this host's networks; not followed"
+                )
+                .into());
+            }
+            Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+fn is_internal_ip(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(ip) => is_internal_v4(ip),
+        std::net::IpAddr::V6(ip) => is_internal_v6(ip),
+    }
+}
+
 /// Whether `url` names this host or its local networks by address or as `localhost`. A
-/// public name that resolves to such an address is not caught here.
+/// name that resolves to such an address is caught by [`resolver`].
 fn is_internal(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => is_internal_v4(ip),
@@ -47,23 +90,35 @@ fn is_internal(url: &url::Url) -> bool {
 }
 
 fn is_internal_v4(ip: Ipv4Addr) -> bool {
-    let [first, second, ..] = ip.octets();
+    let [first, second, third, _] = ip.octets();
     ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
-        || ip.is_unspecified()
         || ip.is_broadcast()
+        // 0.0.0.0/8, "this network".
+        || first == 0
         // 100.64.0.0/10, carrier-grade NAT (and some clouds' internal services).
         || (first == 100 && (64..128).contains(&second))
+        // 192.0.0.0/24, protocol assignments.
+        || (first == 192 && second == 0 && third == 0)
 }
 
 fn is_internal_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let segments = ip.segments();
+    let first = segments[0];
+    let embedded_v4 = || {
+        let [.., a, b] = segments;
+        Ipv4Addr::from((u32::from(a) << 16) | u32::from(b))
+    };
     ip.is_loopback()
         || ip.is_unspecified()
         || (first & 0xfe00) == 0xfc00 // unique local
         || (first & 0xffc0) == 0xfe80 // link-local
+        || (first & 0xffc0) == 0xfec0 // site-local (deprecated, still routed inside some networks)
         || ip.to_ipv4_mapped().is_some_and(is_internal_v4)
+        // ::a.b.c.d (IPv4-compatible) and 64:ff9b::a.b.c.d (NAT64) reach an IPv4 address.
+        || (segments[..6] == [0; 6] && is_internal_v4(embedded_v4()))
+        || (segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_internal_v4(embedded_v4()))
 }
 
 #[cfg(test)]
@@ -112,6 +167,19 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error.is_redirect(), "{error}");
+        // A name that resolves inside (here `localhost`'s twin in /etc/hosts, any name the
+        // resolver maps to loopback) is refused at lookup, whatever the policy saw.
+        let outward = resolver(&base);
+        let looked_up =
+            reqwest::dns::Resolve::resolve(outward.as_ref(), "localhost".parse().unwrap()).await;
+        assert!(looked_up.is_err());
+        let own = resolver(&"http://localhost:1/".parse().unwrap());
+        assert!(
+            reqwest::dns::Resolve::resolve(own.as_ref(), "localhost".parse().unwrap())
+                .await
+                .is_ok(),
+            "a cache at a local name may use it"
+        );
         // The same redirect from a cache at a local address is followed.
         let local: url::Url = format!("http://{redirecting}").parse().unwrap();
         let client = reqwest::Client::builder()
@@ -138,6 +206,11 @@ mod tests {
             "http://[fd00::1]/",
             "http://[fe80::1]/",
             "http://[::ffff:127.0.0.1]/",
+            "http://[::127.0.0.1]/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[fec0::1]/",
+            "http://0.0.0.1/",
+            "http://192.0.0.170/",
             "http://localhost:8080/",
             "http://api.localhost/",
         ] {

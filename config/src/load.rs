@@ -121,6 +121,19 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
                 "lets anyone write, while writers_file allows only its users: choose one".into(),
             ));
         }
+        if cache.allow_write
+            && config.caches.iter().any(|(other, mirror)| {
+                other != name
+                    && !mirror.upstreams.is_empty()
+                    && mirror.registry == cache.registry
+                    && mirror.repository == cache.repository
+            })
+        {
+            return Err(invalid(
+                field("allow_write"),
+                "lets anyone write into the repository of a mirror cache, whose file names are predictable. Use writers_file".into(),
+            ));
+        }
         if cache.allow_write && !cache.upstreams.is_empty() {
             return Err(invalid(
                 field("allow_write"),
@@ -308,6 +321,7 @@ mod tests {
             ("[caches.c]\nregistry = \"/d\"\nrepository = \"a/b\"\nallow_write = true\nwriters_file = \"/w\"", "caches.c.allow_write"),
             ("[caches.c]\nregistry = \"/d\"\nrepository = \"a/b\"\nsigning_key_file = \"/k\"", "caches.c.signing_key_file"),
             ("[caches.c]\nregistry = \"/d\"\nrepository = \"a/b\"\nallow_write = true\nupstreams = [\"https://cache.nixos.org\"]\nupstream_public_keys = [\"cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\"]", "predictable"),
+            ("[caches.m]\nregistry = \"/d\"\nrepository = \"a/b\"\nupstreams = [\"https://cache.nixos.org\"]\nupstream_public_keys = [\"cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\"]\n[caches.w]\nregistry = \"/d\"\nrepository = \"a/b\"\nallow_write = true", "caches.w.allow_write"),
             ("[caches.c]\nregistry = \"/d\"\nrepository = \"a/b\"\ntrusted_public_keys = [\"nope\"]", "trusted_public_keys"),
         ] {
             let err = parse(text, "bad.toml").unwrap_err().to_string();

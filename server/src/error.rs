@@ -50,6 +50,10 @@ pub enum ServerError {
     #[error("{0}")]
     UploadStalled(String),
 
+    /// A mirror cache has as much upstream work under way as it takes: 503, try again soon.
+    #[error("{0}; try again shortly")]
+    MirrorBusy(String),
+
     /// A mirror cache's upstream failed (down, 5xx, timed out, or not serving a file its
     /// narinfo names): 502 for that file, and nothing partial is stored.
     #[error("{0}")]
@@ -135,7 +139,7 @@ impl ServerError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::CredentialsRequired | Self::NotAWriter => StatusCode::UNAUTHORIZED,
             Self::TooManyPasswordChecks(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::PasswordChecksBusy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PasswordChecksBusy | Self::MirrorBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Refused(_) | Self::CredentialsNotGranted(_) => StatusCode::FORBIDDEN,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -185,7 +189,7 @@ impl IntoResponse for ServerError {
         let mut response = (status, body).into_response();
         let retry_after = match &self {
             Self::TooManyPasswordChecks(seconds) => Some(*seconds),
-            Self::PasswordChecksBusy => Some(1),
+            Self::PasswordChecksBusy | Self::MirrorBusy(_) => Some(1),
             _ => None,
         };
         if let Some(seconds) = retry_after {

@@ -202,6 +202,16 @@ async fn named_cache_access(
             WriteAccess::Writer,
         ));
     }
+    // A mirror's file names are predictable and its logs unsigned: what is written into it
+    // comes from upstream or its own writers, never from credentials it cannot check.
+    if named.mirror.is_some() && purpose == Purpose::Write {
+        return Ok(Grant {
+            refused: Some(ServerError::CredentialsNotGranted(
+                "a mirror cache takes writes only from its writers (writers_file)".into(),
+            )),
+            ..anonymous()
+        });
+    }
     let credentials = Credentials::basic(username, password);
     let grant = forwarded(credentials, &named.grant, purpose).await?;
     if grant.refused.is_none() {

@@ -315,3 +315,32 @@ fn a_mirror_anyone_may_write_into_is_refused_at_start() {
     assert!(!status.success());
     assert!(stderr.contains("caches.mirror.allow_write"), "{stderr}");
 }
+
+/// Found by the red team's second pass (2026-12-04): on a registry with
+/// `trust_client_credentials` that checks none, made-up credentials wrote a forged build log
+/// into a mirror, which served it. A mirror takes writes only from its writers now.
+#[test]
+fn credentials_a_mirror_cannot_check_write_nothing_into_it() {
+    let registry = RegistryProcess::start();
+    let config = format!(
+        "{}trust_client_credentials = true\n[caches.mirror]\nregistry = \"{}\"\nrepository = \"mirror/cache\"\nupstreams = [\"http://127.0.0.1:9\"]\nupstream_public_keys = [\"cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\"]\n",
+        allow_plain_http(&registry.host()),
+        registry.host()
+    );
+    let server = ServerProcess::start_logged(oranc_tests::release_oranc_command(), &config, &[]);
+    let (status, body, _) = curl(&[
+        "-u",
+        "made:up",
+        "-X",
+        "PUT",
+        "--data-binary",
+        "forged build log",
+        &server.url("mirror/log/0000000000000000000000000000000a-x.drv"),
+    ]);
+    assert!(status == "401" || status == "403", "{status}: {body}");
+    assert!(
+        !registry_tags(&registry).contains("log"),
+        "{}",
+        registry_tags(&registry)
+    );
+}

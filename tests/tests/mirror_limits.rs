@@ -99,14 +99,15 @@ fn nar_copies_that_outlive_their_clients_are_bounded() {
 
 /// Found by the red team (2026-12-04): four build logs trickling from upstream held every
 /// fetch slot of the mirror, and an honest listing waited until the server's response
-/// timeout. A fetch now ends within 30 s, and so does a wait for a slot.
+/// timeout; then (second pass) clients that asked for many files and left queued fetches
+/// ahead of it. A fetch now ends within 30 s, and a wait for a slot ends with its client.
 #[test]
 fn slow_logs_upstream_do_not_keep_listings_from_being_served() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("upstream");
     std::fs::create_dir_all(cache.join("log")).unwrap();
     let hash = "0000000000000000000000000000000a";
-    let logs: Vec<String> = (0..4)
+    let logs: Vec<String> = (0..44)
         .map(|i| {
             let key = format!("log/{hash}-slow-{i}.drv");
             std::fs::write(cache.join(&key), "building\n".repeat(100)).unwrap();
@@ -128,10 +129,13 @@ fn slow_logs_upstream_do_not_keep_listings_from_being_served() {
         .iter()
         .map(|key| server.url(&format!("mirror/{key}")))
         .collect();
-    let urls = log_urls.clone();
-    // Clients that stay: the fetches they started must end on their own.
-    let slow_clients = std::thread::spawn(move || impatient_clients(&urls, "100"));
+    // Four clients that stay: the fetches they started must end on their own.
+    let stayers = log_urls[..4].to_vec();
+    let slow_clients = std::thread::spawn(move || impatient_clients(&stayers, "100"));
     std::thread::sleep(Duration::from_secs(1));
+    // Forty that leave at once (the second pass of the red team): their waits must leave
+    // with them, not queue fetches ahead of everyone else's.
+    impatient_clients(&log_urls[4..], "1");
     let started = Instant::now();
     // Served once the slow fetches hit their 30 s deadline; before, only when upstream's
     // read timeout (60 s between bytes) or the server's response timeout ended them.

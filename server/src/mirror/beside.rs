@@ -10,7 +10,8 @@
 //! - a file is read whole, bounded (see [`Limits`]), with upstream's `Content-Encoding`
 //!   undone; at most [`CONCURRENT_FETCHES`] are held at once, each fetched within
 //!   [`FETCH_DEADLINE`], in a task that finishes for the requests waiting on it even when
-//!   its own client leaves.
+//!   its own client leaves. A request waits for a slot only while its client does, and at
+//!   most [`MAX_WAITING`] wait at once (then 503).
 
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ pub(super) const CONCURRENT_FETCHES: usize = 4;
 /// How long one file may take to fetch: well below the server's response timeout, so a
 /// trickling upstream cannot keep the slots.
 const FETCH_DEADLINE: Duration = Duration::from_secs(30);
+/// Requests waiting for a fetch slot at once per mirror; past that, 503.
+const MAX_WAITING: usize = 32;
 /// How long a request waits for a slot: longer than one fetch may take, so a request that
 /// finds them all taken gets the first one to free up.
 const SLOT_WAIT: Duration = Duration::from_secs(45);
@@ -93,28 +96,60 @@ impl Mirror {
             cache: cache.clone(),
             key: key.clone(),
         };
-        let slots = self.beside_fetches.clone();
-        // A task of its own: requests waiting on this one get the file even if this client
-        // leaves. A trickling upstream holds a slot for at most FETCH_DEADLINE, and a request
-        // waits at most SLOT_WAIT for one.
-        let fetched = tokio::spawn(async move {
-            let answer = async {
-                let _slot = tokio::time::timeout(SLOT_WAIT, slots.acquire_owned())
+        // The wait for a slot belongs to this request (it ends if the client leaves), and
+        // at most MAX_WAITING wait at once: made-up names cannot queue up work for later.
+        let slot = match self.beside_fetches.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let Some(_waiting) = Waiting::join(&self.beside_waiting) else {
+                    return Err(ServerError::MirrorBusy(format!(
+                        "the mirror {} has {MAX_WAITING} requests waiting to fetch from upstream",
+                        self.name
+                    )));
+                };
+                tokio::time::timeout(SLOT_WAIT, self.beside_fetches.clone().acquire_owned())
                     .await
-                    .map_err(|_| timed_out(&fetch.key, "no fetch slot freed up", SLOT_WAIT))?
-                    .map_err(|_| ServerError::Internal("the mirror's fetch slots closed".into()))?;
-                let key = fetch.key.clone();
-                tokio::time::timeout(FETCH_DEADLINE, fetch.run())
-                    .await
-                    .map_err(|_| timed_out(&key, "upstream did not deliver it", FETCH_DEADLINE))?
+                    .map_err(|_| timed_out(key, "no fetch slot freed up", SLOT_WAIT))?
+                    .map_err(|_| ServerError::Internal("the mirror's fetch slots closed".into()))?
             }
-            .await;
+        };
+        // The fetch itself is a task of its own: requests waiting on this one get the file
+        // even if this client leaves; a trickling upstream holds the slot for at most
+        // FETCH_DEADLINE.
+        let fetched = tokio::spawn(async move {
+            let key = fetch.key.clone();
+            let answer = tokio::time::timeout(FETCH_DEADLINE, fetch.run())
+                .await
+                .map_err(|_| timed_out(&key, "upstream did not deliver it", FETCH_DEADLINE))
+                .and_then(|answer| answer);
+            drop(slot);
             drop(lead);
             answer
         });
         fetched
             .await
             .map_err(|error| ServerError::Internal(format!("fetching {key}: {error}")))?
+    }
+}
+
+/// One request among those waiting for a fetch slot; counted off when dropped.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn join(count: &'a std::sync::atomic::AtomicUsize) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |waiting| {
+                (waiting < MAX_WAITING).then_some(waiting + 1)
+            })
+            .ok()
+            .map(|_| Self(count))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

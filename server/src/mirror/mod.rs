@@ -42,6 +42,10 @@ const PENDING_TTL: Duration = Duration::from_secs(3600);
 /// NARs copied into the registry at once per mirror: each holds an upstream connection, a
 /// registry upload and a thread checking its hash until it ends, client or not.
 const CONCURRENT_COPIES: usize = 16;
+/// NARs streamed to their clients alone at once per mirror (past the copies): each holds a
+/// thread checking its hash for as long as its client reads, so together with the copies
+/// they stay far below tokio's 512 blocking threads.
+const CONCURRENT_PASS_THROUGHS: usize = 64;
 /// Absences remembered at most.
 const MAX_ABSENT: u64 = 100_000;
 
@@ -66,8 +70,12 @@ pub struct Mirror {
     client_stall: Duration,
     /// NAR copies into the registry at once (each may outlive its client).
     copies: Arc<tokio::sync::Semaphore>,
+    /// NARs streamed to a client alone at once (past the copies).
+    pass_throughs: Arc<tokio::sync::Semaphore>,
     /// Listings, logs, debuginfo entries and realisations held whole at once (`beside.rs`).
     beside_fetches: Arc<tokio::sync::Semaphore>,
+    /// Requests waiting for one of those slots.
+    beside_waiting: std::sync::atomic::AtomicUsize,
     limits: Limits,
 }
 
@@ -156,7 +164,9 @@ impl Mirror {
             metrics: settings.metrics,
             client_stall: settings.client_stall,
             copies: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_COPIES)),
+            pass_throughs: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PASS_THROUGHS)),
             beside_fetches: Arc::new(tokio::sync::Semaphore::new(beside::CONCURRENT_FETCHES)),
+            beside_waiting: std::sync::atomic::AtomicUsize::new(0),
             limits: settings.limits,
         })
     }
@@ -285,10 +295,7 @@ impl Mirror {
                 }
                 // A large NAR from a slow upstream: this client need not wait for the
                 // store; it gets its own stream (not stored twice).
-                let body = self.open_upstream_nar(&pending).await?;
-                nar::pass_through(body, &pending.narinfo, key)
-                    .map(NarAnswer::Streaming)
-                    .map_err(ServerError::UpstreamFailed)
+                self.pass_through(&pending, key).await
             }
             nar::Role::Leader(lead) => {
                 // A copy outlives its client (others will read what it stores), so copies
@@ -300,10 +307,7 @@ impl Mirror {
                         .mirror_lookups
                         .with_label_values(&[&self.name, "nar", "unstored"])
                         .inc();
-                    let body = self.open_upstream_nar(&pending).await?;
-                    return nar::pass_through(body, &pending.narinfo, key)
-                        .map(NarAnswer::Streaming)
-                        .map_err(ServerError::UpstreamFailed);
+                    return self.pass_through(&pending, key).await;
                 };
                 let body = self.open_upstream_nar(&pending).await?;
                 let copy = nar::Copy {
@@ -320,6 +324,30 @@ impl Mirror {
                     .map_err(ServerError::UpstreamFailed)
             }
         }
+    }
+
+    /// The NAR `key` streamed from upstream to this client alone, unstored: at most
+    /// [`CONCURRENT_PASS_THROUGHS`] at once (each holds a thread checking its hash for as
+    /// long as its client reads), then 503.
+    async fn pass_through(
+        &self,
+        pending: &Pending,
+        key: &CacheKey,
+    ) -> Result<NarAnswer, ServerError> {
+        let slot = self
+            .pass_throughs
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                ServerError::MirrorBusy(format!(
+                "the mirror {} is streaming {CONCURRENT_PASS_THROUGHS} NARs it cannot store yet",
+                self.name
+            ))
+            })?;
+        let body = self.open_upstream_nar(pending).await?;
+        nar::pass_through(body, &pending.narinfo, key, slot)
+            .map(NarAnswer::Streaming)
+            .map_err(ServerError::UpstreamFailed)
     }
 
     /// The NAR file `pending`'s narinfo names, from the upstream that served the narinfo.

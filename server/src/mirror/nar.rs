@@ -88,16 +88,29 @@ pub(super) async fn wait(mut done: watch::Receiver<bool>) -> bool {
     )
 }
 
-/// A NAR streamed from upstream to one client without being stored (for a request that
-/// waited long enough for another's fetch), checked on the way like a stored one.
+/// A NAR streamed from upstream to one client without being stored (past the mirror's
+/// copies, or for a request that waited long enough for another's fetch), checked on the
+/// way like a stored one: a NAR that fails its check ends with an error, never as whole.
+/// `slot` (the mirror's bound on these) is held until the stream ends or is dropped.
 pub(super) fn pass_through(
     body: ByteStream,
     narinfo: &NarInfo,
     key: &CacheKey,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<Response, String> {
-    let (body, _verdict) = oranc_backends::nar_check::checked(body, narinfo)?;
+    let (body, verdict) = oranc_backends::nar_check::checked(body, narinfo)?;
+    let verdict = futures::stream::once(async move {
+        let outcome = verdict.wait().await;
+        drop(slot);
+        outcome
+    })
+    .filter_map(|outcome| async move {
+        outcome
+            .err()
+            .map(|reason| Err(std::io::Error::other(reason)))
+    });
     let mut response = head_answer(narinfo, key);
-    *response.body_mut() = Body::from_stream(body);
+    *response.body_mut() = Body::from_stream(body.chain(verdict));
     Ok(response)
 }
 
