@@ -281,6 +281,73 @@ fn replicas_find_each_others_nars_and_paths_sharing_a_nar_file_are_all_kept() {
     }
 }
 
+/// The registry lookups (`get_manifest`, `has_manifest`) a server has made so far.
+fn manifest_lookups(server: &ServerProcess) -> f64 {
+    server
+        .metrics()
+        .lines()
+        .filter(|line| {
+            line.starts_with("oranc_registry_requests_total{")
+                && (line.contains("operation=\"get_manifest\"")
+                    || line.contains("operation=\"has_manifest\""))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The `URL` of the narinfo of `path` as `server`'s mirror serves it.
+fn served_nar_url(server: &ServerProcess, path: &str) -> String {
+    let (status, narinfo, _) = curl(&[&server.url(&format!("mirror/{}.narinfo", hash_part(path)))]);
+    assert_eq!(status, "200", "{narinfo}");
+    oranc_core::NarInfo::parse(&narinfo)
+        .expect("the mirror's narinfo")
+        .url
+}
+
+/// Measured (2026-12-06): a cold NAR waited for the registry's "no such tag" before its
+/// upstream request went out, so its first byte cost both (with the registry 100 ms away,
+/// 100 ms more). A NAR whose narinfo the mirror just served from upstream goes upstream at
+/// once now; the registry is asked only when upstream fails (a replica may have stored it).
+#[test]
+fn a_cold_nar_goes_upstream_at_once_and_to_the_registry_only_when_upstream_fails() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(100_000);
+    let upstream_dir = closure.file_cache();
+    let nginx = NginxProcess::serving(upstream_dir.path());
+    let config = mirror_config(&registry, &nginx.url(""), &closure.public_key);
+    let one = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+    let other = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+
+    let root_nar = served_nar_url(&one, &closure.root);
+    let before = manifest_lookups(&one);
+    let (status, _, _) = curl(&["-o", "/dev/null", &one.url(&format!("mirror/{root_nar}"))]);
+    assert_eq!(status, "200");
+    assert_eq!(
+        manifest_lookups(&one),
+        before,
+        "the registry was asked for a NAR the mirror had just found upstream"
+    );
+
+    // `one` serves a narinfo, `other` stores its NAR, then upstream goes away: `one` finds
+    // the NAR in the registry.
+    let leaf = closure
+        .paths
+        .iter()
+        .find(|path| **path != closure.root)
+        .unwrap();
+    let leaf_nar = served_nar_url(&one, leaf);
+    assert_eq!(served_nar_url(&other, leaf), leaf_nar);
+    let (status, _, _) = curl(&["-o", "/dev/null", &other.url(&format!("mirror/{leaf_nar}"))]);
+    assert_eq!(status, "200");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    drop(nginx);
+    let (status, body, _) = curl(&["-o", "/dev/null", &one.url(&format!("mirror/{leaf_nar}"))]);
+    assert_eq!(
+        status, "200",
+        "from the registry once upstream failed: {body}"
+    );
+}
+
 /// Found by the red team (2026-12-04): with `allow_write` next to `upstreams`, an anonymous
 /// client uploaded junk under the NAR name the mirror was about to use (its names are
 /// predictable), and the path could never be substituted again. The config is refused.

@@ -14,7 +14,7 @@ use super::small_file::check_small_file;
 use crate::cache_control;
 use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
-use crate::mirror::{BesideAnswer, Mirror, NarAnswer};
+use crate::mirror::{BesideAnswer, Mirror, NarAnswer, UpstreamFirst};
 use crate::request_context::RequestContext;
 use crate::resolve::{resolve, Target};
 use crate::state::{AppState, Purpose};
@@ -78,7 +78,18 @@ async fn serve(
         .into()
     };
     let mirror = target.named.and_then(|named| named.mirror.as_ref());
-    let object = match (cache.get(key).await?, mirror) {
+    let raced = match mirror {
+        Some(mirror) if key.kind() == KeyKind::Nar && method == Method::GET => {
+            mirror.nar_before_registry(cache, key).await?
+        }
+        _ => None,
+    };
+    let stored = match raced {
+        Some(UpstreamFirst::Streaming(response)) => return Ok(response),
+        Some(UpstreamFirst::InRegistry(object)) => Some(object),
+        None => cache.get(key).await?,
+    };
+    let object = match (stored, mirror) {
         (Some(object), _) => object,
         (None, Some(mirror)) => match from_mirror(mirror, method, cache, key).await? {
             FromMirror::Answer(response) => return Ok(response),
