@@ -281,20 +281,6 @@ fn replicas_find_each_others_nars_and_paths_sharing_a_nar_file_are_all_kept() {
     }
 }
 
-/// The registry lookups (`get_manifest`, `has_manifest`) a server has made so far.
-fn manifest_lookups(server: &ServerProcess) -> f64 {
-    server
-        .metrics()
-        .lines()
-        .filter(|line| {
-            line.starts_with("oranc_registry_requests_total{")
-                && (line.contains("operation=\"get_manifest\"")
-                    || line.contains("operation=\"has_manifest\""))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// The `URL` of the narinfo of `path` as `server`'s mirror serves it.
 fn served_nar_url(server: &ServerProcess, path: &str) -> String {
     let (status, narinfo, _) = curl(&[&server.url(&format!("mirror/{}.narinfo", hash_part(path)))]);
@@ -304,12 +290,45 @@ fn served_nar_url(server: &ServerProcess, path: &str) -> String {
         .url
 }
 
-/// Measured (2026-12-06): a cold NAR waited for the registry's "no such tag" before its
-/// upstream request went out, so its first byte cost both (with the registry 100 ms away,
-/// 100 ms more). A NAR whose narinfo the mirror just served from upstream goes upstream at
-/// once now; the registry is asked only when upstream fails (a replica may have stored it).
+/// Replaces the file at `path` with as many bytes of junk: the same size, other contents.
+fn spoil(path: &std::path::Path) {
+    let size = std::fs::metadata(path).expect("the file to spoil").len();
+    std::fs::write(
+        path,
+        vec![0x5a; usize::try_from(size).expect("a small file")],
+    )
+    .expect("spoiling the file");
+}
+
+/// GET `url` into a file: curl's exit code and the bytes received.
+fn download(url: &str) -> (i32, Vec<u8>) {
+    let file = tempfile::NamedTempFile::new().expect("a temporary file");
+    let status = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "30", "-o"])
+        .arg(file.path())
+        .arg(url)
+        .status()
+        .expect("running curl");
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read(file.path()).unwrap_or_default(),
+    )
+}
+
+fn nar_fetches(nginx: &NginxProcess) -> usize {
+    nginx
+        .access_log()
+        .lines()
+        .filter(|line| line.contains("GET /nar/"))
+        .count()
+}
+
+/// Found by the red team (2026-12-06) in a build that went upstream for a cold NAR without
+/// the registry's word: a replica that had served a narinfo fetched and stored its NAR again
+/// after another replica had stored it, and served upstream's junk (or waited out upstream's
+/// timeout) when the registry held the good copy. The registry decides, as before.
 #[test]
-fn a_cold_nar_goes_upstream_at_once_and_to_the_registry_only_when_upstream_fails() {
+fn a_nar_a_replica_stored_is_read_from_the_registry_whatever_upstream_says_now() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(100_000);
     let upstream_dir = closure.file_cache();
@@ -318,34 +337,98 @@ fn a_cold_nar_goes_upstream_at_once_and_to_the_registry_only_when_upstream_fails
     let one = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
     let other = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
 
-    let root_nar = served_nar_url(&one, &closure.root);
-    let before = manifest_lookups(&one);
-    let (status, _, _) = curl(&["-o", "/dev/null", &one.url(&format!("mirror/{root_nar}"))]);
-    assert_eq!(status, "200");
-    assert_eq!(
-        manifest_lookups(&one),
-        before,
-        "the registry was asked for a NAR the mirror had just found upstream"
-    );
+    // `one` serves the narinfo, `other` the narinfo and the NAR (which it stores).
+    let nar_url = served_nar_url(&one, &closure.root);
+    assert_eq!(served_nar_url(&other, &closure.root), nar_url);
+    let (code, good) = download(&other.url(&format!("mirror/{nar_url}")));
+    assert_eq!(code, 0);
+    std::thread::sleep(std::time::Duration::from_millis(500));
 
-    // `one` serves a narinfo, `other` stores its NAR, then upstream goes away: `one` finds
-    // the NAR in the registry.
-    let leaf = closure
-        .paths
-        .iter()
-        .find(|path| **path != closure.root)
-        .unwrap();
-    let leaf_nar = served_nar_url(&one, leaf);
-    assert_eq!(served_nar_url(&other, leaf), leaf_nar);
-    let (status, _, _) = curl(&["-o", "/dev/null", &other.url(&format!("mirror/{leaf_nar}"))]);
+    // Upstream now serves junk of the right size.
+    spoil(
+        &upstream_dir
+            .path()
+            .join(upstream_url(upstream_dir.path(), &closure.root)),
+    );
+    let (code, served) = download(&one.url(&format!("mirror/{nar_url}")));
+    assert_eq!(code, 0);
+    assert!(served == good, "the registry's copy, not upstream's junk");
+    let fetched = nar_fetches(&nginx);
+    let (code, again) = download(&one.url(&format!("mirror/{nar_url}")));
+    assert_eq!((code, again == good), (0, true));
+    assert_eq!(
+        nar_fetches(&nginx),
+        fetched,
+        "a NAR found in the registry is not asked of upstream again"
+    );
+}
+
+/// Found by the red team (2026-12-06): a NAR that failed its check was still served whole
+/// (every byte of its Content-Length, then an error nobody sees), so curl, or an HTTP cache
+/// in front, took junk for a good download. Its last chunk now waits for the check.
+#[test]
+fn a_nar_that_fails_its_check_never_reaches_its_client_whole() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(100_000);
+    let upstream_dir = closure.file_cache();
+    let file = upstream_dir
+        .path()
+        .join(upstream_url(upstream_dir.path(), &closure.root));
+    let size = std::fs::metadata(&file).unwrap().len();
+    spoil(&file);
+    let nginx = NginxProcess::serving(upstream_dir.path());
+    let config = mirror_config(&registry, &nginx.url(""), &closure.public_key);
+    let server = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+    let nar_url = served_nar_url(&server, &closure.root);
+    let (code, served) = download(&server.url(&format!("mirror/{nar_url}")));
+    assert_ne!(code, 0, "curl saw a whole download");
+    assert!(
+        (served.len() as u64) < size,
+        "{} of {size} bytes",
+        served.len()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!registry_tags(&registry).contains(&hash_part(&closure.root)));
+}
+
+/// Found by the red team (2026-12-06): a mirror forwarded a reader's credentials to the
+/// registry, so credentials the registry refused made a fetch fail after upstream was asked,
+/// and read-only ones left what they fetched unstored. A mirror reads and stores with its
+/// own credentials: a client's count for nothing there but a writer's.
+#[test]
+fn a_mirror_reads_and_stores_with_its_own_credentials_whatever_a_client_sends() {
+    use oranc_tests::auth::{PASSWORD, USERNAME};
+    use oranc_tests::registry::RegistryAuth;
+    let registry = RegistryProcess::start_with_auth(RegistryAuth::Htpasswd);
+    let closure = SignedClosure::build(10_000);
+    let upstream_dir = closure.file_cache();
+    let nginx = NginxProcess::serving(upstream_dir.path());
+    let config = format!(
+        "{}username = \"{USERNAME}\"\npassword_env = \"ORANC_TEST_CACHE_SECRET\"\n",
+        mirror_config(&registry, &nginx.url(""), &closure.public_key)
+    );
+    let mut command = oranc_tests::release_oranc_command();
+    command.env("ORANC_TEST_CACHE_SECRET", PASSWORD);
+    let server = ServerProcess::start_binary(command, &config, &[]);
+    let url = server.url(&format!("mirror/{}.narinfo", hash_part(&closure.root)));
+    let (status, narinfo, _) = curl(&["-u", "stranger:wrong", &url]);
+    assert_eq!(status, "200", "{narinfo}");
+    let nar_url = oranc_core::NarInfo::parse(&narinfo).unwrap().url;
+    let (status, _, _) = curl(&[
+        "-u",
+        "stranger:wrong",
+        "-o",
+        "/dev/null",
+        &server.url(&format!("mirror/{nar_url}")),
+    ]);
     assert_eq!(status, "200");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    drop(nginx);
-    let (status, body, _) = curl(&["-o", "/dev/null", &one.url(&format!("mirror/{leaf_nar}"))]);
-    assert_eq!(
-        status, "200",
-        "from the registry once upstream failed: {body}"
+    let tags = run_ok(
+        std::process::Command::new("curl")
+            .args(["-sf", "-u", &format!("{USERNAME}:{PASSWORD}")])
+            .arg(format!("{}/v2/mirror/cache/tags/list", registry.base_url())),
     );
+    assert!(tags.contains(&hash_part(&closure.root)), "stored: {tags}");
 }
 
 /// Found by the red team (2026-12-04): with `allow_write` next to `upstreams`, an anonymous

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use axum::response::Response;
 use bytes::Bytes;
+use futures::future::Either;
 use oranc_backends::{BinaryCache, BinaryCacheTimeouts};
 use oranc_core::cache_key::KeyKind;
 use oranc_core::{CacheKey, CacheObject, NarInfo, PublicKey, RegistryCache, SecretKey, StoreDir};
@@ -65,8 +66,8 @@ pub struct Mirror {
     /// Narinfo keys no upstream has, for the negative TTL.
     absent: moka::sync::Cache<String, ()>,
     fetching: nar::InFlight,
-    /// NAR keys this mirror stored lately: asked again, they are read from the registry
-    /// (even when a narinfo served meanwhile is pending for them).
+    /// NAR keys this mirror stored, or found stored, lately: asked again, they are read
+    /// from the registry alone (even when a narinfo served meanwhile is pending for them).
     stored: moka::sync::Cache<String, ()>,
     metrics: Metrics,
     /// How long a client may keep a chunk waiting before the store goes on without it.
@@ -128,10 +129,11 @@ pub enum NarAnswer {
     Unknown,
 }
 
-/// A NAR GET on a mirror that went upstream first (see [`Mirror::nar_before_registry`]).
+/// A NAR GET on a mirror that asked the registry and upstream at once (see
+/// [`Mirror::nar_alongside_registry`]).
 #[derive(Debug)]
-pub enum UpstreamFirst {
-    /// Upstream failed, but the registry has it: serve it from there.
+pub enum Alongside {
+    /// The registry has it: serve it from there.
     InRegistry(CacheObject),
     /// It streams from upstream (and into the registry).
     Streaming(Response),
@@ -340,19 +342,19 @@ impl Mirror {
     }
 
     /// A NAR whose narinfo this mirror served from upstream, and has not stored since, is
-    /// missing from the registry (a narinfo is stored only after its NAR) unless a replica
-    /// or a push stored it meanwhile: it is fetched from upstream at once, without asking
-    /// the registry first, so a cold first byte costs upstream's alone (on loopback, asking
-    /// both at once cost 0.7 ms more on two cores; with the registry 100 ms away it would
-    /// cost the whole 100 ms). When upstream fails, the registry is asked after all. A NAR a
-    /// replica stored meanwhile is stored again: the same bytes under the same names.
-    /// `None` where the usual order applies: no such narinfo, the NAR stored by this mirror
-    /// already, another request fetching it, or every copy slot taken.
-    pub async fn nar_before_registry(
+    /// most likely missing from the registry (a narinfo is stored only after its NAR), so
+    /// the registry and upstream are asked at once: a cold first byte costs the slower of
+    /// the two instead of both. The registry decides all the same: upstream's answer is used
+    /// only once the registry has said it lacks the NAR, and dropped when it has it (a
+    /// replica or a push stored it), so the registry's access check, its copy and the
+    /// one-store-per-NAR rule hold as in the usual order. `None` where the usual order
+    /// applies: no such narinfo, the NAR stored by this mirror already, another request
+    /// fetching it, or every copy slot taken.
+    pub async fn nar_alongside_registry(
         &self,
         cache: &RegistryCache,
         key: &CacheKey,
-    ) -> Result<Option<UpstreamFirst>, ServerError> {
+    ) -> Result<Option<Alongside>, ServerError> {
         if !self.pending.contains_key(key.as_str()) || self.stored.contains_key(key.as_str()) {
             return Ok(None);
         }
@@ -371,25 +373,32 @@ impl Mirror {
         let Ok(slot) = self.copies.clone().try_acquire_owned() else {
             return Ok(None);
         };
-        let opened = match self.upstreams[pending.upstream]
-            .open_file(&pending.upstream_url)
-            .await
-        {
-            Ok(Some(body)) => Ok(Some(body)),
-            failed => match cache.get(key).await? {
-                Some(object) => {
-                    // Counted all the same: upstream failed.
-                    drop(self.counted_upstream_nar(&pending, failed));
-                    return Ok(Some(UpstreamFirst::InRegistry(object)));
-                }
-                None => failed,
+        let registry = std::pin::pin!(cache.get(key));
+        let upstream =
+            std::pin::pin!(self.upstreams[pending.upstream].open_file(&pending.upstream_url));
+        let opened = match futures::future::select(registry, upstream).await {
+            Either::Left((stored, upstream)) => match stored? {
+                Some(object) => return Ok(Some(self.found_in_registry(key, object))),
+                None => upstream.await,
+            },
+            Either::Right((opened, registry)) => match registry.await? {
+                Some(object) => return Ok(Some(self.found_in_registry(key, object))),
+                None => opened,
             },
         };
         let body = self.counted_upstream_nar(&pending, opened)?;
         self.copy(slot, cache, &pending)
             .start(body, lead)
-            .map(|response| Some(UpstreamFirst::Streaming(response)))
+            .map(|response| Some(Alongside::Streaming(response)))
             .map_err(ServerError::UpstreamFailed)
+    }
+
+    /// The registry has a NAR whose narinfo this mirror served: a replica or a push stored
+    /// it, so it is read from the registry from now on.
+    fn found_in_registry(&self, key: &CacheKey, object: CacheObject) -> Alongside {
+        self.stored.insert(key.as_str().to_owned(), ());
+        self.pending.invalidate(key.as_str());
+        Alongside::InRegistry(object)
     }
 
     fn copy(

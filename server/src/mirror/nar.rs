@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use oranc_core::registry::ByteStream;
 use oranc_core::{BlobInfo, CacheKey, NarInfo, RegistryCache};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
 
@@ -99,19 +99,51 @@ pub(super) fn pass_through(
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<Response, String> {
     let (body, verdict) = oranc_backends::nar_check::checked(body, narinfo)?;
-    let verdict = futures::stream::once(async move {
+    let verdict = async move {
         let outcome = verdict.wait().await;
         drop(slot);
         outcome
-    })
-    .filter_map(|outcome| async move {
-        outcome
-            .err()
-            .map(|reason| Err(std::io::Error::other(reason)))
-    });
+    };
     let mut response = head_answer(narinfo, key);
-    *response.body_mut() = Body::from_stream(body.chain(verdict));
+    *response.body_mut() = Body::from_stream(last_chunk_after(body, verdict));
     Ok(response)
+}
+
+/// `chunks` one chunk behind: the last one is held until `verdict` says the NAR passed its
+/// check, and replaced by the failure when it did not. A client (or an HTTP cache in front)
+/// that got all of Content-Length would take a NAR that failed as whole, whatever error
+/// came after it; one that is a chunk short knows it is not.
+fn last_chunk_after<S, V>(
+    chunks: S,
+    verdict: V,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static
+where
+    S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    V: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let state = (Box::pin(chunks), None::<Bytes>, Some(Box::pin(verdict)));
+    futures::stream::unfold(state, |(mut chunks, mut held, mut verdict)| async move {
+        verdict.as_ref()?;
+        loop {
+            match chunks.next().await {
+                Some(Ok(chunk)) => {
+                    if let Some(previous) = held.replace(chunk) {
+                        return Some((Ok(previous), (chunks, held, verdict)));
+                    }
+                }
+                Some(Err(error)) => return Some((Err(error), (chunks, None, None))),
+                None => {
+                    let outcome = verdict.take()?.await;
+                    let last = match (outcome, held.take()) {
+                        (Ok(()), Some(last)) => Ok(last),
+                        (Ok(()), None) => return None,
+                        (Err(reason), _) => Err(std::io::Error::other(reason)),
+                    };
+                    return Some((last, (chunks, None, None)));
+                }
+            }
+        }
+    })
 }
 
 /// A NAR's answer to HEAD without fetching it: its size, as the narinfo says.
@@ -175,13 +207,22 @@ impl Copy {
     pub(super) fn start(self, body: ByteStream, lead: Lead) -> Result<Response, String> {
         let (body, verdict) = oranc_backends::nar_check::checked(body, &self.narinfo)?;
         let (to_client, client_stream) = mpsc::channel(CHANNEL_CHUNKS);
+        let (client_verdict, client_waits) = oneshot::channel();
+        let client_verdict_arrives = async {
+            client_waits
+                .await
+                .unwrap_or_else(|_| Err("the copy stopped".into()))
+        };
         let mut response = (
             StatusCode::OK,
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(self.nar_key.content_type()),
             )],
-            Body::from_stream(receiver_stream(client_stream)),
+            Body::from_stream(last_chunk_after(
+                receiver_stream(client_stream),
+                client_verdict_arrives,
+            )),
         )
             .into_response();
         if let Some(size) = self.narinfo.file_size {
@@ -190,7 +231,7 @@ impl Copy {
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
         }
         tokio::spawn(async move {
-            self.run(body, verdict, to_client).await;
+            self.run(body, verdict, to_client, client_verdict).await;
             drop(lead);
         });
         Ok(response)
@@ -201,6 +242,7 @@ impl Copy {
         body: ByteStream,
         verdict: oranc_backends::nar_check::Verdict,
         to_client: mpsc::Sender<std::io::Result<Bytes>>,
+        client_verdict: oneshot::Sender<Result<(), String>>,
     ) {
         let path = self.narinfo.store_path.clone();
         let (to_registry, registry_stream) = mpsc::channel(CHANNEL_CHUNKS);
@@ -210,13 +252,23 @@ impl Copy {
                 tokio_util::io::StreamReader::new(Box::pin(receiver_stream(registry_stream)));
             self.cache.upload_blob_via(slot, &mut reader).await
         };
-        let pump = self.pump(body, to_client, to_registry);
-        let (uploaded, (client, fetched)) = tokio::join!(upload, pump);
+        // The client's last chunk waits for the check, not for the store.
+        let fetch = async {
+            let (client, fetched) = self.pump(body, to_client, to_registry).await;
+            let checked = verdict.wait().await;
+            let told = match (&checked, &client) {
+                (Ok(()), None) => Err("the client did not keep up".to_owned()),
+                _ => checked.clone(),
+            };
+            let _ = client_verdict.send(told);
+            (checked, fetched)
+        };
+        let (uploaded, (checked, fetched)) = tokio::join!(upload, fetch);
         self.metrics
             .mirror_fetched_bytes
             .with_label_values(&[&self.cache_name])
             .inc_by(fetched);
-        let outcome = match (verdict.wait().await, uploaded) {
+        let outcome = match (checked, uploaded) {
             (Err(reason), _) => Err(format!("{reason}; not stored")),
             (Ok(()), Ok(blob)) if matches(&self.narinfo, &blob) => self.store(&blob).await,
             (Ok(()), Ok(blob)) => Err(format!(
@@ -237,16 +289,12 @@ impl Copy {
             }
             Err(reason) => {
                 tracing::warn!(cache = %self.cache_name, %path, %reason, "mirroring failed");
-                // The client's download must not end as if it were whole.
-                if let Some(client) = client {
-                    let _ = client.send(Err(std::io::Error::other(reason))).await;
-                }
             }
         }
     }
 
     /// Moves upstream's chunks to the client (while it keeps up) and to the registry.
-    /// Returns the client's sender if it is still there (held until the outcome is known),
+    /// Returns the client's sender if it is still there (held until its verdict is sent),
     /// and the bytes fetched.
     async fn pump(
         &self,

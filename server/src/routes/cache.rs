@@ -14,7 +14,7 @@ use super::small_file::check_small_file;
 use crate::cache_control;
 use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
-use crate::mirror::{BesideAnswer, Mirror, NarAnswer, UpstreamFirst};
+use crate::mirror::{Alongside, BesideAnswer, Mirror, NarAnswer};
 use crate::request_context::RequestContext;
 use crate::resolve::{resolve, Target};
 use crate::state::{AppState, Purpose};
@@ -80,13 +80,13 @@ async fn serve(
     let mirror = target.named.and_then(|named| named.mirror.as_ref());
     let raced = match mirror {
         Some(mirror) if key.kind() == KeyKind::Nar && method == Method::GET => {
-            mirror.nar_before_registry(cache, key).await?
+            mirror.nar_alongside_registry(cache, key).await?
         }
         _ => None,
     };
     let stored = match raced {
-        Some(UpstreamFirst::Streaming(response)) => return Ok(response),
-        Some(UpstreamFirst::InRegistry(object)) => Some(object),
+        Some(Alongside::Streaming(response)) => return Ok(response),
+        Some(Alongside::InRegistry(object)) => Some(object),
         None => cache.get(key).await?,
     };
     let object = match (stored, mirror) {
