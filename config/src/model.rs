@@ -25,7 +25,8 @@ pub struct Config {
     pub max_retry: u32,
     /// Seconds a registry request may take (manifests, tags, tokens).
     pub request_timeout_secs: u64,
-    /// Seconds a blob body may stall before the transfer is abandoned.
+    /// Seconds a blob body may stall before the transfer is abandoned; also how long a
+    /// mirror's upstream may keep an answer waiting (its start, or any part of its body).
     pub read_timeout_secs: u64,
     /// Seconds the server may take to start answering a request (the body may stream for
     /// longer); past it the client gets 504.

@@ -224,6 +224,10 @@ fn open_named_cache(
                 signing_key: signing_key.clone(),
                 negative_ttl: Duration::from_secs(config.response_cache.negative_ttl_secs),
                 client_stall: Duration::from_secs(config.read_timeout_secs),
+                upstream_timeouts: crate::mirror::BinaryCacheTimeouts {
+                    read: Duration::from_secs(config.read_timeout_secs),
+                    ..crate::mirror::BinaryCacheTimeouts::default()
+                },
                 metrics: metrics.clone(),
                 limits: crate::mirror::Limits {
                     small_file: config.max_small_body_bytes,

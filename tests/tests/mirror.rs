@@ -431,6 +431,36 @@ fn a_mirror_reads_and_stores_with_its_own_credentials_whatever_a_client_sends() 
     assert!(tags.contains(&hash_part(&closure.root)), "stored: {tags}");
 }
 
+/// Found by the red team (2026-12-06): a mirror's upstream could keep a NAR request
+/// waiting 60 s whatever `read_timeout_secs` said. An upstream that serves narinfos but
+/// never answers for a NAR (nginx in front of a port that accepts and says nothing) is a
+/// 502 once `read_timeout_secs` has passed.
+#[test]
+fn an_upstream_that_keeps_a_nar_waiting_is_given_read_timeout_secs() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(1_000);
+    let upstream_dir = closure.file_cache();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let nginx = NginxProcess::start(&format!(
+        "server {{ listen {{listen}}; root {}; location /nar/ {{ proxy_pass http://{}; proxy_read_timeout 300s; }} }}",
+        upstream_dir.path().display(),
+        silent.local_addr().expect("its address")
+    ));
+    let config = format!(
+        "read_timeout_secs = 2\n{}",
+        mirror_config(&registry, &nginx.url(""), &closure.public_key)
+    );
+    let server = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+    let nar_url = served_nar_url(&server, &closure.root);
+    let (status, body, _) = curl(&[
+        "--max-time",
+        "20",
+        &server.url(&format!("mirror/{nar_url}")),
+    ]);
+    assert_eq!(status, "502", "{body}");
+    drop(silent);
+}
+
 /// Found by the red team (2026-12-04): with `allow_write` next to `upstreams`, an anonymous
 /// client uploaded junk under the NAR name the mirror was about to use (its names are
 /// predictable), and the path could never be substituted again. The config is refused.

@@ -28,7 +28,8 @@ use std::time::Duration;
 use axum::response::Response;
 use bytes::Bytes;
 use futures::future::Either;
-use oranc_backends::{BinaryCache, BinaryCacheTimeouts};
+use oranc_backends::BinaryCache;
+pub use oranc_backends::BinaryCacheTimeouts;
 use oranc_core::cache_key::KeyKind;
 use oranc_core::{CacheKey, CacheObject, NarInfo, PublicKey, RegistryCache, SecretKey, StoreDir};
 
@@ -148,6 +149,8 @@ pub struct MirrorSettings<'a> {
     pub signing_key: Option<SecretKey>,
     pub negative_ttl: Duration,
     pub client_stall: Duration,
+    /// How long an upstream may take to connect, and to send each part of an answer.
+    pub upstream_timeouts: BinaryCacheTimeouts,
     pub metrics: Metrics,
     pub limits: Limits,
 }
@@ -157,7 +160,7 @@ impl Mirror {
         let upstreams = settings
             .upstreams
             .iter()
-            .map(|url| BinaryCache::open(url, BinaryCacheTimeouts::default()))
+            .map(|url| BinaryCache::open(url, settings.upstream_timeouts))
             .collect::<Result<Vec<_>, _>>()
             .map_err(ServerError::Backend)?;
         Ok(Self {
