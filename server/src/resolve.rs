@@ -188,6 +188,14 @@ async fn named_cache_access(
     let Some(Credentials::Basic { username, password }) = client else {
         return Ok(anonymous());
     };
+    // A mirror reads, and stores what it fetches, with its own credentials, whoever asks
+    // (a writer's read is no different, so no password is checked for it): a client's
+    // could only see what the mirror's serve to anyone, and a reader's that the registry
+    // refuses (or that may not write) must neither turn a fetch into a 403 after upstream
+    // was asked nor leave it unstored.
+    if named.mirror.is_some() && purpose == Purpose::Read {
+        return Ok(anonymous());
+    }
     let check = match &named.writers {
         Some(writers) => {
             writers
@@ -202,22 +210,14 @@ async fn named_cache_access(
             WriteAccess::Writer,
         ));
     }
+    // A mirror's file names are predictable and its logs unsigned: what is written into it
+    // comes from upstream or its own writers, never from credentials it cannot check.
     if named.mirror.is_some() {
-        return Ok(match purpose {
-            // A mirror reads, and stores what it fetches, with its own credentials: a
-            // client's could only see what the mirror's serve to anyone, and a reader's
-            // that the registry refuses (or that may not write) must neither turn a fetch
-            // into a 403 after upstream was asked nor leave it unstored.
-            Purpose::Read => anonymous(),
-            // Its file names are predictable and its logs unsigned: what is written into
-            // it comes from upstream or its own writers, never from credentials it cannot
-            // check.
-            Purpose::Write => Grant {
-                refused: Some(ServerError::CredentialsNotGranted(
-                    "a mirror cache takes writes only from its writers (writers_file)".into(),
-                )),
-                ..anonymous()
-            },
+        return Ok(Grant {
+            refused: Some(ServerError::CredentialsNotGranted(
+                "a mirror cache takes writes only from its writers (writers_file)".into(),
+            )),
+            ..anonymous()
         });
     }
     let credentials = Credentials::basic(username, password);

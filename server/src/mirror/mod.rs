@@ -61,15 +61,11 @@ pub struct Mirror {
     /// Adds the server's own signature to what it stores (`signing_key_file`).
     signing_key: Option<SecretKey>,
     store_dir: StoreDir,
-    /// Narinfos served from upstream, by their NAR's key: which upstream has the NAR, and
-    /// what to check it against and store once it is stored.
-    pending: moka::sync::Cache<String, Arc<Pending>>,
+    /// What the mirror knows of the NARs whose narinfos it served.
+    nars: NarMemory,
     /// Narinfo keys no upstream has, for the negative TTL.
     absent: moka::sync::Cache<String, ()>,
     fetching: nar::InFlight,
-    /// NAR keys this mirror stored, or found stored, lately: asked again, they are read
-    /// from the registry alone (even when a narinfo served meanwhile is pending for them).
-    stored: moka::sync::Cache<String, ()>,
     metrics: Metrics,
     /// How long a client may keep a chunk waiting before the store goes on without it.
     client_stall: Duration,
@@ -93,6 +89,26 @@ struct Pending {
     /// As served and stored: `URL` is `nar_key`.
     narinfo: NarInfo,
     nar_key: CacheKey,
+}
+
+/// What a mirror knows of the NARs whose narinfos it served: shared with its copies, which
+/// mark a NAR stored when they have stored it.
+#[derive(Debug, Clone)]
+struct NarMemory {
+    /// Narinfos served from upstream, by their NAR's key: which upstream has the NAR, and
+    /// what to check it against and store once it is stored.
+    pending: moka::sync::Cache<String, Arc<Pending>>,
+    /// NAR keys this mirror stored, or found stored, lately: asked again, they are read
+    /// from the registry alone (even when a narinfo served meanwhile is pending for them).
+    stored: moka::sync::Cache<String, ()>,
+}
+
+impl NarMemory {
+    /// `key` is in the registry: read from there from now on, its narinfo forgotten.
+    fn remember_stored(&self, key: &CacheKey) {
+        self.stored.insert(key.as_str().to_owned(), ());
+        self.pending.invalidate(key.as_str());
+    }
 }
 
 /// The key a mirror serves and stores the NAR file `upstream_url` of the path `hash_part`
@@ -169,19 +185,21 @@ impl Mirror {
             keys: settings.keys,
             signing_key: settings.signing_key,
             store_dir: StoreDir::default(),
-            pending: moka::sync::Cache::builder()
-                .max_capacity(MAX_PENDING)
-                .time_to_live(PENDING_TTL)
-                .build(),
+            nars: NarMemory {
+                pending: moka::sync::Cache::builder()
+                    .max_capacity(MAX_PENDING)
+                    .time_to_live(PENDING_TTL)
+                    .build(),
+                stored: moka::sync::Cache::builder()
+                    .max_capacity(MAX_PENDING)
+                    .time_to_live(PENDING_TTL)
+                    .build(),
+            },
             absent: moka::sync::Cache::builder()
                 .max_capacity(MAX_ABSENT)
                 .time_to_live(settings.negative_ttl.max(Duration::from_secs(1)))
                 .build(),
             fetching: nar::InFlight::default(),
-            stored: moka::sync::Cache::builder()
-                .max_capacity(MAX_PENDING)
-                .time_to_live(PENDING_TTL)
-                .build(),
             metrics: settings.metrics,
             client_stall: settings.client_stall,
             copies: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_COPIES)),
@@ -250,7 +268,8 @@ impl Mirror {
                 narinfo: self.signed(narinfo),
                 nar_key,
             });
-            self.pending
+            self.nars
+                .pending
                 .insert(pending.nar_key.as_str().to_owned(), pending.clone());
             return Ok(Some(pending));
         }
@@ -270,7 +289,7 @@ impl Mirror {
         cache: &RegistryCache,
         key: &CacheKey,
     ) -> Result<Option<Arc<Pending>>, ServerError> {
-        if let Some(pending) = self.pending.get(key.as_str()) {
+        if let Some(pending) = self.nars.pending.get(key.as_str()) {
             return Ok(Some(pending));
         }
         let Some(hash_part) = key
@@ -321,7 +340,7 @@ impl Mirror {
             nar::Role::Leader(lead) => {
                 // Stored by a fetch that ended between this request's registry lookup and
                 // its lead (looked up again: gc may have removed it since).
-                if self.stored.contains_key(key.as_str()) && cache.get(key).await?.is_some() {
+                if self.nars.stored.contains_key(key.as_str()) && cache.get(key).await?.is_some() {
                     return Ok(NarAnswer::Stored);
                 }
                 // A copy outlives its client (others will read what it stores), so copies
@@ -358,27 +377,31 @@ impl Mirror {
         cache: &RegistryCache,
         key: &CacheKey,
     ) -> Result<Option<Alongside>, ServerError> {
-        if !self.pending.contains_key(key.as_str()) || self.stored.contains_key(key.as_str()) {
+        if !self.nars.pending.contains_key(key.as_str())
+            || self.nars.stored.contains_key(key.as_str())
+        {
             return Ok(None);
         }
+        // The slot before the lead: a lead let go without a fetch would tell the requests
+        // that joined it that the NAR is stored.
+        let Ok(slot) = self.copies.clone().try_acquire_owned() else {
+            return Ok(None);
+        };
         let nar::Role::Leader(lead) = self.fetching.join_or_lead(key.as_str()) else {
             return Ok(None);
         };
         // Looked up again under the lead: a copy marks its NAR stored (and forgets its
         // narinfo) before it lets go of the lead.
         let Some(pending) = self
+            .nars
             .pending
             .get(key.as_str())
-            .filter(|_| !self.stored.contains_key(key.as_str()))
+            .filter(|_| !self.nars.stored.contains_key(key.as_str()))
         else {
             return Ok(None);
         };
-        let Ok(slot) = self.copies.clone().try_acquire_owned() else {
-            return Ok(None);
-        };
         let registry = std::pin::pin!(cache.get(key));
-        let upstream =
-            std::pin::pin!(self.upstreams[pending.upstream].open_file(&pending.upstream_url));
+        let upstream = std::pin::pin!(self.upstream_nar(&pending));
         let opened = match futures::future::select(registry, upstream).await {
             Either::Left((stored, upstream)) => match stored? {
                 Some(object) => return Ok(Some(self.found_in_registry(key, object))),
@@ -399,8 +422,7 @@ impl Mirror {
     /// The registry has a NAR whose narinfo this mirror served: a replica or a push stored
     /// it, so it is read from the registry from now on.
     fn found_in_registry(&self, key: &CacheKey, object: CacheObject) -> Alongside {
-        self.stored.insert(key.as_str().to_owned(), ());
-        self.pending.invalidate(key.as_str());
+        self.nars.remember_stored(key);
         Alongside::InRegistry(object)
     }
 
@@ -418,8 +440,7 @@ impl Mirror {
             cache_name: self.name.clone(),
             metrics: self.metrics.clone(),
             client_stall: self.client_stall,
-            pending: self.pending.clone(),
-            stored: self.stored.clone(),
+            nars: self.nars.clone(),
         }
     }
 
@@ -452,10 +473,18 @@ impl Mirror {
         &self,
         pending: &Pending,
     ) -> Result<oranc_core::registry::ByteStream, ServerError> {
-        let opened = self.upstreams[pending.upstream]
-            .open_file(&pending.upstream_url)
-            .await;
+        let opened = self.upstream_nar(pending).await;
         self.counted_upstream_nar(pending, opened)
+    }
+
+    /// The NAR file `pending`'s narinfo names, asked of the upstream that served it.
+    async fn upstream_nar(
+        &self,
+        pending: &Pending,
+    ) -> oranc_core::Result<Option<oranc_core::registry::ByteStream>> {
+        self.upstreams[pending.upstream]
+            .open_file(&pending.upstream_url)
+            .await
     }
 
     /// Upstream's answer for `pending`'s NAR file, counted, as the body to stream.

@@ -193,11 +193,8 @@ pub(super) struct Copy {
     pub cache_name: String,
     pub metrics: Metrics,
     pub client_stall: Duration,
-    /// The mirror's narinfos served from upstream: this one's is forgotten once stored.
-    pub pending: moka::sync::Cache<String, Arc<super::Pending>>,
-    /// The mirror's NARs stored lately: this one joins them once stored, so later requests
-    /// read the registry instead of going upstream first.
-    pub stored: moka::sync::Cache<String, ()>,
+    /// The mirror's memory of its NARs: this one is marked stored once it is.
+    pub nars: super::NarMemory,
 }
 
 impl Copy {
@@ -279,8 +276,7 @@ impl Copy {
         };
         match outcome {
             Ok(()) => {
-                self.stored.insert(self.nar_key.as_str().to_owned(), ());
-                self.pending.invalidate(self.nar_key.as_str());
+                self.nars.remember_stored(&self.nar_key);
                 self.metrics
                     .mirror_stored_bytes
                     .with_label_values(&[&self.cache_name])

@@ -78,13 +78,13 @@ async fn serve(
         .into()
     };
     let mirror = target.named.and_then(|named| named.mirror.as_ref());
-    let raced = match mirror {
+    let alongside = match mirror {
         Some(mirror) if key.kind() == KeyKind::Nar && method == Method::GET => {
             mirror.nar_alongside_registry(cache, key).await?
         }
         _ => None,
     };
-    let stored = match raced {
+    let stored = match alongside {
         Some(Alongside::Streaming(response)) => return Ok(response),
         Some(Alongside::InRegistry(object)) => Some(object),
         None => cache.get(key).await?,
