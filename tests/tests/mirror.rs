@@ -326,7 +326,9 @@ fn nar_fetches(nginx: &NginxProcess) -> usize {
 /// Found by the red team (2026-12-06) in a build that went upstream for a cold NAR without
 /// the registry's word: a replica that had served a narinfo fetched and stored its NAR again
 /// after another replica had stored it, and served upstream's junk (or waited out upstream's
-/// timeout) when the registry held the good copy. The registry decides, as before.
+/// timeout) when the registry held the good copy. The registry decides, as before, once
+/// its word asked as the narinfo was served has lapsed (2 s; within them, see
+/// `within_two_seconds_of_its_narinfo_a_nar_a_replica_stored_is_never_lost`).
 #[test]
 fn a_nar_a_replica_stored_is_read_from_the_registry_whatever_upstream_says_now() {
     let registry = RegistryProcess::start();
@@ -342,7 +344,8 @@ fn a_nar_a_replica_stored_is_read_from_the_registry_whatever_upstream_says_now()
     assert_eq!(served_nar_url(&other, &closure.root), nar_url);
     let (code, good) = download(&other.url(&format!("mirror/{nar_url}")));
     assert_eq!(code, 0);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Past the registry's word that `one` asked for as it served the narinfo.
+    std::thread::sleep(REGISTRY_WORD_LAPSED);
 
     // Upstream now serves junk of the right size.
     spoil(
@@ -360,6 +363,82 @@ fn a_nar_a_replica_stored_is_read_from_the_registry_whatever_upstream_says_now()
         nar_fetches(&nginx),
         fetched,
         "a NAR found in the registry is not asked of upstream again"
+    );
+}
+
+/// Longer than a mirror's word from the registry, asked as it serves a narinfo, stands.
+const REGISTRY_WORD_LAPSED: std::time::Duration = std::time::Duration::from_millis(2500);
+
+/// A mirror asks the registry for a NAR as it serves the narinfo, and for 2 s trusts that
+/// word and goes straight upstream (a cold first byte waits for upstream alone). A replica
+/// storing the NAR in those 2 s loses nothing: when upstream then fails, the registry is
+/// asked again before the client is answered; when upstream sends junk, the client gets a
+/// download that is not whole (never the junk as a NAR), and its retry reads the registry.
+/// On a build without the fallback to the registry, the first step was a 502.
+#[test]
+fn within_two_seconds_of_its_narinfo_a_nar_a_replica_stored_is_never_lost() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(100_000);
+    let upstream_dir = closure.file_cache();
+    let nginx = NginxProcess::serving(upstream_dir.path());
+    let config = mirror_config(&registry, &nginx.url(""), &closure.public_key);
+    let one = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+    let other = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+    let (gone, spoiled) = (&closure.paths[0], &closure.paths[1]);
+    assert_ne!(gone, spoiled);
+
+    // `one` serves both narinfos (and asks the registry, which lacks both NARs); `other`
+    // serves and stores both NARs.
+    let urls: Vec<String> = [gone, spoiled]
+        .iter()
+        .map(|path| served_nar_url(&one, path))
+        .collect();
+    let good: Vec<Vec<u8>> = [gone, spoiled]
+        .iter()
+        .zip(&urls)
+        .map(|(path, url)| {
+            assert_eq!(&served_nar_url(&other, path), url);
+            let (code, bytes) = download(&other.url(&format!("mirror/{url}")));
+            assert_eq!(code, 0);
+            bytes
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let tags = registry_tags(&registry);
+    assert!(
+        tags.contains(&hash_part(gone)) && tags.contains(&hash_part(spoiled)),
+        "{tags}"
+    );
+
+    // Upstream lost one NAR and spoils the other, within `one`'s 2 s.
+    std::fs::remove_file(
+        upstream_dir
+            .path()
+            .join(upstream_url(upstream_dir.path(), gone)),
+    )
+    .expect("removing upstream's NAR");
+    spoil(
+        &upstream_dir
+            .path()
+            .join(upstream_url(upstream_dir.path(), spoiled)),
+    );
+
+    let (code, served) = download(&one.url(&format!("mirror/{}", urls[0])));
+    assert_eq!(
+        (code, served == good[0]),
+        (0, true),
+        "upstream's 404 answered from the registry"
+    );
+    let (code, served) = download(&one.url(&format!("mirror/{}", urls[1])));
+    assert!(
+        code == 0 && served == good[1] || code != 0 && served.len() < good[1].len(),
+        "the junk reached the client whole (curl {code})"
+    );
+    let (code, served) = download(&one.url(&format!("mirror/{}", urls[1])));
+    assert_eq!(
+        (code, served == good[1]),
+        (0, true),
+        "the retry reads the registry's copy"
     );
 }
 

@@ -11,6 +11,9 @@
 //! - a NAR streams from upstream to the client while it is written to the registry (see
 //!   `nar.rs`); it is tagged only when its bytes are the file the narinfo describes, and the
 //!   narinfo is stored only after that: never a narinfo without its NAR;
+//! - the registry is asked for a served narinfo's NAR at once, in the background, so that
+//!   when Nix asks for the NAR next a cold one waits for upstream alone
+//!   (`registry_word.rs`);
 //! - concurrent requests for a NAR being fetched wait for it instead of fetching it again;
 //!   upstream absences are remembered for the negative TTL;
 //! - upstream failures are 502s for that file, and nothing partial is stored;
@@ -19,6 +22,7 @@
 
 mod beside;
 mod nar;
+mod registry_word;
 
 pub use beside::{BesideAnswer, Limits};
 
@@ -36,6 +40,7 @@ use oranc_core::{CacheKey, CacheObject, NarInfo, PublicKey, RegistryCache, Secre
 use crate::error::ServerError;
 use crate::metrics::Metrics;
 use crate::refusal_log::Loggable;
+use registry_word::{InRegistry, RegistryWord};
 
 /// Narinfos served from upstream whose NAR may be asked for next, at most this many.
 const MAX_PENDING: u64 = 100_000;
@@ -50,6 +55,9 @@ const CONCURRENT_COPIES: usize = 16;
 const CONCURRENT_PASS_THROUGHS: usize = 64;
 /// Absences remembered at most.
 const MAX_ABSENT: u64 = 100_000;
+/// Registry lookups of served narinfos' NARs running at once per mirror; past it a NAR is
+/// looked up when it is asked for.
+const CONCURRENT_LOOKUPS_AHEAD: usize = 32;
 
 /// One named cache's mirror.
 #[derive(Debug)]
@@ -77,6 +85,8 @@ pub struct Mirror {
     beside_fetches: Arc<tokio::sync::Semaphore>,
     /// Requests waiting for one of those slots.
     beside_waiting: std::sync::atomic::AtomicUsize,
+    /// Registry lookups of served narinfos' NARs running at once.
+    lookups_ahead: Arc<tokio::sync::Semaphore>,
     limits: Limits,
 }
 
@@ -89,6 +99,8 @@ struct Pending {
     /// As served and stored: `URL` is `nar_key`.
     narinfo: NarInfo,
     nar_key: CacheKey,
+    /// The registry's word on `nar_key`, asked when the narinfo was served.
+    registry_word: RegistryWord,
 }
 
 /// What a mirror knows of the NARs whose narinfos it served: shared with its copies, which
@@ -108,6 +120,14 @@ impl NarMemory {
     fn remember_stored(&self, key: &CacheKey) {
         self.stored.insert(key.as_str().to_owned(), ());
         self.pending.invalidate(key.as_str());
+    }
+
+    /// A fetch of `key` failed: the registry is asked again for it, in case the registry's
+    /// word that it lacked the NAR was outdated (a replica stored it since).
+    fn drop_registry_word(&self, key: &CacheKey) {
+        if let Some(pending) = self.pending.get(key.as_str()) {
+            pending.registry_word.drop_word();
+        }
     }
 }
 
@@ -206,6 +226,7 @@ impl Mirror {
             pass_throughs: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PASS_THROUGHS)),
             beside_fetches: Arc::new(tokio::sync::Semaphore::new(beside::CONCURRENT_FETCHES)),
             beside_waiting: std::sync::atomic::AtomicUsize::new(0),
+            lookups_ahead: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LOOKUPS_AHEAD)),
             limits: settings.limits,
         })
     }
@@ -219,10 +240,16 @@ impl Mirror {
         key: &CacheKey,
     ) -> Result<Option<Bytes>, ServerError> {
         let hash_part = key.as_str().trim_end_matches(".narinfo");
-        Ok(self
-            .lookup(cache, hash_part)
-            .await?
-            .map(|pending| Bytes::from(pending.narinfo.to_string())))
+        let Some(pending) = self.lookup(cache, hash_part).await? else {
+            return Ok(None);
+        };
+        // Nix asks for the NAR next: the registry's word on it is asked meanwhile.
+        if let Ok(slot) = self.lookups_ahead.clone().try_acquire_owned() {
+            pending
+                .registry_word
+                .ask_ahead(cache.clone(), pending.nar_key.clone(), slot);
+        }
+        Ok(Some(Bytes::from(pending.narinfo.to_string())))
     }
 
     /// The upstream narinfo of the path `hash_part`, as this mirror serves it (its `URL`
@@ -267,6 +294,7 @@ impl Mirror {
                 upstream_url,
                 narinfo: self.signed(narinfo),
                 nar_key,
+                registry_word: RegistryWord::none(),
             });
             self.nars
                 .pending
@@ -366,10 +394,13 @@ impl Mirror {
     /// A NAR whose narinfo this mirror served from upstream, and has not stored since, is
     /// most likely missing from the registry (a narinfo is stored only after its NAR), so
     /// the registry and upstream are asked at once: a cold first byte costs the slower of
-    /// the two instead of both. The registry decides all the same: upstream's answer is used
-    /// only once the registry has said it lacks the NAR, and dropped when it has it (a
-    /// replica or a push stored it), so the registry's access check, its copy and the
-    /// one-store-per-NAR rule hold as in the usual order. `None` where the usual order
+    /// the two instead of both; and when the registry's word was asked as the narinfo was
+    /// served, only upstream's (see `registry_word.rs`). The registry decides all the same:
+    /// upstream's answer is used only once the registry has said it lacks the NAR, and
+    /// dropped when it has it (a replica or a push stored it), so the registry's copy and
+    /// the one-store-per-NAR rule hold as in the usual order. A word said ahead may be
+    /// outdated, so when upstream fails the registry is asked again before the client hears
+    /// of it. `None` where the usual order
     /// applies: no such narinfo, the NAR stored by this mirror already, another request
     /// fetching it, or every copy slot taken.
     pub async fn nar_alongside_registry(
@@ -400,18 +431,24 @@ impl Mirror {
         else {
             return Ok(None);
         };
-        let registry = std::pin::pin!(cache.get(key));
+        let registry = std::pin::pin!(pending.registry_word.lookup(cache, key));
         let upstream = std::pin::pin!(self.upstream_nar(&pending));
-        let opened = match futures::future::select(registry, upstream).await {
-            Either::Left((stored, upstream)) => match stored? {
-                Some(object) => return Ok(Some(self.found_in_registry(key, object))),
-                None => upstream.await,
+        let (said_ahead, opened) = match futures::future::select(registry, upstream).await {
+            Either::Left((in_registry, upstream)) => match in_registry? {
+                InRegistry::Has(object) => return Ok(Some(self.found_in_registry(key, object))),
+                InRegistry::Lacks { ahead } => (ahead, upstream.await),
             },
             Either::Right((opened, registry)) => match registry.await? {
-                Some(object) => return Ok(Some(self.found_in_registry(key, object))),
-                None => opened,
+                InRegistry::Has(object) => return Ok(Some(self.found_in_registry(key, object))),
+                InRegistry::Lacks { ahead } => (ahead, opened),
             },
         };
+        if said_ahead && !matches!(opened, Ok(Some(_))) {
+            pending.registry_word.drop_word();
+            if let Some(object) = cache.get(key).await? {
+                return Ok(Some(self.found_in_registry(key, object)));
+            }
+        }
         let body = self.counted_upstream_nar(&pending, opened)?;
         self.copy(slot, cache, &pending)
             .start(body, lead)

@@ -284,6 +284,7 @@ impl Copy {
                 tracing::info!(cache = %self.cache_name, %path, bytes = fetched, "mirrored");
             }
             Err(reason) => {
+                self.nars.drop_registry_word(&self.nar_key);
                 tracing::warn!(cache = %self.cache_name, %path, %reason, "mirroring failed");
             }
         }
