@@ -323,6 +323,37 @@ fn nar_fetches(nginx: &NginxProcess) -> usize {
         .count()
 }
 
+/// Two replicas of one mirror on one registry, in front of nginx serving a closure's cache.
+struct Replicas {
+    registry: RegistryProcess,
+    closure: SignedClosure,
+    upstream_dir: tempfile::TempDir,
+    nginx: NginxProcess,
+    one: ServerProcess,
+    other: ServerProcess,
+}
+
+impl Replicas {
+    fn start() -> Self {
+        let registry = RegistryProcess::start();
+        let closure = SignedClosure::build(100_000);
+        let upstream_dir = closure.file_cache();
+        let nginx = NginxProcess::serving(upstream_dir.path());
+        let config = mirror_config(&registry, &nginx.url(""), &closure.public_key);
+        let replica =
+            || ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+        let (one, other) = (replica(), replica());
+        Self {
+            registry,
+            closure,
+            upstream_dir,
+            nginx,
+            one,
+            other,
+        }
+    }
+}
+
 /// Found by the red team (2026-12-06) in a build that went upstream for a cold NAR without
 /// the registry's word: a replica that had served a narinfo fetched and stored its NAR again
 /// after another replica had stored it, and served upstream's junk (or waited out upstream's
@@ -331,13 +362,14 @@ fn nar_fetches(nginx: &NginxProcess) -> usize {
 /// `within_two_seconds_of_its_narinfo_a_nar_a_replica_stored_is_never_lost`).
 #[test]
 fn a_nar_a_replica_stored_is_read_from_the_registry_whatever_upstream_says_now() {
-    let registry = RegistryProcess::start();
-    let closure = SignedClosure::build(100_000);
-    let upstream_dir = closure.file_cache();
-    let nginx = NginxProcess::serving(upstream_dir.path());
-    let config = mirror_config(&registry, &nginx.url(""), &closure.public_key);
-    let one = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
-    let other = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+    let Replicas {
+        registry: _registry,
+        closure,
+        upstream_dir,
+        nginx,
+        one,
+        other,
+    } = Replicas::start();
 
     // `one` serves the narinfo, `other` the narinfo and the NAR (which it stores).
     let nar_url = served_nar_url(&one, &closure.root);
@@ -377,13 +409,14 @@ const REGISTRY_WORD_LAPSED: std::time::Duration = std::time::Duration::from_mill
 /// On a build without the fallback to the registry, the first step was a 502.
 #[test]
 fn within_two_seconds_of_its_narinfo_a_nar_a_replica_stored_is_never_lost() {
-    let registry = RegistryProcess::start();
-    let closure = SignedClosure::build(100_000);
-    let upstream_dir = closure.file_cache();
-    let nginx = NginxProcess::serving(upstream_dir.path());
-    let config = mirror_config(&registry, &nginx.url(""), &closure.public_key);
-    let one = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
-    let other = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+    let Replicas {
+        registry,
+        closure,
+        upstream_dir,
+        nginx: _nginx,
+        one,
+        other,
+    } = Replicas::start();
     let (gone, spoiled) = (&closure.paths[0], &closure.paths[1]);
     assert_ne!(gone, spoiled);
 
