@@ -63,8 +63,14 @@ pub fn checked(body: ByteStream, narinfo: &NarInfo) -> Result<(ByteStream, Verdi
     };
     let (to_checker, chunks) = mpsc::channel::<Bytes>(CHUNKS_AHEAD);
     let (verdict_sender, verdict) = oneshot::channel();
-    tokio::task::spawn_blocking(move || {
-        let _ = verdict_sender.send(check(&compression, chunks, expected));
+    // The thread starts when the stream is first read, not here: waking a blocking thread
+    // costs tens of µs on a busy machine, and a caller answering a client before it reads
+    // (the mirror's first byte) should not wait for that. Never read, it never starts, and
+    // the verdict is that the check stopped.
+    let mut checker = Some(move || {
+        tokio::task::spawn_blocking(move || {
+            let _ = verdict_sender.send(check(&compression, chunks, expected));
+        });
     });
     let limit = expected.file_size;
     let cut = Arc::new(OnceLock::new());
@@ -73,6 +79,9 @@ pub fn checked(body: ByteStream, narinfo: &NarInfo) -> Result<(ByteStream, Verdi
         (body, Some(to_checker), 0u64),
         move |(mut body, to_checker, seen)| {
             let cut_by_stream = cut_by_stream.clone();
+            if let Some(start) = checker.take() {
+                start();
+            }
             async move {
                 let to_checker = to_checker?;
                 match body.next().await {
