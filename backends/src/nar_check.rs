@@ -25,9 +25,17 @@ pub struct Verdict {
     checked: oneshot::Receiver<Result<(), String>>,
     /// Why the stream itself stopped the file, if it did (then the checker only saw it end).
     cut: Arc<OnceLock<String>>,
+    /// Whether the stream was ever read (the checker starts then).
+    read: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Verdict {
+    /// Whether the checked stream was ever read: when it was not (its reader failed
+    /// first), the verdict says nothing about the NAR.
+    pub fn was_read(&self) -> bool {
+        self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// `Ok` only when the whole file went through and its NAR has the narinfo's NarHash
     /// and NarSize (and the file its FileSize, where given; its FileHash is the caller's to
     /// compare with the digest its upload computed).
@@ -67,7 +75,10 @@ pub fn checked(body: ByteStream, narinfo: &NarInfo) -> Result<(ByteStream, Verdi
     // costs tens of µs on a busy machine, and a caller answering a client before it reads
     // (the mirror's first byte) should not wait for that. Never read, it never starts, and
     // the verdict is that the check stopped.
+    let read = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let read_by_stream = read.clone();
     let mut checker = Some(move || {
+        read_by_stream.store(true, std::sync::atomic::Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
             let _ = verdict_sender.send(check(&compression, chunks, expected));
         });
@@ -113,6 +124,7 @@ pub fn checked(body: ByteStream, narinfo: &NarInfo) -> Result<(ByteStream, Verdi
         Verdict {
             checked: verdict,
             cut,
+            read,
         },
     ))
 }

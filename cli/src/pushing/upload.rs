@@ -289,6 +289,14 @@ async fn copy_nar(
     let mut reader = tokio_util::io::StreamReader::new(body);
     let uploaded = cache.upload_blob_via(slot, &mut reader).await;
     drop(reader);
+    let uploaded = match uploaded {
+        // The upload failed before it read a byte: its error is the whole story.
+        Err(error) if !verdict.was_read() => {
+            return Err(anyhow::Error::new(error)
+                .context(format!("copying the NAR of {path} from {}", from.url())))
+        }
+        uploaded => uploaded,
+    };
     // The check's reason says more than the upload's "stream ended", so it goes first.
     if let Err(reason) = verdict.wait().await {
         bail!(

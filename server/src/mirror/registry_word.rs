@@ -69,7 +69,14 @@ impl RegistryWord {
                 Ok(false) => Said::Lacks(Instant::now()),
                 Ok(true) | Err(_) => Said::AskAgain,
             };
-            word.send_replace(said);
+            // Unless the word was dropped meanwhile (a failed copy): that stands.
+            word.send_if_modified(|word| {
+                let asking = matches!(word, Said::Asking);
+                if asking {
+                    *word = said;
+                }
+                asking
+            });
             drop(slot);
         });
     }
