@@ -7,7 +7,9 @@
 //! The anchors for a cold fetch, which cannot outrun storing: the registry ingesting the
 //! same file itself, in one request and in chunks of oranc's chunk size; for a cold first
 //! byte, upstream's through nginx `proxy_pass` (one more hop, connections kept open). Then `oranc push --from` of the same cache into a registry, next
-//! to `push` from the local store. `BENCH_MIRROR_CHUNK_SIZE` sets the upload chunk size.
+//! to `push` from the local store. `BENCH_MIRROR_CHUNK_SIZE` sets the upload chunk size;
+//! `BENCH_MIRROR_REGISTRY_RTT_MS` adds a cold first byte with the registry that far away
+//! (upstream `BENCH_MIRROR_UPSTREAM_RTT_MS`, default 10).
 //! Prints figures; asserts nothing.
 
 #![allow(
@@ -216,6 +218,53 @@ fn registry_miss(registry: &RegistryProcess, sample: usize) -> Duration {
     Duration::from_secs_f64(out.trim().parse().unwrap_or(0.0))
 }
 
+/// A cold first byte where the registry is farther than upstream (`registry_rtt` ms away,
+/// upstream `BENCH_MIRROR_UPSTREAM_RTT_MS`, default 10): the NAR asked right after its
+/// narinfo (the registry's word asked meanwhile: upstream alone), against the same asked
+/// once that word has lapsed (the registry and upstream at once: the slower of the two).
+fn distant_registry_first_byte(
+    oranc: &std::path::Path,
+    registry_rtt: u64,
+    nginx: &NginxProcess,
+    public_key: &str,
+    paths: &[String],
+) {
+    let upstream_rtt: u64 = std::env::var("BENCH_MIRROR_UPSTREAM_RTT_MS")
+        .ok()
+        .and_then(|rtt| rtt.parse().ok())
+        .unwrap_or(10);
+    let registry = oranc_tests::latency::DistantRegistry::start(registry_rtt);
+    let proxy = LatencyProxy::start(nginx.addr, Duration::from_millis(upstream_rtt));
+    let upstream = format!("http://{}", proxy.host());
+    let config = format!(
+        "[registries.\"{host}\"]\nplain_http = true\n[caches.mirror]\nregistry = \"{host}\"\nrepository = \"bench/distant\"\nupstreams = [\"{upstream}\"]\nupstream_public_keys = [\"{public_key}\"]\n",
+        host = registry.host(),
+    );
+    let server = ServerProcess::start_binary(Command::new(oranc), &config, &[]);
+    let mirror = server.url("mirror");
+    let (now, lapsed) = paths.split_at(paths.len() / 2);
+    let cold_first_byte = |path: &String, wait: Duration| {
+        std::thread::sleep(Duration::from_millis(200));
+        let url = mirrored_nar_url(&mirror, &oranc_tests::nix::hash_part(path));
+        std::thread::sleep(wait);
+        timed_get(&format!("{mirror}/{url}")).0
+    };
+    let at_once: Vec<Duration> = now
+        .iter()
+        .map(|path| cold_first_byte(path, Duration::ZERO))
+        .collect();
+    let after: Vec<Duration> = lapsed
+        .iter()
+        .map(|path| cold_first_byte(path, Duration::from_millis(2500)))
+        .collect();
+    println!(
+        "registry {registry_rtt} ms away, upstream {upstream_rtt} ms: cold first byte of a 64 KiB NAR, median of {}: asked right after its narinfo {:.1} ms, asked 2.5 s after (the registry asked alongside) {:.1} ms",
+        now.len(),
+        ms(median(at_once)),
+        ms(median(after))
+    );
+}
+
 fn main() {
     let small = oranc_tests::bench_arg(1, 200);
     let large_mib = oranc_tests::bench_arg(2, 256);
@@ -390,6 +439,13 @@ fn main() {
         if let Some(peak) = server.peak_memory() {
             println!("RTT {rtt:>3} ms: server peak RSS {peak}");
         }
+    }
+
+    if let Some(registry_rtt) = std::env::var("BENCH_MIRROR_REGISTRY_RTT_MS")
+        .ok()
+        .and_then(|rtt| rtt.parse().ok())
+    {
+        distant_registry_first_byte(&oranc, registry_rtt, &nginx, &public_key, &first_byte_paths);
     }
 
     // Moving the same cache into a registry: push --from against push from the store.
