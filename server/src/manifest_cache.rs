@@ -46,6 +46,10 @@ impl moka::Expiry<Key, Entry> for TtlByPresence {
 #[derive(Clone)]
 pub struct ManifestCache {
     entries: moka::future::Cache<Key, Entry>,
+    /// Writes through any client so far: a lookup that saw one land while it ran drops the
+    /// absence it found (the registry may have answered before the write, and the entry
+    /// gone in before the write's `forget`).
+    writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for ManifestCache {
@@ -76,6 +80,7 @@ impl ManifestCache {
                 })
                 .support_invalidation_closures()
                 .build(),
+            writes: Arc::default(),
         }
     }
 
@@ -151,6 +156,9 @@ impl CachingRegistry {
     /// Drops every client's entries for `tag` in `repository` (all its tags when `None`):
     /// after a write, nobody's view of them is current.
     fn forget(&self, repository: &RepositoryName, tag: Option<&Tag>) {
+        self.cache
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let (registry, repository, tag) = (
             self.inner.name().to_owned(),
             repository.clone(),
@@ -226,17 +234,28 @@ impl Registry for CachingRegistry {
         }
         let inner = self.inner.clone();
         let (repository, wanted) = (repo.clone(), tag.clone());
+        let key = self.key(repo, tag);
+        let writes_before = self.cache.writes.load(std::sync::atomic::Ordering::SeqCst);
         // Concurrent lookups of one tag wait for a single registry request; errors are not
         // cached (and are shared only with the requests that waited for them).
-        self.cache
+        let found = self
+            .cache
             .entries
-            .try_get_with(self.key(repo, tag), async move {
+            .try_get_with(key.clone(), async move {
                 inner.get_manifest(&repository, &wanted).await
             })
             .await
             .map_err(|shared| {
                 Arc::try_unwrap(shared).unwrap_or_else(|shared| same_failure(&shared))
-            })
+            })?;
+        // An absence found while a write landed may be older than the write: not kept (a
+        // mirror's copy would otherwise be fetched again by the next request for it).
+        if found.is_none()
+            && self.cache.writes.load(std::sync::atomic::Ordering::SeqCst) != writes_before
+        {
+            self.cache.entries.invalidate(&key).await;
+        }
+        Ok(found)
     }
 
     /// Answered from a cached lookup when there is one, else asked of the registry (and
