@@ -82,15 +82,20 @@ impl RegistryCache {
         std::iter::once(self.encoding).chain(self.fallbacks.iter().copied())
     }
 
+    /// The tags `key` may be stored under, in the order they are read: the write encoding's
+    /// first, then each fallback's that can name it.
+    fn read_tags(&self, key: &CacheKey) -> Vec<Tag> {
+        self.read_encodings()
+            .filter_map(|encoding| encoding.encode(key.as_str()).ok())
+            .collect()
+    }
+
     /// Finds `key` under the write encoding, else under the first fallback that has it.
     /// The write encoding's manifest is fetched while the fallbacks are only probed (HEAD),
     /// all at once: a miss costs one round trip rather than one per encoding, and a hit
     /// costs the registry one manifest GET, as before. A hit drops the probes still running.
     pub async fn get(&self, key: &CacheKey) -> Result<Option<CacheObject>> {
-        let tags: Vec<Tag> = self
-            .read_encodings()
-            .filter_map(|encoding| encoding.encode(key.as_str()).ok())
-            .collect();
+        let tags = self.read_tags(key);
         let Some((primary, fallbacks)) = tags.split_first() else {
             return Ok(None);
         };
@@ -125,10 +130,10 @@ impl RegistryCache {
     /// at once, no manifest fetched. A probe is not a lookup a caching registry keeps, so
     /// asking ahead of a request leaves no remembered absence behind for [`Self::get`].
     pub async fn contains(&self, key: &CacheKey) -> Result<bool> {
-        let probes = self
-            .read_encodings()
-            .filter_map(|encoding| encoding.encode(key.as_str()).ok())
-            .map(|tag| async move { self.registry.has_manifest(&self.repository, &tag).await });
+        let tags = self.read_tags(key);
+        let probes = tags
+            .iter()
+            .map(|tag| self.registry.has_manifest(&self.repository, tag));
         let mut failure = None;
         for answer in futures::future::join_all(probes).await {
             match answer {

@@ -19,7 +19,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use crate::error::ServerError;
 
 /// How long the registry's word that it lacks a NAR stands.
-pub(super) const WORD_STANDS: Duration = Duration::from_secs(2);
+const WORD_STANDS: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy)]
 enum Said {

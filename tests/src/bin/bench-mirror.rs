@@ -218,6 +218,27 @@ fn registry_miss(registry: &RegistryProcess, sample: usize) -> Duration {
     Duration::from_secs_f64(out.trim().parse().unwrap_or(0.0))
 }
 
+/// The number in the environment variable `name`, if it holds one.
+fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+}
+
+/// A server config with one mirror cache, `mirror`, of `upstream` in `repository` of the
+/// plain-HTTP registry `host`; `extra` goes in the registry's table.
+fn bench_mirror_config(
+    host: &str,
+    extra: &str,
+    repository: &str,
+    upstream: &str,
+    public_key: &str,
+) -> String {
+    format!(
+        "[registries.\"{host}\"]\nplain_http = true\n{extra}[caches.mirror]\nregistry = \"{host}\"\nrepository = \"{repository}\"\nupstreams = [\"{upstream}\"]\nupstream_public_keys = [\"{public_key}\"]\n"
+    )
+}
+
 /// A cold first byte where the registry is farther than upstream (`registry_rtt` ms away,
 /// upstream `BENCH_MIRROR_UPSTREAM_RTT_MS`, default 10): the NAR asked right after its
 /// narinfo (the registry's word asked meanwhile: upstream alone), against the same asked
@@ -229,17 +250,11 @@ fn distant_registry_first_byte(
     public_key: &str,
     paths: &[String],
 ) {
-    let upstream_rtt: u64 = std::env::var("BENCH_MIRROR_UPSTREAM_RTT_MS")
-        .ok()
-        .and_then(|rtt| rtt.parse().ok())
-        .unwrap_or(10);
+    let upstream_rtt: u64 = env_number("BENCH_MIRROR_UPSTREAM_RTT_MS").unwrap_or(10);
     let registry = oranc_tests::latency::DistantRegistry::start(registry_rtt);
     let proxy = LatencyProxy::start(nginx.addr, Duration::from_millis(upstream_rtt));
     let upstream = format!("http://{}", proxy.host());
-    let config = format!(
-        "[registries.\"{host}\"]\nplain_http = true\n[caches.mirror]\nregistry = \"{host}\"\nrepository = \"bench/distant\"\nupstreams = [\"{upstream}\"]\nupstream_public_keys = [\"{public_key}\"]\n",
-        host = registry.host(),
-    );
+    let config = bench_mirror_config(&registry.host(), "", "bench/distant", &upstream, public_key);
     let server = ServerProcess::start_binary(Command::new(oranc), &config, &[]);
     let mirror = server.url("mirror");
     let (now, lapsed) = paths.split_at(paths.len() / 2);
@@ -333,10 +348,7 @@ fn main() {
 
     // `BENCH_MIRROR_CHUNK_SIZE` (bytes) sets the registry's upload chunk size; the default
     // is oranc's, 4 MiB (ghcr.io's cap), which bounds a cold fetch on loopback.
-    let chunk_size: usize = std::env::var("BENCH_MIRROR_CHUNK_SIZE")
-        .ok()
-        .and_then(|size| size.parse().ok())
-        .unwrap_or(4 << 20);
+    let chunk_size: usize = env_number("BENCH_MIRROR_CHUNK_SIZE").unwrap_or(4 << 20);
     let chunk_size_line = format!("chunk_size = {chunk_size}\n");
     for rtt in oranc_tests::latency::bench_rtts() {
         let proxy = (rtt > 0).then(|| LatencyProxy::start(nginx.addr, Duration::from_millis(rtt)));
@@ -351,10 +363,12 @@ fn main() {
             upstream.trim_start_matches("http://")
         ));
         let registry = RegistryProcess::start();
-        let config = format!(
-            "[registries.\"{host}\"]\nplain_http = true\n{chunk_size}[caches.mirror]\nregistry = \"{host}\"\nrepository = \"bench/mirror\"\nupstreams = [\"{upstream}\"]\nupstream_public_keys = [\"{public_key}\"]\n",
-            host = registry.host(),
-            chunk_size = chunk_size_line,
+        let config = bench_mirror_config(
+            &registry.host(),
+            &chunk_size_line,
+            "bench/mirror",
+            &upstream,
+            &public_key,
         );
         let server = ServerProcess::start_binary(Command::new(&oranc), &config, &[]);
         let mirror = server.url("mirror");
@@ -441,10 +455,7 @@ fn main() {
         }
     }
 
-    if let Some(registry_rtt) = std::env::var("BENCH_MIRROR_REGISTRY_RTT_MS")
-        .ok()
-        .and_then(|rtt| rtt.parse().ok())
-    {
+    if let Some(registry_rtt) = env_number("BENCH_MIRROR_REGISTRY_RTT_MS") {
         distant_registry_first_byte(&oranc, registry_rtt, &nginx, &public_key, &first_byte_paths);
     }
 
