@@ -126,25 +126,6 @@ impl RegistryCache {
         Ok(None)
     }
 
-    /// Whether `key` is stored under any encoding this cache reads: each tag probed (HEAD)
-    /// at once, no manifest fetched. A probe is not a lookup a caching registry keeps, so
-    /// asking ahead of a request leaves no remembered absence behind for [`Self::get`].
-    pub async fn contains(&self, key: &CacheKey) -> Result<bool> {
-        let tags = self.read_tags(key);
-        let probes = tags
-            .iter()
-            .map(|tag| self.registry.has_manifest(&self.repository, tag));
-        let mut failure = None;
-        for answer in futures::future::join_all(probes).await {
-            match answer {
-                Ok(true) => return Ok(true),
-                Ok(false) => {}
-                Err(error) => failure = failure.or(Some(error)),
-            }
-        }
-        failure.map_or(Ok(false), Err)
-    }
-
     /// What a manifest found under `tag` says about the object `key`.
     fn object(&self, key: &CacheKey, tag: &Tag, manifest: &StoredManifest) -> Result<CacheObject> {
         let StoredObject {

@@ -358,7 +358,7 @@ impl Replicas {
 /// the registry's word: a replica that had served a narinfo fetched and stored its NAR again
 /// after another replica had stored it, and served upstream's junk (or waited out upstream's
 /// timeout) when the registry held the good copy. The registry decides, as before, once
-/// its word asked as the narinfo was served has lapsed (2 s; within them, see
+/// its word given as the narinfo was served has lapsed (2 s; within them, see
 /// `within_two_seconds_of_its_narinfo_a_nar_a_replica_stored_is_never_lost`).
 #[test]
 fn a_nar_a_replica_stored_is_read_from_the_registry_whatever_upstream_says_now() {
@@ -376,7 +376,7 @@ fn a_nar_a_replica_stored_is_read_from_the_registry_whatever_upstream_says_now()
     assert_eq!(served_nar_url(&other, &closure.root), nar_url);
     let (code, good) = download(&other.url(&format!("mirror/{nar_url}")));
     assert_eq!(code, 0);
-    // Past the registry's word that `one` asked for as it served the narinfo.
+    // Past the registry's word that `one` took as it served the narinfo.
     std::thread::sleep(REGISTRY_WORD_LAPSED);
 
     // Upstream now serves junk of the right size.
@@ -398,11 +398,12 @@ fn a_nar_a_replica_stored_is_read_from_the_registry_whatever_upstream_says_now()
     );
 }
 
-/// Longer than a mirror's word from the registry, asked as it serves a narinfo, stands.
+/// Longer than a mirror's word from the registry, taken as it serves a narinfo, stands.
 const REGISTRY_WORD_LAPSED: std::time::Duration = std::time::Duration::from_millis(2500);
 
-/// A mirror asks the registry for a NAR as it serves the narinfo, and for 2 s trusts that
-/// word and goes straight upstream (a cold first byte waits for upstream alone). A replica
+/// A mirror serves a narinfo from upstream because the registry lacks it, and for 2 s takes
+/// that as the registry's word that it lacks the NAR too, and goes straight upstream for
+/// the NAR (a cold first byte waits for upstream alone). A replica
 /// storing the NAR in those 2 s loses nothing: when upstream then fails, the registry is
 /// asked again before the client is answered; when upstream sends junk, the client gets a
 /// download that is not whole (never the junk as a NAR), and its retry reads the registry.
@@ -420,7 +421,7 @@ fn within_two_seconds_of_its_narinfo_a_nar_a_replica_stored_is_never_lost() {
     let (gone, spoiled) = (&closure.paths[0], &closure.paths[1]);
     assert_ne!(gone, spoiled);
 
-    // `one` serves both narinfos (and asks the registry, which lacks both NARs); `other`
+    // `one` serves both narinfos (the registry lacks them, and both NARs); `other`
     // serves and stores both NARs.
     let urls: Vec<String> = [gone, spoiled]
         .iter()

@@ -11,8 +11,8 @@
 //! - a NAR streams from upstream to the client while it is written to the registry (see
 //!   `nar.rs`); it is tagged only when its bytes are the file the narinfo describes, and the
 //!   narinfo is stored only after that: never a narinfo without its NAR;
-//! - the registry is asked for a served narinfo's NAR at once, in the background, so that
-//!   when Nix asks for the NAR next a cold one waits for upstream alone
+//! - for a short while after the registry lacked a narinfo, its NAR is taken to be absent
+//!   too, so that when Nix asks for the NAR next a cold one waits for upstream alone
 //!   (`registry_word.rs`);
 //! - concurrent requests for a NAR being fetched wait for it instead of fetching it again;
 //!   upstream absences are remembered for the negative TTL;
@@ -55,9 +55,6 @@ const CONCURRENT_COPIES: usize = 16;
 const CONCURRENT_PASS_THROUGHS: usize = 64;
 /// Absences remembered at most.
 const MAX_ABSENT: u64 = 100_000;
-/// Registry lookups of served narinfos' NARs running at once per mirror; past it a NAR is
-/// looked up when it is asked for.
-const CONCURRENT_LOOKUPS_AHEAD: usize = 32;
 
 /// One named cache's mirror.
 #[derive(Debug)]
@@ -85,8 +82,6 @@ pub struct Mirror {
     beside_fetches: Arc<tokio::sync::Semaphore>,
     /// Requests waiting for one of those slots.
     beside_waiting: std::sync::atomic::AtomicUsize,
-    /// Registry lookups of served narinfos' NARs running at once.
-    lookups_ahead: Arc<tokio::sync::Semaphore>,
     limits: Limits,
 }
 
@@ -99,7 +94,7 @@ struct Pending {
     /// As served and stored: `URL` is `nar_key`.
     narinfo: NarInfo,
     nar_key: CacheKey,
-    /// The registry's word on `nar_key`, asked when the narinfo was served.
+    /// The registry's word on `nar_key`: its narinfo's absence, when the narinfo was served.
     registry_word: RegistryWord,
 }
 
@@ -226,7 +221,6 @@ impl Mirror {
             pass_throughs: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PASS_THROUGHS)),
             beside_fetches: Arc::new(tokio::sync::Semaphore::new(beside::CONCURRENT_FETCHES)),
             beside_waiting: std::sync::atomic::AtomicUsize::new(0),
-            lookups_ahead: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LOOKUPS_AHEAD)),
             limits: settings.limits,
         })
     }
@@ -239,16 +233,14 @@ impl Mirror {
         cache: &RegistryCache,
         key: &CacheKey,
     ) -> Result<Option<Bytes>, ServerError> {
+        // Asked only once the registry lacked the narinfo.
+        let narinfo_absent_at = std::time::Instant::now();
         let hash_part = key.as_str().trim_end_matches(".narinfo");
         let Some(pending) = self.lookup(cache, hash_part).await? else {
             return Ok(None);
         };
-        // Nix asks for the NAR next: the registry's word on it is asked meanwhile.
-        if let Ok(slot) = self.lookups_ahead.clone().try_acquire_owned() {
-            pending
-                .registry_word
-                .ask_ahead(cache.clone(), pending.nar_key.clone(), slot);
-        }
+        // Nix asks for the NAR next: the narinfo's absence is the registry's word on it.
+        pending.registry_word.narinfo_absent(narinfo_absent_at);
         Ok(Some(Bytes::from(pending.narinfo.to_string())))
     }
 
@@ -294,7 +286,7 @@ impl Mirror {
                 upstream_url,
                 narinfo: self.signed(narinfo),
                 nar_key,
-                registry_word: RegistryWord::none(),
+                registry_word: RegistryWord::default(),
             });
             self.nars
                 .pending
@@ -394,15 +386,14 @@ impl Mirror {
     /// A NAR whose narinfo this mirror served from upstream, and has not stored since, is
     /// most likely missing from the registry (a narinfo is stored only after its NAR), so
     /// the registry and upstream are asked at once: a cold first byte costs the slower of
-    /// the two instead of both; and when the registry's word was asked as the narinfo was
-    /// served, only upstream's (see `registry_word.rs`). The registry decides all the same:
-    /// upstream's answer is used only once the registry has said it lacks the NAR, and
-    /// dropped when it has it (a replica or a push stored it), so the registry's copy and
-    /// the one-store-per-NAR rule hold as in the usual order. A word said ahead may be
+    /// the two instead of both; and shortly after the registry lacked its narinfo, only
+    /// upstream's (see `registry_word.rs`). The registry decides all the same: upstream's
+    /// answer is used only once the registry has said it lacks the NAR, and dropped when it
+    /// has it (a replica or a push stored it), so the registry's copy and the
+    /// one-store-per-NAR rule hold as in the usual order. A word said ahead may be
     /// outdated, so when upstream fails the registry is asked again before the client hears
-    /// of it. `None` where the usual order
-    /// applies: no such narinfo, the NAR stored by this mirror already, another request
-    /// fetching it, or every copy slot taken.
+    /// of it. `None` where the usual order applies: no such narinfo, the NAR stored by this
+    /// mirror already, another request fetching it, or every copy slot taken.
     pub async fn nar_alongside_registry(
         &self,
         cache: &RegistryCache,
