@@ -6,7 +6,10 @@
 //! registry). For SMALL paths: `nix copy --from` upstream itself, the mirror cold and warm.
 //! The anchors for a cold fetch, which cannot outrun storing: the registry ingesting the
 //! same file itself, in one request and in chunks of oranc's chunk size; for a cold first
-//! byte, upstream's through nginx `proxy_pass` (one more hop, connections kept open). Then `oranc push --from` of the same cache into a registry, next
+//! byte, upstream's through nginx `proxy_pass` (one more hop, connections kept open) and
+//! through nginx `proxy_cache` (a pull-through cache on local disk, cold); the
+//! cold first byte is timed on a fresh connection, and asked right after its narinfo on one
+//! kept-alive connection as Nix asks. Then `oranc push --from` of the same cache into a registry, next
 //! to `push` from the local store. `BENCH_MIRROR_CHUNK_SIZE` sets the upload chunk size;
 //! `BENCH_MIRROR_REGISTRY_RTT_MS` adds a cold first byte with the registry that far away
 //! (upstream `BENCH_MIRROR_UPSTREAM_RTT_MS`, default 10).
@@ -190,6 +193,36 @@ fn mirrored_nar_url(mirror: &str, hash: &str) -> String {
         .url
 }
 
+/// First byte of `nar`, asked right after `narinfo` on the same kept-alive connection, as
+/// Nix asks (one curl, two transfers; curl times each transfer from its own start).
+fn first_byte_after_narinfo(narinfo: &str, nar: &str) -> Duration {
+    let out = run_ok(Command::new("curl").args([
+        "-sf",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{time_starttransfer}\n",
+        narinfo,
+        nar,
+    ]));
+    let seconds = out
+        .lines()
+        .nth(1)
+        .and_then(|line| line.trim().parse().ok())
+        .unwrap_or(0.0);
+    Duration::from_secs_f64(seconds)
+}
+
+/// The key a mirror names the NAR file `upstream_url` (`nar/…`) of the path `hash` by.
+fn mirrored_name(hash: &str, upstream_url: &str) -> String {
+    format!(
+        "nar/{hash}-{}",
+        upstream_url.strip_prefix("nar/").unwrap_or(upstream_url)
+    )
+}
+
 /// Small NARs whose first byte is timed (the median is reported).
 const FIRST_BYTE_SAMPLES: usize = 20;
 
@@ -306,9 +339,14 @@ fn main() {
     let first_byte_paths: Vec<String> = (0..FIRST_BYTE_SAMPLES)
         .map(|i| add_random_path(dir.path(), &format!("mirror-first-{nonce}-{i}"), 64 << 10))
         .collect();
+    // The same, asked as Nix asks: right after the narinfo, on the same connection.
+    let reused_paths: Vec<String> = (0..FIRST_BYTE_SAMPLES)
+        .map(|i| add_random_path(dir.path(), &format!("mirror-reused-{nonce}-{i}"), 64 << 10))
+        .collect();
     let everything: Vec<String> = paths
         .iter()
         .chain(&first_byte_paths)
+        .chain(&reused_paths)
         .cloned()
         .chain([large.clone()])
         .collect();
@@ -360,6 +398,13 @@ fn main() {
         // its connections to upstream open as the mirror does.
         let proxy_pass = NginxProcess::start(&format!(
             "upstream up {{ server {}; keepalive 8; }}\nserver {{ listen {{listen}}; location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}",
+            upstream.trim_start_matches("http://")
+        ));
+        // The other anchor: nginx as a pull-through cache (`proxy_cache`, what many put in
+        // front of cache.nixos.org), which stores what it streams, as the mirror does, but
+        // on local disk.
+        let proxy_cache = NginxProcess::start(&format!(
+            "proxy_cache_path {{dir}}/cache levels=1:2 keys_zone=nix:10m inactive=7d use_temp_path=off;\nupstream up {{ server {}; keepalive 8; }}\nserver {{ listen {{listen}}; location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_cache nix; proxy_cache_valid 200 7d; proxy_cache_lock on; }} }}",
             upstream.trim_start_matches("http://")
         ));
         let registry = RegistryProcess::start();
@@ -430,15 +475,55 @@ fn main() {
             .iter()
             .map(|u| first_byte(&format!("{}/{u}", proxy_pass.url("").trim_end_matches('/'))))
             .collect();
+        let cache_base = proxy_cache.url("");
+        let cache_base = cache_base.trim_end_matches('/');
+        let cached: Vec<Duration> = first_byte_urls
+            .iter()
+            .map(|u| first_byte(&format!("{cache_base}/{u}")))
+            .collect();
         let (direct, miss) = (median(direct), median(miss));
+        let proxy_base = proxy_pass.url("");
+        let proxy_base = proxy_base.trim_end_matches('/');
+        let (mut after_direct, mut after_cold, mut after_proxied, mut after_cached) =
+            (vec![], vec![], vec![], vec![]);
+        for path in &reused_paths {
+            std::thread::sleep(Duration::from_millis(200));
+            let hash = oranc_tests::nix::hash_part(path);
+            let url = nar_url(path);
+            let mirrored = mirrored_name(&hash, &url);
+            after_direct.push(first_byte_after_narinfo(
+                &format!("{upstream}/{hash}.narinfo"),
+                &format!("{upstream}/{url}"),
+            ));
+            after_cold.push(first_byte_after_narinfo(
+                &format!("{mirror}/{hash}.narinfo"),
+                &format!("{mirror}/{mirrored}"),
+            ));
+            after_proxied.push(first_byte_after_narinfo(
+                &format!("{proxy_base}/{hash}.narinfo"),
+                &format!("{proxy_base}/{url}"),
+            ));
+            after_cached.push(first_byte_after_narinfo(
+                &format!("{cache_base}/{hash}.narinfo"),
+                &format!("{cache_base}/{url}"),
+            ));
+        }
         println!(
-            "RTT {rtt:>3} ms: first byte of a 64 KiB NAR, median of {FIRST_BYTE_SAMPLES}: upstream {:.1} ms, mirror cold {:.1} ms, warm {:.1} ms; anchors: upstream + a registry miss ({:.1} ms) = {:.1} ms, upstream through nginx proxy_pass {:.1} ms",
+            "RTT {rtt:>3} ms: first byte of a 64 KiB NAR asked right after its narinfo on one connection (as Nix asks), median of {FIRST_BYTE_SAMPLES}: upstream {:.2} ms, mirror cold {:.2} ms; anchors: upstream through nginx proxy_pass {:.2} ms, nginx proxy_cache cold {:.2} ms",
+            ms(median(after_direct)),
+            ms(median(after_cold)),
+            ms(median(after_proxied)),
+            ms(median(after_cached))
+        );
+        println!(
+            "RTT {rtt:>3} ms: first byte of a 64 KiB NAR, median of {FIRST_BYTE_SAMPLES}: upstream {:.1} ms, mirror cold {:.1} ms, warm {:.1} ms; anchors: upstream + a registry miss ({:.1} ms) = {:.1} ms, upstream through nginx proxy_pass {:.1} ms, nginx proxy_cache cold {:.1} ms",
             ms(direct),
             ms(median(cold)),
             ms(median(warm)),
             ms(miss),
             ms(direct + miss),
-            ms(median(proxied))
+            ms(median(proxied)),
+            ms(median(cached))
         );
 
         let direct = nix_copy_from(&upstream, &paths, &public_key);
