@@ -15,7 +15,7 @@ use oranc_core::{
 };
 use tokio::io::AsyncRead;
 
-use crate::manifest_cache::ManifestCache;
+use crate::manifest_cache::{Lookups, ManifestCache};
 use crate::metered::MeteredRegistry;
 use crate::metrics::Metrics;
 
@@ -215,8 +215,8 @@ async fn the_metering_wrapper_forwards_every_method() {
 async fn the_manifest_cache_forwards_every_method() {
     let inner = Arc::new(Recording::default());
     let cache = ManifestCache::new(&oranc_config::ResponseCacheConfig::default());
-    for read_through in [false, true] {
-        let wrapper = cache.wrap(inner.clone(), [0; 32], read_through);
+    for lookups in [Lookups::Cached, Lookups::FoundOnly, Lookups::ReadThrough] {
+        let wrapper = cache.wrap(inner.clone(), [0; 32], lookups);
         assert_forwards_everything(wrapper.as_ref(), &inner).await;
     }
 }

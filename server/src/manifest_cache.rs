@@ -84,23 +84,35 @@ impl ManifestCache {
         }
     }
 
-    /// `inner` with manifest lookups cached under `credentials`' digest. With
-    /// `read_through` (a client that writes), lookups always ask the registry: a write's
-    /// existence check must not trust a remembered absence. Its writes still drop every
-    /// client's entries.
+    /// `inner` with manifest lookups cached under `credentials`' digest, as `lookups` says.
+    /// Its writes drop every client's entries.
     pub fn wrap(
         &self,
         inner: Arc<dyn Registry>,
         credentials: [u8; 32],
-        read_through: bool,
+        lookups: Lookups,
     ) -> Arc<dyn Registry> {
         Arc::new(CachingRegistry {
             inner,
             credentials,
-            read_through,
+            lookups,
             cache: self.clone(),
         })
     }
+}
+
+/// What a wrapped client's manifest lookups may answer from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookups {
+    /// What was found, and what was not (for less long).
+    Cached,
+    /// What was found only: every absence is the registry's answer of the moment. A
+    /// mirror's: its word that the registry lacks a file sends the file's next request
+    /// upstream alone for a while (`mirror/registry_word.rs`), which a remembered absence
+    /// would stretch by the negative TTL past another replica's storing it.
+    FoundOnly,
+    /// Nothing: a writing client's existence checks must not trust a remembered absence.
+    ReadThrough,
 }
 
 /// A copy of a failure several lookups share, of the same kind (so a refusal stays a 401/403
@@ -139,7 +151,7 @@ fn same_failure(error: &oranc_core::Error) -> oranc_core::Error {
 struct CachingRegistry {
     inner: Arc<dyn Registry>,
     credentials: [u8; 32],
-    read_through: bool,
+    lookups: Lookups,
     cache: ManifestCache,
 }
 
@@ -229,12 +241,23 @@ impl Registry for CachingRegistry {
         repo: &RepositoryName,
         tag: &Tag,
     ) -> Result<Option<StoredManifest>> {
-        if self.read_through {
-            return self.inner.get_manifest(repo, tag).await;
+        let key = self.key(repo, tag);
+        match self.lookups {
+            Lookups::ReadThrough => return self.inner.get_manifest(repo, tag).await,
+            Lookups::FoundOnly => {
+                if let Some(Some(found)) = self.cache.entries.get(&key).await {
+                    return Ok(Some(found));
+                }
+                let found = self.inner.get_manifest(repo, tag).await?;
+                if let Some(found) = &found {
+                    self.cache.entries.insert(key, Some(found.clone())).await;
+                }
+                return Ok(found);
+            }
+            Lookups::Cached => {}
         }
         let inner = self.inner.clone();
         let (repository, wanted) = (repo.clone(), tag.clone());
-        let key = self.key(repo, tag);
         let writes_before = self.cache.writes.load(std::sync::atomic::Ordering::SeqCst);
         // Concurrent lookups of one tag wait for a single registry request; errors are not
         // cached (and are shared only with the requests that waited for them).
@@ -261,11 +284,13 @@ impl Registry for CachingRegistry {
     /// Answered from a cached lookup when there is one, else asked of the registry (and
     /// not cached: a probe carries no manifest to keep).
     async fn has_manifest(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool> {
-        if self.read_through {
+        if self.lookups == Lookups::ReadThrough {
             return self.inner.has_manifest(repo, tag).await;
         }
         if let Some(cached) = self.cache.entries.get(&self.key(repo, tag)).await {
-            return Ok(cached.is_some());
+            if cached.is_some() || self.lookups == Lookups::Cached {
+                return Ok(cached.is_some());
+            }
         }
         self.inner.has_manifest(repo, tag).await
     }
@@ -366,9 +391,13 @@ mod tests {
         }
 
         fn cache_for(&self, credentials: u8) -> RegistryCache {
+            self.cache_with(credentials, Lookups::Cached)
+        }
+
+        fn cache_with(&self, credentials: u8, lookups: Lookups) -> RegistryCache {
             RegistryCache::new(
                 self.cache
-                    .wrap(self.metered.clone(), [credentials; 32], false),
+                    .wrap(self.metered.clone(), [credentials; 32], lookups),
                 self.repository.clone(),
                 TagEncoding::Custom,
                 vec![],
@@ -423,5 +452,34 @@ mod tests {
         );
         assert!(alice.get(&key).await.unwrap().is_some());
         assert_eq!(fixture.manifest_lookups(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_mirror_asks_the_registry_for_every_absence_but_remembers_what_it_found() {
+        let fixture = fixture();
+        let (reader, mirror) = (
+            fixture.cache_for(1),
+            fixture.cache_with(1, Lookups::FoundOnly),
+        );
+        let key: CacheKey = "nix-cache-info".parse().unwrap();
+        assert!(reader.get(&key).await.unwrap().is_none());
+        assert!(mirror.get(&key).await.unwrap().is_none());
+        assert!(mirror.get(&key).await.unwrap().is_none());
+        assert_eq!(
+            fixture.manifest_lookups(),
+            3,
+            "neither the reader's remembered absence nor its own answers the mirror"
+        );
+        mirror
+            .put_bytes(
+                &key,
+                "text/x-nix-cache-info",
+                Bytes::from("StoreDir: /nix/store\n"),
+            )
+            .await
+            .unwrap();
+        assert!(mirror.get(&key).await.unwrap().is_some());
+        assert!(mirror.get(&key).await.unwrap().is_some());
+        assert_eq!(fixture.manifest_lookups(), 4, "what it found is remembered");
     }
 }

@@ -14,7 +14,7 @@ use oranc_core::{
 use crate::error::ServerError;
 use crate::grants::CredentialGrant;
 use crate::layers::response_cache::ResponseCache;
-use crate::manifest_cache::ManifestCache;
+use crate::manifest_cache::{Lookups, ManifestCache};
 use crate::metered::MeteredRegistry;
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
@@ -472,15 +472,31 @@ impl AppState {
             ClientOwner::NamedCache(_) => true,
             ClientOwner::Registry(name) => self.0.config.registries.contains_key(name),
         };
+        let mirror = match &owner {
+            ClientOwner::NamedCache(name) => self
+                .0
+                .config
+                .caches
+                .get(name)
+                .is_some_and(|cache| !cache.upstreams.is_empty()),
+            ClientOwner::Registry(_) => false,
+        };
         self.0.clients.get_with((owner, fingerprint, purpose), || {
             let metered = MeteredRegistry::wrap(
                 handle.with_credentials(credentials),
                 self.0.metrics.clone(),
                 listed,
             );
+            let lookups = if purpose == Purpose::Write {
+                Lookups::ReadThrough
+            } else if mirror {
+                Lookups::FoundOnly
+            } else {
+                Lookups::Cached
+            };
             // Outside the metering: a cached lookup is not a registry request.
             match &self.0.manifest_cache {
-                Some(cache) => cache.wrap(metered, fingerprint, purpose == Purpose::Write),
+                Some(cache) => cache.wrap(metered, fingerprint, lookups),
                 None => metered,
             }
         })

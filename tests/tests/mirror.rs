@@ -398,6 +398,55 @@ fn a_nar_a_replica_stored_is_read_from_the_registry_whatever_upstream_says_now()
     );
 }
 
+/// Found by the red team (2026-12-06) in f6ffbab, where a mirror took the registry's
+/// lacking a narinfo as its word on the NAR: that absence could be one the manifest cache
+/// remembered (a HEAD of the narinfo, as `nix path-info` sends, up to `negative_ttl_secs`
+/// earlier), so a replica went upstream alone for a NAR another replica had stored since,
+/// and served upstream's junk as a broken download. A mirror now remembers only what it
+/// found, never an absence: its word is the registry's answer of the moment.
+#[test]
+fn a_narinfo_absence_a_replica_saw_earlier_never_hides_the_nar_another_stored() {
+    let Replicas {
+        registry,
+        closure,
+        upstream_dir,
+        nginx,
+        one,
+        other,
+    } = Replicas::start();
+    let hash = hash_part(&closure.root);
+    // `one` is asked for the narinfo with HEAD, as lookups do: the registry lacks it.
+    let (status, _, _) = curl(&["-I", &one.url(&format!("mirror/{hash}.narinfo"))]);
+    assert_eq!(status, "200");
+    // `other` serves the narinfo and the NAR, and stores both.
+    let nar_url = served_nar_url(&other, &closure.root);
+    let (code, good) = download(&other.url(&format!("mirror/{nar_url}")));
+    assert_eq!(code, 0);
+    std::thread::sleep(REGISTRY_WORD_LAPSED);
+    let tags = registry_tags(&registry);
+    assert!(tags.contains(&hash), "{tags}");
+    // Upstream now serves junk of the right size; a client substitutes through `one`.
+    spoil(
+        &upstream_dir
+            .path()
+            .join(upstream_url(upstream_dir.path(), &closure.root)),
+    );
+    assert_eq!(served_nar_url(&one, &closure.root), nar_url);
+    let (code, served) = download(&one.url(&format!("mirror/{nar_url}")));
+    assert!(
+        code == 0 && served == good,
+        "the registry held the good copy, yet `one` went upstream (curl {code})"
+    );
+    let fetched = nar_fetches(&nginx);
+    let (code, again) = download(&one.url(&format!("mirror/{nar_url}")));
+    assert_eq!((code, again == good), (0, true));
+    assert_eq!(
+        nar_fetches(&nginx),
+        fetched,
+        "a NAR found in the registry is not asked of upstream again"
+    );
+}
+
 /// Longer than a mirror's word from the registry, taken as it serves a narinfo, stands.
 const REGISTRY_WORD_LAPSED: std::time::Duration = std::time::Duration::from_millis(2500);
 
