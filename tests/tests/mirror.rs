@@ -623,6 +623,46 @@ fn an_upstream_that_keeps_a_nar_waiting_is_given_read_timeout_secs() {
     drop(silent);
 }
 
+/// Found by the red team (2026-12-06): a client that left while upstream had not answered
+/// yet let go of its fetch without one, and a request that had joined that fetch was told
+/// the NAR was stored, found nothing, and got a 502. It now fetches the NAR itself.
+#[test]
+fn a_request_that_joined_a_fetch_whose_client_left_still_gets_its_nar() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(1_000);
+    let upstream_dir = closure.file_cache();
+    let nginx = NginxProcess::serving(upstream_dir.path());
+    // Upstream answers 2 s after it is asked.
+    let slow =
+        oranc_tests::latency::LatencyProxy::start(nginx.addr, std::time::Duration::from_secs(4));
+    let config = mirror_config(
+        &registry,
+        &format!("http://{}", slow.host()),
+        &closure.public_key,
+    );
+    let server = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+    let nar_url = served_nar_url(&server, &closure.root);
+    let url = server.url(&format!("mirror/{nar_url}"));
+    let leaving = {
+        let url = url.clone();
+        std::thread::spawn(move || curl(&["--max-time", "1", &url]))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (code, served) = download(&url);
+    let _ = leaving.join();
+    let nar = std::fs::read(
+        upstream_dir
+            .path()
+            .join(upstream_url(upstream_dir.path(), &closure.root)),
+    )
+    .expect("upstream's NAR");
+    assert!(
+        code == 0 && served == nar,
+        "curl {code}: {}",
+        String::from_utf8_lossy(&served[..served.len().min(200)])
+    );
+}
+
 /// Found by the red team (2026-12-04): with `allow_write` next to `upstreams`, an anonymous
 /// client uploaded junk under the NAR name the mirror was about to use (its names are
 /// predictable), and the path could never be substituted again. The config is refused.

@@ -344,19 +344,30 @@ impl Mirror {
                 key,
             )));
         }
-        match self.fetching.join_or_lead(key.as_str()) {
-            nar::Role::Follower(done) => {
-                self.metrics
-                    .mirror_coalesced
-                    .with_label_values(&[&self.name])
-                    .inc();
-                if nar::wait(done).await {
-                    return Ok(NarAnswer::Stored);
-                }
+        let mut role = self.fetching.join_or_lead(key.as_str());
+        // A fetch can end without storing the NAR (its client left before upstream
+        // answered, it failed, or no copy slot was free): a request that waited for it
+        // then leads the next, once.
+        for _ in 0..2 {
+            let nar::Role::Follower(done) = role else {
+                break;
+            };
+            self.metrics
+                .mirror_coalesced
+                .with_label_values(&[&self.name])
+                .inc();
+            if !nar::wait(done).await {
                 // A large NAR from a slow upstream: this client need not wait for the
                 // store; it gets its own stream (not stored twice).
-                self.pass_through(&pending, key).await
+                return self.pass_through(&pending, key).await;
             }
+            if self.nars.stored.contains_key(key.as_str()) {
+                return Ok(NarAnswer::Stored);
+            }
+            role = self.fetching.join_or_lead(key.as_str());
+        }
+        match role {
+            nar::Role::Follower(_) => self.pass_through(&pending, key).await,
             nar::Role::Leader(lead) => {
                 // Stored by a fetch that ended between this request's registry lookup and
                 // its lead (looked up again: gc may have removed it since).
