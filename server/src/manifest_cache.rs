@@ -405,10 +405,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn concurrent_and_repeated_lookups_make_one_registry_request() {
-        let fixture = fixture();
-        let cache = fixture.cache_for(1);
+    /// Stores a `nix-cache-info` through `cache`.
+    async fn store_cache_info(cache: &RegistryCache) {
         let key: CacheKey = "nix-cache-info".parse().unwrap();
         cache
             .put_bytes(
@@ -418,6 +416,14 @@ mod tests {
             )
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn concurrent_and_repeated_lookups_make_one_registry_request() {
+        let fixture = fixture();
+        let cache = fixture.cache_for(1);
+        let key: CacheKey = "nix-cache-info".parse().unwrap();
+        store_cache_info(&cache).await;
         let lookups = (0..50).map(|_| cache.get(&key));
         let found = futures::future::join_all(lookups).await;
         assert!(found.iter().all(|f| matches!(f, Ok(Some(_)))));
@@ -438,14 +444,7 @@ mod tests {
         );
         assert_eq!(fixture.manifest_lookups(), 2, "one per credentials");
 
-        alice
-            .put_bytes(
-                &key,
-                "text/x-nix-cache-info",
-                Bytes::from("StoreDir: /nix/store\n"),
-            )
-            .await
-            .unwrap();
+        store_cache_info(&alice).await;
         assert!(
             bob.get(&key).await.unwrap().is_some(),
             "bob sees alice's write"
@@ -470,14 +469,7 @@ mod tests {
             3,
             "neither the reader's remembered absence nor its own answers the mirror"
         );
-        mirror
-            .put_bytes(
-                &key,
-                "text/x-nix-cache-info",
-                Bytes::from("StoreDir: /nix/store\n"),
-            )
-            .await
-            .unwrap();
+        store_cache_info(&mirror).await;
         assert!(mirror.get(&key).await.unwrap().is_some());
         assert!(mirror.get(&key).await.unwrap().is_some());
         assert_eq!(fixture.manifest_lookups(), 4, "what it found is remembered");

@@ -380,22 +380,11 @@ fn a_nar_a_replica_stored_is_read_from_the_registry_whatever_upstream_says_now()
     std::thread::sleep(REGISTRY_WORD_LAPSED);
 
     // Upstream now serves junk of the right size.
-    spoil(
-        &upstream_dir
-            .path()
-            .join(upstream_url(upstream_dir.path(), &closure.root)),
-    );
+    spoil_upstream_nar(upstream_dir.path(), &closure.root);
     let (code, served) = download(&one.url(&format!("mirror/{nar_url}")));
     assert_eq!(code, 0);
     assert!(served == good, "the registry's copy, not upstream's junk");
-    let fetched = nar_fetches(&nginx);
-    let (code, again) = download(&one.url(&format!("mirror/{nar_url}")));
-    assert_eq!((code, again == good), (0, true));
-    assert_eq!(
-        nar_fetches(&nginx),
-        fetched,
-        "a NAR found in the registry is not asked of upstream again"
-    );
+    assert_read_from_the_registry_alone(&one, &nginx, &nar_url, &good);
 }
 
 /// Found by the red team (2026-12-06) in f6ffbab, where a mirror took the registry's
@@ -426,22 +415,33 @@ fn a_narinfo_absence_a_replica_saw_earlier_never_hides_the_nar_another_stored() 
     let tags = registry_tags(&registry);
     assert!(tags.contains(&hash), "{tags}");
     // Upstream now serves junk of the right size; a client substitutes through `one`.
-    spoil(
-        &upstream_dir
-            .path()
-            .join(upstream_url(upstream_dir.path(), &closure.root)),
-    );
+    spoil_upstream_nar(upstream_dir.path(), &closure.root);
     assert_eq!(served_nar_url(&one, &closure.root), nar_url);
     let (code, served) = download(&one.url(&format!("mirror/{nar_url}")));
     assert!(
         code == 0 && served == good,
         "the registry held the good copy, yet `one` went upstream (curl {code})"
     );
-    let fetched = nar_fetches(&nginx);
-    let (code, again) = download(&one.url(&format!("mirror/{nar_url}")));
+    assert_read_from_the_registry_alone(&one, &nginx, &nar_url, &good);
+}
+
+/// Spoils upstream's NAR file of `path` (junk of the right size).
+fn spoil_upstream_nar(upstream: &std::path::Path, path: &str) {
+    spoil(&upstream.join(upstream_url(upstream, path)));
+}
+
+/// `server` serves the NAR at `nar_url` (`good`) again without asking upstream for it.
+fn assert_read_from_the_registry_alone(
+    server: &ServerProcess,
+    nginx: &NginxProcess,
+    nar_url: &str,
+    good: &[u8],
+) {
+    let fetched = nar_fetches(nginx);
+    let (code, again) = download(&server.url(&format!("mirror/{nar_url}")));
     assert_eq!((code, again == good), (0, true));
     assert_eq!(
-        nar_fetches(&nginx),
+        nar_fetches(nginx),
         fetched,
         "a NAR found in the registry is not asked of upstream again"
     );
