@@ -468,20 +468,23 @@ impl AppState {
         purpose: Purpose,
     ) -> Arc<dyn Registry> {
         let fingerprint = crate::client_auth::fingerprint(&credentials);
-        let listed = match &owner {
-            ClientOwner::NamedCache(_) => true,
-            ClientOwner::Registry(name) => self.0.config.registries.contains_key(name),
-        };
-        let mirror = match &owner {
-            ClientOwner::NamedCache(name) => self
-                .0
-                .config
-                .caches
-                .get(name)
-                .is_some_and(|cache| !cache.upstreams.is_empty()),
-            ClientOwner::Registry(_) => false,
-        };
-        self.0.clients.get_with((owner, fingerprint, purpose), || {
+        let key = (owner, fingerprint, purpose);
+        // What the config says of the owner is read only when its client is made.
+        self.0.clients.get_with_by_ref(&key, || {
+            let (owner, ..) = &key;
+            let listed = match owner {
+                ClientOwner::NamedCache(_) => true,
+                ClientOwner::Registry(name) => self.0.config.registries.contains_key(name),
+            };
+            let mirror = match owner {
+                ClientOwner::NamedCache(name) => self
+                    .0
+                    .config
+                    .caches
+                    .get(name)
+                    .is_some_and(|cache| !cache.upstreams.is_empty()),
+                ClientOwner::Registry(_) => false,
+            };
             let metered = MeteredRegistry::wrap(
                 handle.with_credentials(credentials),
                 self.0.metrics.clone(),
