@@ -82,20 +82,15 @@ impl RegistryCache {
         std::iter::once(self.encoding).chain(self.fallbacks.iter().copied())
     }
 
-    /// The tags `key` may be stored under, in the order they are read: the write encoding's
-    /// first, then each fallback's that can name it.
-    fn read_tags(&self, key: &CacheKey) -> Vec<Tag> {
-        self.read_encodings()
-            .filter_map(|encoding| encoding.encode(key.as_str()).ok())
-            .collect()
-    }
-
     /// Finds `key` under the write encoding, else under the first fallback that has it.
     /// The write encoding's manifest is fetched while the fallbacks are only probed (HEAD),
     /// all at once: a miss costs one round trip rather than one per encoding, and a hit
     /// costs the registry one manifest GET, as before. A hit drops the probes still running.
     pub async fn get(&self, key: &CacheKey) -> Result<Option<CacheObject>> {
-        let tags = self.read_tags(key);
+        let tags: Vec<Tag> = self
+            .read_encodings()
+            .filter_map(|encoding| encoding.encode(key.as_str()).ok())
+            .collect();
         let Some((primary, fallbacks)) = tags.split_first() else {
             return Ok(None);
         };
