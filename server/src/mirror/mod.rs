@@ -346,8 +346,9 @@ impl Mirror {
         }
         let mut role = self.fetching.join_or_lead(key.as_str());
         // A fetch can end without storing the NAR (its client left before upstream
-        // answered, it failed, or no copy slot was free): a request that waited for it
-        // then leads the next, once.
+        // answered, it failed, or no copy slot was free): a request that waited for it then
+        // leads the next fetch, or waits for it; after two such fetches it streams the NAR
+        // itself.
         for _ in 0..2 {
             let nar::Role::Follower(done) = role else {
                 break;
