@@ -223,6 +223,16 @@ fn mirrored_name(hash: &str, upstream_url: &str) -> String {
     )
 }
 
+/// nginx as a reverse proxy of `upstream` (`http://host:port`) that keeps its connections
+/// to it open, as the mirror does; `http` goes in its `http` block, `location` in its one
+/// location.
+fn nginx_in_front_of(upstream: &str, http: &str, location: &str) -> NginxProcess {
+    NginxProcess::start(&format!(
+        "{http}\nupstream up {{ server {}; keepalive 8; }}\nserver {{ listen {{listen}}; location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; {location} }} }}",
+        upstream.trim_start_matches("http://")
+    ))
+}
+
 /// Small NARs whose first byte is timed (the median is reported).
 const FIRST_BYTE_SAMPLES: usize = 20;
 
@@ -396,17 +406,19 @@ fn main() {
         let upstream = upstream.trim_end_matches('/').to_owned();
         // The anchor for a cold first byte: one more hop, a plain reverse proxy that keeps
         // its connections to upstream open as the mirror does.
-        let proxy_pass = NginxProcess::start(&format!(
-            "upstream up {{ server {}; keepalive 8; }}\nserver {{ listen {{listen}}; location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}",
-            upstream.trim_start_matches("http://")
-        ));
+        let proxy_pass = nginx_in_front_of(&upstream, "", "");
         // The other anchor: nginx as a pull-through cache (`proxy_cache`, what many put in
         // front of cache.nixos.org), which stores what it streams, as the mirror does, but
         // on local disk.
-        let proxy_cache = NginxProcess::start(&format!(
-            "proxy_cache_path {{dir}}/cache levels=1:2 keys_zone=nix:10m inactive=7d use_temp_path=off;\nupstream up {{ server {}; keepalive 8; }}\nserver {{ listen {{listen}}; location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_cache nix; proxy_cache_valid 200 7d; proxy_cache_lock on; }} }}",
-            upstream.trim_start_matches("http://")
-        ));
+        let proxy_cache = nginx_in_front_of(
+            &upstream,
+            "proxy_cache_path {dir}/cache levels=1:2 keys_zone=nix:10m inactive=7d use_temp_path=off;",
+            "proxy_cache nix; proxy_cache_valid 200 7d; proxy_cache_lock on;",
+        );
+        let proxy_base = proxy_pass.url("");
+        let proxy_base = proxy_base.trim_end_matches('/');
+        let cache_base = proxy_cache.url("");
+        let cache_base = cache_base.trim_end_matches('/');
         let registry = RegistryProcess::start();
         let config = bench_mirror_config(
             &registry.host(),
@@ -473,17 +485,13 @@ fn main() {
             .collect();
         let proxied: Vec<Duration> = first_byte_urls
             .iter()
-            .map(|u| first_byte(&format!("{}/{u}", proxy_pass.url("").trim_end_matches('/'))))
+            .map(|u| first_byte(&format!("{proxy_base}/{u}")))
             .collect();
-        let cache_base = proxy_cache.url("");
-        let cache_base = cache_base.trim_end_matches('/');
         let cached: Vec<Duration> = first_byte_urls
             .iter()
             .map(|u| first_byte(&format!("{cache_base}/{u}")))
             .collect();
         let (direct, miss) = (median(direct), median(miss));
-        let proxy_base = proxy_pass.url("");
-        let proxy_base = proxy_base.trim_end_matches('/');
         let (mut after_direct, mut after_cold, mut after_proxied, mut after_cached) =
             (vec![], vec![], vec![], vec![]);
         for path in &reused_paths {
