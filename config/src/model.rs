@@ -51,6 +51,26 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub clients: ClientLimitsConfig,
     pub password_checks: PasswordChecksConfig,
+    pub mirror: MirrorConfig,
+}
+
+/// What the named caches with `upstreams` (mirrors) may use of the server's machine.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorConfig {
+    /// Bytes of NARs being copied into the registry that may wait on disk (in the system's
+    /// temporary directory, `$TMPDIR`) for a registry slower than upstream, across all
+    /// mirrors. A copy that fits streams to its client at upstream's pace; one that does
+    /// not (or any, with 0) streams at the pace the registry stores it.
+    pub spool_max_bytes: u64,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        Self {
+            spool_max_bytes: 4 << 30,
+        }
+    }
 }
 
 /// What one client may hold of the server: connections, time, and where it is from.
@@ -189,6 +209,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             clients: ClientLimitsConfig::default(),
             password_checks: PasswordChecksConfig::default(),
+            mirror: MirrorConfig::default(),
         }
     }
 }

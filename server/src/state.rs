@@ -189,6 +189,7 @@ fn open_named_cache(
     cache: &oranc_config::CacheConfig,
     metrics: &Metrics,
     registries: &HashMap<String, OpenRegistry>,
+    spool: &crate::mirror::SpoolBudget,
 ) -> Result<NamedCache, ServerError> {
     let OpenRegistry { handle, grant } = match registries.get(&cache.registry) {
         Some(open) => open.clone(),
@@ -232,6 +233,7 @@ fn open_named_cache(
                 limits: crate::mirror::Limits {
                     small_file: config.max_small_body_bytes,
                 },
+                spool: spool.clone(),
             })
         })
         .transpose()?;
@@ -273,9 +275,10 @@ impl AppState {
         let response_cache = caching
             .then(|| ResponseCache::new(&config.response_cache, config.max_small_body_bytes));
         let metrics = Metrics::new(response_cache.as_ref().map(ResponseCache::stats));
+        let spool = crate::mirror::SpoolBudget::new(config.mirror.spool_max_bytes);
         let mut caches = HashMap::new();
         for (name, cache) in &config.caches {
-            let named = open_named_cache(&config, name, cache, &metrics, &registries)
+            let named = open_named_cache(&config, name, cache, &metrics, &registries, &spool)
                 .map_err(|e| e.within(format!("cache {name}")))?;
             caches.insert(name.clone(), named);
         }

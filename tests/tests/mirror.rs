@@ -726,3 +726,76 @@ fn credentials_a_mirror_cannot_check_write_nothing_into_it() {
         registry_tags(&registry)
     );
 }
+
+/// A registry slower than upstream (here 200 ms away, taking 1 MiB a request, as a far
+/// ghcr.io takes 4 MiB) does not hold a cold NAR's client to its pace: what the registry has
+/// not taken yet waits on disk (`[mirror] spool_max_bytes`), the client gets upstream's
+/// pace, and the NAR is stored all the same. Before the spool, the client got its last byte
+/// only a few chunks ahead of the registry.
+#[test]
+fn a_cold_nar_reaches_its_client_at_upstreams_pace_when_the_registry_is_slower() {
+    let registry = RegistryProcess::start();
+    let far_registry = oranc_tests::latency::LatencyProxy::start(
+        registry.host().parse().expect("the registry's address"),
+        std::time::Duration::from_millis(200),
+    );
+    let closure = SignedClosure::build(16 << 20);
+    let upstream_dir = closure.file_cache();
+    let nginx = NginxProcess::serving(upstream_dir.path());
+    let host = far_registry.host();
+    let config = format!(
+        "[registries.\"{host}\"]\nplain_http = true\nchunk_size = 1048576\n[caches.mirror]\nregistry = \"{host}\"\nrepository = \"mirror/cache\"\nupstreams = [\"{}\"]\nupstream_public_keys = [\"{}\"]\n",
+        nginx.url(""),
+        closure.public_key
+    );
+    let server = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+    let lib = closure
+        .paths
+        .iter()
+        .find(|path| path.ends_with("-oranc-test-lib"))
+        .expect("the closure's large path");
+    let nar = std::fs::read(
+        upstream_dir
+            .path()
+            .join(upstream_url(upstream_dir.path(), lib)),
+    )
+    .expect("upstream's NAR");
+    let url = server.url(&format!("mirror/{}", served_nar_url(&server, lib)));
+
+    let asked = std::time::Instant::now();
+    let (code, served) = download(&url);
+    let downloaded = asked.elapsed();
+    assert!(
+        code == 0 && served == nar,
+        "curl {code}, {} bytes",
+        served.len()
+    );
+    let stored = loop {
+        let text = server.metrics();
+        let bytes = text
+            .lines()
+            .find(|line| line.starts_with("oranc_mirror_stored_bytes_total"))
+            .map_or(0.0, |_| metric(&text, "oranc_mirror_stored_bytes_total"));
+        if bytes >= nar.len() as f64 {
+            break asked.elapsed();
+        }
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(120),
+            "the NAR was never stored"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // 0.07 s against 5.6 s here; 2.0 s against 5.6 s before the spool.
+    assert!(
+        downloaded * 10 < stored,
+        "the client had the NAR after {downloaded:?}, the registry after {stored:?}"
+    );
+    // Stored whole: served again with upstream gone.
+    drop(nginx);
+    let (code, served) = download(&url);
+    assert!(
+        code == 0 && served == nar,
+        "from the registry: curl {code}, {} bytes",
+        served.len()
+    );
+}

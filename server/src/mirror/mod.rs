@@ -23,8 +23,10 @@
 mod beside;
 mod nar;
 mod registry_word;
+mod spool;
 
 pub use beside::{BesideAnswer, Limits};
+pub use spool::SpoolBudget;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +85,8 @@ pub struct Mirror {
     /// Requests waiting for one of those slots.
     beside_waiting: std::sync::atomic::AtomicUsize,
     limits: Limits,
+    /// Where copies' bytes may wait for the registry (shared by the server's mirrors).
+    spool: SpoolBudget,
 }
 
 /// A narinfo served from an upstream, waiting for its NAR.
@@ -184,6 +188,7 @@ pub struct MirrorSettings<'a> {
     pub upstream_timeouts: BinaryCacheTimeouts,
     pub metrics: Metrics,
     pub limits: Limits,
+    pub spool: SpoolBudget,
 }
 
 impl Mirror {
@@ -222,6 +227,7 @@ impl Mirror {
             beside_fetches: Arc::new(tokio::sync::Semaphore::new(beside::CONCURRENT_FETCHES)),
             beside_waiting: std::sync::atomic::AtomicUsize::new(0),
             limits: settings.limits,
+            spool: settings.spool,
         })
     }
 
@@ -481,6 +487,7 @@ impl Mirror {
             metrics: self.metrics.clone(),
             client_stall: self.client_stall,
             nars: self.nars.clone(),
+            spool: self.spool.clone(),
         }
     }
 

@@ -16,6 +16,7 @@ use oranc_core::registry::ByteStream;
 use oranc_core::{BlobInfo, CacheKey, NarInfo, RegistryCache};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::spool::{SpoolBudget, SpoolWriter};
 use crate::metrics::Metrics;
 
 /// Chunks buffered towards the client and towards the registry (each a few KiB to 64 KiB).
@@ -195,6 +196,53 @@ pub(super) struct Copy {
     pub client_stall: Duration,
     /// The mirror's memory of its NARs: this one is marked stored once it is.
     pub nars: super::NarMemory,
+    /// Where the registry's bytes may wait for it.
+    pub spool: SpoolBudget,
+}
+
+/// Where a copy puts the bytes its registry upload reads.
+enum RegistryFeed {
+    /// A file the upload reads at its own pace (`spool.rs`).
+    Spool(SpoolWriter),
+    /// A few chunks ahead of the upload: the copy goes at the registry's pace.
+    InStep(mpsc::Sender<std::io::Result<Bytes>>),
+}
+
+impl RegistryFeed {
+    /// Hands `chunk` on; an error when the upload takes no more.
+    async fn send(&mut self, chunk: Bytes) -> Result<(), String> {
+        match self {
+            Self::Spool(writer) if writer.upload_gone() => Err("the upload stopped".into()),
+            Self::Spool(writer) => writer
+                .write(chunk)
+                .await
+                .map_err(|error| format!("spooling the NAR for the registry: {error}")),
+            Self::InStep(sender) => sender
+                .send(Ok(chunk))
+                .await
+                .map_err(|_| "the upload stopped".into()),
+        }
+    }
+
+    /// The upload fails with `reason`: nothing partial is stored.
+    async fn fail(self, reason: String) {
+        match self {
+            Self::Spool(writer) => writer.fail(reason),
+            Self::InStep(sender) => {
+                let _ = sender.send(Err(std::io::Error::other(reason))).await;
+            }
+        }
+    }
+
+    /// Everything is handed on: the upload ends with the file (or fails, when the spool
+    /// could not take its last bytes).
+    async fn finish(self) {
+        if let Self::Spool(writer) = self {
+            if let Err(error) = writer.finish().await {
+                tracing::warn!(%error, "spooling the NAR for the registry failed");
+            }
+        }
+    }
 }
 
 impl Copy {
@@ -242,11 +290,10 @@ impl Copy {
         client_verdict: oneshot::Sender<Result<(), String>>,
     ) {
         let path = self.narinfo.store_path.clone();
-        let (to_registry, registry_stream) = mpsc::channel(CHANNEL_CHUNKS);
+        let (to_registry, registry_stream) = self.registry_feed();
         let upload = async {
             let slot = self.cache.open_upload().await?;
-            let mut reader =
-                tokio_util::io::StreamReader::new(Box::pin(receiver_stream(registry_stream)));
+            let mut reader = tokio_util::io::StreamReader::new(registry_stream);
             self.cache.upload_blob_via(slot, &mut reader).await
         };
         // The client's last chunk waits for the check, not for the store.
@@ -290,25 +337,44 @@ impl Copy {
         }
     }
 
-    /// Moves upstream's chunks to the client (while it keeps up) and to the registry.
-    /// Returns the client's sender if it is still there (held until its verdict is sent),
-    /// and the bytes fetched.
+    /// Where the registry's bytes wait for its upload: a spool when the budget has room for
+    /// this NAR (the client then gets upstream's pace), else a channel (the registry's pace).
+    fn registry_feed(
+        &self,
+    ) -> (
+        RegistryFeed,
+        futures::stream::BoxStream<'static, std::io::Result<Bytes>>,
+    ) {
+        if let Some((writer, reader)) = self.spool.open(self.narinfo.file_size) {
+            return (RegistryFeed::Spool(writer), reader.into_stream().boxed());
+        }
+        let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
+        (
+            RegistryFeed::InStep(sender),
+            receiver_stream(receiver).boxed(),
+        )
+    }
+
+    /// Moves upstream's chunks to the client (while it keeps up) and to the registry (while
+    /// its upload takes them). Returns the client's sender if it is still there (held until
+    /// its verdict is sent), and the bytes fetched.
     async fn pump(
         &self,
         mut body: ByteStream,
         to_client: mpsc::Sender<std::io::Result<Bytes>>,
-        to_registry: mpsc::Sender<std::io::Result<Bytes>>,
+        to_registry: RegistryFeed,
     ) -> (Option<mpsc::Sender<std::io::Result<Bytes>>>, u64) {
         let mut client = Some(to_client);
+        let mut registry = Some(to_registry);
         let mut fetched = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(error) => {
                     let reason = format!("reading the NAR from upstream: {error}");
-                    let _ = to_registry
-                        .send(Err(std::io::Error::other(reason.clone())))
-                        .await;
+                    if let Some(registry) = registry.take() {
+                        registry.fail(reason.clone()).await;
+                    }
                     if let Some(client) = client.take() {
                         let _ = client.send(Err(std::io::Error::other(reason))).await;
                     }
@@ -323,10 +389,21 @@ impl Copy {
                     client = None;
                 }
             }
-            if to_registry.send(Ok(chunk)).await.is_err() {
-                // The upload ended early (its error is reported by `run`).
+            if let Some(feed) = &mut registry {
+                if let Err(reason) = feed.send(chunk).await {
+                    // The upload ended early (its error is reported by `run`), or the spool
+                    // is full: the client goes on alone.
+                    if let Some(feed) = registry.take() {
+                        feed.fail(reason).await;
+                    }
+                }
+            }
+            if client.is_none() && registry.is_none() {
                 break;
             }
+        }
+        if let Some(feed) = registry {
+            feed.finish().await;
         }
         (client, fetched)
     }
