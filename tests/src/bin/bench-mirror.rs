@@ -3,9 +3,10 @@
 //! by nginx, at each round-trip time to upstream in `BENCH_RTT_MS` (default `0,20`, through
 //! a delaying proxy). For one large NAR: time to first byte and throughput straight from
 //! upstream, through the mirror cold (fetched and stored as it streams) and warm (from the
-//! registry). For SMALL paths: `nix copy --from` upstream itself, the mirror cold and warm.
-//! The anchors for a cold fetch, which cannot outrun storing: the registry ingesting the
-//! same file itself, in one request and in chunks of oranc's chunk size; for a cold first
+//! registry), and how long the cold one took to be stored. For SMALL paths: `nix copy
+//! --from` upstream itself, the mirror cold and warm. The anchors for storing a cold fetch:
+//! the registry ingesting the same file itself, in one request and in chunks of oranc's
+//! chunk size (a cold fetch's client is not held to it while the spool has room); for a cold first
 //! byte, upstream's through nginx `proxy_pass` (one more hop, connections kept open) and
 //! through nginx `proxy_cache` (a pull-through cache on local disk, cold); the
 //! cold first byte is timed on a fresh connection, and asked right after its narinfo on one
@@ -52,6 +53,28 @@ fn timed_get(url: &str) -> (Duration, Duration, u64) {
     (first, total, bytes)
 }
 
+/// When the server's mirror had stored `bytes` in all (it counts them once a NAR is tagged
+/// and its narinfo stored).
+fn wait_until_stored(server: &ServerProcess, bytes: u64) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let stored = server
+            .metrics()
+            .lines()
+            .find(|line| line.starts_with("oranc_mirror_stored_bytes_total"))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if stored >= bytes as f64 {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the mirror never stored the large NAR"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn report(label: &str, (first, total, bytes): (Duration, Duration, u64)) {
     println!(
         "{label:<44}: first byte {:7.1} ms  {:7.1} MB/s  ({:.2} s)",
@@ -61,7 +84,7 @@ fn report(label: &str, (first, total, bytes): (Duration, Duration, u64)) {
     );
 }
 
-/// The anchor for a cold fetch, which cannot outrun storing: the registry's own ingest of
+/// The anchor for storing a cold fetch: the registry's own ingest of
 /// `file` (one monolithic upload with curl), in MB/s.
 fn registry_ingest(registry: &RegistryProcess, file: &std::path::Path) -> f64 {
     let digest = run_ok(Command::new("sha256sum").arg(file))
@@ -435,9 +458,27 @@ fn main() {
             timed_get(&format!("{upstream}/{large_url}")),
         );
         let mirrored_large = mirrored_nar_url(&mirror, &large_hash);
+        let asked = Instant::now();
+        let cold = timed_get(&format!("{mirror}/{mirrored_large}"));
         report(
             &format!("RTT {rtt:>3} ms: large NAR through the mirror, cold"),
-            timed_get(&format!("{mirror}/{mirrored_large}")),
+            cold,
+        );
+        let stored = wait_until_stored(&server, cold.2);
+        println!(
+            "RTT {rtt:>3} ms: large NAR through the mirror, cold: stored in the registry {:.2} s after it was asked for ({:.1} MB/s)",
+            stored.duration_since(asked).as_secs_f64(),
+            cold.2 as f64 / 1e6 / stored.duration_since(asked).as_secs_f64()
+        );
+        // Anchors for the client's pace: a plain reverse proxy, which stores nothing, and
+        // nginx's pull-through cache, which stores as it streams, on local disk, unchecked.
+        report(
+            &format!("RTT {rtt:>3} ms: anchor, large NAR through nginx proxy_pass"),
+            timed_get(&format!("{proxy_base}/{large_url}")),
+        );
+        report(
+            &format!("RTT {rtt:>3} ms: anchor, large NAR through nginx proxy_cache, cold"),
+            timed_get(&format!("{cache_base}/{large_url}")),
         );
         let large_file = upstream_dir.join(&large_url);
         println!(
@@ -446,8 +487,6 @@ fn main() {
             registry_ingest_chunked(&registry, &large_file, chunk_size),
             chunk_size >> 20
         );
-        // The store ends just after the last byte; give it a moment to tag.
-        std::thread::sleep(Duration::from_millis(500));
         report(
             &format!("RTT {rtt:>3} ms: large NAR through the mirror, warm"),
             timed_get(&format!("{mirror}/{mirrored_large}")),
