@@ -9,8 +9,9 @@
 //! - a served narinfo names its NAR `nar/<store path hash>-<upstream file name>`, so a NAR
 //!   request alone (at a replica that did not serve the narinfo) finds it upstream again;
 //! - a NAR streams from upstream to the client while it is written to the registry (see
-//!   `nar.rs`); it is tagged only when its bytes are the file the narinfo describes, and the
-//!   narinfo is stored only after that: never a narinfo without its NAR;
+//!   `nar.rs`), at upstream's pace: what the registry has not taken yet waits on disk
+//!   (`spool.rs`); it is tagged only when its bytes are the file the narinfo describes, and
+//!   the narinfo is stored only after that: never a narinfo without its NAR;
 //! - for a short while after the registry lacked a narinfo, its NAR is taken to be absent
 //!   too, so that when Nix asks for the NAR next a cold one waits for upstream alone
 //!   (`registry_word.rs`);

@@ -1,5 +1,6 @@
 //! One NAR copied from upstream: its bytes go to the client and into a registry upload as
-//! they arrive (no full download before the first byte), in a task of its own, so a client
+//! they arrive (no full download before the first byte; the upload reads them from a spool
+//! at its own pace, `spool.rs`), in a task of its own, so a client
 //! that leaves does not stop the store others will read. The blob is tagged only when it is
 //! the file the narinfo describes (FileHash, FileSize), and the narinfo is stored after it.
 
