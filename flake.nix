@@ -130,6 +130,9 @@
               environment = {
                 ORANC_LOG = cfg.logLevel;
                 ORANC_HOME = "/var/lib/oranc/registry";
+                # Where mirror caches' copies wait for the registry (`[mirror]
+                # spool_max_bytes`): on disk, even on hosts whose /tmp is in memory.
+                TMPDIR = "/var/cache/oranc";
               };
               serviceConfig = {
                 ExecStartPre = "${lib.getExe cfg.package} config check ${configFile}";
@@ -144,6 +147,7 @@
                 LimitNOFILE = 65536;
                 DynamicUser = true;
                 StateDirectory = "oranc";
+                CacheDirectory = "oranc";
                 LoadCredential = loadCredentials;
                 EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
 

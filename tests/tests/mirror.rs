@@ -742,11 +742,11 @@ fn a_cold_nar_reaches_its_client_at_upstreams_pace_when_the_registry_is_slower()
     let closure = SignedClosure::build(16 << 20);
     let upstream_dir = closure.file_cache();
     let nginx = NginxProcess::serving(upstream_dir.path());
-    let host = far_registry.host();
-    let config = format!(
-        "[registries.\"{host}\"]\nplain_http = true\nchunk_size = 1048576\n[caches.mirror]\nregistry = \"{host}\"\nrepository = \"mirror/cache\"\nupstreams = [\"{}\"]\nupstream_public_keys = [\"{}\"]\n",
-        nginx.url(""),
-        closure.public_key
+    let config = far_mirror_config(
+        &far_registry.host(),
+        1 << 20,
+        &nginx.url(""),
+        &closure.public_key,
     );
     let server = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
     let lib = closure
@@ -797,5 +797,128 @@ fn a_cold_nar_reaches_its_client_at_upstreams_pace_when_the_registry_is_slower()
         code == 0 && served == nar,
         "from the registry: curl {code}, {} bytes",
         served.len()
+    );
+}
+
+/// The config of a server whose mirror of `upstream` stores into `registry_host` (a plain
+/// HTTP registry, or a latency proxy in front of one), uploading `chunk_size` bytes a
+/// request.
+fn far_mirror_config(registry_host: &str, chunk_size: usize, upstream: &str, key: &str) -> String {
+    format!(
+        "[registries.\"{registry_host}\"]\nplain_http = true\nchunk_size = {chunk_size}\n[caches.mirror]\nregistry = \"{registry_host}\"\nrepository = \"mirror/cache\"\nupstreams = [\"{upstream}\"]\nupstream_public_keys = [\"{key}\"]\n"
+    )
+}
+
+/// Found by the red team (2026-12-07): once clients no longer waited for the registry, a
+/// copy still held one of the mirror's 16 copy slots until its upload ended, so a client
+/// fetching a cold closure from a slow registry's mirror outran them, and the NARs past the
+/// 16th were served but never stored (8 of 25 here). A spooled copy now gives its slot back when its
+/// fetch ends; the spool's own bounds hold the uploads.
+#[test]
+fn a_client_faster_than_the_registry_leaves_no_nar_unstored() {
+    let registry = RegistryProcess::start();
+    let far_registry = oranc_tests::latency::LatencyProxy::start(
+        registry.host().parse().expect("the registry's address"),
+        std::time::Duration::from_millis(300),
+    );
+    let closure = SignedClosure::build_wide(24);
+    let upstream_dir = closure.file_cache();
+    let nginx = NginxProcess::serving(upstream_dir.path());
+    let config = far_mirror_config(
+        &far_registry.host(),
+        4 << 20,
+        &nginx.url(""),
+        &closure.public_key,
+    );
+    let server = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+    // As Nix substitutes: the narinfos at once, then the NARs, each fetched in a moment
+    // while its store takes a dozen round trips to the registry.
+    let nar_urls: Vec<String> = std::thread::scope(|scope| {
+        let asked: Vec<_> = closure
+            .paths
+            .iter()
+            .map(|path| scope.spawn(|| served_nar_url(&server, path)))
+            .collect();
+        asked
+            .into_iter()
+            .map(|narinfo| narinfo.join().expect("a narinfo request"))
+            .collect()
+    });
+    for nar_url in &nar_urls {
+        let (code, _) = download(&server.url(&format!("mirror/{nar_url}")));
+        assert_eq!(code, 0, "{nar_url}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let stored = || {
+        closure
+            .paths
+            .iter()
+            .filter(|path| {
+                registry_tags(&registry).contains(&format!("{}.narinfo", hash_part(path)))
+            })
+            .count()
+    };
+    while stored() < closure.paths.len() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let unstored = server
+        .metrics()
+        .lines()
+        .filter(|line| line.contains("outcome=\"unstored\""))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        stored(),
+        closure.paths.len(),
+        "narinfos stored; unstored: {unstored:?}"
+    );
+}
+
+/// Found by the red team (2026-12-07), older than the spool: a NAR's answer announced the
+/// narinfo's `FileSize`, which is not signed, as its Content-Length. With `FileSize: 0` a
+/// NAR that failed its check was an empty 200 that looked whole (no chunk was left to hold
+/// back), one an HTTP cache in front would keep; with a length clients refuse, curl took a
+/// short body as whole. Such a length is no longer announced.
+#[test]
+fn a_file_size_upstream_lies_about_never_makes_a_failed_nar_look_whole() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(100_000);
+    let upstream_dir = closure.file_cache();
+    let lies = ["0", "18446744073709551615"];
+    let lying_paths: Vec<&String> = closure.paths.iter().take(lies.len()).collect();
+    for (path, size) in lying_paths.iter().zip(lies) {
+        let narinfo = upstream_dir
+            .path()
+            .join(format!("{}.narinfo", hash_part(path)));
+        let text = std::fs::read_to_string(&narinfo).expect("the narinfo Nix wrote");
+        let lying: String = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("FileSize:") {
+                    format!("FileSize: {size}\n")
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&narinfo, lying).expect("rewriting the narinfo");
+    }
+    let nginx = NginxProcess::serving(upstream_dir.path());
+    let config = mirror_config(&registry, &nginx.url(""), &closure.public_key);
+    let server = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+    for (path, size) in lying_paths.iter().zip(lies) {
+        let url = server.url(&format!("mirror/{}", served_nar_url(&server, path)));
+        let (code, body) = download(&url);
+        assert_ne!(
+            code,
+            0,
+            "FileSize {size}: curl took {} bytes as a whole NAR",
+            body.len()
+        );
+    }
+    assert!(
+        !registry_tags(&registry).contains(".narinfo"),
+        "{}",
+        registry_tags(&registry)
     );
 }

@@ -480,7 +480,7 @@ impl Mirror {
         pending: &Pending,
     ) -> nar::Copy {
         nar::Copy {
-            slot,
+            slot: Some(slot),
             cache: cache.clone(),
             narinfo: pending.narinfo.clone(),
             nar_key: pending.nar_key.clone(),

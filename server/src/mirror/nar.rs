@@ -158,12 +158,23 @@ pub(super) fn head_answer(narinfo: &NarInfo, key: &CacheKey) -> Response {
         )],
     )
         .into_response();
-    if let Some(size) = narinfo.file_size {
+    if let Some(size) = content_length(narinfo) {
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     }
     response
+}
+
+/// The `Content-Length` a NAR file's answer may announce: its FileSize, which is not
+/// signed, only where a client can take it at its word. A NAR file is never empty, and
+/// clients refuse lengths past `i64::MAX`: announced, 0 would make a failed NAR look whole
+/// (no chunk left to hold back), and a refused length lets a client take a short body.
+/// Without it the body is chunked, and one that fails its check ends without its last.
+fn content_length(narinfo: &NarInfo) -> Option<u64> {
+    narinfo
+        .file_size
+        .filter(|size| (1..=i64::MAX.unsigned_abs()).contains(size))
 }
 
 /// Whether `blob` is the file `narinfo` describes: its FileHash and FileSize, where given
@@ -186,9 +197,10 @@ pub(super) async fn store_narinfo(
 
 /// What one copy needs.
 pub(super) struct Copy {
-    /// Its place among the mirror's bounded copies, given back when the copy ends.
-    #[expect(dead_code, reason = "held, never read: dropping it frees the place")]
-    pub slot: tokio::sync::OwnedSemaphorePermit,
+    /// Its place among the mirror's bounded copies: given back when its fetch ends if the
+    /// registry's bytes are spooled (the upload then holds the spool's share of its
+    /// budget), else when the copy ends.
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
     pub cache: RegistryCache,
     pub narinfo: NarInfo,
     pub nar_key: CacheKey,
@@ -214,10 +226,7 @@ impl RegistryFeed {
     async fn send(&mut self, chunk: Bytes) -> Result<(), String> {
         match self {
             Self::Spool(writer) if writer.upload_gone() => Err("the upload stopped".into()),
-            Self::Spool(writer) => writer
-                .write(chunk)
-                .await
-                .map_err(|error| format!("spooling the NAR for the registry: {error}")),
+            Self::Spool(writer) => writer.write(chunk).await,
             Self::InStep(sender) => sender
                 .send(Ok(chunk))
                 .await
@@ -235,13 +244,11 @@ impl RegistryFeed {
         }
     }
 
-    /// Everything is handed on: the upload ends with the file (or fails, when the spool
-    /// could not take its last bytes).
+    /// Everything is handed on: the upload ends with the file.
     async fn finish(self) {
         if let Self::Spool(writer) = self {
-            if let Err(error) = writer.finish().await {
-                tracing::warn!(%error, "spooling the NAR for the registry failed");
-            }
+            // An error means the upload stopped, and reports why itself.
+            let _ = writer.finish().await;
         }
     }
 }
@@ -271,7 +278,7 @@ impl Copy {
             )),
         )
             .into_response();
-        if let Some(size) = self.narinfo.file_size {
+        if let Some(size) = content_length(&self.narinfo) {
             response
                 .headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
@@ -284,7 +291,7 @@ impl Copy {
     }
 
     async fn run(
-        self,
+        mut self,
         body: ByteStream,
         verdict: oranc_backends::nar_check::Verdict,
         to_client: mpsc::Sender<std::io::Result<Bytes>>,
@@ -292,6 +299,11 @@ impl Copy {
     ) {
         let path = self.narinfo.store_path.clone();
         let (to_registry, registry_stream) = self.registry_feed();
+        // A spooled upload may take much longer than its fetch (a slow registry): held to
+        // the end, the slots would run out while clients fetch at upstream's pace, and the
+        // NARs past them would go unstored.
+        let mut slot = self.slot.take();
+        let spooled = matches!(to_registry, RegistryFeed::Spool(_));
         let upload = async {
             let slot = self.cache.open_upload().await?;
             let mut reader = tokio_util::io::StreamReader::new(registry_stream);
@@ -306,6 +318,9 @@ impl Copy {
                 _ => checked.clone(),
             };
             let _ = client_verdict.send(told);
+            if spooled {
+                drop(slot.take());
+            }
             (checked, fetched)
         };
         let (uploaded, (checked, fetched)) = tokio::join!(upload, fetch);
@@ -392,8 +407,8 @@ impl Copy {
             }
             if let Some(feed) = &mut registry {
                 if let Err(reason) = feed.send(chunk).await {
-                    // The upload ended early (its error is reported by `run`), or the spool
-                    // is full: the client goes on alone.
+                    // The upload ended early (its error is reported by `run`): the client
+                    // goes on alone.
                     if let Some(feed) = registry.take() {
                         feed.fail(reason).await;
                     }

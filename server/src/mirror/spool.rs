@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 /// Written to the file at once (fewer blocking-thread trips than one per chunk).
 const WRITE_BATCH: usize = 1 << 20;
@@ -21,18 +21,29 @@ const WRITE_BATCH: usize = 1 << 20;
 const READ_BATCH: usize = 1 << 20;
 /// The budget counts whole MiB: a semaphore takes at most `u32::MAX` permits at a time.
 const UNIT: u64 = 1 << 20;
+/// Spools at once: each holds an open file and an upload that waits for the registry.
+const MAX_FILES: usize = 256;
+/// Chunks ahead of the upload once a spool's file takes no more.
+const OVERFLOW_CHUNKS: usize = 16;
 
 /// What all spools may hold at once, shared by every mirror of a server.
 #[derive(Debug, Clone)]
-pub struct SpoolBudget(Option<Arc<Semaphore>>);
+pub struct SpoolBudget {
+    /// In [`UNIT`]s; `None` when the budget is under one.
+    bytes: Option<Arc<Semaphore>>,
+    files: Arc<Semaphore>,
+}
 
 impl SpoolBudget {
-    /// `max_bytes` in all (0: no spool at all).
+    /// `max_bytes` in all, counted in whole MiB (under 1 MiB: no spool at all).
     pub fn new(max_bytes: u64) -> Self {
         let units = usize::try_from(max_bytes / UNIT)
             .unwrap_or(usize::MAX)
             .min(Semaphore::MAX_PERMITS);
-        Self((units > 0).then(|| Arc::new(Semaphore::new(units))))
+        Self {
+            bytes: (units > 0).then(|| Arc::new(Semaphore::new(units))),
+            files: Arc::new(Semaphore::new(MAX_FILES)),
+        }
     }
 
     /// A spool for a file of `size` bytes, when the budget has room for it now (a copy
@@ -40,39 +51,63 @@ impl SpoolBudget {
     /// not be made.
     pub(super) fn open(&self, size: Option<u64>) -> Option<(SpoolWriter, SpoolReader)> {
         let units = u32::try_from(size?.div_ceil(UNIT).max(1)).ok()?;
-        let reservation = self.0.clone()?.try_acquire_many_owned(units).ok()?;
-        let file = match tempfile::tempfile() {
-            Ok(file) => Arc::new(file),
+        let bytes = self.bytes.clone()?.try_acquire_many_owned(units).ok()?;
+        let file = self.files.clone().try_acquire_owned().ok()?;
+        match tempfile::tempfile() {
+            Ok(spool) => Some(pair(spool, [bytes, file])),
             Err(error) => {
                 tracing::warn!(%error, "no spool file in the temporary directory; the copy goes at the registry's pace");
-                return None;
+                None
             }
-        };
-        let (progress, watched) = watch::channel(Progress::Writing(0));
-        let writer = SpoolWriter {
-            file: file.clone(),
-            written: 0,
-            batch: Vec::new(),
-            batched: 0,
-            progress,
-        };
-        let reader = SpoolReader {
-            file,
-            read: 0,
-            progress: watched,
-            _reservation: reservation,
-        };
-        Some((writer, reader))
+        }
     }
+}
+
+/// A writer and a reader of `file`, holding `reservations` until the reader is dropped.
+fn pair(
+    file: std::fs::File,
+    reservations: [OwnedSemaphorePermit; 2],
+) -> (SpoolWriter, SpoolReader) {
+    let file = Arc::new(file);
+    let (progress, watched) = watch::channel(Progress {
+        in_file: 0,
+        overflowed: false,
+        state: State::Writing,
+    });
+    let (overflow, overflow_chunks) = mpsc::channel(OVERFLOW_CHUNKS);
+    let writer = SpoolWriter {
+        file: file.clone(),
+        batch: Vec::new(),
+        batched: 0,
+        progress,
+        overflow,
+    };
+    let reader = SpoolReader {
+        file,
+        read: 0,
+        progress: watched,
+        overflow: overflow_chunks,
+        _reservations: reservations,
+    };
+    (writer, reader)
 }
 
 /// How far the writer has got.
 #[derive(Debug, Clone)]
-enum Progress {
-    /// This many bytes are in the file, and more are coming.
-    Writing(u64),
-    /// The file is whole at this many bytes.
-    Ended(u64),
+struct Progress {
+    /// Bytes in the file, ready to read.
+    in_file: u64,
+    /// The file took no more (a full disk): what follows it comes through the channel.
+    overflowed: bool,
+    state: State,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    /// More is coming.
+    Writing,
+    /// Everything was handed over.
+    Ended,
     /// The fetch failed: the upload must fail too.
     Failed(String),
 }
@@ -81,17 +116,22 @@ enum Progress {
 #[derive(Debug)]
 pub(super) struct SpoolWriter {
     file: Arc<std::fs::File>,
-    written: u64,
     /// Chunks not written yet, and their bytes.
     batch: Vec<Bytes>,
     batched: usize,
     progress: watch::Sender<Progress>,
+    /// Where chunks go once the file takes no more: the upload's pace then.
+    overflow: mpsc::Sender<Bytes>,
 }
 
 impl SpoolWriter {
-    /// Appends `chunk` (written out a batch at a time). An error means the file cannot
-    /// take more (a full disk): the upload is told, and the copy goes on without it.
-    pub(super) async fn write(&mut self, chunk: Bytes) -> std::io::Result<()> {
+    /// Appends `chunk` (written out a batch at a time). Once the file takes no more (a full
+    /// disk), the rest is handed to the upload directly, at its pace: stored all the same.
+    /// An error means the upload stopped.
+    pub(super) async fn write(&mut self, chunk: Bytes) -> Result<(), String> {
+        if self.progress.borrow().overflowed {
+            return self.hand_over(chunk).await;
+        }
         self.batched += chunk.len();
         self.batch.push(chunk);
         if self.batched >= WRITE_BATCH {
@@ -105,58 +145,81 @@ impl SpoolWriter {
         self.progress.is_closed()
     }
 
-    /// The file is whole: the upload reads it to its end (or fails, when the last bytes
-    /// could not be written).
-    pub(super) async fn finish(mut self) -> std::io::Result<()> {
-        match self.flush().await {
-            Ok(()) => {
-                self.progress.send_replace(Progress::Ended(self.written));
-                Ok(())
-            }
-            Err(error) => {
-                self.progress
-                    .send_replace(Progress::Failed(format!("spooling the NAR: {error}")));
-                Err(error)
-            }
-        }
+    /// Everything is handed over: the upload reads it to its end.
+    pub(super) async fn finish(mut self) -> Result<(), String> {
+        self.flush().await?;
+        self.progress
+            .send_modify(|progress| progress.state = State::Ended);
+        Ok(())
     }
 
-    /// The fetch failed (or the file could not be written): the upload fails with `reason`.
+    /// The fetch failed: the upload fails with `reason`.
     pub(super) fn fail(self, reason: String) {
-        self.progress.send_replace(Progress::Failed(reason));
+        self.progress
+            .send_modify(|progress| progress.state = State::Failed(reason));
     }
 
-    async fn flush(&mut self) -> std::io::Result<()> {
+    /// Writes the batch to the file, or hands it to the upload once the file fails.
+    async fn flush(&mut self) -> Result<(), String> {
         if self.batch.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
         let length = std::mem::take(&mut self.batched) as u64;
+        if self.progress.borrow().overflowed {
+            for chunk in batch {
+                self.hand_over(chunk).await?;
+            }
+            return Ok(());
+        }
         let file = self.file.clone();
-        let mut offset = self.written;
-        tokio::task::spawn_blocking(move || {
-            batch.iter().try_for_each(|chunk| {
+        let mut offset = self.progress.borrow().in_file;
+        let chunks = batch.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            chunks.iter().try_for_each(|chunk| {
                 file.write_all_at(chunk, offset)?;
                 offset += chunk.len() as u64;
                 Ok::<_, std::io::Error>(())
             })
         })
         .await
-        .map_err(std::io::Error::other)??;
-        self.written += length;
-        self.progress.send_replace(Progress::Writing(self.written));
+        .map_err(std::io::Error::other)
+        .and_then(|written| written);
+        match written {
+            Ok(()) => {
+                self.progress
+                    .send_modify(|progress| progress.in_file += length);
+            }
+            Err(error) => {
+                // What the file holds stays readable; the rest goes to the upload directly.
+                tracing::warn!(%error, "the spool file takes no more; the rest of this copy goes at the registry's pace");
+                self.progress
+                    .send_modify(|progress| progress.overflowed = true);
+                for chunk in batch {
+                    self.hand_over(chunk).await?;
+                }
+            }
+        }
         Ok(())
+    }
+
+    async fn hand_over(&self, chunk: Bytes) -> Result<(), String> {
+        self.overflow
+            .send(chunk)
+            .await
+            .map_err(|_| "the upload stopped".to_owned())
     }
 }
 
-/// The upload's side: reads the file as it grows, to its end. Holds the copy's share of the
-/// budget until it is dropped.
+/// The upload's side: reads the file as it grows, to its end, then what overflowed it.
+/// Holds the copy's share of the budget until it is dropped.
 #[derive(Debug)]
 pub(super) struct SpoolReader {
     file: Arc<std::fs::File>,
     read: u64,
     progress: watch::Receiver<Progress>,
-    _reservation: OwnedSemaphorePermit,
+    overflow: mpsc::Receiver<Bytes>,
+    _reservations: [OwnedSemaphorePermit; 2],
 }
 
 impl SpoolReader {
@@ -176,22 +239,37 @@ impl SpoolReader {
     }
 
     async fn next_batch(&mut self) -> std::io::Result<Option<Bytes>> {
-        let available = loop {
+        loop {
             let progress = self.progress.borrow_and_update().clone();
-            match progress {
-                Progress::Writing(written) if written > self.read => break written,
-                Progress::Ended(written) if written > self.read => break written,
-                Progress::Ended(_) => return Ok(None),
-                Progress::Failed(reason) => return Err(std::io::Error::other(reason)),
-                Progress::Writing(_) => {}
+            if let State::Failed(reason) = progress.state {
+                return Err(std::io::Error::other(reason));
+            }
+            if progress.in_file > self.read {
+                return self.read_file(progress.in_file).await.map(Some);
+            }
+            if progress.overflowed {
+                if let Some(chunk) = self.overflow.recv().await {
+                    return Ok(Some(chunk));
+                }
+                let state = self.progress.borrow().state.clone();
+                return match state {
+                    State::Ended => Ok(None),
+                    State::Failed(reason) => Err(std::io::Error::other(reason)),
+                    State::Writing => Err(stopped()),
+                };
+            }
+            if matches!(progress.state, State::Ended) {
+                return Ok(None);
             }
             if self.progress.changed().await.is_err() {
-                return Err(std::io::Error::other(
-                    "the copy stopped before the NAR was whole",
-                ));
+                return Err(stopped());
             }
-        };
-        let length = usize::try_from(available - self.read)
+        }
+    }
+
+    /// Up to [`READ_BATCH`] bytes of the file from where the reader is, of `in_file`.
+    async fn read_file(&mut self, in_file: u64) -> std::io::Result<Bytes> {
+        let length = usize::try_from(in_file - self.read)
             .unwrap_or(READ_BATCH)
             .min(READ_BATCH);
         let file = self.file.clone();
@@ -203,8 +281,12 @@ impl SpoolReader {
         .await
         .map_err(std::io::Error::other)??;
         self.read += length as u64;
-        Ok(Some(Bytes::from(bytes)))
+        Ok(Bytes::from(bytes))
     }
+}
+
+fn stopped() -> std::io::Error {
+    std::io::Error::other("the copy stopped before the NAR was whole")
 }
 
 #[cfg(test)]
@@ -272,5 +354,26 @@ mod tests {
         drop(first);
         assert!(budget.open(Some(4 << 20)).is_some(), "given back");
         assert!(SpoolBudget::new(0).open(Some(1)).is_none(), "off");
+    }
+
+    #[tokio::test]
+    async fn a_file_that_takes_no_more_hands_the_rest_to_the_upload() {
+        let budget = Arc::new(Semaphore::new(2));
+        let reservations = [
+            budget.clone().try_acquire_owned().unwrap(),
+            budget.try_acquire_owned().unwrap(),
+        ];
+        // Opened to read only: every write fails, as on a full disk.
+        let refusing = std::fs::File::open("/dev/null").unwrap();
+        let (mut writer, reader) = pair(refusing, reservations);
+        let reading = tokio::spawn(read_all(reader));
+        let chunk: Vec<u8> = (0..=255u8).cycle().take(300_007).collect();
+        let mut expected = Vec::new();
+        for _ in 0..10 {
+            writer.write(Bytes::from(chunk.clone())).await.unwrap();
+            expected.extend_from_slice(&chunk);
+        }
+        writer.finish().await.unwrap();
+        assert_eq!(reading.await.unwrap().unwrap(), expected);
     }
 }
