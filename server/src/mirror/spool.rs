@@ -304,20 +304,26 @@ mod tests {
         Ok(all)
     }
 
-    #[tokio::test]
-    async fn the_upload_reads_what_was_written_while_it_is_written() {
-        let budget = SpoolBudget::new(8 << 20);
-        let (mut writer, reader) = budget.open(Some(3 << 20)).unwrap();
-        let reading = tokio::spawn(read_all(reader));
-        let chunk: Vec<u8> = (0..=255u8).cycle().take(100_003).collect();
-        let mut expected = Vec::new();
-        for _ in 0..30 {
+    /// Writes `times` chunks of `length` patterned bytes, then finishes: what was written.
+    async fn write_all(mut writer: SpoolWriter, length: usize, times: usize) -> Vec<u8> {
+        let chunk: Vec<u8> = (0..=255u8).cycle().take(length).collect();
+        let mut written = Vec::new();
+        for _ in 0..times {
             writer.write(Bytes::from(chunk.clone())).await.unwrap();
-            expected.extend_from_slice(&chunk);
+            written.extend_from_slice(&chunk);
             tokio::task::yield_now().await;
         }
         writer.finish().await.unwrap();
-        assert_eq!(reading.await.unwrap().unwrap(), expected);
+        written
+    }
+
+    #[tokio::test]
+    async fn the_upload_reads_what_was_written_while_it_is_written() {
+        let budget = SpoolBudget::new(8 << 20);
+        let (writer, reader) = budget.open(Some(3 << 20)).unwrap();
+        let reading = tokio::spawn(read_all(reader));
+        let written = write_all(writer, 100_003, 30).await;
+        assert_eq!(reading.await.unwrap().unwrap(), written);
     }
 
     #[tokio::test]
@@ -365,15 +371,9 @@ mod tests {
         ];
         // Opened to read only: every write fails, as on a full disk.
         let refusing = std::fs::File::open("/dev/null").unwrap();
-        let (mut writer, reader) = pair(refusing, reservations);
+        let (writer, reader) = pair(refusing, reservations);
         let reading = tokio::spawn(read_all(reader));
-        let chunk: Vec<u8> = (0..=255u8).cycle().take(300_007).collect();
-        let mut expected = Vec::new();
-        for _ in 0..10 {
-            writer.write(Bytes::from(chunk.clone())).await.unwrap();
-            expected.extend_from_slice(&chunk);
-        }
-        writer.finish().await.unwrap();
-        assert_eq!(reading.await.unwrap().unwrap(), expected);
+        let written = write_all(writer, 300_007, 10).await;
+        assert_eq!(reading.await.unwrap().unwrap(), written);
     }
 }
