@@ -61,7 +61,8 @@ pub struct MirrorConfig {
     /// Bytes of NARs being copied into the registry that may wait on disk (in the system's
     /// temporary directory, `$TMPDIR`) for a registry slower than upstream, across all
     /// mirrors. A copy that fits streams to its client at upstream's pace; one that does
-    /// not (or any, with 0) streams at the pace the registry stores it.
+    /// not (or any, with less than 1 MiB: the budget counts whole MiB) streams at the pace
+    /// the registry stores it.
     pub spool_max_bytes: u64,
 }
 
