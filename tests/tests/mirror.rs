@@ -105,6 +105,19 @@ fn nix_substitutes_through_the_mirror_then_from_the_registry_alone() {
         metric(&metrics, "oranc_mirror_stored_bytes_total") > 0.0,
         "{metrics}"
     );
+    // The copies uploaded the shared config blob once between them: when each looked for
+    // it and uploaded it, their uploads raced in the registry (a manifest put while another
+    // upload rewrote the blob's link failed with DIGEST_INVALID, and a NAR was fetched
+    // twice; CI, 2026-12-07).
+    let config_digest = oranc_core::Sha256Hash::of(&oranc_core::layout::shared_config());
+    let config_uploads = registry
+        .requests()
+        .iter()
+        .filter(|request| {
+            request.method == "POST" && request.path.contains(&config_digest.to_oci_digest())
+        })
+        .count();
+    assert_eq!(config_uploads, 1, "{:?}", registry.requests());
 
     // Upstream gone: everything comes from the registry.
     drop(nginx);

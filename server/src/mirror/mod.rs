@@ -88,6 +88,7 @@ pub struct Mirror {
     limits: Limits,
     /// Where copies' bytes may wait for the registry (shared by the server's mirrors).
     spool: SpoolBudget,
+    known_config: nar::KnownConfig,
 }
 
 /// A narinfo served from an upstream, waiting for its NAR.
@@ -229,6 +230,7 @@ impl Mirror {
             beside_waiting: std::sync::atomic::AtomicUsize::new(0),
             limits: settings.limits,
             spool: settings.spool,
+            known_config: nar::KnownConfig::default(),
         })
     }
 
@@ -481,7 +483,7 @@ impl Mirror {
     ) -> nar::Copy {
         nar::Copy {
             slot: Some(slot),
-            cache: cache.clone(),
+            cache: self.known_config.shared_by(cache),
             narinfo: pending.narinfo.clone(),
             nar_key: pending.nar_key.clone(),
             cache_name: self.name.clone(),
@@ -489,6 +491,7 @@ impl Mirror {
             client_stall: self.client_stall,
             nars: self.nars.clone(),
             spool: self.spool.clone(),
+            known_config: self.known_config.clone(),
         }
     }
 

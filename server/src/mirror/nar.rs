@@ -195,6 +195,33 @@ pub(super) async fn store_narinfo(
         .map(|_| ())
 }
 
+/// What a mirror's copies know of its repository's shared config blob (the one every
+/// manifest names): looked for by the first copy, not by each. Copies that each uploaded it
+/// raced in the registry: distribution rewrites a blob's link at each upload, and a manifest
+/// naming the blob put meanwhile failed with DIGEST_INVALID. Forgotten when a store fails,
+/// in case the registry lost it (emptied, garbage-collected).
+#[derive(Debug, Clone, Default)]
+pub(super) struct KnownConfig(Arc<Mutex<Arc<tokio::sync::OnceCell<BlobInfo>>>>);
+
+impl KnownConfig {
+    /// `cache`, sharing what the mirror's copies know.
+    pub(super) fn shared_by(&self, cache: &RegistryCache) -> RegistryCache {
+        let known = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        cache.clone().sharing_config(known)
+    }
+
+    fn forget(&self) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::default();
+    }
+}
+
 /// What one copy needs.
 pub(super) struct Copy {
     /// Its place among the mirror's bounded copies: given back when its fetch ends if the
@@ -211,6 +238,8 @@ pub(super) struct Copy {
     pub nars: super::NarMemory,
     /// Where the registry's bytes may wait for it.
     pub spool: SpoolBudget,
+    /// Forgotten when the store fails (`cache` shares it).
+    pub known_config: KnownConfig,
 }
 
 /// Where a copy puts the bytes its registry upload reads.
@@ -348,6 +377,7 @@ impl Copy {
             }
             Err(reason) => {
                 self.nars.drop_registry_word(&self.nar_key);
+                self.known_config.forget();
                 tracing::warn!(cache = %self.cache_name, %path, %reason, "mirroring failed");
             }
         }
