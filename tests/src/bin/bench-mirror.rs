@@ -75,6 +75,31 @@ fn wait_until_stored(server: &ServerProcess, bytes: u64) -> Instant {
     }
 }
 
+/// How long until the mirror's stored bytes stop growing (unchanged for half a second).
+fn wait_until_stores_settle(server: &ServerProcess) -> Duration {
+    let started = Instant::now();
+    let stored = || {
+        server
+            .metrics()
+            .lines()
+            .find(|line| line.starts_with("oranc_mirror_stored_bytes_total"))
+            .map(str::to_owned)
+    };
+    let mut last = stored();
+    let mut unchanged_since = Instant::now();
+    while unchanged_since.elapsed() < Duration::from_millis(500)
+        && started.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = stored();
+        if now != last {
+            last = now;
+            unchanged_since = Instant::now();
+        }
+    }
+    unchanged_since.duration_since(started)
+}
+
 fn report(label: &str, (first, total, bytes): (Duration, Duration, u64)) {
     println!(
         "{label:<44}: first byte {:7.1} ms  {:7.1} MB/s  ({:.2} s)",
@@ -575,11 +600,14 @@ fn main() {
 
         let direct = nix_copy_from(&upstream, &paths, &public_key);
         let cold = nix_copy_from(&mirror, &paths, &public_key);
+        // Stores go on after their clients are served: warm is timed once they are done.
+        let stored_after = wait_until_stores_settle(&server);
         let warm = nix_copy_from(&mirror, &paths, &public_key);
         println!(
-            "RTT {rtt:>3} ms: nix copy of {small} paths: from upstream {:.2} s, mirror cold {:.2} s, warm {:.2} s",
+            "RTT {rtt:>3} ms: nix copy of {small} paths: from upstream {:.2} s, mirror cold {:.2} s (all stored {:.2} s later), warm {:.2} s",
             direct.as_secs_f64(),
             cold.as_secs_f64(),
+            stored_after.as_secs_f64(),
             warm.as_secs_f64()
         );
         if let Some(peak) = server.peak_memory() {
