@@ -123,13 +123,25 @@ impl Drop for ServerProcess {
 
 /// The value of the first sample in a `/metrics` text whose line starts with `prefix`.
 pub fn metric(text: &str, prefix: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"));
+    sample_value(line).unwrap_or_else(|| panic!("{prefix}: not a number in:\n{text}"))
+}
+
+/// As [`metric`], 0 where no sample has been taken yet (a labelled counter shows up only
+/// once it has counted).
+pub fn metric_or_zero(text: &str, prefix: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
-        .rsplit(' ')
-        .next()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("{prefix}: not a number in:\n{text}"))
+        .map_or(0.0, |line| {
+            sample_value(line).unwrap_or_else(|| panic!("{prefix}: not a number in:\n{text}"))
+        })
+}
+
+fn sample_value(line: &str) -> Option<f64> {
+    line.rsplit(' ').next()?.parse().ok()
 }
 
 /// The server config that allows the plain-HTTP loopback registry `host`.

@@ -10,15 +10,25 @@ use oranc_tests::nix::{
     assert_same_closure, copy_from, generate_key, hash_part, nix_command, SignedClosure,
 };
 use oranc_tests::registry::RegistryProcess;
-use oranc_tests::server::{allow_plain_http, metric, ServerProcess};
+use oranc_tests::server::{allow_plain_http, metric, metric_or_zero, ServerProcess};
 use oranc_tests::{curl, run_ok};
 
 /// The config of a server with one mirror cache, `mirror`, of `upstream`.
 fn mirror_config(registry: &RegistryProcess, upstream: &str, key: &str) -> String {
+    mirror_config_at(&registry.host(), "", upstream, key)
+}
+
+/// The config of a server whose mirror of `upstream` stores into `registry_host` (a plain
+/// HTTP registry, or a latency proxy in front of one), with `registry_lines` more on it.
+fn mirror_config_at(
+    registry_host: &str,
+    registry_lines: &str,
+    upstream: &str,
+    key: &str,
+) -> String {
     format!(
-        "{}[caches.mirror]\nregistry = \"{}\"\nrepository = \"mirror/cache\"\nupstreams = [\"{upstream}\"]\nupstream_public_keys = [\"{key}\"]\n",
-        allow_plain_http(&registry.host()),
-        registry.host()
+        "{}{registry_lines}[caches.mirror]\nregistry = \"{registry_host}\"\nrepository = \"mirror/cache\"\nupstreams = [\"{upstream}\"]\nupstream_public_keys = [\"{key}\"]\n",
+        allow_plain_http(registry_host),
     )
 }
 
@@ -755,9 +765,9 @@ fn a_cold_nar_reaches_its_client_at_upstreams_pace_when_the_registry_is_slower()
     let closure = SignedClosure::build(16 << 20);
     let upstream_dir = closure.file_cache();
     let nginx = NginxProcess::serving(upstream_dir.path());
-    let config = far_mirror_config(
+    let config = mirror_config_at(
         &far_registry.host(),
-        1 << 20,
+        &format!("chunk_size = {}\n", 1 << 20),
         &nginx.url(""),
         &closure.public_key,
     );
@@ -784,11 +794,7 @@ fn a_cold_nar_reaches_its_client_at_upstreams_pace_when_the_registry_is_slower()
         served.len()
     );
     let stored = loop {
-        let text = server.metrics();
-        let bytes = text
-            .lines()
-            .find(|line| line.starts_with("oranc_mirror_stored_bytes_total"))
-            .map_or(0.0, |_| metric(&text, "oranc_mirror_stored_bytes_total"));
+        let bytes = metric_or_zero(&server.metrics(), "oranc_mirror_stored_bytes_total");
         if bytes >= nar.len() as f64 {
             break asked.elapsed();
         }
@@ -813,15 +819,6 @@ fn a_cold_nar_reaches_its_client_at_upstreams_pace_when_the_registry_is_slower()
     );
 }
 
-/// The config of a server whose mirror of `upstream` stores into `registry_host` (a plain
-/// HTTP registry, or a latency proxy in front of one), uploading `chunk_size` bytes a
-/// request.
-fn far_mirror_config(registry_host: &str, chunk_size: usize, upstream: &str, key: &str) -> String {
-    format!(
-        "[registries.\"{registry_host}\"]\nplain_http = true\nchunk_size = {chunk_size}\n[caches.mirror]\nregistry = \"{registry_host}\"\nrepository = \"mirror/cache\"\nupstreams = [\"{upstream}\"]\nupstream_public_keys = [\"{key}\"]\n"
-    )
-}
-
 /// Found by the red team (2026-12-07): once clients no longer waited for the registry, a
 /// copy still held one of the mirror's 16 copy slots until its upload ended, so a client
 /// fetching a cold closure from a slow registry's mirror outran them, and the NARs past the
@@ -837,9 +834,9 @@ fn a_client_faster_than_the_registry_leaves_no_nar_unstored() {
     let closure = SignedClosure::build_wide(24);
     let upstream_dir = closure.file_cache();
     let nginx = NginxProcess::serving(upstream_dir.path());
-    let config = far_mirror_config(
+    let config = mirror_config_at(
         &far_registry.host(),
-        4 << 20,
+        &format!("chunk_size = {}\n", 4 << 20),
         &nginx.url(""),
         &closure.public_key,
     );

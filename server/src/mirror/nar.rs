@@ -148,7 +148,8 @@ where
     })
 }
 
-/// A NAR's answer to HEAD without fetching it: its size, as the narinfo says.
+/// A NAR's answer without its body (all of it, to HEAD): its type, and its size as the
+/// narinfo says where a client can believe it.
 pub(super) fn head_answer(narinfo: &NarInfo, key: &CacheKey) -> Response {
     let mut response = (
         StatusCode::OK,
@@ -295,23 +296,11 @@ impl Copy {
                 .await
                 .unwrap_or_else(|_| Err("the copy stopped".into()))
         };
-        let mut response = (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(self.nar_key.content_type()),
-            )],
-            Body::from_stream(last_chunk_after(
-                receiver_stream(client_stream),
-                client_verdict_arrives,
-            )),
-        )
-            .into_response();
-        if let Some(size) = content_length(&self.narinfo) {
-            response
-                .headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-        }
+        let mut response = head_answer(&self.narinfo, &self.nar_key);
+        *response.body_mut() = Body::from_stream(last_chunk_after(
+            receiver_stream(client_stream),
+            client_verdict_arrives,
+        ));
         tokio::spawn(async move {
             self.run(body, verdict, to_client, client_verdict).await;
             drop(lead);

@@ -159,19 +159,14 @@ impl SpoolWriter {
             .send_modify(|progress| progress.state = State::Failed(reason));
     }
 
-    /// Writes the batch to the file, or hands it to the upload once the file fails.
+    /// Writes the batch to the file, or hands it to the upload when the file fails.
     async fn flush(&mut self) -> Result<(), String> {
         if self.batch.is_empty() {
             return Ok(());
         }
+        // Never once overflowed: `write` hands chunks over directly from then on.
         let batch = std::mem::take(&mut self.batch);
         let length = std::mem::take(&mut self.batched) as u64;
-        if self.progress.borrow().overflowed {
-            for chunk in batch {
-                self.hand_over(chunk).await?;
-            }
-            return Ok(());
-        }
         let file = self.file.clone();
         let mut offset = self.progress.borrow().in_file;
         let chunks = batch.clone();

@@ -53,18 +53,17 @@ fn timed_get(url: &str) -> (Duration, Duration, u64) {
     (first, total, bytes)
 }
 
+/// The bytes the server's mirror has stored so far.
+fn stored_bytes(server: &ServerProcess) -> f64 {
+    oranc_tests::server::metric_or_zero(&server.metrics(), "oranc_mirror_stored_bytes_total")
+}
+
 /// When the server's mirror had stored `bytes` in all (it counts them once a NAR is tagged
 /// and its narinfo stored).
 fn wait_until_stored(server: &ServerProcess, bytes: u64) -> Instant {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let stored = server
-            .metrics()
-            .lines()
-            .find(|line| line.starts_with("oranc_mirror_stored_bytes_total"))
-            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if stored >= bytes as f64 {
+        if stored_bytes(server) >= bytes as f64 {
             return Instant::now();
         }
         assert!(
@@ -78,20 +77,13 @@ fn wait_until_stored(server: &ServerProcess, bytes: u64) -> Instant {
 /// How long until the mirror's stored bytes stop growing (unchanged for half a second).
 fn wait_until_stores_settle(server: &ServerProcess) -> Duration {
     let started = Instant::now();
-    let stored = || {
-        server
-            .metrics()
-            .lines()
-            .find(|line| line.starts_with("oranc_mirror_stored_bytes_total"))
-            .map(str::to_owned)
-    };
-    let mut last = stored();
+    let mut last = stored_bytes(server);
     let mut unchanged_since = Instant::now();
     while unchanged_since.elapsed() < Duration::from_millis(500)
         && started.elapsed() < Duration::from_secs(120)
     {
         std::thread::sleep(Duration::from_millis(50));
-        let now = stored();
+        let now = stored_bytes(server);
         if now != last {
             last = now;
             unchanged_since = Instant::now();
