@@ -366,10 +366,19 @@ impl Mirror {
                 .mirror_coalesced
                 .with_label_values(&[&self.name])
                 .inc();
-            if !nar::wait(done).await {
-                // A large NAR from a slow upstream: this client need not wait for the
-                // store; it gets its own stream (not stored twice).
-                return self.pass_through(&pending, key).await;
+            match nar::wait(done).await {
+                nar::Waited::Spooled(spool) => {
+                    return Ok(NarAnswer::Streaming(nar::from_spool(
+                        &pending.narinfo,
+                        key,
+                        spool,
+                        self.client_stall,
+                    )));
+                }
+                // A large NAR from a slow upstream: this client need not wait for it; it
+                // gets its own stream (not stored twice).
+                nar::Waited::TooLong => return self.pass_through(&pending, key).await,
+                nar::Waited::Ended => {}
             }
             if self.nars.stored.contains_key(key.as_str()) {
                 return Ok(NarAnswer::Stored);

@@ -3,6 +3,8 @@
 //! at its own pace, `spool.rs`), in a task of its own, so a client
 //! that leaves does not stop the store others will read. The blob is tagged only when it is
 //! the file the narinfo describes (FileHash, FileSize), and the narinfo is stored after it.
+//! Requests for a NAR being fetched wait for its fetch (one upstream request), and are
+//! served from the copy's spool once the NAR has passed its check, not after its store.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,7 @@ use oranc_core::registry::ByteStream;
 use oranc_core::{BlobInfo, CacheKey, NarInfo, RegistryCache};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::spool::{SpoolBudget, SpoolWriter};
+use super::spool::{SpoolBudget, SpoolWriter, SpooledNar};
 use crate::metrics::Metrics;
 
 /// Chunks buffered towards the client and towards the registry (each a few KiB to 64 KiB).
@@ -34,22 +36,42 @@ fn receiver_stream<T: Send + 'static>(
     })
 }
 
+/// Where the fetch of one NAR is, as the requests waiting on it see it.
+#[derive(Debug, Clone)]
+pub(super) enum Fetch {
+    Running,
+    /// Fetched and checked, whole in its spool (the store goes on): serve it from there.
+    Spooled(SpooledNar),
+    /// Over: stored, or not (failed, or its client left first).
+    Ended,
+}
+
+type FetchTable = Arc<Mutex<HashMap<String, watch::Receiver<Fetch>>>>;
+
 /// NARs being fetched, by key: later requests wait for the first.
 #[derive(Debug, Default)]
-pub(super) struct InFlight(Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>);
+pub(super) struct InFlight(FetchTable);
 
 pub(super) enum Role {
     /// Fetch it; dropping the guard (when the copy ends) releases the others.
     Leader(Lead),
     /// Another request is fetching it: wait on this.
-    Follower(watch::Receiver<bool>),
+    Follower(watch::Receiver<Fetch>),
 }
 
 /// The fetch of one NAR; when dropped, the requests waiting on it go on.
 pub(super) struct Lead {
     key: String,
-    table: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
-    done: watch::Sender<bool>,
+    table: FetchTable,
+    done: watch::Sender<Fetch>,
+}
+
+impl Lead {
+    /// The NAR passed its check and is whole in `spool`: the requests waiting, and those
+    /// that join until the store ends, are served from it.
+    fn spooled(&self, spool: SpooledNar) {
+        self.done.send_replace(Fetch::Spooled(spool));
+    }
 }
 
 impl Drop for Lead {
@@ -58,7 +80,7 @@ impl Drop for Lead {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&self.key);
-        self.done.send_replace(true);
+        self.done.send_replace(Fetch::Ended);
     }
 }
 
@@ -71,7 +93,7 @@ impl InFlight {
         if let Some(done) = table.get(key) {
             return Role::Follower(done.clone());
         }
-        let (done, waiting) = watch::channel(false);
+        let (done, waiting) = watch::channel(Fetch::Running);
         table.insert(key.to_owned(), waiting);
         Role::Leader(Lead {
             key: key.to_owned(),
@@ -81,13 +103,63 @@ impl InFlight {
     }
 }
 
-/// Waits until the fetch `done` watches ends (true), or [`FOLLOWER_WAIT`] passes (false).
-pub(super) async fn wait(mut done: watch::Receiver<bool>) -> bool {
-    let finished = done.wait_for(|finished| *finished);
-    matches!(
-        tokio::time::timeout(FOLLOWER_WAIT, finished).await,
-        Ok(Ok(_))
-    )
+/// What a request waiting on a fetch learns.
+pub(super) enum Waited {
+    /// The NAR is whole and checked in this spool.
+    Spooled(SpooledNar),
+    /// The fetch is over (stored or not).
+    Ended,
+    /// [`FOLLOWER_WAIT`] passed first.
+    TooLong,
+}
+
+/// Waits until the fetch `done` watches has the NAR spooled or ends, or [`FOLLOWER_WAIT`]
+/// passes.
+pub(super) async fn wait(mut done: watch::Receiver<Fetch>) -> Waited {
+    let over = done.wait_for(|fetch| !matches!(fetch, Fetch::Running));
+    match tokio::time::timeout(FOLLOWER_WAIT, over).await {
+        Ok(Ok(fetch)) => match &*fetch {
+            Fetch::Spooled(spool) => Waited::Spooled(spool.clone()),
+            Fetch::Running | Fetch::Ended => Waited::Ended,
+        },
+        // The lead went without a word: the same as ended.
+        Ok(Err(_)) => Waited::Ended,
+        Err(_) => Waited::TooLong,
+    }
+}
+
+/// The NAR `spool` holds (whole, and checked against its narinfo) for a request that
+/// waited on its fetch. A client that stops reading for `client_stall` lets go of the spool
+/// (and its share of the budget), as a copy lets go of a stalled client; its stream then
+/// ends without its last chunk, never looking whole.
+pub(super) fn from_spool(
+    narinfo: &NarInfo,
+    key: &CacheKey,
+    spool: SpooledNar,
+    client_stall: Duration,
+) -> Response {
+    let (to_client, client_stream) = mpsc::channel(1);
+    let (whole, whole_sent) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut batches = std::pin::pin!(spool.into_stream());
+        while let Some(batch) = batches.next().await {
+            let failed = batch.is_err();
+            let sent = tokio::time::timeout(client_stall, to_client.send(batch)).await;
+            if failed || !matches!(sent, Ok(Ok(()))) {
+                return;
+            }
+        }
+        let _ = whole.send(Ok(()));
+    });
+    let whole_sent = async {
+        whole_sent
+            .await
+            .unwrap_or_else(|_| Err("the NAR's spool was not read to its end".into()))
+    };
+    let mut response = head_answer(narinfo, key);
+    *response.body_mut() =
+        Body::from_stream(last_chunk_after(receiver_stream(client_stream), whole_sent));
+    response
 }
 
 /// A NAR streamed from upstream to one client without being stored (past the mirror's
@@ -274,11 +346,13 @@ impl RegistryFeed {
         }
     }
 
-    /// Everything is handed on: the upload ends with the file.
-    async fn finish(self) {
-        if let Self::Spool(writer) = self {
+    /// Everything is handed on: the upload ends with the file. The spool, when it holds
+    /// the whole file.
+    async fn finish(self) -> Option<SpooledNar> {
+        match self {
             // An error means the upload stopped, and reports why itself.
-            let _ = writer.finish().await;
+            Self::Spool(writer) => writer.finish().await.ok().flatten(),
+            Self::InStep(_) => None,
         }
     }
 }
@@ -302,7 +376,8 @@ impl Copy {
             client_verdict_arrives,
         ));
         tokio::spawn(async move {
-            self.run(body, verdict, to_client, client_verdict).await;
+            self.run(body, verdict, to_client, client_verdict, &lead)
+                .await;
             drop(lead);
         });
         Ok(response)
@@ -314,6 +389,7 @@ impl Copy {
         verdict: oranc_backends::nar_check::Verdict,
         to_client: mpsc::Sender<std::io::Result<Bytes>>,
         client_verdict: oneshot::Sender<Result<(), String>>,
+        lead: &Lead,
     ) {
         let path = self.narinfo.store_path.clone();
         let (to_registry, registry_stream) = self.registry_feed();
@@ -321,7 +397,7 @@ impl Copy {
         // the end, the slots would run out while clients fetch at upstream's pace, and the
         // NARs past them would go unstored.
         let mut slot = self.slot.take();
-        let spooled = matches!(to_registry, RegistryFeed::Spool(_));
+        let spooling = matches!(to_registry, RegistryFeed::Spool(_));
         let upload = async {
             let slot = self.cache.open_upload().await?;
             let mut reader = tokio_util::io::StreamReader::new(registry_stream);
@@ -329,14 +405,17 @@ impl Copy {
         };
         // The client's last chunk waits for the check, not for the store.
         let fetch = async {
-            let (client, fetched) = self.pump(body, to_client, to_registry).await;
+            let (client, fetched, spooled) = self.pump(body, to_client, to_registry).await;
             let checked = verdict.wait().await;
+            if let (Ok(()), Some(spooled)) = (&checked, spooled) {
+                lead.spooled(spooled);
+            }
             let told = match (&checked, &client) {
                 (Ok(()), None) => Err("the client did not keep up".to_owned()),
                 _ => checked.clone(),
             };
             let _ = client_verdict.send(told);
-            if spooled {
+            if spooling {
                 drop(slot.take());
             }
             (checked, fetched)
@@ -392,13 +471,17 @@ impl Copy {
 
     /// Moves upstream's chunks to the client (while it keeps up) and to the registry (while
     /// its upload takes them). Returns the client's sender if it is still there (held until
-    /// its verdict is sent), and the bytes fetched.
+    /// its verdict is sent), the bytes fetched, and the spool when it holds all of them.
     async fn pump(
         &self,
         mut body: ByteStream,
         to_client: mpsc::Sender<std::io::Result<Bytes>>,
         to_registry: RegistryFeed,
-    ) -> (Option<mpsc::Sender<std::io::Result<Bytes>>>, u64) {
+    ) -> (
+        Option<mpsc::Sender<std::io::Result<Bytes>>>,
+        u64,
+        Option<SpooledNar>,
+    ) {
         let mut client = Some(to_client);
         let mut registry = Some(to_registry);
         let mut fetched = 0u64;
@@ -413,7 +496,7 @@ impl Copy {
                     if let Some(client) = client.take() {
                         let _ = client.send(Err(std::io::Error::other(reason))).await;
                     }
-                    return (None, fetched);
+                    return (None, fetched, None);
                 }
             };
             fetched += chunk.len() as u64;
@@ -437,10 +520,11 @@ impl Copy {
                 break;
             }
         }
-        if let Some(feed) = registry {
-            feed.finish().await;
-        }
-        (client, fetched)
+        let spooled = match registry {
+            Some(feed) => feed.finish().await,
+            None => None,
+        };
+        (client, fetched, spooled)
     }
 
     /// Tags the NAR, then stores the narinfo: the push order.
@@ -452,5 +536,48 @@ impl Copy {
         store_narinfo(&self.cache, &self.narinfo)
             .await
             .map_err(|e| format!("storing the narinfo of {}: {e}", self.narinfo.store_path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn narinfo_of_size(size: usize) -> NarInfo {
+        NarInfo::parse(&format!(
+            "StorePath: /nix/store/5kk4mwqi310s9ssry90al6mxrb47vdiw-app\nURL: nar/x.nar\nCompression: none\nFileSize: {size}\nNarHash: sha256:1q4krrbcyq01i4r8akg42ap3wnapipgcjjnb9a4h9w7zbhibfp43\nNarSize: {size}\n"
+        ))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_a_spool_lets_go_of_it_and_never_gets_it_whole() {
+        let size = 3 << 20;
+        let budget = SpoolBudget::new(4 << 20);
+        let (mut writer, upload) = budget.open(Some(size as u64)).unwrap();
+        writer.write(Bytes::from(vec![7u8; size])).await.unwrap();
+        let spool = writer.finish().await.unwrap().unwrap();
+        drop(upload);
+        let narinfo = narinfo_of_size(size);
+        let key: CacheKey = "nar/1bb09xb5vjpsy7wfvhry96kclzn1h9gq5qrj271jdcvidn2av1sr.nar"
+            .parse()
+            .unwrap();
+        let stalled = from_spool(&narinfo, &key, spool, Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(budget.open(Some(4 << 20)).is_some(), "the spool is let go");
+        let mut body = stalled.into_body().into_data_stream();
+        let mut received = 0;
+        let ended = loop {
+            match body.next().await {
+                Some(Ok(bytes)) => received += bytes.len(),
+                Some(Err(error)) => break Some(error),
+                None => break None,
+            }
+        };
+        assert!(
+            ended.is_some() && received < size,
+            "{received} bytes, {ended:?}"
+        );
     }
 }

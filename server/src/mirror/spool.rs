@@ -8,6 +8,10 @@
 //! even when the server is killed. What all spools may hold at once is bounded by
 //! `[mirror] spool_max_bytes`; a copy reserves its NAR's FileSize before it starts, and one
 //! that does not fit feeds the registry in step with the client, as before.
+//!
+//! Once its fetch has passed its check, a spool's file is the whole NAR, verified: requests
+//! that joined the fetch are served from it ([`SpooledNar`]) instead of waiting for the
+//! registry to store it.
 
 use std::os::unix::fs::FileExt as _;
 use std::sync::Arc;
@@ -19,6 +23,8 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 const WRITE_BATCH: usize = 1 << 20;
 /// Read back at once, for the upload.
 const READ_BATCH: usize = 1 << 20;
+/// Read at once for a request served from a spool: one of many a server may stream.
+const SERVE_BATCH: usize = 256 << 10;
 /// The budget counts whole MiB: a semaphore takes at most `u32::MAX` permits at a time.
 const UNIT: u64 = 1 << 20;
 /// Spools at once: each holds an open file and an upload that waits for the registry.
@@ -63,12 +69,18 @@ impl SpoolBudget {
     }
 }
 
-/// A writer and a reader of `file`, holding `reservations` until the reader is dropped.
+/// A spool's share of the budget (its bytes and its file), held until the upload and
+/// every request served from the file are done with it.
+type Reservations = Arc<[OwnedSemaphorePermit; 2]>;
+
+/// A writer and a reader of `file`, holding `reservations` until both (and every
+/// [`SpooledNar`] the writer made) are dropped.
 fn pair(
     file: std::fs::File,
     reservations: [OwnedSemaphorePermit; 2],
 ) -> (SpoolWriter, SpoolReader) {
     let file = Arc::new(file);
+    let reservations = Arc::new(reservations);
     let (progress, watched) = watch::channel(Progress {
         in_file: 0,
         overflowed: false,
@@ -81,6 +93,7 @@ fn pair(
         batched: 0,
         progress,
         overflow,
+        reservations: reservations.clone(),
     };
     let reader = SpoolReader {
         file,
@@ -122,6 +135,7 @@ pub(super) struct SpoolWriter {
     progress: watch::Sender<Progress>,
     /// Where chunks go once the file takes no more: the upload's pace then.
     overflow: mpsc::Sender<Bytes>,
+    reservations: Reservations,
 }
 
 impl SpoolWriter {
@@ -145,12 +159,19 @@ impl SpoolWriter {
         self.progress.is_closed()
     }
 
-    /// Everything is handed over: the upload reads it to its end.
-    pub(super) async fn finish(mut self) -> Result<(), String> {
+    /// Everything is handed over: the upload reads it to its end. The file, when it holds
+    /// everything (it never overflowed), to serve others from once the NAR has passed its
+    /// check.
+    pub(super) async fn finish(mut self) -> Result<Option<SpooledNar>, String> {
         self.flush().await?;
         self.progress
             .send_modify(|progress| progress.state = State::Ended);
-        Ok(())
+        let progress = self.progress.borrow().clone();
+        Ok((!progress.overflowed).then(|| SpooledNar {
+            file: self.file.clone(),
+            length: progress.in_file,
+            _reservations: self.reservations.clone(),
+        }))
     }
 
     /// The fetch failed: the upload fails with `reason`.
@@ -206,6 +227,54 @@ impl SpoolWriter {
     }
 }
 
+/// A spool's whole file, for the requests that joined its fetch: read from the start by
+/// each, while the upload reads it too. Holds the spool's share of the budget.
+#[derive(Debug, Clone)]
+pub(super) struct SpooledNar {
+    file: Arc<std::fs::File>,
+    length: u64,
+    _reservations: Reservations,
+}
+
+impl SpooledNar {
+    /// The file's bytes, from the start.
+    pub(super) fn into_stream(
+        self,
+    ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        futures::stream::unfold((self, 0u64), |(nar, read)| async move {
+            if read >= nar.length {
+                return None;
+            }
+            match read_at(&nar.file, read, nar.length - read, SERVE_BATCH).await {
+                Ok(bytes) => {
+                    let read = read + bytes.len() as u64;
+                    Some((Ok(bytes), (nar, read)))
+                }
+                // Ends the stream: `read` past the end.
+                Err(error) => Some((Err(error), (nar, u64::MAX))),
+            }
+        })
+    }
+}
+
+/// Up to `batch` of the `left` bytes of `file` from `offset`.
+async fn read_at(
+    file: &Arc<std::fs::File>,
+    offset: u64,
+    left: u64,
+    batch: usize,
+) -> std::io::Result<Bytes> {
+    let length = usize::try_from(left).unwrap_or(batch).min(batch);
+    let file = file.clone();
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut buffer = vec![0; length];
+        file.read_exact_at(&mut buffer, offset).map(|()| buffer)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    Ok(Bytes::from(bytes))
+}
+
 /// The upload's side: reads the file as it grows, to its end, then what overflowed it.
 /// Holds the copy's share of the budget until it is dropped.
 #[derive(Debug)]
@@ -214,7 +283,7 @@ pub(super) struct SpoolReader {
     read: u64,
     progress: watch::Receiver<Progress>,
     overflow: mpsc::Receiver<Bytes>,
-    _reservations: [OwnedSemaphorePermit; 2],
+    _reservations: Reservations,
 }
 
 impl SpoolReader {
@@ -264,19 +333,9 @@ impl SpoolReader {
 
     /// Up to [`READ_BATCH`] bytes of the file from where the reader is, of `in_file`.
     async fn read_file(&mut self, in_file: u64) -> std::io::Result<Bytes> {
-        let length = usize::try_from(in_file - self.read)
-            .unwrap_or(READ_BATCH)
-            .min(READ_BATCH);
-        let file = self.file.clone();
-        let offset = self.read;
-        let bytes = tokio::task::spawn_blocking(move || {
-            let mut buffer = vec![0; length];
-            file.read_exact_at(&mut buffer, offset).map(|()| buffer)
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        self.read += length as u64;
-        Ok(Bytes::from(bytes))
+        let bytes = read_at(&self.file, self.read, in_file - self.read, READ_BATCH).await?;
+        self.read += bytes.len() as u64;
+        Ok(bytes)
     }
 }
 
@@ -322,6 +381,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_whole_spool_serves_others_from_the_start_and_holds_its_budget_meanwhile() {
+        let budget = SpoolBudget::new(4 << 20);
+        let (mut writer, reader) = budget.open(Some(3 << 20)).unwrap();
+        let chunk: Vec<u8> = (0..=255u8).cycle().take(1_500_007).collect();
+        for _ in 0..2 {
+            writer.write(Bytes::from(chunk.clone())).await.unwrap();
+        }
+        let spooled = writer.finish().await.unwrap().expect("a whole spool");
+        let from_spool = |spooled: SpooledNar| async move {
+            let mut stream = std::pin::pin!(spooled.into_stream());
+            let mut all = Vec::new();
+            while let Some(bytes) = stream.next().await {
+                all.extend_from_slice(&bytes.unwrap());
+            }
+            all
+        };
+        let whole = [chunk.as_slice(), chunk.as_slice()].concat();
+        assert_eq!(from_spool(spooled.clone()).await, whole);
+        assert_eq!(read_all(reader).await.unwrap(), whole);
+        assert!(budget.open(Some(2 << 20)).is_none(), "still served from");
+        assert_eq!(from_spool(spooled).await, whole);
+        assert!(budget.open(Some(4 << 20)).is_some(), "given back");
+    }
+
+    #[tokio::test]
     async fn a_failed_or_abandoned_fetch_fails_the_upload() {
         let budget = SpoolBudget::new(8 << 20);
         let (mut writer, reader) = budget.open(Some(1)).unwrap();
@@ -350,9 +434,11 @@ mod tests {
             budget.open(Some(5 << 20)).is_none(),
             "larger than the budget"
         );
-        let (_writer, first) = budget.open(Some(3 << 20)).unwrap();
+        let (writer, reader) = budget.open(Some(3 << 20)).unwrap();
         assert!(budget.open(Some(2 << 20)).is_none(), "the rest is taken");
-        drop(first);
+        drop(reader);
+        assert!(budget.open(Some(2 << 20)).is_none(), "the writer holds it");
+        drop(writer);
         assert!(budget.open(Some(4 << 20)).is_some(), "given back");
         assert!(SpoolBudget::new(0).open(Some(1)).is_none(), "off");
     }
