@@ -787,23 +787,21 @@ fn a_cold_nar_reaches_its_clients_at_upstreams_pace_when_the_registry_is_slower(
     .expect("upstream's NAR");
     let url = server.url(&format!("mirror/{}", served_nar_url(&server, lib)));
 
+    // How long the whole NAR took to arrive.
+    let download_whole = |what: &str| {
+        let started = std::time::Instant::now();
+        let (code, served) = download(&url);
+        assert!(
+            code == 0 && served == nar,
+            "{what}: curl {code}, {} bytes",
+            served.len()
+        );
+        started.elapsed()
+    };
     let asked = std::time::Instant::now();
-    let (code, served) = download(&url);
-    let downloaded = asked.elapsed();
-    assert!(
-        code == 0 && served == nar,
-        "curl {code}, {} bytes",
-        served.len()
-    );
+    let downloaded = download_whole("cold");
     // The store takes seconds more: this request joins it.
-    let joined = std::time::Instant::now();
-    let (code, served) = download(&url);
-    let downloaded_while_stored = joined.elapsed();
-    assert!(
-        code == 0 && served == nar,
-        "joining the store: curl {code}, {} bytes",
-        served.len()
-    );
+    let downloaded_while_stored = download_whole("joining the store");
     let stored = loop {
         let bytes = metric_or_zero(&server.metrics(), "oranc_mirror_stored_bytes_total");
         if bytes >= nar.len() as f64 {
@@ -832,12 +830,7 @@ fn a_cold_nar_reaches_its_clients_at_upstreams_pace_when_the_registry_is_slower(
     assert_eq!(fetched, 1, "{}", nginx.access_log());
     // Stored whole: served again with upstream gone.
     drop(nginx);
-    let (code, served) = download(&url);
-    assert!(
-        code == 0 && served == nar,
-        "from the registry: curl {code}, {} bytes",
-        served.len()
-    );
+    download_whole("from the registry");
 }
 
 /// Found by the red team (2026-12-07): once clients no longer waited for the registry, a
