@@ -550,9 +550,12 @@ fn within_two_seconds_of_its_narinfo_a_nar_a_replica_stored_is_never_lost() {
 
 /// Found by the red team (2026-12-06): a NAR that failed its check was still served whole
 /// (every byte of its Content-Length, then an error nobody sees), so curl, or an HTTP cache
-/// in front, took junk for a good download. Its last chunk now waits for the check.
+/// in front, took junk for a good download. Its last chunk now waits for the check. Nor
+/// does it reach the registry (since the upload of a spooled NAR waits for its check): an
+/// upstream serving junk left an upload behind in the registry per request, which
+/// distribution keeps for a week.
 #[test]
-fn a_nar_that_fails_its_check_never_reaches_its_client_whole() {
+fn a_nar_that_fails_its_check_never_reaches_its_client_whole_nor_the_registry() {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(100_000);
     let upstream_dir = closure.file_cache();
@@ -574,6 +577,15 @@ fn a_nar_that_fails_its_check_never_reaches_its_client_whole() {
     );
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(!registry_tags(&registry).contains(&hash_part(&closure.root)));
+    let metrics = server.metrics();
+    let uploads: Vec<&str> = metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("oranc_registry_requests_total")
+                && (line.contains("\"open_upload\"") || line.contains("\"put_blob\""))
+        })
+        .collect();
+    assert!(uploads.is_empty(), "{uploads:?}");
 }
 
 /// Found by the red team (2026-12-06): a mirror forwarded a reader's credentials to the

@@ -1,7 +1,8 @@
-//! One NAR copied from upstream: its bytes go to the client and into a registry upload as
-//! they arrive (no full download before the first byte; the upload reads them from a spool
-//! at its own pace, `spool.rs`), in a task of its own, so a client
-//! that leaves does not stop the store others will read. The blob is tagged only when it is
+//! One NAR copied from upstream: its bytes go to the client as they arrive (no full
+//! download before the first byte) and into a spool that the registry upload reads once
+//! the NAR has passed its check (`spool.rs`; where there is no room for it, into the upload
+//! as they arrive), in a task of its own, so a client that leaves does not stop the store
+//! others will read. The blob is tagged only when it is
 //! the file the narinfo describes (FileHash, FileSize), and the narinfo is stored after it.
 //! Requests for a NAR being fetched wait for its fetch (one upstream request), and are
 //! served from the copy's spool once the NAR has passed its check, not after its store.
@@ -392,21 +393,43 @@ impl Copy {
         lead: &Lead,
     ) {
         let path = self.narinfo.store_path.clone();
-        let (to_registry, registry_stream) = self.registry_feed();
+        let (to_registry, registry_stream, overflowed) = self.registry_feed();
         // A spooled upload may take much longer than its fetch (a slow registry): held to
         // the end, the slots would run out while clients fetch at upstream's pace, and the
         // NARs past them would go unstored.
         let mut slot = self.slot.take();
-        let spooling = matches!(to_registry, RegistryFeed::Spool(_));
+        let spooling = overflowed.is_some();
+        // A spooled NAR reaches the registry only once it has passed its check: one that
+        // fails it costs the registry nothing (no upload left behind for its purge), and
+        // the client's fetch has the machine to itself (on a busy host the upload took a
+        // third of its pace). In step, the registry takes the bytes as they come, and so
+        // does a spool whose file takes no more.
+        let (passed, passed_heard) = oneshot::channel::<()>();
         let upload = async {
-            let slot = self.cache.open_upload().await?;
-            let mut reader = tokio_util::io::StreamReader::new(registry_stream);
-            self.cache.upload_blob_via(slot, &mut reader).await
+            if let Some(overflowed) = overflowed {
+                tokio::select! {
+                    heard = passed_heard => {
+                        if heard.is_err() {
+                            return None;
+                        }
+                    }
+                    () = overflowed => {}
+                }
+            }
+            let uploaded = async {
+                let slot = self.cache.open_upload().await?;
+                let mut reader = tokio_util::io::StreamReader::new(registry_stream);
+                self.cache.upload_blob_via(slot, &mut reader).await
+            };
+            Some(uploaded.await)
         };
         // The client's last chunk waits for the check, not for the store.
         let fetch = async {
             let (client, fetched, spooled) = self.pump(body, to_client, to_registry).await;
             let checked = verdict.wait().await;
+            if checked.is_ok() {
+                let _ = passed.send(());
+            }
             if let (Ok(()), Some(spooled)) = (&checked, spooled) {
                 lead.spooled(spooled);
             }
@@ -427,12 +450,13 @@ impl Copy {
             .inc_by(fetched);
         let outcome = match (checked, uploaded) {
             (Err(reason), _) => Err(format!("{reason}; not stored")),
-            (Ok(()), Ok(blob)) if matches(&self.narinfo, &blob) => self.store(&blob).await,
-            (Ok(()), Ok(blob)) => Err(format!(
+            (Ok(()), Some(Ok(blob))) if matches(&self.narinfo, &blob) => self.store(&blob).await,
+            (Ok(()), Some(Ok(blob))) => Err(format!(
                 "the NAR from upstream is not the file its narinfo describes (sha256 {}, {} bytes); not stored",
                 blob.digest, blob.size
             )),
-            (Ok(()), Err(error)) => Err(format!("storing the NAR: {error}")),
+            (Ok(()), Some(Err(error))) => Err(format!("storing the NAR: {error}")),
+            (Ok(()), None) => Err("the upload never started; not stored".to_owned()),
         };
         match outcome {
             Ok(()) => {
@@ -453,19 +477,27 @@ impl Copy {
 
     /// Where the registry's bytes wait for its upload: a spool when the budget has room for
     /// this NAR (the client then gets upstream's pace), else a channel (the registry's pace).
+    /// With a spool, also what resolves when its file takes no more.
     fn registry_feed(
         &self,
     ) -> (
         RegistryFeed,
         futures::stream::BoxStream<'static, std::io::Result<Bytes>>,
+        Option<futures::future::BoxFuture<'static, ()>>,
     ) {
         if let Some((writer, reader)) = self.spool.open(self.narinfo.file_size) {
-            return (RegistryFeed::Spool(writer), reader.into_stream().boxed());
+            let overflowed = futures::FutureExt::boxed(reader.overflowed());
+            return (
+                RegistryFeed::Spool(writer),
+                reader.into_stream().boxed(),
+                Some(overflowed),
+            );
         }
         let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
         (
             RegistryFeed::InStep(sender),
             receiver_stream(receiver).boxed(),
+            None,
         )
     }
 

@@ -2,7 +2,9 @@
 //! upstream sends it (uploads go in chunks of a few MiB, a round trip each, and ghcr.io
 //! takes no more than 4 MiB a request), and a copy that fed the client and the registry in
 //! step would give the client the registry's pace. So the copy writes what it fetches to a
-//! file and the upload reads it back at its own pace, while the client gets upstream's.
+//! file, the client gets upstream's pace, and the upload reads the file back at its own,
+//! once the NAR has passed its check (the caller holds it back until then; a file the disk
+//! stops taking makes it start at once, as the rest then goes in step).
 //!
 //! The file is made deleted (`tempfile::tempfile`, in `$TMPDIR`): nothing outlives the copy,
 //! even when the server is killed. What all spools may hold at once is bounded by
@@ -287,6 +289,22 @@ pub(super) struct SpoolReader {
 }
 
 impl SpoolReader {
+    /// Resolves once the file takes no more (a full disk): the writer then waits for the
+    /// upload to take each chunk, so an upload held back must start.
+    pub(super) fn overflowed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut progress = self.progress.clone();
+        async move {
+            if progress
+                .wait_for(|progress| progress.overflowed)
+                .await
+                .is_err()
+            {
+                // The writer is gone without overflowing: never.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// The file's bytes in order, as they are written; an error when the writer failed or
     /// stopped before the file was whole.
     pub(super) fn into_stream(
