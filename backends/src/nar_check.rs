@@ -138,27 +138,41 @@ struct Expected {
 
 /// The chunks `chunks` brings, as a blocking reader that counts them. The file's own hash
 /// (FileHash) is not taken here: the upload it goes to computes it anyway, and callers
-/// compare that.
+/// compare that. Decoders read it as a `BufRead`, straight from the chunks: through a
+/// `Read` each byte was copied once more, into the decoder's buffer, on the thread whose
+/// pace bounds a mirror's cold fetch.
 struct ChunkReader {
     chunks: mpsc::Receiver<Bytes>,
     current: Bytes,
     file_size: u64,
 }
 
-impl std::io::Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+impl std::io::BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while self.current.is_empty() {
             match self.chunks.blocking_recv() {
                 Some(chunk) => {
                     self.file_size += chunk.len() as u64;
                     self.current = chunk;
                 }
-                None => return Ok(0),
+                None => break,
             }
         }
-        let n = out.len().min(self.current.len());
-        out[..n].copy_from_slice(&self.current[..n]);
-        self.current.advance(n);
+        Ok(&self.current)
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.current.advance(amount);
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead as _;
+        let available = self.fill_buf()?;
+        let n = out.len().min(available.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
@@ -175,9 +189,9 @@ fn check(
     };
     let (nar_hash, nar_size) = {
         let decoder: Box<dyn std::io::Read + '_> = match compression {
-            "xz" => Box::new(xz2::read::XzDecoder::new_multi_decoder(&mut reader)),
+            "xz" => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(&mut reader)),
             "zstd" => Box::new(
-                zstd::stream::read::Decoder::new(&mut reader)
+                zstd::stream::read::Decoder::with_buffer(&mut reader)
                     .map_err(|e| format!("starting zstd: {e}"))?,
             ),
             _ => Box::new(&mut reader),
