@@ -548,6 +548,22 @@ fn within_two_seconds_of_its_narinfo_a_nar_a_replica_stored_is_never_lost() {
     );
 }
 
+/// A registry, and upstream's cache of a small closure with its root's NAR file (to spoil).
+fn root_nar_upstream() -> (
+    RegistryProcess,
+    SignedClosure,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(100_000);
+    let upstream_dir = closure.file_cache();
+    let file = upstream_dir
+        .path()
+        .join(upstream_url(upstream_dir.path(), &closure.root));
+    (registry, closure, upstream_dir, file)
+}
+
 /// Found by the red team (2026-12-06): a NAR that failed its check was still served whole
 /// (every byte of its Content-Length, then an error nobody sees), so curl, or an HTTP cache
 /// in front, took junk for a good download. Its last chunk now waits for the check. Nor
@@ -556,12 +572,7 @@ fn within_two_seconds_of_its_narinfo_a_nar_a_replica_stored_is_never_lost() {
 /// distribution keeps for a week.
 #[test]
 fn a_nar_that_fails_its_check_never_reaches_its_client_whole_nor_the_registry() {
-    let registry = RegistryProcess::start();
-    let closure = SignedClosure::build(100_000);
-    let upstream_dir = closure.file_cache();
-    let file = upstream_dir
-        .path()
-        .join(upstream_url(upstream_dir.path(), &closure.root));
+    let (registry, closure, upstream_dir, file) = root_nar_upstream();
     let size = std::fs::metadata(&file).unwrap().len();
     spoil(&file);
     let nginx = NginxProcess::serving(upstream_dir.path());
@@ -586,6 +597,34 @@ fn a_nar_that_fails_its_check_never_reaches_its_client_whole_nor_the_registry() 
         })
         .collect();
     assert!(uploads.is_empty(), "{uploads:?}");
+}
+
+/// Found by the red team (2026-12-07): a NAR fed to the registry as it arrives (here the
+/// spool is off; also past a full spool disk) whose check failed only at its end had been
+/// uploaded whole by then and was committed as a blob: never tagged, but kept until the
+/// registry's garbage collection. The upload's last chunk now waits for the check.
+#[test]
+fn a_nar_fed_to_the_registry_as_it_comes_that_fails_its_check_is_never_committed() {
+    let (registry, closure, upstream_dir, file) = root_nar_upstream();
+    // Junk at the end only: the check fails after every byte has gone by.
+    let mut spoiled = std::fs::read(&file).expect("upstream's NAR");
+    let tail = spoiled.len() - 64;
+    spoiled[tail..].fill(0x5a);
+    std::fs::write(&file, &spoiled).expect("spoiling the NAR's tail");
+    let nginx = NginxProcess::serving(upstream_dir.path());
+    let config = format!(
+        "{}[mirror]\nspool_max_bytes = 0\n",
+        mirror_config(&registry, &nginx.url(""), &closure.public_key)
+    );
+    let server = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+    let nar_url = served_nar_url(&server, &closure.root);
+    let (code, _) = download(&server.url(&format!("mirror/{nar_url}")));
+    assert_ne!(code, 0, "curl saw a whole download");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let digest = oranc_core::Sha256Hash::of(&spoiled).to_oci_digest();
+    let blob = format!("http://{}/v2/mirror/cache/blobs/{digest}", registry.host());
+    let (status, _, _) = curl(&["-I", &blob]);
+    assert_eq!(status, "404", "the spoiled NAR is a blob in the registry");
 }
 
 /// Found by the red team (2026-12-06): a mirror forwarded a reader's credentials to the
@@ -771,52 +810,14 @@ fn credentials_a_mirror_cannot_check_write_nothing_into_it() {
 /// the store to end (5.6 s against 0.07 s here).
 #[test]
 fn a_cold_nar_reaches_its_clients_at_upstreams_pace_when_the_registry_is_slower() {
-    let registry = RegistryProcess::start();
-    let far_registry = oranc_tests::latency::LatencyProxy::start(
-        registry.host().parse().expect("the registry's address"),
-        std::time::Duration::from_millis(200),
-    );
-    let closure = SignedClosure::build(16 << 20);
-    let upstream_dir = closure.file_cache();
-    let nginx = NginxProcess::serving(upstream_dir.path());
-    let config = mirror_config_at(
-        &far_registry.host(),
-        &format!("chunk_size = {}\n", 1 << 20),
-        &nginx.url(""),
-        &closure.public_key,
-    );
-    let server = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
-    let lib = closure
-        .paths
-        .iter()
-        .find(|path| path.ends_with("-oranc-test-lib"))
-        .expect("the closure's large path");
-    let nar = std::fs::read(
-        upstream_dir
-            .path()
-            .join(upstream_url(upstream_dir.path(), lib)),
-    )
-    .expect("upstream's NAR");
-    let url = server.url(&format!("mirror/{}", served_nar_url(&server, lib)));
-
-    // How long the whole NAR took to arrive.
-    let download_whole = |what: &str| {
-        let started = std::time::Instant::now();
-        let (code, served) = download(&url);
-        assert!(
-            code == 0 && served == nar,
-            "{what}: curl {code}, {} bytes",
-            served.len()
-        );
-        started.elapsed()
-    };
+    let mut far = FarRegistryMirror::start("");
     let asked = std::time::Instant::now();
-    let downloaded = download_whole("cold");
+    let downloaded = far.download_whole("cold");
     // The store takes seconds more: this request joins it.
-    let downloaded_while_stored = download_whole("joining the store");
+    let downloaded_while_stored = far.download_whole("joining the store");
     let stored = loop {
-        let bytes = metric_or_zero(&server.metrics(), "oranc_mirror_stored_bytes_total");
-        if bytes >= nar.len() as f64 {
+        let bytes = metric_or_zero(&far.server.metrics(), "oranc_mirror_stored_bytes_total");
+        if bytes >= far.nar.len() as f64 {
             break asked.elapsed();
         }
         assert!(
@@ -834,6 +835,7 @@ fn a_cold_nar_reaches_its_clients_at_upstreams_pace_when_the_registry_is_slower(
         downloaded_while_stored * 10 < stored,
         "the client that joined the store had the NAR after {downloaded_while_stored:?}, the registry after {stored:?}"
     );
+    let nginx = far.nginx.take().expect("upstream");
     let fetched = nginx
         .access_log()
         .lines()
@@ -842,7 +844,117 @@ fn a_cold_nar_reaches_its_clients_at_upstreams_pace_when_the_registry_is_slower(
     assert_eq!(fetched, 1, "{}", nginx.access_log());
     // Stored whole: served again with upstream gone.
     drop(nginx);
-    download_whole("from the registry");
+    far.download_whole("from the registry");
+}
+
+/// A mirror storing into a registry 200 ms away, 1 MiB a request (a store takes seconds
+/// more than its fetch), of a 16 MiB NAR, whose narinfo the server has served.
+struct FarRegistryMirror {
+    _registry: RegistryProcess,
+    _far_registry: oranc_tests::latency::LatencyProxy,
+    _closure: SignedClosure,
+    upstream_dir: tempfile::TempDir,
+    /// Upstream, until a test takes it away.
+    nginx: Option<NginxProcess>,
+    server: ServerProcess,
+    /// The large path and its NAR file upstream.
+    lib: String,
+    nar: Vec<u8>,
+    url: String,
+}
+
+impl FarRegistryMirror {
+    fn start(server_lines: &str) -> Self {
+        let registry = RegistryProcess::start();
+        let far_registry = oranc_tests::latency::LatencyProxy::start(
+            registry.host().parse().expect("the registry's address"),
+            std::time::Duration::from_millis(200),
+        );
+        let closure = SignedClosure::build(16 << 20);
+        let upstream_dir = closure.file_cache();
+        let nginx = NginxProcess::serving(upstream_dir.path());
+        let config = mirror_config_at(
+            &far_registry.host(),
+            &format!("chunk_size = {}\n", 1 << 20),
+            &nginx.url(""),
+            &closure.public_key,
+        );
+        let server = ServerProcess::start_binary(
+            oranc_tests::release_oranc_command(),
+            &format!("{config}{server_lines}"),
+            &[],
+        );
+        let lib = closure
+            .paths
+            .iter()
+            .find(|path| path.ends_with("-oranc-test-lib"))
+            .expect("the closure's large path")
+            .clone();
+        let nar = std::fs::read(
+            upstream_dir
+                .path()
+                .join(upstream_url(upstream_dir.path(), &lib)),
+        )
+        .expect("upstream's NAR");
+        let url = server.url(&format!("mirror/{}", served_nar_url(&server, &lib)));
+        Self {
+            _registry: registry,
+            _far_registry: far_registry,
+            _closure: closure,
+            upstream_dir,
+            nginx: Some(nginx),
+            server,
+            lib,
+            nar,
+            url,
+        }
+    }
+
+    /// Downloads the NAR, which must arrive whole: how long it took.
+    fn download_whole(&self, what: &str) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        let (code, served) = download(&self.url);
+        assert!(
+            code == 0 && served == self.nar,
+            "{what}: curl {code}, {} bytes",
+            served.len()
+        );
+        started.elapsed()
+    }
+}
+
+/// Found by the red team (2026-12-07), in the first version of serving from the spool: a
+/// request that joined a fetch announced the FileSize of the narinfo it had looked up, and
+/// FileSize is not signed. Upstream changed it to 1000 while the store went on, a narinfo
+/// request took the new one, and the next client got the NAR's first 1000 bytes as a whole
+/// download (curl exit 0). Such a request now announces the size the spool was checked at.
+#[test]
+fn a_request_served_from_the_spool_gets_the_checked_file_whatever_size_a_later_narinfo_says() {
+    let far = FarRegistryMirror::start("[response_cache]\nttl_secs = 1\n");
+    far.download_whole("cold");
+    let narinfo_path = far
+        .upstream_dir
+        .path()
+        .join(format!("{}.narinfo", hash_part(&far.lib)));
+    let narinfo = std::fs::read_to_string(&narinfo_path).expect("upstream's narinfo");
+    let lying: String = narinfo
+        .lines()
+        .map(|line| match line.strip_prefix("FileSize: ") {
+            Some(_) => "FileSize: 1000\n".to_owned(),
+            None => format!("{line}\n"),
+        })
+        .collect();
+    std::fs::write(&narinfo_path, lying).expect("rewriting upstream's narinfo");
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    let (status, served, _) = curl(&[&far
+        .server
+        .url(&format!("mirror/{}.narinfo", hash_part(&far.lib)))]);
+    assert!(
+        status == "200" && served.contains("FileSize: 1000"),
+        "{status}: {served}"
+    );
+    // The store of the first fetch takes seconds more: this request joins it.
+    far.download_whole("joining the store after the narinfo changed");
 }
 
 /// Found by the red team (2026-12-07): once clients no longer waited for the registry, a

@@ -369,7 +369,6 @@ impl Mirror {
             match nar::wait(done).await {
                 nar::Waited::Spooled(spool) => {
                     return Ok(NarAnswer::Streaming(nar::from_spool(
-                        &pending.narinfo,
                         key,
                         spool,
                         self.client_stall,

@@ -130,15 +130,13 @@ pub(super) async fn wait(mut done: watch::Receiver<Fetch>) -> Waited {
 }
 
 /// The NAR `spool` holds (whole, and checked against its narinfo) for a request that
-/// waited on its fetch. A client that stops reading for `client_stall` lets go of the spool
+/// waited on its fetch, announced at the length checked: the narinfo the request looked up
+/// may be a later one than the fetch's (FileSize is not signed), and a Content-Length
+/// shorter than the file made a cut body look whole. A client that stops reading for `client_stall` lets go of the spool
 /// (and its share of the budget), as a copy lets go of a stalled client; its stream then
 /// ends without its last chunk, never looking whole.
-pub(super) fn from_spool(
-    narinfo: &NarInfo,
-    key: &CacheKey,
-    spool: SpooledNar,
-    client_stall: Duration,
-) -> Response {
+pub(super) fn from_spool(key: &CacheKey, spool: SpooledNar, client_stall: Duration) -> Response {
+    let length = spool.len();
     let (to_client, client_stream) = mpsc::channel(1);
     let (whole, whole_sent) = oneshot::channel();
     tokio::spawn(async move {
@@ -157,7 +155,7 @@ pub(super) fn from_spool(
             .await
             .unwrap_or_else(|_| Err("the NAR's spool was not read to its end".into()))
     };
-    let mut response = head_answer(narinfo, key);
+    let mut response = answer_of_length(key, Some(length));
     *response.body_mut() =
         Body::from_stream(last_chunk_after(receiver_stream(client_stream), whole_sent));
     response
@@ -224,6 +222,16 @@ where
 /// A NAR's answer without its body (all of it, to HEAD): its type, and its size as the
 /// narinfo says where a client can believe it.
 pub(super) fn head_answer(narinfo: &NarInfo, key: &CacheKey) -> Response {
+    answer_of_length(key, narinfo.file_size)
+}
+
+/// A NAR's answer without its body, announcing `length` (a narinfo's FileSize, which is not
+/// signed, or a checked spool's size) as its Content-Length only where a client can take it
+/// at its word. A NAR file is never empty, and clients refuse lengths past `i64::MAX`:
+/// announced, 0 would make a failed NAR look whole (no chunk left to hold back), and a
+/// refused length lets a client take a short body. Without it the body is chunked, and one
+/// that fails its check ends without its last.
+fn answer_of_length(key: &CacheKey, length: Option<u64>) -> Response {
     let mut response = (
         StatusCode::OK,
         [(
@@ -232,23 +240,12 @@ pub(super) fn head_answer(narinfo: &NarInfo, key: &CacheKey) -> Response {
         )],
     )
         .into_response();
-    if let Some(size) = content_length(narinfo) {
+    if let Some(size) = length.filter(|size| (1..=i64::MAX.unsigned_abs()).contains(size)) {
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     }
     response
-}
-
-/// The `Content-Length` a NAR file's answer may announce: its FileSize, which is not
-/// signed, only where a client can take it at its word. A NAR file is never empty, and
-/// clients refuse lengths past `i64::MAX`: announced, 0 would make a failed NAR look whole
-/// (no chunk left to hold back), and a refused length lets a client take a short body.
-/// Without it the body is chunked, and one that fails its check ends without its last.
-fn content_length(narinfo: &NarInfo) -> Option<u64> {
-    narinfo
-        .file_size
-        .filter(|size| (1..=i64::MAX.unsigned_abs()).contains(size))
 }
 
 /// Whether `blob` is the file `narinfo` describes: its FileHash and FileSize, where given
@@ -403,12 +400,14 @@ impl Copy {
         // fails it costs the registry nothing (no upload left behind for its purge), and
         // the client's fetch has the machine to itself (on a busy host the upload took a
         // third of its pace). In step, the registry takes the bytes as they come, and so
-        // does a spool whose file takes no more.
+        // does a spool whose file takes no more; their last chunk waits for the check, so a
+        // NAR that fails it is never committed as a blob.
         let (passed, passed_heard) = oneshot::channel::<()>();
+        let passed_heard = futures::FutureExt::shared(passed_heard);
         let upload = async {
             if let Some(overflowed) = overflowed {
                 tokio::select! {
-                    heard = passed_heard => {
+                    heard = passed_heard.clone() => {
                         if heard.is_err() {
                             return None;
                         }
@@ -416,6 +415,12 @@ impl Copy {
                     () = overflowed => {}
                 }
             }
+            let checked = async {
+                passed_heard
+                    .await
+                    .map_err(|_| "the NAR failed its check".to_owned())
+            };
+            let registry_stream = Box::pin(last_chunk_after(registry_stream, checked));
             let uploaded = async {
                 let slot = self.cache.open_upload().await?;
                 let mut reader = tokio_util::io::StreamReader::new(registry_stream);
@@ -576,13 +581,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn narinfo_of_size(size: usize) -> NarInfo {
-        NarInfo::parse(&format!(
-            "StorePath: /nix/store/5kk4mwqi310s9ssry90al6mxrb47vdiw-app\nURL: nar/x.nar\nCompression: none\nFileSize: {size}\nNarHash: sha256:1q4krrbcyq01i4r8akg42ap3wnapipgcjjnb9a4h9w7zbhibfp43\nNarSize: {size}\n"
-        ))
-        .unwrap()
-    }
-
     #[tokio::test]
     async fn a_client_that_stops_reading_a_spool_lets_go_of_it_and_never_gets_it_whole() {
         let size = 3 << 20;
@@ -591,11 +589,10 @@ mod tests {
         writer.write(Bytes::from(vec![7u8; size])).await.unwrap();
         let spool = writer.finish().await.unwrap().unwrap();
         drop(upload);
-        let narinfo = narinfo_of_size(size);
         let key: CacheKey = "nar/1bb09xb5vjpsy7wfvhry96kclzn1h9gq5qrj271jdcvidn2av1sr.nar"
             .parse()
             .unwrap();
-        let stalled = from_spool(&narinfo, &key, spool, Duration::from_millis(50));
+        let stalled = from_spool(&key, spool, Duration::from_millis(50));
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(budget.open(Some(4 << 20)).is_some(), "the spool is let go");
         let mut body = stalled.into_body().into_data_stream();

@@ -239,6 +239,11 @@ pub(super) struct SpooledNar {
 }
 
 impl SpooledNar {
+    /// Its bytes: the whole file, as checked.
+    pub(super) fn len(&self) -> u64 {
+        self.length
+    }
+
     /// The file's bytes, from the start.
     pub(super) fn into_stream(
         self,
