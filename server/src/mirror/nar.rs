@@ -2,8 +2,8 @@
 //! download before the first byte) and into a spool that the registry upload reads once
 //! the NAR has passed its check (`spool.rs`; where there is no room for it, into the upload
 //! as they arrive), in a task of its own, so a client that leaves does not stop the store
-//! others will read. The blob is tagged only when it is
-//! the file the narinfo describes (FileHash, FileSize), and the narinfo is stored after it.
+//! others will read. The blob is tagged only when it is the file the narinfo describes
+//! (FileHash, FileSize), and the narinfo is stored after it.
 //! Requests for a NAR being fetched wait for its fetch (one upstream request), and are
 //! served from the copy's spool once the NAR has passed its check, not after its store.
 
@@ -132,9 +132,9 @@ pub(super) async fn wait(mut done: watch::Receiver<Fetch>) -> Waited {
 /// The NAR `spool` holds (whole, and checked against its narinfo) for a request that
 /// waited on its fetch, announced at the length checked: the narinfo the request looked up
 /// may be a later one than the fetch's (FileSize is not signed), and a Content-Length
-/// shorter than the file made a cut body look whole. A client that stops reading for `client_stall` lets go of the spool
-/// (and its share of the budget), as a copy lets go of a stalled client; its stream then
-/// ends without its last chunk, never looking whole.
+/// shorter than the file made a cut body look whole. A client that stops reading for
+/// `client_stall` lets go of the spool (and its share of the budget), as a copy lets go of
+/// a stalled client; its stream then ends without its last chunk, never looking whole.
 pub(super) fn from_spool(key: &CacheKey, spool: SpooledNar, client_stall: Duration) -> Response {
     let length = spool.len();
     let (to_client, client_stream) = mpsc::channel(1);
