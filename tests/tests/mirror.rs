@@ -602,29 +602,67 @@ fn a_nar_that_fails_its_check_never_reaches_its_client_whole_nor_the_registry() 
 /// Found by the red team (2026-12-07): a NAR fed to the registry as it arrives (here the
 /// spool is off; also past a full spool disk) whose check failed only at its end had been
 /// uploaded whole by then and was committed as a blob: never tagged, but kept until the
-/// registry's garbage collection. The upload's last chunk now waits for the check.
+/// registry's garbage collection. The upload's last chunk now waits for the check, and an
+/// upload whose body fails is cancelled.
 #[test]
 fn a_nar_fed_to_the_registry_as_it_comes_that_fails_its_check_is_never_committed() {
-    let (registry, closure, upstream_dir, file) = root_nar_upstream();
+    let (_, closure, upstream_dir, _) = root_nar_upstream();
+    // The 100 KB path, larger than a 64 KiB chunk.
+    let lib = closure
+        .paths
+        .iter()
+        .find(|path| path.ends_with("-oranc-test-lib"))
+        .expect("the closure's large path");
+    let file = upstream_dir
+        .path()
+        .join(upstream_url(upstream_dir.path(), lib));
     // Junk at the end only: the check fails after every byte has gone by.
     let mut spoiled = std::fs::read(&file).expect("upstream's NAR");
     let tail = spoiled.len() - 64;
     spoiled[tail..].fill(0x5a);
     std::fs::write(&file, &spoiled).expect("spoiling the NAR's tail");
     let nginx = NginxProcess::serving(upstream_dir.path());
-    let config = format!(
-        "{}[mirror]\nspool_max_bytes = 0\n",
-        mirror_config(&registry, &nginx.url(""), &closure.public_key)
-    );
-    let server = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
-    let nar_url = served_nar_url(&server, &closure.root);
-    let (code, _) = download(&server.url(&format!("mirror/{nar_url}")));
-    assert_ne!(code, 0, "curl saw a whole download");
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let digest = oranc_core::Sha256Hash::of(&spoiled).to_oci_digest();
-    let blob = format!("http://{}/v2/mirror/cache/blobs/{digest}", registry.host());
-    let (status, _, _) = curl(&["-I", &blob]);
-    assert_eq!(status, "404", "the spoiled NAR is a blob in the registry");
+    // The NAR in one request, and in PATCHed chunks of 64 KiB.
+    for chunk_lines in ["", "chunk_size = 65536\n"] {
+        let registry = RegistryProcess::start();
+        let config = format!(
+            "{}[mirror]\nspool_max_bytes = 0\n",
+            mirror_config_at(
+                &registry.host(),
+                chunk_lines,
+                &nginx.url(""),
+                &closure.public_key
+            )
+        );
+        let server =
+            ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+        let nar_url = served_nar_url(&server, lib);
+        let (code, _) = download(&server.url(&format!("mirror/{nar_url}")));
+        assert_ne!(code, 0, "{chunk_lines}: curl saw a whole download");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let digest = oranc_core::Sha256Hash::of(&spoiled).to_oci_digest();
+        let blob = format!("http://{}/v2/mirror/cache/blobs/{digest}", registry.host());
+        let (status, _, _) = curl(&["-I", &blob]);
+        assert_eq!(status, "404", "{chunk_lines}: the spoiled NAR is a blob");
+        // Nor is its upload left for the registry's purge: it is cancelled (distribution
+        // then removes the upload's bytes and its start time, which its purge goes by).
+        let uploads = registry
+            .data_dir()
+            .join("docker/registry/v2/repositories/mirror/cache/_uploads");
+        let live: Vec<_> = std::fs::read_dir(&uploads)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|upload| upload.path().join("startedat").exists())
+                    .map(|upload| upload.file_name())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            live.is_empty(),
+            "{chunk_lines}: uploads left behind: {live:?}"
+        );
+    }
 }
 
 /// Found by the red team (2026-12-06): a mirror forwarded a reader's credentials to the

@@ -80,9 +80,15 @@ impl DistributionRegistry {
         };
         let mut reader = HashingReader::new(body);
         let chunk_size = self.chunk_size.get();
-        let first = read_up_to(&mut reader, chunk_size)
-            .await
-            .map_err(io_error)?;
+        let first = match read_up_to(&mut reader, chunk_size).await {
+            Ok(first) => first,
+            Err(error) => {
+                if let Some(location) = &session {
+                    self.cancel_upload(repo, location).await;
+                }
+                return Err(io_error(error));
+            }
+        };
         if first.len() < chunk_size {
             return self.put_small_blob(repo, session, Bytes::from(first)).await;
         }
@@ -100,12 +106,33 @@ impl DistributionRegistry {
             let (sent, next) = tokio::join!(patch, read_up_to(&mut reader, self.chunk_size.get()));
             location = sent?;
             offset += chunk.len() as u64;
-            chunk = Bytes::from(next.map_err(io_error)?);
+            chunk = match next {
+                Ok(next) => Bytes::from(next),
+                Err(error) => {
+                    self.cancel_upload(repo, &location).await;
+                    return Err(io_error(error));
+                }
+            };
         }
         let blob = reader.finish();
         self.finish_upload(repo, &location, &blob, Bytes::new())
             .await?;
         Ok(blob)
+    }
+
+    /// Cancels the upload at `location`, whose body failed (a NAR that failed its check
+    /// ends that way): nothing of it is to be kept, and the registry need not hold it until
+    /// its purge (a week, for distribution). Best effort: one that refuses keeps it so.
+    async fn cancel_upload(&self, repo: &RepositoryName, location: &str) {
+        let what = format!("cancelling an upload to {repo}");
+        let cancelled = self
+            .send_ok(Scope::Push(repo), &what, &|| {
+                self.http.delete(location).timeout(self.request_timeout)
+            })
+            .await;
+        if let Err(error) = cancelled {
+            tracing::debug!(%repo, %error, "the registry keeps an upload it was asked to cancel");
+        }
     }
 
     /// PATCHes `bytes` (the blob's bytes from `offset` on) into the upload at `location`,
