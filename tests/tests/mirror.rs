@@ -848,13 +848,13 @@ fn credentials_a_mirror_cannot_check_write_nothing_into_it() {
 /// the store to end (5.6 s against 0.07 s here).
 #[test]
 fn a_cold_nar_reaches_its_clients_at_upstreams_pace_when_the_registry_is_slower() {
-    let mut far = FarRegistryMirror::start("");
+    let mut far = FarLargeNar::start("");
     let asked = std::time::Instant::now();
     let downloaded = far.download_whole("cold");
     // The store takes seconds more: this request joins it.
     let downloaded_while_stored = far.download_whole("joining the store");
     let stored = loop {
-        let bytes = metric_or_zero(&far.server.metrics(), "oranc_mirror_stored_bytes_total");
+        let bytes = metric_or_zero(&far.far.server.metrics(), "oranc_mirror_stored_bytes_total");
         if bytes >= far.nar.len() as f64 {
             break asked.elapsed();
         }
@@ -873,7 +873,7 @@ fn a_cold_nar_reaches_its_clients_at_upstreams_pace_when_the_registry_is_slower(
         downloaded_while_stored * 10 < stored,
         "the client that joined the store had the NAR after {downloaded_while_stored:?}, the registry after {stored:?}"
     );
-    let nginx = far.nginx.take().expect("upstream");
+    let nginx = far.far.nginx.take().expect("upstream");
     let fetched = nginx
         .access_log()
         .lines()
@@ -885,35 +885,34 @@ fn a_cold_nar_reaches_its_clients_at_upstreams_pace_when_the_registry_is_slower(
     far.download_whole("from the registry");
 }
 
-/// A mirror storing into a registry 200 ms away, 1 MiB a request (a store takes seconds
-/// more than its fetch), of a 16 MiB NAR, whose narinfo the server has served.
+/// A mirror of `closure` storing into a registry `rtt` away, `chunk_size` bytes a request.
 struct FarRegistryMirror {
-    _registry: RegistryProcess,
+    registry: RegistryProcess,
     _far_registry: oranc_tests::latency::LatencyProxy,
-    _closure: SignedClosure,
+    closure: SignedClosure,
     upstream_dir: tempfile::TempDir,
     /// Upstream, until a test takes it away.
     nginx: Option<NginxProcess>,
     server: ServerProcess,
-    /// The large path and its NAR file upstream.
-    lib: String,
-    nar: Vec<u8>,
-    url: String,
 }
 
 impl FarRegistryMirror {
-    fn start(server_lines: &str) -> Self {
+    fn start(
+        closure: SignedClosure,
+        rtt: std::time::Duration,
+        chunk_size: usize,
+        server_lines: &str,
+    ) -> Self {
         let registry = RegistryProcess::start();
         let far_registry = oranc_tests::latency::LatencyProxy::start(
             registry.host().parse().expect("the registry's address"),
-            std::time::Duration::from_millis(200),
+            rtt,
         );
-        let closure = SignedClosure::build(16 << 20);
         let upstream_dir = closure.file_cache();
         let nginx = NginxProcess::serving(upstream_dir.path());
         let config = mirror_config_at(
             &far_registry.host(),
-            &format!("chunk_size = {}\n", 1 << 20),
+            &format!("chunk_size = {chunk_size}\n"),
             &nginx.url(""),
             &closure.public_key,
         );
@@ -922,30 +921,49 @@ impl FarRegistryMirror {
             &format!("{config}{server_lines}"),
             &[],
         );
-        let lib = closure
+        Self {
+            registry,
+            _far_registry: far_registry,
+            closure,
+            upstream_dir,
+            nginx: Some(nginx),
+            server,
+        }
+    }
+}
+
+/// A mirror storing into a registry 200 ms away, 1 MiB a request (a store takes seconds
+/// more than its fetch), of a 16 MiB NAR, whose narinfo the server has served.
+struct FarLargeNar {
+    far: FarRegistryMirror,
+    /// The large path and its NAR file upstream.
+    lib: String,
+    nar: Vec<u8>,
+    url: String,
+}
+
+impl FarLargeNar {
+    fn start(server_lines: &str) -> Self {
+        let far = FarRegistryMirror::start(
+            SignedClosure::build(16 << 20),
+            std::time::Duration::from_millis(200),
+            1 << 20,
+            server_lines,
+        );
+        let lib = far
+            .closure
             .paths
             .iter()
             .find(|path| path.ends_with("-oranc-test-lib"))
             .expect("the closure's large path")
             .clone();
-        let nar = std::fs::read(
-            upstream_dir
-                .path()
-                .join(upstream_url(upstream_dir.path(), &lib)),
-        )
-        .expect("upstream's NAR");
-        let url = server.url(&format!("mirror/{}", served_nar_url(&server, &lib)));
-        Self {
-            _registry: registry,
-            _far_registry: far_registry,
-            _closure: closure,
-            upstream_dir,
-            nginx: Some(nginx),
-            server,
-            lib,
-            nar,
-            url,
-        }
+        let upstream = far.upstream_dir.path();
+        let nar =
+            std::fs::read(upstream.join(upstream_url(upstream, &lib))).expect("upstream's NAR");
+        let url = far
+            .server
+            .url(&format!("mirror/{}", served_nar_url(&far.server, &lib)));
+        Self { far, lib, nar, url }
     }
 
     /// Downloads the NAR, which must arrive whole: how long it took.
@@ -968,9 +986,10 @@ impl FarRegistryMirror {
 /// download (curl exit 0). Such a request now announces the size the spool was checked at.
 #[test]
 fn a_request_served_from_the_spool_gets_the_checked_file_whatever_size_a_later_narinfo_says() {
-    let far = FarRegistryMirror::start("[response_cache]\nttl_secs = 1\n");
+    let far = FarLargeNar::start("[response_cache]\nttl_secs = 1\n");
     far.download_whole("cold");
     let narinfo_path = far
+        .far
         .upstream_dir
         .path()
         .join(format!("{}.narinfo", hash_part(&far.lib)));
@@ -984,9 +1003,11 @@ fn a_request_served_from_the_spool_gets_the_checked_file_whatever_size_a_later_n
         .collect();
     std::fs::write(&narinfo_path, lying).expect("rewriting upstream's narinfo");
     std::thread::sleep(std::time::Duration::from_millis(1_200));
-    let (status, served, _) = curl(&[&far
+    let narinfo_url = far
+        .far
         .server
-        .url(&format!("mirror/{}.narinfo", hash_part(&far.lib)))]);
+        .url(&format!("mirror/{}.narinfo", hash_part(&far.lib)));
+    let (status, served, _) = curl(&[&narinfo_url]);
     assert!(
         status == "200" && served.contains("FileSize: 1000"),
         "{status}: {served}"
@@ -1002,28 +1023,20 @@ fn a_request_served_from_the_spool_gets_the_checked_file_whatever_size_a_later_n
 /// fetch ends; the spool's own bounds hold the uploads.
 #[test]
 fn a_client_faster_than_the_registry_leaves_no_nar_unstored() {
-    let registry = RegistryProcess::start();
-    let far_registry = oranc_tests::latency::LatencyProxy::start(
-        registry.host().parse().expect("the registry's address"),
+    let far = FarRegistryMirror::start(
+        SignedClosure::build_wide(24),
         std::time::Duration::from_millis(300),
+        4 << 20,
+        "",
     );
-    let closure = SignedClosure::build_wide(24);
-    let upstream_dir = closure.file_cache();
-    let nginx = NginxProcess::serving(upstream_dir.path());
-    let config = mirror_config_at(
-        &far_registry.host(),
-        &format!("chunk_size = {}\n", 4 << 20),
-        &nginx.url(""),
-        &closure.public_key,
-    );
-    let server = ServerProcess::start_binary(oranc_tests::release_oranc_command(), &config, &[]);
+    let (registry, closure, server) = (&far.registry, &far.closure, &far.server);
     // As Nix substitutes: the narinfos at once, then the NARs, each fetched in a moment
     // while its store takes a dozen round trips to the registry.
     let nar_urls: Vec<String> = std::thread::scope(|scope| {
         let asked: Vec<_> = closure
             .paths
             .iter()
-            .map(|path| scope.spawn(|| served_nar_url(&server, path)))
+            .map(|path| scope.spawn(|| served_nar_url(server, path)))
             .collect();
         asked
             .into_iter()
@@ -1040,7 +1053,7 @@ fn a_client_faster_than_the_registry_leaves_no_nar_unstored() {
             .paths
             .iter()
             .filter(|path| {
-                registry_tags(&registry).contains(&format!("{}.narinfo", hash_part(path)))
+                registry_tags(registry).contains(&format!("{}.narinfo", hash_part(path)))
             })
             .count()
     };

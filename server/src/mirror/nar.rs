@@ -396,38 +396,12 @@ impl Copy {
         // NARs past them would go unstored.
         let mut slot = self.slot.take();
         let spooling = overflowed.is_some();
-        // A spooled NAR reaches the registry only once it has passed its check: one that
-        // fails it costs the registry nothing (no upload left behind for its purge), and
-        // the client's fetch has the machine to itself (on a busy host the upload took a
-        // third of its pace). In step, the registry takes the bytes as they come, and so
-        // does a spool whose file takes no more; their last chunk waits for the check, so a
-        // NAR that fails it is never committed as a blob.
         let (passed, passed_heard) = oneshot::channel::<()>();
-        let passed_heard = futures::FutureExt::shared(passed_heard);
-        let upload = async {
-            if let Some(overflowed) = overflowed {
-                tokio::select! {
-                    heard = passed_heard.clone() => {
-                        if heard.is_err() {
-                            return None;
-                        }
-                    }
-                    () = overflowed => {}
-                }
-            }
-            let checked = async {
-                passed_heard
-                    .await
-                    .map_err(|_| "the NAR failed its check".to_owned())
-            };
-            let registry_stream = Box::pin(last_chunk_after(registry_stream, checked));
-            let uploaded = async {
-                let slot = self.cache.open_upload().await?;
-                let mut reader = tokio_util::io::StreamReader::new(registry_stream);
-                self.cache.upload_blob_via(slot, &mut reader).await
-            };
-            Some(uploaded.await)
-        };
+        let upload = self.upload(
+            registry_stream,
+            overflowed,
+            futures::FutureExt::shared(passed_heard),
+        );
         // The client's last chunk waits for the check, not for the store.
         let fetch = async {
             let (client, fetched, spooled) = self.pump(body, to_client, to_registry).await;
@@ -478,6 +452,43 @@ impl Copy {
                 tracing::warn!(cache = %self.cache_name, %path, %reason, "mirroring failed");
             }
         }
+    }
+
+    /// The registry upload of `registry_stream`. A spooled NAR reaches the registry only
+    /// once it has passed its check (`passed` sent): one that fails it costs the registry
+    /// nothing (no upload left behind for its purge), and the client's fetch has the
+    /// machine to itself (on a busy host the upload took a third of its pace). In step, the
+    /// registry takes the bytes as they come, and so does a spool whose file takes no more
+    /// (`overflowed`); their last chunk waits for the check, so a NAR that fails it is never
+    /// committed as a blob. `None` when the upload never started.
+    async fn upload(
+        &self,
+        registry_stream: futures::stream::BoxStream<'static, std::io::Result<Bytes>>,
+        overflowed: Option<futures::future::BoxFuture<'static, ()>>,
+        passed: futures::future::Shared<oneshot::Receiver<()>>,
+    ) -> Option<oranc_core::Result<BlobInfo>> {
+        if let Some(overflowed) = overflowed {
+            tokio::select! {
+                heard = passed.clone() => {
+                    if heard.is_err() {
+                        return None;
+                    }
+                }
+                () = overflowed => {}
+            }
+        }
+        let checked = async {
+            passed
+                .await
+                .map_err(|_| "the NAR failed its check".to_owned())
+        };
+        let registry_stream = Box::pin(last_chunk_after(registry_stream, checked));
+        let uploaded = async {
+            let slot = self.cache.open_upload().await?;
+            let mut reader = tokio_util::io::StreamReader::new(registry_stream);
+            self.cache.upload_blob_via(slot, &mut reader).await
+        };
+        Some(uploaded.await)
     }
 
     /// Where the registry's bytes wait for its upload: a spool when the budget has room for
