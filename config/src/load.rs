@@ -244,14 +244,23 @@ pub fn write_positions(config: &Config) -> Vec<String> {
     };
     let mut positions = Vec::new();
     for (name, cache) in &config.caches {
-        let own = if cache.writers_file.is_some() {
-            "the users in writers_file may add and replace"
+        // Reads of a named cache always use its own credentials (none forwarded).
+        let position = if cache.writers_file.is_some() {
+            "the users in writers_file may add and replace; other credentials are refused (401), never forwarded".to_owned()
+        } else if !cache.upstreams.is_empty() {
+            "a mirror: it stores what it fetches from upstream; credentials a client sends grant nothing (403)".to_owned()
         } else if cache.allow_write {
-            "anyone may add files (allow_write), never replace one"
+            format!(
+                "anyone may add files (allow_write), never replace one; {}",
+                forwarded(&cache.registry)
+            )
         } else {
-            "anonymous clients read only"
+            format!(
+                "anonymous clients read only; {}",
+                forwarded(&cache.registry)
+            )
         };
-        positions.push(format!("/{name}: {}; {own}", forwarded(&cache.registry)));
+        positions.push(format!("/{name}: {position}"));
     }
     for name in config.registries.keys() {
         positions.push(format!("/{name}/…: {}", forwarded(name)));

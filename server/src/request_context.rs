@@ -88,6 +88,39 @@ impl RequestContext {
         }
     }
 
+    /// The file asked for, whatever spelling of the URL named it (`//main/x`, `%2e`, query
+    /// parameters): the cache addressed and the parsed key. Answers are kept and dropped by
+    /// it, so a PUT clears every spelling of what it wrote.
+    pub fn file_identity(&self) -> Option<String> {
+        let Route::File {
+            cache,
+            key: Ok(key),
+        } = &self.route
+        else {
+            return None;
+        };
+        Some(match cache {
+            Addressee::Named(name) => format!("named\0{name}\0{key}"),
+            Addressee::Url {
+                registry,
+                repository,
+            } => format!("url\0{registry}\0{repository}\0{key}"),
+        })
+    }
+
+    /// Whether the answer to a read depends on the credentials the client sent: only for
+    /// `/{registry}/{repository}` URLs, whose reads forward them. A named cache reads with
+    /// its own, whoever asks.
+    pub fn reads_depend_on_credentials(&self) -> bool {
+        !matches!(
+            self.route,
+            Route::File {
+                cache: Addressee::Named(_),
+                ..
+            }
+        )
+    }
+
     /// narinfo and nix-cache-info: small, asked for all the time, worth keeping whole.
     pub fn is_small_file(&self) -> bool {
         self.key()

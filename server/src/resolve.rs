@@ -2,10 +2,12 @@
 //! to a registry client, a cache and what the request may write. Keys were validated before
 //! anything is asked of a registry.
 //!
-//! What a request may write is decided here and nowhere else (docs/security.md): a writer
-//! of a named cache writes with the cache's credentials; other client credentials are
-//! forwarded and grant writes only where [`CredentialGrant`] says the registry checks them;
-//! everyone else gets the cache's anonymous rights (`allow_write`: add only).
+//! What a request may write is decided here and nowhere else (docs/security.md): a named
+//! cache reads with its own credentials whatever the client sends; a writer of a named
+//! cache writes with them; on a cache with writers other credentials are refused; elsewhere
+//! client credentials are forwarded and grant writes only where [`CredentialGrant`] says
+//! the registry checks them; everyone else gets the cache's anonymous rights
+//! (`allow_write`: add only).
 
 use oranc_backends::Credentials;
 use oranc_core::{CacheKey, RegistryCache};
@@ -169,9 +171,10 @@ async fn forwarded(
 }
 
 /// The registry credentials a request to a named cache acts with, and what it may write.
-/// A writer of the cache acts with the cache's credentials; other client credentials are
-/// forwarded where they grant something ([`forwarded`]); everyone else gets the cache's
-/// credentials and its anonymous rights.
+/// Reads act with the cache's credentials. A writer of the cache acts with them too; on a
+/// cache with writers, other credentials are refused; on one without (and not a mirror),
+/// client credentials are forwarded where they grant something ([`forwarded`]); everyone
+/// else gets the cache's credentials and its anonymous rights.
 async fn named_cache_access(
     state: &AppState,
     named: &NamedCache,
@@ -185,17 +188,20 @@ async fn named_cache_access(
         WriteAccess::ReadOnly
     };
     let anonymous = || Grant::anonymous(named.credentials.clone(), anonymous_access);
+    // A named cache reads with its own credentials, whatever the client sends, and no
+    // password is checked for a read. Nix's netrc is per host, so a client that writes to
+    // one cache of this server sends its writer's line with every read of every other:
+    // forwarded, the registry refused it (403) and the read failed. Credentials decide
+    // writes only; a mirror also stores what it fetches with its own, whoever asked.
+    // Checking none on a read also keeps who the writers are from showing: a read answers
+    // alike for a writer, a stranger and a wrong password, before and after a storm of
+    // guesses.
+    if purpose == Purpose::Read {
+        return Ok(anonymous());
+    }
     let Some(Credentials::Basic { username, password }) = client else {
         return Ok(anonymous());
     };
-    // A mirror reads, and stores what it fetches, with its own credentials, whoever asks
-    // (a writer's read is no different, so no password is checked for it): a client's
-    // could only see what the mirror's serve to anyone, and a reader's that the registry
-    // refuses (or that may not write) must neither turn a fetch into a 403 after upstream
-    // was asked nor leave it unstored.
-    if named.mirror.is_some() && purpose == Purpose::Read {
-        return Ok(anonymous());
-    }
     let check = match &named.writers {
         Some(writers) => {
             writers
@@ -209,6 +215,14 @@ async fn named_cache_access(
             named.credentials.clone(),
             WriteAccess::Writer,
         ));
+    }
+    // A cache with writers answers a stranger and a wrong password alike (401), and never
+    // forwards them: a writer who mistyped would otherwise reach the registry with them.
+    if named.writers.is_some() {
+        return Ok(Grant {
+            refused: Some(ServerError::NotAWriter),
+            ..anonymous()
+        });
     }
     // A mirror's file names are predictable and its logs unsigned: what is written into it
     // comes from upstream or its own writers, never from credentials it cannot check.
@@ -225,13 +239,8 @@ async fn named_cache_access(
     if grant.refused.is_none() {
         return Ok(grant);
     }
-    // A cache with writers answers a stranger and a wrong password alike.
-    let refused = match named.writers {
-        Some(_) => ServerError::NotAWriter,
-        None => grant.refused.unwrap_or(ServerError::CredentialsRequired),
-    };
     Ok(Grant {
-        refused: Some(refused),
+        refused: grant.refused,
         ..anonymous()
     })
 }

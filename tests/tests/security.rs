@@ -129,7 +129,7 @@ fn made_up_credentials_never_write_to_a_cache_in_a_local_directory() {
         .unwrap();
     let said = String::from_utf8_lossy(&check.stderr);
     assert!(
-        said.contains("/local: a local directory: credentials a client sends grant nothing"),
+        said.contains("/local: anonymous clients read only; a local directory: credentials a client sends grant nothing"),
         "{said}"
     );
 }

@@ -42,7 +42,7 @@ const SHAPING_HEADERS: [axum::http::HeaderName; 5] = [
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     head: bool,
-    path_and_query: String,
+    target: String,
     authorization: [u8; 32],
 }
 
@@ -116,7 +116,7 @@ impl ResponseCache {
         let entries = moka::future::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|key: &Key, value: &Arc<Cached>| {
-                u32::try_from(value.body.len() + key.path_and_query.len() + 256).unwrap_or(u32::MAX)
+                u32::try_from(value.body.len() + key.target.len() + 256).unwrap_or(u32::MAX)
             })
             .expire_after(TtlByStatus {
                 positive: Duration::from_secs(config.ttl_secs),
@@ -168,11 +168,11 @@ impl ResponseCache {
         self.stats.clone()
     }
 
-    fn invalidate_path(&self, path: &str) {
-        let path = path.to_owned();
-        let _ = self.entries.invalidate_entries_if(move |key, _| {
-            key.path_and_query.split('?').next() == Some(path.as_str())
-        });
+    /// Drops every answer about `target` (see [`target_of`]), under any credentials.
+    fn invalidate(&self, target: String) {
+        let _ = self
+            .entries
+            .invalidate_entries_if(move |key, _| key.target == target);
     }
 }
 
@@ -218,13 +218,26 @@ fn context_of(request: &Request<Body>) -> Option<&RequestContext> {
 }
 
 fn key_of(request: &Request<Body>) -> Key {
-    // By credentials, not by header: a SigV4 header differs on every request.
-    let authorization = context_of(request).map_or([0; 32], |context| context.fingerprint);
+    let context = context_of(request);
+    // By credentials, not by header: a SigV4 header differs on every request. Only where
+    // they shape the answer: a named cache answers everyone alike.
+    let authorization = context
+        .filter(|context| context.reads_depend_on_credentials())
+        .map_or([0; 32], |context| context.fingerprint);
     Key {
         head: request.method() == Method::HEAD,
-        path_and_query: normalised_target(request.uri()),
+        target: target_of(request),
         authorization,
     }
+}
+
+/// What an entry is kept under: the file the request names (its cache and parsed key), so
+/// every spelling of one URL shares one entry and a PUT drops them all; the normalised
+/// path for anything that names no file.
+fn target_of(request: &Request<Body>) -> String {
+    context_of(request)
+        .and_then(RequestContext::file_identity)
+        .unwrap_or_else(|| normalised_target(request.uri()))
 }
 
 /// The path, and of the query only what the server reads (`registry`, `repository`, as the
@@ -275,7 +288,7 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        let target = target_of(&request);
         let shaped = SHAPING_HEADERS
             .iter()
             .any(|name| request.headers().contains_key(name));
@@ -286,7 +299,7 @@ where
             Method::PUT => Box::pin(async move {
                 let response = inner.oneshot(request).await?;
                 if response.status().is_success() {
-                    cache.invalidate_path(&path);
+                    cache.invalidate(target);
                 }
                 Ok(response)
             }),
@@ -507,6 +520,34 @@ mod tests {
             calls.load(Ordering::SeqCst),
             4,
             "the PUT and a fresh lookup"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_put_drops_the_answer_under_every_spelling_of_its_file() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let service =
+            ResponseCacheLayer::new(Some(cache(60_000))).layer(counting_service(calls.clone()));
+        let spellings = [
+            format!("/r/o/c/{ABSENT}"),
+            format!("/{ABSENT}?registry=r&repository=o%2Fc"),
+            format!("/{ABSENT}?repository=o/c&registry=r&junk=1"),
+        ];
+        for spelling in &spellings {
+            service.clone().oneshot(get(spelling)).await.unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one file, one entry");
+        let put = in_context(
+            Request::put(format!("/r/o/c/{ABSENT}"))
+                .body(Body::empty())
+                .unwrap(),
+        );
+        service.clone().oneshot(put).await.unwrap();
+        service.clone().oneshot(get(&spellings[1])).await.unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "the PUT dropped the answer kept for another spelling"
         );
     }
 }
