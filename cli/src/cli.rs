@@ -314,8 +314,16 @@ pub struct ServerArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Parse and validate a configuration file; errors name the field.
-    Check { file: PathBuf },
+    /// Parse and validate a configuration file, and read every file and environment
+    /// variable it names (password_file, password_env, writers_file, signing_key_file) as
+    /// the server would; each problem is named, and any makes the exit status non-zero.
+    Check {
+        file: PathBuf,
+        /// Also ask each named cache's registry for its nix-cache-info with the cache's own
+        /// credentials, as the server does at start: a wrong password shows here.
+        #[arg(long)]
+        probe: bool,
+    },
     /// Print the example configuration, every option with its default.
     Example,
 }

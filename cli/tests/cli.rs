@@ -61,8 +61,18 @@ fn completion_scripts_are_generated() {
 #[test]
 fn config_check_accepts_the_example_and_names_the_bad_field() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../oranc.example.toml");
+    // The check reads what the server would: the example's token variables must be set.
+    let assert = oranc()
+        .args(["config", "check", example])
+        .env_remove("ORANC_MAIN_TOKEN")
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(stderr.contains("ORANC_MAIN_TOKEN is not set"), "{stderr}");
     oranc()
         .args(["config", "check", example])
+        .env("ORANC_MAIN_TOKEN", "token")
+        .env("ORANC_MIRROR_TOKEN", "token")
         .assert()
         .success();
     let dir = std::env::temp_dir().join(format!("oranc-config-check-{}", std::process::id()));

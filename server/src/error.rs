@@ -20,6 +20,16 @@ pub enum ServerError {
     #[error("credentials needed to write here: Nix sends HTTP Basic credentials from its netrc file (netrc-file = /etc/nix/netrc, a line `machine HOST login USER password PASSWORD`); uploads to a configured cache need a writer's credentials (writers_file) or allow_write")]
     CredentialsRequired,
 
+    /// A read the registry refused without credentials, of a `/{registry}/{repository}`
+    /// URL (a named cache reads with its own): the client is challenged for its own.
+    #[error("credentials needed to read here: the registry refused an anonymous read of this repository. Nix sends HTTP Basic credentials from its netrc file (netrc-file = /etc/nix/netrc, a line `machine HOST login USER password PASSWORD`), which are forwarded to the registry")]
+    ReadCredentialsRequired,
+
+    /// The registry refused a named cache's own credentials: the server's configuration is
+    /// wrong, and nothing a client sends can fix it.
+    #[error("the registry refused the credentials of cache {0} (its username and password in the server's config); the operator must fix them (the server's log and /readyz say more)")]
+    CacheCredentialsRefused(String),
+
     /// The client sent credentials, but they prove nothing here (the reason says why).
     #[error("{0}")]
     CredentialsNotGranted(String),
@@ -137,7 +147,10 @@ impl ServerError {
             },
             Self::RegistryNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::CredentialsRequired | Self::NotAWriter => StatusCode::UNAUTHORIZED,
+            Self::CredentialsRequired | Self::ReadCredentialsRequired | Self::NotAWriter => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::CacheCredentialsRefused(_) => StatusCode::BAD_GATEWAY,
             Self::TooManyPasswordChecks(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::PasswordChecksBusy | Self::MirrorBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Conflict(_) => StatusCode::CONFLICT,

@@ -52,6 +52,21 @@ pub async fn serve(
             }
         });
     }
+    // Each named cache reads with its own credentials: a registry that refuses them is said
+    // at start (and in /readyz), not only by every read failing.
+    let probing = state.clone();
+    tokio::spawn(async move {
+        for (cache, outcome) in probing.probe_caches().await {
+            match outcome {
+                Ok(()) => tracing::info!(cache, "the registry answers this cache's reads"),
+                Err(error) => tracing::warn!(
+                    cache,
+                    %error,
+                    "the registry refused this cache's reads with its own credentials (username, password_file or password_env in its config); its reads fail until that is fixed"
+                ),
+            }
+        }
+    });
     let limits = listener::ConnectionLimits::from_config(&state.config().clients);
     let metrics = state.metrics().clone();
     // The accept loop runs on a worker, not on the thread that called this (the runtime's

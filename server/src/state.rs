@@ -8,7 +8,7 @@ use std::time::Duration;
 use oranc_backends::{Credentials, RegistryHandle, RegistryKind, RegistrySettings};
 use oranc_config::Config;
 use oranc_core::{
-    BlobInfo, PublicKey, Registry, RegistryCache, RepositoryName, SecretKey, TagEncoding,
+    BlobInfo, CacheKey, PublicKey, Registry, RegistryCache, RepositoryName, SecretKey, TagEncoding,
 };
 
 use crate::error::ServerError;
@@ -204,7 +204,17 @@ fn open_named_cache(
     let repository = handle.registry().repository(&cache.repository)?;
     let credentials = match (&cache.username, read_password(cache)?) {
         (Some(user), Some(password)) => Credentials::basic(user, password),
-        _ => Credentials::Anonymous,
+        (None, None) => Credentials::Anonymous,
+        (Some(_), None) => {
+            return Err(ServerError::Internal(
+                "username without password_env or password_file: its reads would go anonymous"
+                    .into(),
+            ))
+        }
+        (None, Some(_)) => return Err(ServerError::Internal(
+            "a password without username: set username (for a token, any name the registry takes)"
+                .into(),
+        )),
     };
     let writers = cache
         .writers_file
@@ -253,6 +263,39 @@ fn open_named_cache(
 }
 
 impl AppState {
+    /// Everything [`Self::new`] would fail on, each said once with where it is: every file
+    /// and variable the server would read (`password_file`, `password_env`, `writers_file`,
+    /// `signing_key_file`), not only the first that fails. Empty when the server can start.
+    pub fn problems(config: &Config) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut registries = HashMap::new();
+        for (name, registry) in &config.registries {
+            match oranc_backends::open_handle(settings_for(config, name, Some(registry))) {
+                Ok(handle) => {
+                    let grant =
+                        CredentialGrant::for_registry(&handle, registry.trust_client_credentials);
+                    registries.insert(
+                        name.clone(),
+                        OpenRegistry {
+                            handle,
+                            grant: Arc::new(grant),
+                        },
+                    );
+                }
+                Err(error) => problems.push(format!("registry {name}: {error}")),
+            }
+        }
+        let metrics = Metrics::new(None);
+        let spool = crate::mirror::SpoolBudget::new(0);
+        for (name, cache) in &config.caches {
+            if let Err(error) = open_named_cache(config, name, cache, &metrics, &registries, &spool)
+            {
+                problems.push(format!("cache {name}: {error}"));
+            }
+        }
+        problems
+    }
+
     /// Opens everything the config names; fails on the first thing that cannot be opened.
     pub fn new(config: Config) -> Result<Self, ServerError> {
         let encoding = config.tag_encoding;
@@ -376,6 +419,32 @@ impl AppState {
             checks.entry(registry.name().to_owned()).or_insert(registry);
         }
         checks.into_iter().collect()
+    }
+
+    /// Each named cache asked for its `nix-cache-info` with its own credentials, as each of
+    /// its reads is: whether the registry takes them (a wrong password in `password_file`
+    /// otherwise showed only as every read failing). The answer says the cache's name, never
+    /// a local directory's path.
+    pub async fn probe_caches(&self) -> Vec<(String, Result<(), String>)> {
+        let probes = self.0.caches.iter().map(|(name, named)| async move {
+            let registry = self.client(
+                ClientOwner::NamedCache(name.clone()),
+                &named.registry,
+                named.credentials.clone(),
+                Purpose::Read,
+            );
+            let cache = self.registry_cache(registry, named.repository.clone(), Purpose::Read);
+            let outcome = cache.get(&CacheKey::cache_info()).await.map(|_| ());
+            let outcome = outcome.map_err(|error| match named.registry {
+                RegistryHandle::Local(_) => {
+                    tracing::warn!(cache = %name, %error, "a local layout is not readable");
+                    "not readable (see the server log)".to_owned()
+                }
+                RegistryHandle::Http(_) => error.to_string(),
+            });
+            (name.clone(), outcome)
+        });
+        futures::future::join_all(probes).await
     }
 
     /// Every writer password check goes through here.

@@ -15,7 +15,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gc(args) => runtime()?.block_on(gc::run(*args)),
         Command::WatchStore(args) => runtime()?.block_on(watch_store::run(*args)),
         Command::Server(args) => runtime()?.block_on(server::run(*args)),
-        Command::Config(ConfigCommand::Check { file }) => server::check(&file),
+        Command::Config(ConfigCommand::Check { file, probe }) => server::check(&file, probe),
         Command::Config(ConfigCommand::Example) => {
             use std::io::Write as _;
             std::io::stdout()
@@ -31,7 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)

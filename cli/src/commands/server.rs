@@ -80,10 +80,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    eprintln!(
-        "oranc server listening on http://{}",
-        listener.local_addr()?
-    );
+    let address = listener.local_addr()?;
+    eprintln!("oranc server listening on http://{address}");
+    for name in state.config().caches.keys() {
+        eprintln!("cache /{name}: substituter http://{address}/{name} (the registry's answer to its credentials follows in the log)");
+    }
     oranc_server::serve(listener, state, shutdown_signal()).await?;
     Ok(())
 }
@@ -108,13 +109,24 @@ async fn shutdown_signal() {
     eprintln!("shutting down: finishing requests in flight");
 }
 
-pub fn check(file: &std::path::Path) -> anyhow::Result<()> {
+pub fn check(file: &std::path::Path, probe: bool) -> anyhow::Result<()> {
     let config = oranc_config::load_file(file)?;
+    let problems = AppState::problems(&config);
+    for problem in &problems {
+        eprintln!("error: {problem}");
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{}: {} the server would refuse to start with",
+            file.display(),
+            plural(problems.len(), "problem", "problems")
+        );
+    }
     eprintln!(
-        "{}: ok ({} registries, {} caches, listening on {})",
+        "{}: ok ({}, {}, listening on {})",
         file.display(),
-        config.registries.len(),
-        config.caches.len(),
+        plural(config.registries.len(), "registry", "registries"),
+        plural(config.caches.len(), "cache", "caches"),
         config.listen
     );
     for warning in oranc_config::warnings(&config) {
@@ -123,7 +135,36 @@ pub fn check(file: &std::path::Path) -> anyhow::Result<()> {
     for position in oranc_config::write_positions(&config) {
         eprintln!("writes: {position}");
     }
+    if probe {
+        let state = AppState::new(config)?;
+        let refused = super::runtime()?.block_on(async {
+            let mut refused = 0;
+            for (cache, outcome) in state.probe_caches().await {
+                match outcome {
+                    Ok(()) => eprintln!("probe: /{cache}: the registry answers its reads"),
+                    Err(error) => {
+                        refused += 1;
+                        eprintln!("error: probe: /{cache}: the registry refused its reads with the cache's own credentials: {error}");
+                    }
+                }
+            }
+            refused
+        });
+        if refused > 0 {
+            anyhow::bail!(
+                "{}: {} cannot be read with {} own credentials",
+                file.display(),
+                plural(refused, "cache", "caches"),
+                if refused == 1 { "its" } else { "their" }
+            );
+        }
+    }
     Ok(())
+}
+
+/// `1 cache`, `2 caches`.
+fn plural(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
 }
 
 pub const EXAMPLE: &str = include_str!("../../../oranc.example.toml");

@@ -17,8 +17,9 @@ const VERDICT_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 /// checks wait for one round of pings.
 pub type ReadinessVerdict = tokio::sync::Mutex<Option<(std::time::Instant, StatusCode, String)>>;
 
-/// 200 when every registry of the config answers its ping, else 503 naming the ones that
-/// do not (by name only, never with credentials). Reused for a few seconds.
+/// 200 when every registry of the config answers its ping and every named cache can be
+/// read with its own credentials, else 503 naming the ones that cannot (by name only,
+/// never with credentials). Reused for a few seconds.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     let mut verdict = state.readiness().lock().await;
     if let Some((at, status, text)) = verdict.as_ref() {
@@ -47,9 +48,15 @@ async fn check_registries(state: &AppState) -> (StatusCode, String) {
         (label, outcome)
     }))
     .await;
+    let caches = state.probe_caches().await;
     let failing: Vec<String> = results
         .into_iter()
         .filter_map(|(name, result)| result.err().map(|e| format!("{name}: {e}")))
+        .chain(caches.into_iter().filter_map(|(name, result)| {
+            result
+                .err()
+                .map(|e| format!("cache {name}, with its own credentials: {e}"))
+        }))
         .collect();
     if failing.is_empty() {
         (StatusCode::OK, "ready\n".into())

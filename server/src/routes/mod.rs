@@ -57,17 +57,35 @@ pub async fn handle(
         )
             .into_response()),
     };
-    outcome.unwrap_or_else(|error| {
-        // The registry wants credentials and the client sent none: challenge it, so a
-        // client with a netrc file (Nix does this through curl) answers with them.
-        let anonymous = context.credentials.is_none();
-        match error {
-            ServerError::Core(oranc_core::Error::Denied { .. }) if anonymous => {
-                ServerError::CredentialsRequired.into_response()
-            }
-            error => error.into_response(),
+    outcome.unwrap_or_else(|error| match error {
+        ServerError::Core(oranc_core::Error::Denied { .. }) => {
+            registry_refusal(&context, method == Method::PUT, error).into_response()
         }
+        error => error.into_response(),
     })
+}
+
+/// What to answer when the registry refused the credentials a request acted with. A named
+/// cache acts with its own (on reads always): the operator must fix them, and the client is
+/// not challenged for credentials that would change nothing. Otherwise, where the client
+/// sent none, it is challenged, so a client with a netrc file (Nix, through curl) answers
+/// with them; the challenge says whether reading or writing needs them.
+fn registry_refusal(context: &RequestContext, write: bool, error: ServerError) -> ServerError {
+    let named = match &context.route {
+        crate::request_context::Route::File {
+            cache: crate::request_context::Addressee::Named(name),
+            ..
+        } => Some(name),
+        _ => None,
+    };
+    match named {
+        Some(name) if !write || context.credentials.is_none() => {
+            ServerError::CacheCredentialsRefused(format!("{name} ({error})"))
+        }
+        _ if context.credentials.is_some() => error,
+        _ if write => ServerError::CredentialsRequired,
+        _ => ServerError::ReadCredentialsRequired,
+    }
 }
 
 /// Tests only (builds with the `test-hooks` feature): with `ORANC_TEST_PANIC_PATH=/x`, a
