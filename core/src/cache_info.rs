@@ -72,6 +72,53 @@ impl FromStr for NixCacheInfo {
     }
 }
 
+impl NixCacheInfo {
+    /// Parses an uploaded `nix-cache-info` as strictly as Nix reads one, so that what is
+    /// stored can never lock a client out: exactly one `StoreDir` (Nix refuses the cache at
+    /// the first one that is not its store, so a second line cannot undo a first), a
+    /// `Priority` Nix's `stoi` takes (0 to 2^31-1; a larger one throws in every client),
+    /// `WantMassQuery` 0 or 1, and no unknown or repeated field. What is stored is then
+    /// rendered from the result, never the uploaded bytes.
+    pub fn parse_upload(text: &str) -> Result<Self> {
+        let mut seen: Vec<&str> = Vec::new();
+        for (index, line) in text.lines().enumerate() {
+            let invalid = |reason: String| Error::InvalidCacheInfo {
+                line: index + 1,
+                reason,
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            let (key, value) = line
+                .split_once(':')
+                .ok_or_else(|| invalid(format!("expected 'Field: value', found {line:?}")))?;
+            let value = value.trim();
+            match key {
+                "StoreDir" => {}
+                "WantMassQuery" if value == "0" || value == "1" => {}
+                "WantMassQuery" => {
+                    return Err(invalid(format!(
+                        "WantMassQuery {value:?} is neither 0 nor 1"
+                    )))
+                }
+                "Priority" if value.parse::<i32>().is_ok_and(|p| p >= 0) => {}
+                "Priority" => {
+                    return Err(invalid(format!(
+                        "Priority {value:?} is not a whole number from 0 to {}",
+                        i32::MAX
+                    )))
+                }
+                other => return Err(invalid(format!("unknown field {other:?}"))),
+            }
+            if seen.contains(&key) {
+                return Err(invalid(format!("{key} is given twice")));
+            }
+            seen.push(key);
+        }
+        text.parse()
+    }
+}
+
 impl fmt::Display for NixCacheInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "StoreDir: {}", self.store_dir)?;
@@ -106,6 +153,32 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(info.to_string().parse::<NixCacheInfo>().unwrap(), info);
+    }
+
+    #[test]
+    fn an_upload_is_read_as_strictly_as_nix_reads_it() {
+        let good = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
+        assert_eq!(
+            NixCacheInfo::parse_upload(good).unwrap(),
+            good.parse::<NixCacheInfo>().unwrap()
+        );
+        for (text, needle) in [
+            (
+                "StoreDir: /evil\nStoreDir: /nix/store\n",
+                "StoreDir is given twice",
+            ),
+            ("StoreDir: /nix/store\nPriority: 4294967295\n", "Priority"),
+            ("StoreDir: /nix/store\nPriority: -1\n", "Priority"),
+            (
+                "StoreDir: /nix/store\nWantMassQuery: yes\n",
+                "WantMassQuery",
+            ),
+            ("StoreDir: /nix/store\nX-Junk: 1\n", "unknown field"),
+            ("WantMassQuery: 1\n", "StoreDir is missing"),
+        ] {
+            let err = NixCacheInfo::parse_upload(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
     }
 
     #[test]

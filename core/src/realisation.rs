@@ -3,7 +3,7 @@
 //! it like a narinfo, but over the realisation's own JSON, so a mirror can check where it
 //! came from before it keeps one.
 
-use crate::{PublicKey, Signature};
+use crate::{PublicKey, SecretKey, Signature};
 
 /// What Nix signs: the realisation's JSON without its `signatures`, keys sorted, no spaces
 /// (nlohmann's `dump()` of the object, which keeps keys sorted). `None` when `json` is not a
@@ -35,6 +35,29 @@ pub fn is_signed_by_any(json: &[u8], keys: &[PublicKey]) -> bool {
         })
 }
 
+/// The realisation `json` signed with `key` (a signature by another key of the same name,
+/// stale or not, is replaced), as compact JSON; `None` when `json` is not a JSON object.
+pub fn signed(json: &[u8], key: &SecretKey) -> Option<Vec<u8>> {
+    let fingerprint = fingerprint(json)?;
+    let serde_json::Value::Object(mut fields) = serde_json::from_slice(json).ok()? else {
+        return None;
+    };
+    let mut signatures: Vec<serde_json::Value> = match fields.remove("signatures") {
+        Some(serde_json::Value::Array(signatures)) => signatures,
+        _ => Vec::new(),
+    };
+    signatures.retain(|s| {
+        s.as_str()
+            .and_then(|s| s.parse::<Signature>().ok())
+            .is_none_or(|s| s.key_name() != key.name())
+    });
+    signatures.push(serde_json::Value::String(
+        key.sign(&fingerprint).to_string(),
+    ));
+    fields.insert("signatures".into(), serde_json::Value::Array(signatures));
+    serde_json::to_vec(&fields).ok()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -58,5 +81,24 @@ mod tests {
         assert!(!is_signed_by_any(SIGNED_BY_NIX.as_bytes(), &[other]));
         assert!(!is_signed_by_any(b"[1,2]", keys));
         assert!(!is_signed_by_any(b"not json", keys));
+    }
+
+    #[test]
+    fn a_realisation_signed_here_verifies_as_nix_signed_ones_do() {
+        let key = SecretKey::from_seed("ours-1", [7; 32]);
+        let public = key.to_public();
+        let ours = std::slice::from_ref(&public);
+        let nix: PublicKey = NIX_KEY.parse().unwrap();
+        let both = signed(SIGNED_BY_NIX.as_bytes(), &key).unwrap();
+        assert!(is_signed_by_any(&both, ours));
+        assert!(is_signed_by_any(&both, &[nix]), "Nix's signature is kept");
+        let unsigned =
+            r#"{"id":"sha256:1!out","outPath":"a6d0a82k145airx8md9l4v42d8fq0xjz-rt-ca"}"#;
+        assert!(!is_signed_by_any(unsigned.as_bytes(), ours));
+        let resigned = signed(&signed(unsigned.as_bytes(), &key).unwrap(), &key).unwrap();
+        assert!(is_signed_by_any(&resigned, ours));
+        let value: serde_json::Value = serde_json::from_slice(&resigned).unwrap();
+        assert_eq!(value["signatures"].as_array().unwrap().len(), 1);
+        assert!(signed(b"[1]", &key).is_none());
     }
 }

@@ -6,7 +6,9 @@
 use std::collections::HashSet;
 
 use anyhow::{bail, Context as _};
+use futures::TryStreamExt as _;
 use oranc_backends::BinaryCache;
+use oranc_core::registry::BlobBody;
 use oranc_core::{
     BlobInfo, CacheKey, DebugInfoEntry, NarInfo, PathInfo, RegistryCache, Signature, StoreDir,
     UploadSlot,
@@ -178,19 +180,27 @@ where
             .await
             .with_context(|| format!("opening the upload of {key}"))
     };
-    let (file, narinfo_slot, contents) = if nar_is_stored {
-        let (file, slot) = tokio::try_join!(reuse_nar(cache, nar_key), open_narinfo_upload)?;
-        (file, slot, None)
+    let open_nar_upload = || async {
+        cache
+            .open_upload()
+            .await
+            .with_context(|| format!("opening the upload of {nar_key}"))
+    };
+    let (reused, narinfo_slot, nar_slot) = if nar_is_stored {
+        let (reused, narinfo_slot) = tokio::try_join!(
+            reusable_nar(cache, &settings.store_dir, nar_key, info, nar.compression),
+            open_narinfo_upload
+        )?;
+        (reused, narinfo_slot, None)
     } else {
-        let open_nar_upload = async {
-            cache
-                .open_upload()
-                .await
-                .with_context(|| format!("opening the upload of {nar_key}"))
-        };
-        let (nar_slot, narinfo_slot) = tokio::try_join!(open_nar_upload, open_narinfo_upload)?;
-        let (file, contents) = upload(nar_slot).await?;
-        (file, narinfo_slot, contents)
+        let (nar_slot, narinfo_slot) = tokio::try_join!(open_nar_upload(), open_narinfo_upload)?;
+        (None, narinfo_slot, Some(nar_slot))
+    };
+    let uploads_nar = reused.is_none();
+    let (file, contents) = match (reused, nar_slot) {
+        (Some(file), _) => (file, None),
+        (None, Some(slot)) => upload(slot).await?,
+        (None, None) => upload(open_nar_upload().await?).await?,
     };
 
     let mut narinfo = NarInfo::for_path(&settings.store_dir, info, nar_key.to_string());
@@ -200,7 +210,7 @@ where
     narinfo.signatures = signatures;
     let narinfo_bytes = narinfo.to_string().into_bytes();
     let tag_nar = async {
-        if !nar_is_stored {
+        if uploads_nar {
             cache
                 .tag_blob(nar_key, nar_key.content_type(), &file)
                 .await
@@ -316,13 +326,44 @@ async fn copy_nar(
     Ok(blob)
 }
 
-/// A NAR stored by an earlier run (or by the original oranc): its blob is the file.
-async fn reuse_nar(cache: &RegistryCache, key: &CacheKey) -> anyhow::Result<BlobInfo> {
-    let object = cache
-        .get(key)
-        .await?
-        .with_context(|| format!("{key} was listed but is gone"))?;
-    Ok(object.blob)
+/// A NAR this run finds stored under `key` (an earlier run's, the original oranc's, or
+/// bytes anyone who could write the cache put there under a name that is predictable from
+/// the public NarHash): its blob, once the NAR inside has been checked against the store's
+/// record (NarHash, NarSize), as `push --from` checks a copied one. `None` when it is gone
+/// or is not that NAR: then this run uploads its own and re-tags `key`, so a signed
+/// narinfo never names junk. Reading it back costs a download, but only where a NAR was
+/// stored without its narinfo (an interrupted run, or a planted file).
+async fn reusable_nar(
+    cache: &RegistryCache,
+    store_dir: &StoreDir,
+    key: &CacheKey,
+    info: &PathInfo,
+    compression: &str,
+) -> anyhow::Result<Option<BlobInfo>> {
+    let Some(object) = cache.get(key).await? else {
+        return Ok(None);
+    };
+    let mut expected = NarInfo::for_path(store_dir, info, key.to_string());
+    expected.compression = Some(compression.to_owned());
+    expected.file_size = Some(object.blob.size);
+    let checked = async {
+        let BlobBody::Stream { body, .. } = cache.open(&object, None).await? else {
+            anyhow::bail!("the registry redirected the read");
+        };
+        let (body, verdict) =
+            oranc_backends::nar_check::checked(body, &expected).map_err(anyhow::Error::msg)?;
+        let drained = body.try_for_each(|_| std::future::ready(Ok(()))).await;
+        verdict.wait().await.map_err(anyhow::Error::msg)?;
+        drained?;
+        anyhow::Ok(())
+    };
+    match checked.await {
+        Ok(()) => Ok(Some(object.blob)),
+        Err(reason) => {
+            tracing::warn!(path = %info.path, key = %key, "the stored NAR is not this path's ({reason:#}); uploading it again");
+            Ok(None)
+        }
+    }
 }
 
 /// Streams the NAR of `info` into `slot` and checks it against the store's record. The blob

@@ -9,7 +9,9 @@ use oranc_core::{CacheKey, NarInfo, NixCacheInfo};
 pub enum SmallFile {
     NarInfo(Box<NarInfo>),
     CacheInfo(NixCacheInfo),
-    /// A debuginfo entry or realisation: checked, nothing more to use.
+    /// A realisation: checked, its signatures are the caller's to check.
+    Realisation,
+    /// A debuginfo entry: checked, nothing more to use.
     Other,
 }
 
@@ -28,7 +30,7 @@ pub fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<SmallFile, Strin
         }
         KeyKind::Realisation => {
             check_realisation(key, bytes)?;
-            Ok(SmallFile::Other)
+            Ok(SmallFile::Realisation)
         }
         KeyKind::DebugInfo => {
             let entry = oranc_core::DebugInfoEntry::parse(bytes).map_err(|e| e.to_string())?;
@@ -47,8 +49,21 @@ pub fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<SmallFile, Strin
     }
 }
 
+/// Checks a small file a client uploads: as [`check_small_file`], and a `nix-cache-info`
+/// as strictly as Nix reads one ([`NixCacheInfo::parse_upload`]).
+pub fn check_upload(key: &CacheKey, bytes: &[u8]) -> Result<SmallFile, String> {
+    let checked = check_small_file(key, bytes)?;
+    if let SmallFile::CacheInfo(_) = checked {
+        let text = std::str::from_utf8(bytes).map_err(|_| format!("{key} is not UTF-8"))?;
+        return NixCacheInfo::parse_upload(text)
+            .map(SmallFile::CacheInfo)
+            .map_err(|e| e.to_string());
+    }
+    Ok(checked)
+}
+
 /// A realisation as Nix writes it: a JSON object whose `id` is the one its key names and
-/// with an `outPath`. Its signatures are Nix's to check.
+/// with an `outPath`. Its signatures are checked where it is uploaded or mirrored.
 fn check_realisation(key: &CacheKey, bytes: &[u8]) -> Result<(), String> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("{key} is not JSON: {e}"))?;

@@ -23,7 +23,7 @@ use oranc_core::cache_key::KeyKind;
 use oranc_core::{BlobInfo, CacheKey, CacheObject, NarInfo, RegistryCache, Sha256Hash};
 use tokio_util::io::StreamReader;
 
-use super::small_file::{check_small_file, SmallFile};
+use super::small_file::{check_upload, SmallFile};
 use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
 use crate::request_context::RequestContext;
@@ -84,10 +84,18 @@ async fn store(
         KeyKind::CacheInfo | KeyKind::NarInfo | KeyKind::DebugInfo | KeyKind::Realisation => {
             let limit = state.config().max_small_body_bytes;
             let bytes = super::body::read_small(body, limit, stall).await?;
-            let checked = check_small_file(&key, &bytes).map_err(ServerError::BadRequest)?;
-            if let (SmallFile::CacheInfo(info), WriteAccess::AddOnly) = (&checked, access) {
-                refuse_foreign_cache_info(info)?;
-            }
+            let checked = check_upload(&key, &bytes).map_err(ServerError::BadRequest)?;
+            let bytes = match &checked {
+                SmallFile::CacheInfo(info) => {
+                    if access == WriteAccess::AddOnly {
+                        refuse_foreign_cache_info(info)?;
+                    }
+                    // Rendered from what was parsed: the stored file says nothing Nix
+                    // would read otherwise.
+                    Bytes::from(info.to_string())
+                }
+                _ => bytes,
+            };
             if let Some(existing) = &existing {
                 return add_only_outcome(&key, existing, Sha256Hash::of(&bytes));
             }
@@ -95,6 +103,7 @@ async fn store(
                 SmallFile::NarInfo(narinfo) => {
                     checked_narinfo(&cache, *narinfo, bytes, access, named).await?
                 }
+                SmallFile::Realisation => checked_realisation(&key, bytes, access, named)?,
                 _ => bytes,
             };
             cache.put_bytes(&key, key.content_type(), bytes).await?;
@@ -114,6 +123,9 @@ async fn store(
                 // The blob stays untagged; the registry's garbage collection takes it.
                 return add_only_outcome(&key, existing, blob.digest);
             }
+            if access == WriteAccess::AddOnly && key.kind() == KeyKind::Nar {
+                refuse_misnamed_nar(&key, &blob)?;
+            }
             cache.tag_blob(&key, key.content_type(), &blob).await?;
         }
     }
@@ -123,7 +135,7 @@ async fn store(
 
 /// On a cache that requires signatures, an anonymous writer may add only what a client
 /// can verify: narinfos (signed), NARs (fetched only through a signed narinfo, and checked
-/// against its hash), realisations (Nix checks their signatures), `nix-cache-info` (for
+/// against its hash), realisations (signed, checked in [`checked_realisation`]), `nix-cache-info` (for
 /// the default store only, see [`refuse_foreign_cache_info`]). Listings, build logs and
 /// debuginfo entries carry no signature and their readers (file browsers, `nix log`,
 /// debuginfod clients) trust them as they are, so only writers add those there.
@@ -158,6 +170,26 @@ fn refuse_foreign_cache_info(info: &oranc_core::NixCacheInfo) -> Result<(), Serv
         )));
     }
     Ok(())
+}
+
+/// An anonymous NAR must be named as Nix names the NARs it uploads: `nar/<the SHA-256 of
+/// the file, nix32>.nar[.ext]`. Any other name could be one a later push will use (`oranc
+/// push` names a NAR by its NarHash, public for any reproducible path): junk planted there
+/// was reused by the push and named by its signed narinfo, and nothing repaired it. The
+/// blob stays untagged; the registry's garbage collection takes it.
+fn refuse_misnamed_nar(key: &CacheKey, blob: &BlobInfo) -> Result<(), ServerError> {
+    let named = key
+        .as_str()
+        .strip_prefix("nar/")
+        .and_then(|file| file.split_once('.'))
+        .map(|(hash, _)| hash);
+    let digest = blob.digest.to_nix32();
+    if named == Some(digest.as_str()) {
+        return Ok(());
+    }
+    Err(ServerError::Refused(format!(
+        "{key} is not named by the SHA-256 of its bytes ({digest}): uploads without credentials may add a NAR only under nar/<its sha256, nix32>.nar[.ext], as Nix names them"
+    )))
 }
 
 /// An anonymous writer sent a file the cache has: the same bytes are fine (nothing is
@@ -202,13 +234,52 @@ async fn checked_narinfo(
         narinfo.sign(key);
         bytes = Bytes::from(narinfo.to_string());
     }
-    if !named.trusted_keys.is_empty() {
-        let own = named.signing_key.as_ref().map(|k| k.to_public());
-        let trusted: Vec<_> = named.trusted_keys.iter().cloned().chain(own).collect();
+    if let Some(trusted) = required_signers(named) {
         if !narinfo.is_signed_by_any(&trusted) {
             return Err(ServerError::Refused(format!(
                 "{} carries no valid signature by a key in this cache's trusted_public_keys",
                 narinfo.store_path
+            )));
+        }
+    }
+    Ok(bytes)
+}
+
+/// The keys one of which must sign a narinfo or realisation stored in `named`: its
+/// `trusted_public_keys` and the server's own key; `None` where it requires no signature.
+fn required_signers(named: &NamedCache) -> Option<Vec<oranc_core::PublicKey>> {
+    if named.trusted_keys.is_empty() {
+        return None;
+    }
+    let own = named.signing_key.as_ref().map(|k| k.to_public());
+    Some(named.trusted_keys.iter().cloned().chain(own).collect())
+}
+
+/// A realisation that may be stored: signed by the server for a writer (where it has a
+/// key), and on a cache with `trusted_public_keys` signed by one of them (or the server's
+/// key) over Nix's realisation fingerprint. Nix 2.8 does not check a realisation's
+/// signatures before it uses one: an unsigned realisation resolved a content-addressed
+/// derivation to another path, and its client got the wrong build output. Returns the
+/// bytes to store.
+fn checked_realisation(
+    key: &CacheKey,
+    bytes: Bytes,
+    access: WriteAccess,
+    named: Option<&NamedCache>,
+) -> Result<Bytes, ServerError> {
+    let Some(named) = named else {
+        return Ok(bytes);
+    };
+    let mut bytes = bytes;
+    if let (WriteAccess::Writer, Some(signing_key)) = (access, &named.signing_key) {
+        let signed = oranc_core::realisation::signed(&bytes, signing_key)
+            .ok_or_else(|| ServerError::BadRequest(format!("{key} is not a JSON object")))?;
+        bytes = Bytes::from(signed);
+    }
+    if let Some(trusted) = required_signers(named) {
+        if !oranc_core::realisation::is_signed_by_any(&bytes, &trusted) {
+            return Err(ServerError::Refused(format!(
+                "{key} carries no valid signature by a key in this cache's trusted_public_keys"
             )));
         }
     }
