@@ -51,6 +51,17 @@ impl Verdict {
     }
 }
 
+/// The largest file a NAR of `nar_size` bytes may come in, whatever its (unsigned)
+/// FileSize says: NarSize + 1% + 1 MiB. zstd and xz grow what they cannot compress by well
+/// under 1% (block headers), so only padding goes past it: zstd skippable frames or xz
+/// stream padding, which decoders pass over, made a 120-byte NAR a 200 MB file that every
+/// client would download (docs/security.md).
+pub fn largest_file(nar_size: u64) -> u64 {
+    nar_size
+        .saturating_add(nar_size / 100)
+        .saturating_add(1 << 20)
+}
+
 /// `body` as it is, checked against `narinfo`; refused at once when its compression is one
 /// this cannot decompress.
 pub fn checked(body: ByteStream, narinfo: &NarInfo) -> Result<(ByteStream, Verdict), String> {
@@ -83,7 +94,7 @@ pub fn checked(body: ByteStream, narinfo: &NarInfo) -> Result<(ByteStream, Verdi
             let _ = verdict_sender.send(check(&compression, chunks, expected));
         });
     });
-    let limit = expected.file_size;
+    let limit = largest_file(expected.nar_size).min(expected.file_size.unwrap_or(u64::MAX));
     let cut = Arc::new(OnceLock::new());
     let cut_by_stream = cut.clone();
     let stream = futures::stream::unfold(
@@ -100,9 +111,10 @@ pub fn checked(body: ByteStream, narinfo: &NarInfo) -> Result<(ByteStream, Verdi
                     Some(Err(error)) => Some((Err(error), (body, None, seen))),
                     Some(Ok(chunk)) => {
                         let seen = seen + chunk.len() as u64;
-                        if let Some(limit) = limit.filter(|limit| seen > *limit) {
-                            let reason =
-                                format!("the file is larger than its FileSize ({limit} bytes)");
+                        if seen > limit {
+                            let reason = format!(
+                                "the file is larger than its FileSize or than a NAR of its NarSize can take ({limit} bytes)"
+                            );
                             let _ = cut_by_stream.set(reason.clone());
                             return Some((Err(std::io::Error::other(reason)), (body, None, seen)));
                         }
@@ -305,6 +317,45 @@ mod tests {
         assert!(results.len() < 5, "stopped early: {}", results.len());
         assert!(results.last().unwrap().is_err());
         assert!(verdict.wait().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn padding_past_what_its_nar_size_allows_is_cut_whatever_file_size_says() {
+        let nar = b"nix-archive-1 small".repeat(6);
+        let mut file = zstd::encode_all(&nar[..], 3).unwrap();
+        // zstd skippable frames (magic 0x184D2A5?, then a 4-byte length), 2 MiB of them.
+        for _ in 0..32 {
+            file.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+            file.extend_from_slice(&(64u32 << 10).to_le_bytes());
+            file.extend_from_slice(&[0u8; 64 << 10]);
+        }
+        // FileHash and FileSize are unsigned: the source made them match the padded file.
+        let narinfo = narinfo_for(&nar, &file, "zstd");
+        let (passed, verdict) = run(file.clone(), &narinfo).await;
+        assert!(passed.len() as u64 <= largest_file(nar.len() as u64));
+        assert!(verdict.unwrap_err().contains("NarSize"));
+        // The same NAR with no padding passes.
+        let plain = zstd::encode_all(&nar[..], 3).unwrap();
+        let (_, verdict) = run(plain.clone(), &narinfo_for(&nar, &plain, "zstd")).await;
+        assert_eq!(verdict, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn xz_stream_padding_past_the_bound_is_cut_too() {
+        let nar = b"nix-archive-1 small".repeat(6);
+        let mut file = Vec::new();
+        {
+            use std::io::Write as _;
+            let mut encoder = xz2::write::XzEncoder::new(&mut file, 6);
+            encoder.write_all(&nar).unwrap();
+            encoder.finish().unwrap();
+        }
+        // Stream padding: NUL bytes in multiples of four between and after xz streams.
+        file.extend(std::iter::repeat_n(0u8, 2 << 20));
+        let narinfo = narinfo_for(&nar, &file, "xz");
+        let (passed, verdict) = run(file, &narinfo).await;
+        assert!(passed.len() as u64 <= largest_file(nar.len() as u64));
+        assert!(verdict.unwrap_err().contains("NarSize"));
     }
 
     #[test]

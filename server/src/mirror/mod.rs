@@ -137,9 +137,12 @@ impl NarMemory {
 /// replica of the mirror (or this one, once it has forgotten the narinfo it served) find
 /// the narinfo again upstream when the NAR is asked for; and two paths whose NARs are the
 /// same file (same contents, other names) each get their own, stored with their narinfo.
-/// Upstream's own key when the longer one has no tag in `cache`'s encoding (base32-dnssec
-/// makes tags of 1.6 characters per byte); `None` when upstream's `URL` is not a `nar/`
-/// file.
+/// Where that makes too long a tag in `cache`'s encoding (base32-dnssec makes tags of 1.6
+/// characters per byte; cache.nixos.org's names with the custom one), the file name is
+/// replaced by a digest of it: the key always begins with the hash of the path whose
+/// narinfo named it, never upstream's own name alone, or an upstream could name another
+/// path's stored NAR (`URL` is not signed) and have this path's bytes stored over it.
+/// `None` when upstream's `URL` is not a `nar/` file or no key fits.
 fn mirrored_nar_key(
     cache: &RegistryCache,
     hash_part: &str,
@@ -150,11 +153,19 @@ fn mirrored_nar_key(
         return None;
     }
     let name = upstream.as_str().strip_prefix("nar/")?;
-    match format!("nar/{hash_part}-{name}").parse::<CacheKey>() {
-        Ok(renamed) if cache.can_store(&renamed) => Some(renamed),
-        _ => Some(upstream),
-    }
+    let extension = name.find(".nar").map_or("", |start| &name[start..]);
+    let digest = oranc_core::Sha256Hash::of(name.as_bytes()).to_nix32();
+    let short_name = format!("{}{extension}", &digest[..SHORT_NAME_CHARS]);
+    let key = [name, short_name.as_str()]
+        .into_iter()
+        .filter_map(|name| format!("nar/{hash_part}-{name}").parse::<CacheKey>().ok())
+        .find(|key| cache.can_store(key));
+    key
 }
+
+/// Characters of the digest of upstream's file name that stand for it in a NAR key where
+/// the whole name makes too long a tag (80 bits: two names of one path never share it).
+const SHORT_NAME_CHARS: usize = 16;
 
 /// What the mirror says about a NAR the registry lacks.
 #[derive(Debug)]

@@ -575,12 +575,30 @@ impl Copy {
         (client, fetched, spooled)
     }
 
-    /// Tags the NAR, then stores the narinfo: the push order.
+    /// Tags the NAR, then stores the narinfo: the push order. A NAR tag that holds other
+    /// bytes already is never re-tagged, and no narinfo is stored for it: `URL` is not
+    /// signed, so an upstream could name another path's stored NAR in a genuine narinfo,
+    /// and the copy of that path's bytes would have replaced it for good.
     async fn store(&self, blob: &BlobInfo) -> Result<(), String> {
-        self.cache
-            .tag_blob(&self.nar_key, self.nar_key.content_type(), blob)
+        let stored = self
+            .cache
+            .get(&self.nar_key)
             .await
-            .map_err(|e| format!("storing {}: {e}", self.nar_key))?;
+            .map_err(|e| format!("looking for {} before tagging it: {e}", self.nar_key))?;
+        match stored {
+            Some(stored) if stored.blob.digest != blob.digest => {
+                return Err(format!(
+                    "{} holds other bytes already (sha256 {}, this copy's {}); it stays as it is, and the narinfo of {} is not stored",
+                    self.nar_key, stored.blob.digest, blob.digest, self.narinfo.store_path
+                ));
+            }
+            Some(_) => {}
+            None => self
+                .cache
+                .tag_blob(&self.nar_key, self.nar_key.content_type(), blob)
+                .await
+                .map_err(|e| format!("storing {}: {e}", self.nar_key))?,
+        }
         store_narinfo(&self.cache, &self.narinfo)
             .await
             .map_err(|e| format!("storing the narinfo of {}: {e}", self.narinfo.store_path))
