@@ -10,6 +10,7 @@ pub mod model;
 pub use error::ConfigError;
 pub use load::{load_file, parse, validate, warnings, write_positions};
 pub use model::{
-    CacheConfig, ClientLimitsConfig, Config, MirrorConfig, PasswordChecksConfig, RateLimitConfig,
-    RegistryConfig, RegistryKind, ResponseCacheConfig, UpstreamConfig,
+    CacheConfig, ClaimPattern, ClientLimitsConfig, Config, MirrorConfig, OidcIssuerConfig,
+    PasswordChecksConfig, RateLimitConfig, RegistryConfig, RegistryKind, ResponseCacheConfig,
+    UpstreamConfig,
 };

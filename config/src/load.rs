@@ -115,6 +115,15 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
                 "is required with a password".into(),
             ));
         }
+        for (index, oidc) in cache.oidc.iter().enumerate() {
+            check_oidc(oidc).map_err(|reason| invalid(field(&format!("oidc[{index}]")), reason))?;
+        }
+        if cache.allow_write && !cache.oidc.is_empty() {
+            return Err(invalid(
+                field("allow_write"),
+                "lets anyone write, while oidc allows only the tokens it names: choose one".into(),
+            ));
+        }
         if cache.allow_write && cache.writers_file.is_some() {
             return Err(invalid(
                 field("allow_write"),
@@ -159,11 +168,12 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
         }
         if cache.signing_key_file.is_some()
             && cache.writers_file.is_none()
+            && cache.oidc.is_empty()
             && cache.upstreams.is_empty()
         {
             return Err(invalid(
                 field("signing_key_file"),
-                "signs what writers upload (and what a mirror stores), so it needs writers_file or upstreams (the server never signs for anonymous clients)".into(),
+                "signs what writers upload (and what a mirror stores), so it needs writers_file, oidc or upstreams (the server never signs for anonymous clients)".into(),
             ));
         }
     }
@@ -226,6 +236,39 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// An OIDC issuer of writers: an https issuer (http only on loopback, for tests), an
+/// audience, and at least one claim, each a valid glob.
+fn check_oidc(oidc: &crate::model::OidcIssuerConfig) -> Result<(), String> {
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|prefix| {
+            oidc.issuer
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+        });
+    if !(oidc.issuer.starts_with("https://") || loopback) {
+        return Err(format!(
+            "issuer {:?} must be an https:// URL (http:// only on loopback)",
+            oidc.issuer
+        ));
+    }
+    if oidc.audience.is_empty() {
+        return Err("audience is required: tokens for other services must not write here".into());
+    }
+    if oidc.claims.is_empty() {
+        return Err("needs at least one claim (e.g. repository = \"org/*\"): the issuer gives tokens to all of its users".into());
+    }
+    for (claim, pattern) in &oidc.claims {
+        if pattern.globs().is_empty() {
+            return Err(format!("claims.{claim}: an empty list matches nothing"));
+        }
+        for glob in pattern.globs() {
+            glob::Pattern::new(glob).map_err(|e| format!("claims.{claim}: {glob:?}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Who may write where, one sentence per named cache and listed registry, for `oranc config
 /// check` and the server's start-up log (docs/security.md has the rules).
 pub fn write_positions(config: &Config) -> Vec<String> {
@@ -245,8 +288,17 @@ pub fn write_positions(config: &Config) -> Vec<String> {
     let mut positions = Vec::new();
     for (name, cache) in &config.caches {
         // Reads of a named cache always use its own credentials (none forwarded).
-        let position = if cache.writers_file.is_some() {
-            "the users in writers_file may add and replace; other credentials are refused (401), never forwarded".to_owned()
+        let position = if cache.writers_file.is_some() || !cache.oidc.is_empty() {
+            let who = match (cache.writers_file.is_some(), cache.oidc.len()) {
+                (true, 0) => "the users in writers_file".to_owned(),
+                (false, n) => format!("bearers of a token of its {n} oidc issuer(s)"),
+                (true, n) => format!(
+                    "the users in writers_file and bearers of a token of its {n} oidc issuer(s)"
+                ),
+            };
+            format!(
+                "{who} may add and replace; other credentials are refused (401), never forwarded"
+            )
         } else if !cache.upstreams.is_empty() {
             "a mirror: it stores what it fetches from upstream; credentials a client sends grant nothing (403)".to_owned()
         } else if cache.allow_write {
@@ -337,6 +389,48 @@ mod tests {
             assert!(err.contains(needle), "{text:?}: {err}");
             assert!(err.contains("bad.toml"), "{err}");
         }
+    }
+
+    #[test]
+    fn an_oidc_issuer_must_be_https_with_an_audience_and_a_claim() {
+        let cache = "[caches.c]\nregistry = \"/d\"\nrepository = \"a/b\"\n[[caches.c.oidc]]\n";
+        let good = "issuer = \"https://token.actions.githubusercontent.com\"\naudience = \"a\"\n[caches.c.oidc.claims]\nrepository = \"org/*\"\nref = [\"refs/heads/main\", \"refs/tags/*\"]\n";
+        let config = parse(&format!("{cache}{good}"), "x.toml").unwrap();
+        let oidc = &config.caches["c"].oidc[0];
+        assert_eq!(oidc.claims["ref"].globs().len(), 2);
+        for (text, needle) in [
+            (good.replace("https://token", "http://token"), "https://"),
+            (
+                good.replace(
+                    "https://token.actions.githubusercontent.com",
+                    "http://localhost.evil",
+                ),
+                "https://",
+            ),
+            (
+                good.replace("audience = \"a\"", "audience = \"\""),
+                "audience",
+            ),
+            (
+                good.replace(
+                    "repository = \"org/*\"\nref = [\"refs/heads/main\", \"refs/tags/*\"]\n",
+                    "",
+                ),
+                "at least one claim",
+            ),
+            (good.replace("\"org/*\"", "\"org/[\""), "claims.repository"),
+            (format!("{good}[caches.c.oidc.x]\n"), "unknown field"),
+        ] {
+            let err = parse(&format!("{cache}{text}"), "x.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+        let loopback = good.replace(
+            "https://token.actions.githubusercontent.com",
+            "http://127.0.0.1:8123",
+        );
+        assert!(parse(&format!("{cache}{loopback}"), "x.toml").is_ok());
     }
 
     #[test]

@@ -300,6 +300,44 @@ pub struct CacheConfig {
     /// Keys (`name:base64`) an upstream narinfo must be signed by to be served or stored.
     /// Required with `upstreams`.
     pub upstream_public_keys: Vec<PublicKey>,
+    /// OIDC issuers whose tokens make their bearer a writer (`[[caches.NAME.oidc]]`), so a CI
+    /// job writes with the token its platform gives it (GitHub Actions' `id-token: write`)
+    /// and no stored secret. The token is sent as the password of HTTP Basic credentials
+    /// (any user name: a netrc line) or as a Bearer token.
+    pub oidc: Vec<OidcIssuerConfig>,
+}
+
+/// One trusted OIDC issuer of a named cache's writers.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcIssuerConfig {
+    /// The issuer (`iss`), e.g. `https://token.actions.githubusercontent.com`; its keys are
+    /// read from `{issuer}/.well-known/openid-configuration`. `http://` only on loopback.
+    pub issuer: String,
+    /// What the token's `aud` must hold (on GitHub Actions, the `audience` the job asks for).
+    pub audience: String,
+    /// Claims the token must carry, each a glob (`*` any text, `?` one character); a list
+    /// means any of its globs. All must match. At least one is required: an issuer such as
+    /// GitHub's gives tokens to every repository on it.
+    pub claims: BTreeMap<String, ClaimPattern>,
+}
+
+/// What one claim must match.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ClaimPattern {
+    One(String),
+    AnyOf(Vec<String>),
+}
+
+impl ClaimPattern {
+    /// The globs, any of which may match.
+    pub fn globs(&self) -> &[String] {
+        match self {
+            Self::One(glob) => std::slice::from_ref(glob),
+            Self::AnyOf(globs) => globs,
+        }
+    }
 }
 
 /// Upstream caches: when one has a key, the client is redirected there (302).

@@ -37,6 +37,16 @@ pub fn client_credentials(headers: &HeaderMap) -> Option<Credentials> {
     Some(Credentials::basic(username, password))
 }
 
+/// The token of `Authorization: Bearer <token>`, if that is what the client sent.
+pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|token| !token.is_empty())
+}
+
 /// The access key id of `Credential=<id>/<date>/<region>/<service>/aws4_request, …`. The id is
 /// everything before the last four `/`-separated parts: base64 may itself contain `/`.
 fn sigv4_access_key_id(parameters: &str) -> Option<&str> {

@@ -21,6 +21,7 @@ mod metered;
 pub mod metrics;
 pub mod metrics_endpoint;
 mod mirror;
+mod oidc;
 mod password_gate;
 mod refusal_log;
 mod request_context;

@@ -26,6 +26,9 @@ pub struct RequestContext {
     /// [`fingerprint`] of `credentials` (zero for none): how layers tell clients apart
     /// without holding their passwords.
     pub fingerprint: [u8; 32],
+    /// A Bearer token the client sent (an OIDC token, for a named cache's `oidc` writers);
+    /// never forwarded to a registry.
+    pub bearer_token: Option<String>,
     pub route: Route,
 }
 
@@ -153,9 +156,11 @@ impl AddressRules {
         let credentials = client_credentials(request.headers());
         let fingerprint = credentials.as_ref().map_or([0; 32], fingerprint);
         let route = self.route(request.uri());
+        let bearer_token = crate::client_auth::bearer_token(request.headers());
         request.extensions_mut().insert(Arc::new(RequestContext {
             credentials,
             fingerprint,
+            bearer_token,
             route,
         }));
         request

@@ -71,7 +71,15 @@ pub async fn resolve<'a>(
             let named = state.named_cache(name).ok_or_else(|| {
                 ServerError::Internal(format!("the named cache {name:?} is not configured"))
             })?;
-            let grant = named_cache_access(state, named, client, purpose, address).await?;
+            let grant = named_cache_access(
+                state,
+                named,
+                client,
+                context.bearer_token.as_deref(),
+                purpose,
+                address,
+            )
+            .await?;
             let owner = ClientOwner::NamedCache(name.clone());
             let registry = state.client(owner, &named.registry, grant.credentials, purpose);
             return Ok(Target {
@@ -179,6 +187,7 @@ async fn named_cache_access(
     state: &AppState,
     named: &NamedCache,
     client: Option<Credentials>,
+    bearer_token: Option<&str>,
     purpose: Purpose,
     address: Option<ClientAddr>,
 ) -> Result<Grant, ServerError> {
@@ -199,6 +208,24 @@ async fn named_cache_access(
     if purpose == Purpose::Read {
         return Ok(anonymous());
     }
+    // An OIDC token, as a Bearer token or as the password of a netrc line (any user name).
+    let token = bearer_token.or(match &client {
+        Some(Credentials::Basic { password, .. }) => Some(password.as_str()),
+        _ => None,
+    });
+    if let (Some(oidc), Some(token)) = (&named.oidc, token) {
+        if crate::oidc::OidcWriters::looks_like_a_token(token) {
+            return Ok(match oidc.verify(token).await {
+                Ok(()) => Grant::anonymous(named.credentials.clone(), WriteAccess::Writer),
+                Err(reason) => Grant {
+                    refused: Some(ServerError::CredentialsNotGranted(format!(
+                        "the OIDC token grants no writes here: {reason}"
+                    ))),
+                    ..anonymous()
+                },
+            });
+        }
+    }
     let Some(Credentials::Basic { username, password }) = client else {
         return Ok(anonymous());
     };
@@ -218,7 +245,7 @@ async fn named_cache_access(
     }
     // A cache with writers answers a stranger and a wrong password alike (401), and never
     // forwards them: a writer who mistyped would otherwise reach the registry with them.
-    if named.writers.is_some() {
+    if named.writers.is_some() || named.oidc.is_some() {
         return Ok(Grant {
             refused: Some(ServerError::NotAWriter),
             ..anonymous()

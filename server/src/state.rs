@@ -72,6 +72,8 @@ pub struct NamedCache {
     pub allow_write: bool,
     /// The server's own write users (`writers_file`).
     pub writers: Option<Writers>,
+    /// OIDC issuers whose tokens make a writer (`oidc`).
+    pub oidc: Option<crate::oidc::OidcWriters>,
     /// Signs what writers upload (`signing_key_file`).
     pub signing_key: Option<SecretKey>,
     /// An uploaded narinfo must be signed by one of these (or by `signing_key`).
@@ -255,6 +257,7 @@ fn open_named_cache(
         grant,
         allow_write: cache.allow_write,
         writers,
+        oidc: crate::oidc::OidcWriters::new(&cache.oidc)?,
         signing_key,
         trusted_keys: cache.trusted_public_keys.clone(),
         redirect_blobs: redirects_blobs(config, &cache.registry),

@@ -13,6 +13,7 @@ pub mod latency;
 pub mod nginx;
 pub mod nix;
 pub mod oci;
+pub mod oidc;
 pub mod registry;
 pub mod server;
 
