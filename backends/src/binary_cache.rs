@@ -76,10 +76,12 @@ impl BinaryCache {
         };
         Ok(Self {
             location,
-            url: trimmed.to_owned(),
+            url: without_credentials(trimmed),
         })
     }
 
+    /// The URL, for messages: credentials in it (`https://user:token@host`) are replaced
+    /// by `***`, so no log line or error carries them.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -119,7 +121,14 @@ impl BinaryCache {
             return Ok(None);
         };
         let text = std::str::from_utf8(&bytes).map_err(|_| self.protocol(&key, "not UTF-8"))?;
-        let narinfo = NarInfo::parse(text)?;
+        // The parser's reasons quote the offending line: not another cache's text into our
+        // log, only where it is.
+        let narinfo = NarInfo::parse(text).map_err(|error| match error {
+            Error::InvalidNarinfo { line, .. } => {
+                self.protocol(&key, &format!("not a valid narinfo (line {line})"))
+            }
+            other => other,
+        })?;
         if narinfo.store_dir != *store_dir || narinfo.store_path.hash_part() != hash_part {
             return Err(self.protocol(
                 &key,
@@ -338,6 +347,18 @@ impl BinaryCache {
     }
 }
 
+/// `url` with any user name and password in it replaced by `***`.
+fn without_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username("***");
+            parsed.to_string().trim_end_matches('/').to_owned()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// How long a binary cache may take: to connect, and between two reads of an answer.
 #[derive(Debug, Clone, Copy)]
 pub struct BinaryCacheTimeouts {
@@ -375,6 +396,23 @@ fn check_relative(relative: &str) -> std::result::Result<(), String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn credentials_in_a_cache_url_never_reach_a_message() {
+        let cache = BinaryCache::open(
+            "https://user:s3cret@cache.example.org/path/",
+            BinaryCacheTimeouts::default(),
+        )
+        .unwrap();
+        assert_eq!(cache.url(), "https://***@cache.example.org/path");
+        let error = cache.protocol("x.narinfo", "broken").to_string();
+        assert!(
+            !error.contains("s3cret") && !error.contains("user"),
+            "{error}"
+        );
+        let plain = BinaryCache::open("https://cache.nixos.org", BinaryCacheTimeouts::default());
+        assert_eq!(plain.unwrap().url(), "https://cache.nixos.org");
+    }
 
     #[test]
     fn only_files_inside_the_cache_are_followed() {

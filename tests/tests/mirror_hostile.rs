@@ -156,3 +156,188 @@ fn wait_until_stored(registry: &RegistryProcess, path: &str) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Rewrites the narinfo of `path` in the cache at `dir` with `change` (its signature stays:
+/// it covers none of what the tests change).
+fn rewrite_narinfo(dir: &std::path::Path, path: &str, change: impl FnOnce(String) -> String) {
+    let file = narinfo_file(dir, path);
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, change(text)).unwrap();
+}
+
+/// Found in review (issue 36, item 2): a NAR file followed by megabytes of padding that its
+/// decoder passes over (xz stream padding here; zstd skippable frames alike), with
+/// `FileHash`/`FileSize` rewritten to match (they are unsigned), passed the check (the NAR
+/// inside is the signed one) and was stored whole, for every client to download. A file is
+/// now cut past NarSize + 1% + 1 MiB whatever FileSize says: the client never gets it
+/// whole, and neither the mirror nor `oranc push --from` stores anything.
+#[test]
+fn a_padded_nar_file_is_cut_and_never_stored() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(1_000);
+    let upstream = closure.file_cache();
+    let honest = narinfo_in(upstream.path(), &closure.root);
+    let file = upstream.path().join(&honest.url);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.extend(std::iter::repeat_n(0u8, 4 << 20));
+    std::fs::write(&file, &bytes).unwrap();
+    let file_hash = oranc_core::Sha256Hash::of(&bytes).to_nix_string();
+    rewrite_narinfo(upstream.path(), &closure.root, |text| {
+        text.lines()
+            .map(|line| {
+                if line.starts_with("FileHash: ") {
+                    format!("FileHash: {file_hash}")
+                } else if line.starts_with("FileSize: ") {
+                    format!("FileSize: {}", bytes.len())
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    });
+    let nginx = NginxProcess::serving(upstream.path());
+    let server = replica(&mirror_config(
+        &registry,
+        &nginx.url(""),
+        &closure.public_key,
+    ));
+    let nar_url = served_nar_url(&server, &closure.root);
+    let (code, received) = download(&server.url(&format!("mirror/{nar_url}")));
+    assert_ne!(code, 0, "the padded file never looks whole");
+    assert!(received.len() < bytes.len(), "{} bytes", received.len());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let tags = registry.tag_list("mirror/cache");
+    assert!(!tags.contains(&hash_part(&closure.root)), "{tags}");
+
+    let pushed = release_oranc_command()
+        .args(oranc_tests::push_args(&registry.host(), "pushed/from"))
+        .args([
+            "--from",
+            &nginx.url(""),
+            "--trusted-public-key",
+            &closure.public_key,
+        ])
+        .arg(&closure.root)
+        .output()
+        .unwrap();
+    assert!(!pushed.status.success());
+    let said = String::from_utf8_lossy(&pushed.stderr);
+    assert!(said.contains("NarSize"), "{said}");
+    assert!(!registry
+        .tag_list("pushed/from")
+        .contains(&hash_part(&closure.root)));
+}
+
+/// Found in review (issue 36, items 8 and 9): a validly signed narinfo with a 900 KB
+/// `X-Junk:` line was stored and served on every lookup; one malformed `Sig:` line beside a
+/// valid one made the narinfo a 502, where Nix accepts it; an upstream URL's credentials
+/// were logged whole. Only the fields Nix defines are kept, a bad `Sig:` line is skipped,
+/// and upstream URLs are logged without their credentials.
+#[test]
+fn a_narinfo_is_kept_as_nix_defines_it_and_upstream_credentials_stay_out_of_the_log() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(1_000);
+    let upstream = closure.file_cache();
+    rewrite_narinfo(upstream.path(), &closure.root, |text| {
+        format!(
+            "{text}X-Junk: {}\nSig: not-a-signature\n",
+            "j".repeat(900_000)
+        )
+    });
+    let nginx = NginxProcess::serving(upstream.path());
+    // Credentials in the first upstream's URL, which is down: its failure is logged.
+    let config = mirror_config(
+        &registry,
+        &format!(
+            "http://mirror-user:s3cret-token@127.0.0.1:9\", \"{}",
+            nginx.url("")
+        ),
+        &closure.public_key,
+    );
+    let server = replica(&config);
+    let (status, narinfo, _) =
+        curl(&[&server.url(&format!("mirror/{}.narinfo", hash_part(&closure.root)))]);
+    assert_eq!(status, "200", "{}", &narinfo[..narinfo.len().min(300)]);
+    assert!(!narinfo.contains("X-Junk"), "{} bytes", narinfo.len());
+    assert!(narinfo.len() < 10_000, "{} bytes", narinfo.len());
+    let store = tempfile::tempdir().unwrap();
+    let copied = copy_from(
+        &server.url("mirror"),
+        store.path(),
+        &closure.root,
+        &closure.public_key,
+    );
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let log = server.log();
+    assert!(
+        log.contains("upstream lookup failed"),
+        "the failure is logged"
+    );
+    assert!(
+        !log.contains("s3cret-token"),
+        "an upstream's credentials were logged"
+    );
+}
+
+/// Found in review (issue 36, "offline"): with upstream gone every narinfo the registry
+/// lacked was a 502, and Nix gave up on the build (2.8 even with `fallback = true`). It is
+/// now a miss (404, said in a header), so Nix builds what the mirror does not have.
+#[test]
+fn with_upstream_gone_nix_builds_what_the_mirror_lacks() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(1_000);
+    let server = replica(&mirror_config(
+        &registry,
+        "http://127.0.0.1:9",
+        &closure.public_key,
+    ));
+    let (status, _, headers) =
+        curl_with_headers(&server.url(&format!("mirror/{}.narinfo", hash_part(&closure.root))));
+    assert_eq!(status, "404");
+    assert!(
+        headers
+            .to_lowercase()
+            .contains("x-oranc-upstream: unreachable"),
+        "{headers}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let expression = dir.path().join("offline.nix");
+    std::fs::write(
+        &expression,
+        format!(
+            "derivation {{ name = \"offline-{}\"; system = builtins.currentSystem; builder = \"/bin/sh\"; args = [ \"-c\" \"echo built > $out\" ]; }}",
+            oranc_tests::unique_suffix()
+        ),
+    )
+    .unwrap();
+    let built = oranc_tests::nix::nix_command("nix-build")
+        .arg("--no-out-link")
+        .arg(&expression)
+        .args(["--option", "substituters", &server.url("mirror")])
+        .args(["--option", "trusted-public-keys", &closure.public_key])
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
+
+/// Status, body and response headers of a GET of `url`.
+fn curl_with_headers(url: &str) -> (String, String, String) {
+    let headers = tempfile::NamedTempFile::new().unwrap();
+    let (status, body, _) = curl(&["-D", headers.path().to_str().unwrap(), url]);
+    (
+        status,
+        body,
+        std::fs::read_to_string(headers.path()).unwrap(),
+    )
+}

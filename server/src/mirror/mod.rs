@@ -89,6 +89,8 @@ pub struct Mirror {
     /// Where copies' bytes may wait for the registry (shared by the server's mirrors).
     spool: SpoolBudget,
     known_config: nar::KnownConfig,
+    /// Upstream lookup failures are logged at most every 20 s.
+    failure_log: LogEvery,
 }
 
 /// A narinfo served from an upstream, waiting for its NAR.
@@ -163,9 +165,67 @@ fn mirrored_nar_key(
     key
 }
 
+/// The unsigned field of `narinfo` Nix defines that is longer than any real one is, if
+/// any (`URL` is checked where it is renamed).
+fn implausible_field(narinfo: &NarInfo) -> Option<&'static str> {
+    let too_long = |value: Option<&String>, limit: usize| value.is_some_and(|v| v.len() > limit);
+    if too_long(narinfo.compression.as_ref(), 16) {
+        Some("Compression")
+    } else if too_long(narinfo.system.as_ref(), 64) {
+        Some("System")
+    } else if too_long(narinfo.ca.as_ref(), 512) {
+        Some("CA")
+    } else {
+        None
+    }
+}
+
 /// Characters of the digest of upstream's file name that stand for it in a NAR key where
 /// the whole name makes too long a tag (80 bits: two names of one path never share it).
 const SHORT_NAME_CHARS: usize = 16;
+
+/// What the mirror's upstreams said about a narinfo.
+enum Lookup {
+    Found(Arc<Pending>),
+    /// Every upstream that answered lacks it (or had it unsigned).
+    Absent,
+    /// No upstream answered.
+    Unreachable,
+}
+
+/// What the mirror says about a narinfo the registry lacks.
+#[derive(Debug)]
+pub enum NarinfoAnswer {
+    /// From upstream, as this mirror serves it.
+    Found(Bytes),
+    Absent,
+    /// No upstream answered: a miss all the same (Nix builds it), said as such.
+    UpstreamUnreachable,
+}
+
+/// At most one line per interval for a trouble that may come with every request (an
+/// upstream that is down): the log says it is down, not how many asked.
+#[derive(Debug, Default)]
+struct LogEvery {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl LogEvery {
+    const INTERVAL: Duration = Duration::from_secs(20);
+
+    /// Whether a line may be written now (and counts it as written).
+    fn may_log(&self) -> bool {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = last.is_none_or(|at| at.elapsed() >= Self::INTERVAL);
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
+    }
+}
 
 /// What the mirror says about a NAR the registry lacks.
 #[derive(Debug)]
@@ -242,6 +302,7 @@ impl Mirror {
             limits: settings.limits,
             spool: settings.spool,
             known_config: nar::KnownConfig::default(),
+            failure_log: LogEvery::default(),
         })
     }
 
@@ -252,44 +313,58 @@ impl Mirror {
         &self,
         cache: &RegistryCache,
         key: &CacheKey,
-    ) -> Result<Option<Bytes>, ServerError> {
+    ) -> Result<NarinfoAnswer, ServerError> {
         // Asked only once the registry lacked the narinfo.
         let narinfo_absent_at = std::time::Instant::now();
         let hash_part = key.as_str().trim_end_matches(".narinfo");
-        let Some(pending) = self.lookup(cache, hash_part).await? else {
-            return Ok(None);
+        let pending = match self.lookup(cache, hash_part).await? {
+            Lookup::Found(pending) => pending,
+            Lookup::Absent => return Ok(NarinfoAnswer::Absent),
+            Lookup::Unreachable => return Ok(NarinfoAnswer::UpstreamUnreachable),
         };
         // Nix asks for the NAR next: the narinfo's absence is the registry's word on it.
         pending.registry_word.narinfo_absent(narinfo_absent_at);
-        Ok(Some(Bytes::from(pending.narinfo.to_string())))
+        Ok(NarinfoAnswer::Found(Bytes::from(
+            pending.narinfo.to_string(),
+        )))
     }
 
     /// The upstream narinfo of the path `hash_part`, as this mirror serves it (its `URL`
     /// renamed, see [`mirrored_nar_key`]), remembered for its NAR.
-    async fn lookup(
-        &self,
-        cache: &RegistryCache,
-        hash_part: &str,
-    ) -> Result<Option<Arc<Pending>>, ServerError> {
+    async fn lookup(&self, cache: &RegistryCache, hash_part: &str) -> Result<Lookup, ServerError> {
         let key = format!("{hash_part}.narinfo");
         if self.absent.contains_key(&key) {
-            return Ok(None);
+            return Ok(Lookup::Absent);
         }
-        let mut failure = None;
+        let mut answered = false;
         for (index, upstream) in self.upstreams.iter().enumerate() {
             let mut narinfo = match upstream.narinfo_by_hash(&self.store_dir, hash_part).await {
                 Ok(Some(narinfo)) => narinfo,
-                Ok(None) => continue,
+                Ok(None) => {
+                    answered = true;
+                    continue;
+                }
                 Err(error) => {
                     self.count("narinfo", "error");
-                    tracing::warn!(cache = %self.name, upstream = upstream.url(), %error, "upstream lookup failed");
-                    failure = Some(error);
+                    if self.failure_log.may_log() {
+                        tracing::warn!(cache = %self.name, upstream = upstream.url(), %error, "upstream lookup failed (said at most every 20 s)");
+                    }
                     continue;
                 }
             };
+            answered = true;
             if !narinfo.is_signed_by_any(&self.keys) {
                 self.count("narinfo", "refused");
                 tracing::warn!(cache = %self.name, upstream = upstream.url(), path = %narinfo.store_path, "upstream narinfo not signed by upstream_public_keys; not served");
+                continue;
+            }
+            // Only what the signature covers is vouched for: fields Nix does not define go
+            // (a signed narinfo with a 900 KB `X-Junk:` line was stored and served on every
+            // lookup), and the unsigned ones Nix does define must be of a plausible size.
+            narinfo.unknown_fields.clear();
+            if let Some(field) = implausible_field(&narinfo) {
+                self.count("narinfo", "refused");
+                tracing::warn!(cache = %self.name, upstream = upstream.url(), path = %narinfo.store_path, field, "upstream narinfo has an implausibly long unsigned field; not served");
                 continue;
             }
             // `URL` is not signed: one this mirror cannot name (not a plain nar/ file) is
@@ -311,14 +386,18 @@ impl Mirror {
             self.nars
                 .pending
                 .insert(pending.nar_key.as_str().to_owned(), pending.clone());
-            return Ok(Some(pending));
+            return Ok(Lookup::Found(pending));
         }
-        if let Some(error) = failure {
-            return Err(ServerError::UpstreamFailed(error.to_string()));
+        if !answered {
+            // No upstream answered at all (gone, or an air-gapped network after the first
+            // fill): a miss, so Nix builds the path instead of giving up on the build. Not
+            // remembered here, so the next request asks upstream again.
+            self.count("narinfo", "unreachable");
+            return Ok(Lookup::Unreachable);
         }
         self.count("narinfo", "miss");
         self.absent.insert(key, ());
-        Ok(None)
+        Ok(Lookup::Absent)
     }
 
     /// What the mirror knows of the NAR `key`: from the narinfo it served, or else (another
@@ -341,10 +420,15 @@ impl Mirror {
         else {
             return Ok(None);
         };
-        Ok(self
-            .lookup(cache, hash_part)
-            .await?
-            .filter(|pending| pending.nar_key == *key))
+        match self.lookup(cache, hash_part).await? {
+            Lookup::Found(pending) => Ok(Some(pending).filter(|pending| pending.nar_key == *key)),
+            Lookup::Absent => Ok(None),
+            // A NAR whose narinfo was served: its client needs it, and a 404 would say the
+            // cache never had it.
+            Lookup::Unreachable => Err(ServerError::UpstreamFailed(format!(
+                "no upstream answered for the narinfo that names {key}"
+            ))),
+        }
     }
 
     /// The NAR `key`, which the registry lacks: fetched from the upstream whose narinfo

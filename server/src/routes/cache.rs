@@ -14,7 +14,7 @@ use super::small_file::check_small_file;
 use crate::cache_control;
 use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
-use crate::mirror::{Alongside, BesideAnswer, Mirror, NarAnswer};
+use crate::mirror::{Alongside, BesideAnswer, Mirror, NarAnswer, NarinfoAnswer};
 use crate::request_context::RequestContext;
 use crate::resolve::{resolve, Target};
 use crate::state::{AppState, Purpose};
@@ -130,6 +130,9 @@ async fn serve(
 /// Says that a `nix-cache-info` answer is oranc's default, not a stored file.
 pub const DEFAULT_CACHE_INFO_HEADER: &str = "x-oranc-cache-info";
 
+/// Says that a mirror's 404 for a narinfo is because no upstream answered.
+pub const UPSTREAM_UNREACHABLE_HEADER: &str = "x-oranc-upstream";
+
 /// What a mirror cache's upstreams say about a file its registry lacks.
 enum FromMirror {
     Answer(Response),
@@ -149,8 +152,21 @@ async fn from_mirror(
         // A mirror is a cache before anything is stored in it.
         KeyKind::CacheInfo => FromMirror::Answer(default_cache_info()),
         KeyKind::NarInfo => match mirror.narinfo(cache, key).await? {
-            Some(bytes) => FromMirror::Answer(whole_file(method, key, bytes)),
-            None => FromMirror::Absent,
+            NarinfoAnswer::Found(bytes) => FromMirror::Answer(whole_file(method, key, bytes)),
+            NarinfoAnswer::Absent => FromMirror::Absent,
+            // Nix gives up on a build when a substituter's narinfo is a 5xx (2.8 aborts
+            // even with `fallback = true`); a 404 lets it build the path itself.
+            NarinfoAnswer::UpstreamUnreachable => FromMirror::Answer(
+                (
+                    StatusCode::NOT_FOUND,
+                    [(
+                        HeaderName::from_static(UPSTREAM_UNREACHABLE_HEADER),
+                        HeaderValue::from_static("unreachable"),
+                    )],
+                    format!("{key} not found: the registry lacks it and no upstream answered\n"),
+                )
+                    .into_response(),
+            ),
         },
         KeyKind::Nar => match mirror.nar(cache, key, method == Method::HEAD).await? {
             NarAnswer::Streaming(response) => FromMirror::Answer(response),
