@@ -24,6 +24,7 @@
 mod beside;
 mod nar;
 mod registry_word;
+mod shares;
 mod spool;
 
 pub use beside::{BesideAnswer, Limits};
@@ -40,6 +41,7 @@ pub use oranc_backends::BinaryCacheTimeouts;
 use oranc_core::cache_key::KeyKind;
 use oranc_core::{CacheKey, CacheObject, NarInfo, PublicKey, RegistryCache, SecretKey, StoreDir};
 
+use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
 use crate::metrics::Metrics;
 use crate::refusal_log::Loggable;
@@ -56,6 +58,11 @@ const CONCURRENT_COPIES: usize = 16;
 /// thread checking its hash for as long as its client reads, so together with the copies
 /// they stay far below tokio's 512 blocking threads.
 const CONCURRENT_PASS_THROUGHS: usize = 64;
+/// Copies one client address may have started and not finished fetching: the rest of the
+/// 16 stay for other clients.
+const COPIES_PER_ADDRESS: usize = 4;
+/// NARs streamed alone to one client address at once.
+const PASS_THROUGHS_PER_ADDRESS: usize = 16;
 /// Absences remembered at most.
 const MAX_ABSENT: u64 = 100_000;
 
@@ -77,10 +84,11 @@ pub struct Mirror {
     metrics: Metrics,
     /// How long a client may keep a chunk waiting before the store goes on without it.
     client_stall: Duration,
-    /// NAR copies into the registry at once (each may outlive its client).
-    copies: Arc<tokio::sync::Semaphore>,
-    /// NARs streamed to a client alone at once (past the copies).
-    pass_throughs: Arc<tokio::sync::Semaphore>,
+    /// NAR copies into the registry at once (each may outlive its client), a few per
+    /// client address.
+    copies: shares::Pool,
+    /// NARs streamed to a client alone at once (past the copies), a share per address.
+    pass_throughs: shares::Pool,
     /// Listings, logs, debuginfo entries and realisations held whole at once (`beside.rs`).
     beside_fetches: Arc<tokio::sync::Semaphore>,
     /// Requests waiting for one of those slots.
@@ -295,8 +303,8 @@ impl Mirror {
             fetching: nar::InFlight::default(),
             metrics: settings.metrics,
             client_stall: settings.client_stall,
-            copies: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_COPIES)),
-            pass_throughs: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PASS_THROUGHS)),
+            copies: shares::Pool::new(CONCURRENT_COPIES, COPIES_PER_ADDRESS),
+            pass_throughs: shares::Pool::new(CONCURRENT_PASS_THROUGHS, PASS_THROUGHS_PER_ADDRESS),
             beside_fetches: Arc::new(tokio::sync::Semaphore::new(beside::CONCURRENT_FETCHES)),
             beside_waiting: std::sync::atomic::AtomicUsize::new(0),
             limits: settings.limits,
@@ -438,6 +446,7 @@ impl Mirror {
         cache: &RegistryCache,
         key: &CacheKey,
         head: bool,
+        address: Option<ClientAddr>,
     ) -> Result<NarAnswer, ServerError> {
         let Some(pending) = self.pending_nar(cache, key).await? else {
             return Ok(NarAnswer::Unknown);
@@ -471,7 +480,7 @@ impl Mirror {
                 }
                 // A large NAR from a slow upstream: this client need not wait for it; it
                 // gets its own stream (not stored twice).
-                nar::Waited::TooLong => return self.pass_through(&pending, key).await,
+                nar::Waited::TooLong => return self.pass_through(&pending, key, address).await,
                 nar::Waited::Ended => {}
             }
             if self.nars.stored.contains_key(key.as_str()) {
@@ -480,7 +489,7 @@ impl Mirror {
             role = self.fetching.join_or_lead(key.as_str());
         }
         match role {
-            nar::Role::Follower(_) => self.pass_through(&pending, key).await,
+            nar::Role::Follower(_) => self.pass_through(&pending, key, address).await,
             nar::Role::Leader(lead) => {
                 // Stored by a fetch that ended between this request's registry lookup and
                 // its lead (looked up again: gc may have removed it since).
@@ -490,13 +499,13 @@ impl Mirror {
                 // A copy outlives its client (others will read what it stores), so copies
                 // are bounded; past the bound a NAR streams to its client alone, unstored,
                 // for as long as that client stays.
-                let Ok(slot) = self.copies.clone().try_acquire_owned() else {
+                let Ok(slot) = self.copies.try_take(address) else {
                     drop(lead);
                     self.metrics
                         .mirror_lookups
                         .with_label_values(&[&self.name, "nar", "unstored"])
                         .inc();
-                    return self.pass_through(&pending, key).await;
+                    return self.pass_through(&pending, key, address).await;
                 };
                 let body = self.open_upstream_nar(&pending).await?;
                 self.copy(slot, cache, &pending)
@@ -522,6 +531,7 @@ impl Mirror {
         &self,
         cache: &RegistryCache,
         key: &CacheKey,
+        address: Option<ClientAddr>,
     ) -> Result<Option<Alongside>, ServerError> {
         if !self.nars.pending.contains_key(key.as_str())
             || self.nars.stored.contains_key(key.as_str())
@@ -530,7 +540,7 @@ impl Mirror {
         }
         // The slot before the lead: a lead let go without a fetch would tell the requests
         // that joined it that the NAR is stored.
-        let Ok(slot) = self.copies.clone().try_acquire_owned() else {
+        let Ok(slot) = self.copies.try_take(address) else {
             return Ok(None);
         };
         let nar::Role::Leader(lead) = self.fetching.join_or_lead(key.as_str()) else {
@@ -578,12 +588,7 @@ impl Mirror {
         Alongside::InRegistry(object)
     }
 
-    fn copy(
-        &self,
-        slot: tokio::sync::OwnedSemaphorePermit,
-        cache: &RegistryCache,
-        pending: &Pending,
-    ) -> nar::Copy {
+    fn copy(&self, slot: shares::Place, cache: &RegistryCache, pending: &Pending) -> nar::Copy {
         nar::Copy {
             slot: Some(slot),
             cache: self.known_config.shared_by(cache),
@@ -605,19 +610,22 @@ impl Mirror {
         &self,
         pending: &Pending,
         key: &CacheKey,
+        address: Option<ClientAddr>,
     ) -> Result<NarAnswer, ServerError> {
-        let slot = self
-            .pass_throughs
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| {
-                ServerError::MirrorBusy(format!(
-                "the mirror {} is streaming {CONCURRENT_PASS_THROUGHS} NARs it cannot store yet",
-                self.name
-            ))
-            })?;
+        let slot = self.pass_throughs.try_take(address).map_err(|refused| {
+            ServerError::MirrorBusy(match refused {
+                shares::Refused::Full => format!(
+                    "the mirror {} is streaming {CONCURRENT_PASS_THROUGHS} NARs it cannot store yet",
+                    self.name
+                ),
+                shares::Refused::AddressShare => format!(
+                    "the mirror {} is streaming {PASS_THROUGHS_PER_ADDRESS} NARs it cannot store yet to this address",
+                    self.name
+                ),
+            })
+        })?;
         let body = self.open_upstream_nar(pending).await?;
-        nar::pass_through(body, &pending.narinfo, key, slot)
+        nar::pass_through(body, &pending.narinfo, key, slot, self.client_stall)
             .map(NarAnswer::Streaming)
             .map_err(ServerError::UpstreamFailed)
     }

@@ -169,16 +169,36 @@ pub(super) fn pass_through(
     body: ByteStream,
     narinfo: &NarInfo,
     key: &CacheKey,
-    slot: tokio::sync::OwnedSemaphorePermit,
+    slot: super::shares::Place,
+    client_stall: Duration,
 ) -> Result<Response, String> {
     let (body, verdict) = oranc_backends::nar_check::checked(body, narinfo)?;
-    let verdict = async move {
-        let outcome = verdict.wait().await;
-        drop(slot);
-        outcome
+    // Pumped to the client by a task of its own, so a client that stops reading for
+    // `client_stall` lets go of the upstream stream and the place (one that never read
+    // held them for as long as it kept its connection open); its stream then ends without
+    // its last chunk, never looking whole.
+    let (to_client, client_stream) = mpsc::channel(1);
+    let (whole, whole_sent) = oneshot::channel();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            let failed = chunk.is_err();
+            let sent = tokio::time::timeout(client_stall, to_client.send(chunk)).await;
+            if failed || !matches!(sent, Ok(Ok(()))) {
+                return;
+            }
+        }
+        let _ = whole.send(verdict.wait().await);
+    });
+    let whole_sent = async {
+        whole_sent
+            .await
+            .unwrap_or_else(|_| Err("the NAR's stream was not read to its end".into()))
     };
     let mut response = head_answer(narinfo, key);
-    *response.body_mut() = Body::from_stream(last_chunk_after(body, verdict));
+    *response.body_mut() =
+        Body::from_stream(last_chunk_after(receiver_stream(client_stream), whole_sent));
     Ok(response)
 }
 
@@ -298,7 +318,7 @@ pub(super) struct Copy {
     /// Its place among the mirror's bounded copies: given back when its fetch ends if the
     /// registry's bytes are spooled (the upload then holds the spool's share of its
     /// budget), else when the copy ends.
-    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub slot: Option<super::shares::Place>,
     pub cache: RegistryCache,
     pub narinfo: NarInfo,
     pub nar_key: CacheKey,

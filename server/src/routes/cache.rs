@@ -49,7 +49,7 @@ pub(super) async fn read(
 ) -> Result<Response, ServerError> {
     let target = resolve(state, context, Purpose::Read, address).await?;
     let kind = target.key.kind();
-    let mut response = match serve(state, method, headers, target).await {
+    let mut response = match serve(state, method, headers, target, address).await {
         // An absence is an answer too, and a cache in front may keep it (briefly).
         Err(absent @ ServerError::Core(oranc_core::Error::NotFound { .. })) => {
             absent.into_response()
@@ -66,6 +66,7 @@ async fn serve(
     method: &Method,
     headers: &HeaderMap,
     target: Target<'_>,
+    address: Option<ClientAddr>,
 ) -> Result<Response, ServerError> {
     let (cache, key) = (&target.cache, &target.key);
     if let Some(url) = state.upstreams().find(key.as_str()).await {
@@ -80,7 +81,7 @@ async fn serve(
     let mirror = target.named.and_then(|named| named.mirror.as_ref());
     let alongside = match mirror {
         Some(mirror) if key.kind() == KeyKind::Nar && method == Method::GET => {
-            mirror.nar_alongside_registry(cache, key).await?
+            mirror.nar_alongside_registry(cache, key, address).await?
         }
         _ => None,
     };
@@ -91,7 +92,7 @@ async fn serve(
     };
     let object = match (stored, mirror) {
         (Some(object), _) => object,
-        (None, Some(mirror)) => match from_mirror(mirror, method, cache, key).await? {
+        (None, Some(mirror)) => match from_mirror(mirror, method, cache, key, address).await? {
             FromMirror::Answer(response) => return Ok(response),
             // Another request's fetch ended without storing it: say so, not "absent".
             FromMirror::Stored => cache.get(key).await?.ok_or_else(|| {
@@ -147,6 +148,7 @@ async fn from_mirror(
     method: &Method,
     cache: &oranc_core::RegistryCache,
     key: &CacheKey,
+    address: Option<ClientAddr>,
 ) -> Result<FromMirror, ServerError> {
     Ok(match key.kind() {
         // A mirror is a cache before anything is stored in it.
@@ -168,7 +170,10 @@ async fn from_mirror(
                     .into_response(),
             ),
         },
-        KeyKind::Nar => match mirror.nar(cache, key, method == Method::HEAD).await? {
+        KeyKind::Nar => match mirror
+            .nar(cache, key, method == Method::HEAD, address)
+            .await?
+        {
             NarAnswer::Streaming(response) => FromMirror::Answer(response),
             NarAnswer::Stored => FromMirror::Stored,
             // No upstream narinfo names it under this mirror's name for it. Kept by no cache:
