@@ -77,10 +77,13 @@ impl NixCacheInfo {
     /// stored can never lock a client out: exactly one `StoreDir` (Nix refuses the cache at
     /// the first one that is not its store, so a second line cannot undo a first), a
     /// `Priority` Nix's `stoi` takes (0 to 2^31-1; a larger one throws in every client),
-    /// `WantMassQuery` 0 or 1, and no unknown or repeated field. What is stored is then
-    /// rendered from the result, never the uploaded bytes.
-    pub fn parse_upload(text: &str) -> Result<Self> {
+    /// `WantMassQuery` 0 or 1, and no unknown or repeated field. Returns it with the text
+    /// to store: each field it read, as `Field: value` in the order given (blank lines and
+    /// stray spaces go), never the uploaded bytes as such. A file already in that form
+    /// comes back byte for byte, as an S3 client that reads back what it wrote expects.
+    pub fn parse_upload(text: &str) -> Result<(Self, String)> {
         let mut seen: Vec<&str> = Vec::new();
+        let mut rendered = String::new();
         for (index, line) in text.lines().enumerate() {
             let invalid = |reason: String| Error::InvalidCacheInfo {
                 line: index + 1,
@@ -114,8 +117,9 @@ impl NixCacheInfo {
                 return Err(invalid(format!("{key} is given twice")));
             }
             seen.push(key);
+            rendered.push_str(&format!("{key}: {value}\n"));
         }
-        text.parse()
+        Ok((text.parse()?, rendered))
     }
 }
 
@@ -158,10 +162,14 @@ mod tests {
     #[test]
     fn an_upload_is_read_as_strictly_as_nix_reads_it() {
         let good = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
+        let (info, rendered) = NixCacheInfo::parse_upload(good).unwrap();
+        assert_eq!(info, good.parse::<NixCacheInfo>().unwrap());
         assert_eq!(
-            NixCacheInfo::parse_upload(good).unwrap(),
-            good.parse::<NixCacheInfo>().unwrap()
+            rendered, good,
+            "a file in canonical form comes back as it was"
         );
+        let (_, rendered) = NixCacheInfo::parse_upload("\nStoreDir:  /nix/store \n\n").unwrap();
+        assert_eq!(rendered, "StoreDir: /nix/store\n");
         for (text, needle) in [
             (
                 "StoreDir: /evil\nStoreDir: /nix/store\n",

@@ -50,16 +50,16 @@ pub fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<SmallFile, Strin
 }
 
 /// Checks a small file a client uploads: as [`check_small_file`], and a `nix-cache-info`
-/// as strictly as Nix reads one ([`NixCacheInfo::parse_upload`]).
-pub fn check_upload(key: &CacheKey, bytes: &[u8]) -> Result<SmallFile, String> {
+/// as strictly as Nix reads one ([`NixCacheInfo::parse_upload`]), with the text to store
+/// in its place.
+pub fn check_upload(key: &CacheKey, bytes: &[u8]) -> Result<(SmallFile, Option<String>), String> {
     let checked = check_small_file(key, bytes)?;
     if let SmallFile::CacheInfo(_) = checked {
         let text = std::str::from_utf8(bytes).map_err(|_| format!("{key} is not UTF-8"))?;
-        return NixCacheInfo::parse_upload(text)
-            .map(SmallFile::CacheInfo)
-            .map_err(|e| e.to_string());
+        let (info, rendered) = NixCacheInfo::parse_upload(text).map_err(|e| e.to_string())?;
+        return Ok((SmallFile::CacheInfo(info), Some(rendered)));
     }
-    Ok(checked)
+    Ok((checked, None))
 }
 
 /// A realisation as Nix writes it: a JSON object whose `id` is the one its key names and

@@ -84,18 +84,14 @@ async fn store(
         KeyKind::CacheInfo | KeyKind::NarInfo | KeyKind::DebugInfo | KeyKind::Realisation => {
             let limit = state.config().max_small_body_bytes;
             let bytes = super::body::read_small(body, limit, stall).await?;
-            let checked = check_upload(&key, &bytes).map_err(ServerError::BadRequest)?;
-            let bytes = match &checked {
-                SmallFile::CacheInfo(info) => {
-                    if access == WriteAccess::AddOnly {
-                        refuse_foreign_cache_info(info)?;
-                    }
-                    // Rendered from what was parsed: the stored file says nothing Nix
-                    // would read otherwise.
-                    Bytes::from(info.to_string())
-                }
-                _ => bytes,
-            };
+            let (checked, rendered) =
+                check_upload(&key, &bytes).map_err(ServerError::BadRequest)?;
+            if let (SmallFile::CacheInfo(info), WriteAccess::AddOnly) = (&checked, access) {
+                refuse_foreign_cache_info(info)?;
+            }
+            // Rendered from what was parsed: the stored file says nothing Nix would read
+            // otherwise.
+            let bytes = rendered.map_or(bytes, Bytes::from);
             if let Some(existing) = &existing {
                 return add_only_outcome(&key, existing, Sha256Hash::of(&bytes));
             }
