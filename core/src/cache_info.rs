@@ -36,18 +36,9 @@ impl FromStr for NixCacheInfo {
         let mut store_dir = None;
         let mut want_mass_query = false;
         let mut priority = None;
-        for (index, line) in text.lines().enumerate() {
-            let invalid = |reason: String| Error::InvalidCacheInfo {
-                line: index + 1,
-                reason,
-            };
-            if line.trim().is_empty() {
-                continue;
-            }
-            let (key, value) = line
-                .split_once(':')
-                .ok_or_else(|| invalid(format!("expected 'Field: value', found {line:?}")))?;
-            let value = value.trim();
+        for field in fields(text) {
+            let Field { line, key, value } = field?;
+            let invalid = |reason: String| Error::InvalidCacheInfo { line, reason };
             match key {
                 "StoreDir" => {
                     store_dir = Some(StoreDir::new(value).map_err(|e| invalid(e.to_string()))?)
@@ -72,6 +63,33 @@ impl FromStr for NixCacheInfo {
     }
 }
 
+/// One `Field: value` line (value trimmed), with its line number.
+struct Field<'a> {
+    line: usize,
+    key: &'a str,
+    value: &'a str,
+}
+
+/// The fields of `text`, blank lines skipped; an error for a line that is not one.
+fn fields(text: &str) -> impl Iterator<Item = Result<Field<'_>>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            let (key, value) = line
+                .split_once(':')
+                .ok_or_else(|| Error::InvalidCacheInfo {
+                    line: index + 1,
+                    reason: format!("expected 'Field: value', found {line:?}"),
+                })?;
+            Ok(Field {
+                line: index + 1,
+                key,
+                value: value.trim(),
+            })
+        })
+}
+
 impl NixCacheInfo {
     /// Parses an uploaded `nix-cache-info` as strictly as Nix reads one, so that what is
     /// stored can never lock a client out: exactly one `StoreDir` (Nix refuses the cache at
@@ -84,18 +102,9 @@ impl NixCacheInfo {
     pub fn parse_upload(text: &str) -> Result<(Self, String)> {
         let mut seen: Vec<&str> = Vec::new();
         let mut rendered = String::new();
-        for (index, line) in text.lines().enumerate() {
-            let invalid = |reason: String| Error::InvalidCacheInfo {
-                line: index + 1,
-                reason,
-            };
-            if line.trim().is_empty() {
-                continue;
-            }
-            let (key, value) = line
-                .split_once(':')
-                .ok_or_else(|| invalid(format!("expected 'Field: value', found {line:?}")))?;
-            let value = value.trim();
+        for field in fields(text) {
+            let Field { line, key, value } = field?;
+            let invalid = |reason: String| Error::InvalidCacheInfo { line, reason };
             match key {
                 "StoreDir" => {}
                 "WantMassQuery" if value == "0" || value == "1" => {}

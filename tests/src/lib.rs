@@ -10,6 +10,7 @@ pub mod auth;
 pub mod faults;
 pub mod hostile;
 pub mod latency;
+pub mod mirror;
 pub mod nginx;
 pub mod nix;
 pub mod oci;

@@ -5,6 +5,7 @@
 
 use std::process::Output;
 
+use oranc_tests::mirror::{download, mirror_config, mirror_config_at, served_nar_url};
 use oranc_tests::nginx::NginxProcess;
 use oranc_tests::nix::{
     assert_same_closure, copy_from, generate_key, hash_part, nix_command, SignedClosure,
@@ -12,25 +13,6 @@ use oranc_tests::nix::{
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{allow_plain_http, metric, metric_or_zero, ServerProcess};
 use oranc_tests::{curl, run_ok};
-
-/// The config of a server with one mirror cache, `mirror`, of `upstream`.
-fn mirror_config(registry: &RegistryProcess, upstream: &str, key: &str) -> String {
-    mirror_config_at(&registry.host(), "", upstream, key)
-}
-
-/// The config of a server whose mirror of `upstream` stores into `registry_host` (a plain
-/// HTTP registry, or a latency proxy in front of one), with `registry_lines` more on it.
-fn mirror_config_at(
-    registry_host: &str,
-    registry_lines: &str,
-    upstream: &str,
-    key: &str,
-) -> String {
-    format!(
-        "{}{registry_lines}[caches.mirror]\nregistry = \"{registry_host}\"\nrepository = \"mirror/cache\"\nupstreams = [\"{upstream}\"]\nupstream_public_keys = [\"{key}\"]\n",
-        allow_plain_http(registry_host),
-    )
-}
 
 fn mirror_server(registry: &RegistryProcess, upstream: &str, key: &str) -> ServerProcess {
     ServerProcess::start(&mirror_config(registry, upstream, key), &[])
@@ -304,15 +286,6 @@ fn replicas_find_each_others_nars_and_paths_sharing_a_nar_file_are_all_kept() {
     }
 }
 
-/// The `URL` of the narinfo of `path` as `server`'s mirror serves it.
-fn served_nar_url(server: &ServerProcess, path: &str) -> String {
-    let (status, narinfo, _) = curl(&[&server.url(&format!("mirror/{}.narinfo", hash_part(path)))]);
-    assert_eq!(status, "200", "{narinfo}");
-    oranc_core::NarInfo::parse(&narinfo)
-        .expect("the mirror's narinfo")
-        .url
-}
-
 /// Replaces the file at `path` with as many bytes of junk: the same size, other contents.
 fn spoil(path: &std::path::Path) {
     let size = std::fs::metadata(path).expect("the file to spoil").len();
@@ -321,21 +294,6 @@ fn spoil(path: &std::path::Path) {
         vec![0x5a; usize::try_from(size).expect("a small file")],
     )
     .expect("spoiling the file");
-}
-
-/// GET `url` into a file: curl's exit code and the bytes received.
-fn download(url: &str) -> (i32, Vec<u8>) {
-    let file = tempfile::NamedTempFile::new().expect("a temporary file");
-    let status = std::process::Command::new("curl")
-        .args(["-s", "--max-time", "30", "-o"])
-        .arg(file.path())
-        .arg(url)
-        .status()
-        .expect("running curl");
-    (
-        status.code().unwrap_or(-1),
-        std::fs::read(file.path()).unwrap_or_default(),
-    )
 }
 
 fn nar_fetches(nginx: &NginxProcess) -> usize {

@@ -9,19 +9,12 @@
     reason = "integration tests: helpers outside #[test] panic on purpose"
 )]
 
+use oranc_tests::mirror::{download, mirror_config, served_nar_url};
 use oranc_tests::nginx::NginxProcess;
 use oranc_tests::nix::{copy_from, hash_part, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
-use oranc_tests::server::{allow_plain_http, ServerProcess};
+use oranc_tests::server::ServerProcess;
 use oranc_tests::{curl, release_oranc_command};
-
-fn mirror_config(registry: &RegistryProcess, upstream: &str, key: &str) -> String {
-    format!(
-        "{}[caches.mirror]\nregistry = \"{host}\"\nrepository = \"mirror/cache\"\nupstreams = [\"{upstream}\"]\nupstream_public_keys = [\"{key}\"]\n",
-        allow_plain_http(&registry.host()),
-        host = registry.host(),
-    )
-}
 
 fn replica(config: &str) -> ServerProcess {
     ServerProcess::start_logged(release_oranc_command(), config, &[])
@@ -35,30 +28,6 @@ fn narinfo_file(dir: &std::path::Path, path: &str) -> std::path::PathBuf {
 fn narinfo_in(dir: &std::path::Path, path: &str) -> oranc_core::NarInfo {
     let text = std::fs::read_to_string(narinfo_file(dir, path)).expect("the narinfo");
     oranc_core::NarInfo::parse(&text).expect("a narinfo")
-}
-
-/// GET `url`: curl's exit code and the bytes received.
-fn download(url: &str) -> (i32, Vec<u8>) {
-    let file = tempfile::NamedTempFile::new().expect("a temporary file");
-    let status = std::process::Command::new("curl")
-        .args(["-s", "-f", "--max-time", "60", "-o"])
-        .arg(file.path())
-        .arg(url)
-        .status()
-        .expect("running curl");
-    (
-        status.code().unwrap_or(-1),
-        std::fs::read(file.path()).unwrap_or_default(),
-    )
-}
-
-/// The `URL` of the narinfo of `path` as `server`'s mirror serves it.
-fn served_nar_url(server: &ServerProcess, path: &str) -> String {
-    let (status, narinfo, _) = curl(&[&server.url(&format!("mirror/{}.narinfo", hash_part(path)))]);
-    assert_eq!(status, "200", "{narinfo}");
-    oranc_core::NarInfo::parse(&narinfo)
-        .expect("the mirror's narinfo")
-        .url
 }
 
 /// Found in review (issue 36, item 1): after an honest fetch, upstream served another

@@ -277,3 +277,48 @@ fn a_cache_whose_own_credentials_the_registry_refuses_is_named_everywhere() {
     assert_eq!(status, "401", "{body}");
     assert!(body.contains("credentials needed to read here"), "{body}");
 }
+
+/// Found in review (issue 40): a PUT through the server cleared the answers kept for its
+/// raw path only, so the same file asked for under another spelling of its URL (`%3A` for
+/// the port's colon, the original oranc's `?registry=&repository=` form) kept its old
+/// answer for the TTL. Answers are now kept and dropped by the file's cache and parsed key.
+#[test]
+fn a_put_clears_the_answer_kept_under_every_spelling_of_its_url() {
+    let registry = RegistryProcess::start();
+    let host = registry.host();
+    let config = format!(
+        "{}trust_client_credentials = true\n",
+        allow_plain_http(&host)
+    );
+    let server = ServerProcess::start_logged(release_oranc_command(), &config, &[]);
+    let plain = server.url(&format!("{host}/spelling/cache/nix-cache-info"));
+    let spellings = [
+        server.url(&format!(
+            "{}/spelling/cache/nix-cache-info",
+            host.replace(':', "%3A")
+        )),
+        server.url(&format!(
+            "nix-cache-info?registry={host}&repository=spelling%2Fcache"
+        )),
+    ];
+    let put = |priority: u32| {
+        let body = format!("StoreDir: /nix/store\nPriority: {priority}\n");
+        let (status, answer, _) =
+            curl(&["-X", "PUT", "-u", "ci:x", "--data-binary", &body, &plain]);
+        assert_eq!(status, "200", "{answer}");
+    };
+    put(30);
+    for url in &spellings {
+        let (status, body, _) = curl(&[url]);
+        assert_eq!(status, "200", "{url}: {body}");
+        assert!(body.contains("Priority: 30"), "{url}: {body}");
+    }
+    put(50);
+    for url in &spellings {
+        let (_, body, _) = curl(&[url]);
+        assert!(
+            body.contains("Priority: 50"),
+            "a stale answer under {url}: {body}"
+        );
+    }
+}
