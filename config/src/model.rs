@@ -316,7 +316,8 @@ pub struct OidcIssuerConfig {
     pub issuer: String,
     /// What the token's `aud` must hold (on GitHub Actions, the `audience` the job asks for).
     pub audience: String,
-    /// Claims the token must carry, each a glob (`*` any text, `?` one character); a list
+    /// Claims the token must carry, each a glob (`*` any text but `/`, `?` one character
+    /// but `/`, `**` a whole path of components); a list
     /// means any of its globs. All must match. At least one is required: an issuer such as
     /// GitHub's gives tokens to every repository on it.
     pub claims: BTreeMap<String, ClaimPattern>,

@@ -126,9 +126,25 @@ impl NixCacheInfo {
                 return Err(invalid(format!("{key} is given twice")));
             }
             seen.push(key);
-            rendered.push_str(&format!("{key}: {value}\n"));
         }
-        Ok((text.parse()?, rendered))
+        let info: Self = text.parse()?;
+        // Each value as parsed, not as sent: `StoreDir: /nix/store/` parses as `/nix/store`,
+        // but stored as sent it is a store Nix 2.8 compares byte for byte, and refuses.
+        for key in seen {
+            match key {
+                "StoreDir" => rendered.push_str(&format!("StoreDir: {}\n", info.store_dir)),
+                "WantMassQuery" => rendered.push_str(&format!(
+                    "WantMassQuery: {}\n",
+                    u8::from(info.want_mass_query)
+                )),
+                _ => {
+                    if let Some(priority) = info.priority {
+                        rendered.push_str(&format!("Priority: {priority}\n"));
+                    }
+                }
+            }
+        }
+        Ok((info, rendered))
     }
 }
 
@@ -179,6 +195,11 @@ mod tests {
         );
         let (_, rendered) = NixCacheInfo::parse_upload("\nStoreDir:  /nix/store \n\n").unwrap();
         assert_eq!(rendered, "StoreDir: /nix/store\n");
+        // Found by the red team: a trailing slash parsed as /nix/store but was stored as sent.
+        let (info, rendered) =
+            NixCacheInfo::parse_upload("StoreDir: /nix/store/\nPriority: +0005\n").unwrap();
+        assert_eq!(info.store_dir, StoreDir::default());
+        assert_eq!(rendered, "StoreDir: /nix/store\nPriority: 5\n");
         for (text, needle) in [
             (
                 "StoreDir: /evil\nStoreDir: /nix/store\n",

@@ -129,27 +129,27 @@ impl OidcWriters {
                 header.alg
             ));
         }
-        // Which issuer to ask: the token's own word, checked below by that issuer's keys.
+        // Which entries to try: those of the issuer the token names (its word, checked by
+        // that issuer's keys); several may name one issuer with other audiences or claims
+        // (two repositories' jobs), and any of them may take the token.
         let claimed: Value = jsonwebtoken::dangerous::insecure_decode_claims(token)
             .map_err(|e| format!("unreadable claims: {e}"))?;
-        let issuer = self
+        let mut refusal = "its issuer is not trusted by this cache".to_owned();
+        let mut taken = None;
+        for issuer in self
             .issuers
             .iter()
-            .find(|issuer| claimed["iss"].as_str() == Some(issuer.config.issuer.as_str()))
-            .ok_or_else(|| "its issuer is not trusted by this cache".to_owned())?;
-        let key = issuer
-            .key(&self.http, header.kid.as_deref(), header.alg)
-            .await?;
-        let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[&issuer.config.issuer]);
-        validation.set_audience(&[&issuer.config.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.validate_nbf = true;
-        validation.leeway = LEEWAY_SECS;
-        let claims: Value = jsonwebtoken::decode(token, &key, &validation)
-            .map_err(|e| format!("refused: {e}"))?
-            .claims;
-        issuer.check_claims(&claims)?;
+            .filter(|issuer| claimed["iss"].as_str() == Some(issuer.config.issuer.as_str()))
+        {
+            match issuer.verify(&self.http, token, &header).await {
+                Ok(claims) => {
+                    taken = Some(claims);
+                    break;
+                }
+                Err(reason) => refusal = reason,
+            }
+        }
+        let claims = taken.ok_or(refusal)?;
         let expires = claims["exp"]
             .as_u64()
             .and_then(|exp| {
@@ -166,7 +166,30 @@ impl OidcWriters {
 }
 
 impl TrustedIssuer {
-    /// Every configured claim matches one of its globs.
+    /// The claims of `token` when this entry takes it: signed by one of the issuer's keys,
+    /// for its audience, in its time, with every claim it names.
+    async fn verify(
+        &self,
+        http: &reqwest::Client,
+        token: &str,
+        header: &jsonwebtoken::Header,
+    ) -> Result<Value, String> {
+        let key = self.key(http, header.kid.as_deref(), header.alg).await?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
+        let claims: Value = jsonwebtoken::decode(token, &key, &validation)
+            .map_err(|e| format!("refused: {e}"))?
+            .claims;
+        self.check_claims(&claims)?;
+        Ok(claims)
+    }
+
+    /// Every configured claim matches one of its globs (`*` and `?` never match `/`, so
+    /// `org/*` is one level below `org`).
     fn check_claims(&self, claims: &Value) -> Result<(), String> {
         for (claim, globs) in &self.claims {
             let value = match &claims[claim.as_str()] {
@@ -174,7 +197,11 @@ impl TrustedIssuer {
                 Value::Null => return Err(format!("the claim {claim} is missing")),
                 other => other.to_string(),
             };
-            if !globs.iter().any(|glob| glob.matches(&value)) {
+            let options = glob::MatchOptions {
+                require_literal_separator: true,
+                ..glob::MatchOptions::new()
+            };
+            if !globs.iter().any(|glob| glob.matches_with(&value, options)) {
                 return Err(format!(
                     "its claim {claim} = {:?} is not one this cache takes",
                     crate::refusal_log::Loggable(&value).to_string()

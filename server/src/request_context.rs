@@ -111,6 +111,32 @@ impl RequestContext {
         })
     }
 
+    /// The stored file asked for: its registry, repository and parsed key, by whichever
+    /// route (a named cache, found in `named`, or a `/{registry}/{repository}` URL).
+    pub fn stored_file(
+        &self,
+        named: &std::collections::HashMap<String, (String, String)>,
+    ) -> Option<String> {
+        let Route::File {
+            cache,
+            key: Ok(key),
+        } = &self.route
+        else {
+            return None;
+        };
+        let (registry, repository) = match cache {
+            Addressee::Named(name) => {
+                let (registry, repository) = named.get(name)?;
+                (registry.as_str(), repository.as_str())
+            }
+            Addressee::Url {
+                registry,
+                repository,
+            } => (registry.as_str(), repository.as_str()),
+        };
+        Some(format!("{registry}\0{repository}\0{key}"))
+    }
+
     /// Whether the answer to a read depends on the credentials the client sent: only for
     /// `/{registry}/{repository}` URLs, whose reads forward them. A named cache reads with
     /// its own, whoever asks.

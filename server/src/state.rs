@@ -318,8 +318,19 @@ impl AppState {
         }
         // `[response_cache] max_bytes = 0` turns off both in-memory caches.
         let caching = config.response_cache.max_bytes > 0;
-        let response_cache = caching
-            .then(|| ResponseCache::new(&config.response_cache, config.max_small_body_bytes));
+        let response_cache = caching.then(|| {
+            let named = config
+                .caches
+                .iter()
+                .map(|(name, cache)| {
+                    (
+                        name.clone(),
+                        (cache.registry.clone(), cache.repository.clone()),
+                    )
+                })
+                .collect();
+            ResponseCache::new(&config.response_cache, config.max_small_body_bytes, named)
+        });
         let metrics = Metrics::new(response_cache.as_ref().map(ResponseCache::stats));
         let spool = crate::mirror::SpoolBudget::new(config.mirror.spool_max_bytes);
         let mut caches = HashMap::new();

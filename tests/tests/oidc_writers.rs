@@ -50,7 +50,9 @@ fn a_ci_job_writes_with_its_oidc_token_and_no_other_token_writes() {
     let config = format!(
         "{plain}[caches.ci]\nregistry = \"{host}\"\nrepository = \"ci/{repo}\"\nsigning_key_file = \"{key}\"\n\
          [[caches.ci.oidc]]\nissuer = \"{issuer}\"\naudience = \"{AUDIENCE}\"\n\
-         [caches.ci.oidc.claims]\nrepository = \"org/*\"\nref = [\"refs/heads/main\", \"refs/tags/v*\"]\n",
+         [caches.ci.oidc.claims]\nrepository = \"org/*\"\nref = [\"refs/heads/main\", \"refs/tags/v*\"]\n\
+         [[caches.ci.oidc]]\nissuer = \"{issuer}\"\naudience = \"second-audience\"\n\
+         [caches.ci.oidc.claims]\nrepository = \"team/app\"\n",
         plain = allow_plain_http(&host),
         repo = unique_suffix().replace('-', "."),
         key = server_key.display(),
@@ -72,6 +74,14 @@ fn a_ci_job_writes_with_its_oidc_token_and_no_other_token_writes() {
         (
             "another repository",
             issuer.token(AUDIENCE, "elsewhere/app", 600),
+        ),
+        (
+            "a repository below org/*",
+            issuer.token(AUDIENCE, "org/app/../../evil", 600),
+        ),
+        (
+            "the second entry's audience with the first's claims",
+            issuer.token("second-audience", "org/app", 600),
         ),
         (
             "another signing key",
@@ -130,6 +140,22 @@ fn a_ci_job_writes_with_its_oidc_token_and_no_other_token_writes() {
         "StoreDir: /nix/store\nPriority: 30\n",
         "-H",
         &bearer,
+        &server.url("ci/nix-cache-info"),
+    ]);
+    assert_eq!(status, "200", "{body}");
+    // A second entry of the same issuer (another audience, other claims) is tried too:
+    // the red team found only the first was.
+    let second = format!(
+        "Authorization: Bearer {}",
+        issuer.token("second-audience", "team/app", 600)
+    );
+    let (status, body, _) = curl(&[
+        "-X",
+        "PUT",
+        "--data-binary",
+        "StoreDir: /nix/store\nPriority: 31\n",
+        "-H",
+        &second,
         &server.url("ci/nix-cache-info"),
     ]);
     assert_eq!(status, "200", "{body}");

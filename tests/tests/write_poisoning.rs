@@ -126,9 +126,11 @@ fn a_nix_cache_info_nix_cannot_use_is_never_stored() {
         let (status, body) = put(&url, poison.as_bytes(), None);
         assert_eq!(status, "400", "{poison:?}: {body}");
     }
+    // The red team's: a trailing slash parsed as /nix/store, but was stored as sent, and
+    // Nix compares it byte for byte ("is for Nix stores with prefix '/nix/store/'").
     let (status, body) = put(
         &url,
-        b"StoreDir:   /nix/store\n\nWantMassQuery: 1\nPriority: 30\n",
+        b"StoreDir:   /nix/store/\n\nWantMassQuery: 1\nPriority: +30\n",
         None,
     );
     assert_eq!(status, "200", "{body}");
@@ -136,7 +138,16 @@ fn a_nix_cache_info_nix_cannot_use_is_never_stored() {
     assert_eq!(status, "200");
     assert_eq!(
         stored, "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n",
-        "stored as rendered, not as sent"
+        "stored as parsed, not as sent"
+    );
+    let pinged = oranc_tests::nix::nix_command("nix")
+        .args(["store", "ping", "--store", &server.url("open")])
+        .output()
+        .unwrap();
+    assert!(
+        pinged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pinged.stderr)
     );
 }
 

@@ -44,6 +44,10 @@ struct Key {
     head: bool,
     target: String,
     authorization: [u8; 32],
+    /// The stored file the answer is about (registry, repository, key), whichever route
+    /// named it: a PUT through one named cache or URL drops the answers of every other
+    /// route to the same file.
+    stored: Option<String>,
 }
 
 #[derive(Debug)]
@@ -88,6 +92,8 @@ pub struct ResponseCache {
     stats: Arc<CacheStats>,
     /// The largest small file the server accepts and serves (`max_small_body_bytes`).
     max_body: usize,
+    /// Each named cache's registry and repository, by name.
+    named: Arc<std::collections::HashMap<String, (String, String)>>,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -110,13 +116,20 @@ impl Cached {
 }
 
 impl ResponseCache {
-    pub fn new(config: &oranc_config::ResponseCacheConfig, max_body: usize) -> Self {
+    /// `named`: each named cache's registry and repository, by name.
+    pub fn new(
+        config: &oranc_config::ResponseCacheConfig,
+        max_body: usize,
+        named: std::collections::HashMap<String, (String, String)>,
+    ) -> Self {
         let stats = Arc::new(CacheStats::default());
         let evictions = stats.clone();
         let entries = moka::future::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|key: &Key, value: &Arc<Cached>| {
-                u32::try_from(value.body.len() + key.target.len() + 256).unwrap_or(u32::MAX)
+                let stored = key.stored.as_ref().map_or(0, String::len);
+                u32::try_from(value.body.len() + key.target.len() + stored + 256)
+                    .unwrap_or(u32::MAX)
             })
             .expire_after(TtlByStatus {
                 positive: Duration::from_secs(config.ttl_secs),
@@ -133,6 +146,7 @@ impl ResponseCache {
             entries,
             stats,
             max_body,
+            named: Arc::new(named),
         }
     }
 
@@ -168,11 +182,27 @@ impl ResponseCache {
         self.stats.clone()
     }
 
-    /// Drops every answer about `target` (see [`target_of`]), under any credentials.
-    fn invalidate(&self, target: String) {
-        let _ = self
-            .entries
-            .invalidate_entries_if(move |key, _| key.target == target);
+    /// Drops every answer about the file `key` names: under any credentials, and under
+    /// every route to the file it stores.
+    fn invalidate(&self, key: Key) {
+        let _ = self.entries.invalidate_entries_if(move |cached, _| {
+            cached.target == key.target || (key.stored.is_some() && cached.stored == key.stored)
+        });
+    }
+
+    fn key_of(&self, request: &Request<Body>) -> Key {
+        let context = context_of(request);
+        // By credentials, not by header: a SigV4 header differs on every request. Only
+        // where they shape the answer: a named cache answers everyone alike.
+        let authorization = context
+            .filter(|context| context.reads_depend_on_credentials())
+            .map_or([0; 32], |context| context.fingerprint);
+        Key {
+            head: request.method() == Method::HEAD,
+            target: target_of(request),
+            authorization,
+            stored: context.and_then(|context| context.stored_file(&self.named)),
+        }
     }
 }
 
@@ -215,20 +245,6 @@ fn context_of(request: &Request<Body>) -> Option<&RequestContext> {
         .extensions()
         .get::<Arc<RequestContext>>()
         .map(Arc::as_ref)
-}
-
-fn key_of(request: &Request<Body>) -> Key {
-    let context = context_of(request);
-    // By credentials, not by header: a SigV4 header differs on every request. Only where
-    // they shape the answer: a named cache answers everyone alike.
-    let authorization = context
-        .filter(|context| context.reads_depend_on_credentials())
-        .map_or([0; 32], |context| context.fingerprint);
-    Key {
-        head: request.method() == Method::HEAD,
-        target: target_of(request),
-        authorization,
-    }
 }
 
 /// What an entry is kept under: the file the request names (its cache and parsed key), so
@@ -288,7 +304,7 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let method = request.method().clone();
-        let target = target_of(&request);
+        let written = cache.key_of(&request);
         let shaped = SHAPING_HEADERS
             .iter()
             .any(|name| request.headers().contains_key(name));
@@ -299,12 +315,12 @@ where
             Method::PUT => Box::pin(async move {
                 let response = inner.oneshot(request).await?;
                 if response.status().is_success() {
-                    cache.invalidate(target);
+                    cache.invalidate(written);
                 }
                 Ok(response)
             }),
             Method::GET | Method::HEAD if small_file => Box::pin(async move {
-                let key = key_of(&request);
+                let key = cache.key_of(&request);
                 if let Some(hit) = cache.entries.get(&key).await {
                     cache.stats.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(hit.to_response());
@@ -339,7 +355,7 @@ where
                 })
             }),
             Method::GET | Method::HEAD => Box::pin(async move {
-                let key = key_of(&request);
+                let key = cache.key_of(&request);
                 if let Some(hit) = cache.entries.get(&key).await {
                     cache.stats.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(hit.to_response());
@@ -404,6 +420,7 @@ mod tests {
             entries,
             stats: Arc::new(CacheStats::default()),
             max_body: 1 << 20,
+            named: Arc::default(),
         }
     }
 
@@ -520,6 +537,50 @@ mod tests {
             calls.load(Ordering::SeqCst),
             4,
             "the PUT and a fresh lookup"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_put_through_one_route_drops_the_answers_of_every_route_to_its_file() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut cache = cache(60_000);
+        cache.named = Arc::new(
+            [
+                ("main".to_owned(), ("r".to_owned(), "o/c".to_owned())),
+                ("alias".to_owned(), ("r".to_owned(), "o/c".to_owned())),
+            ]
+            .into(),
+        );
+        let service = ResponseCacheLayer::new(Some(cache)).layer(counting_service(calls.clone()));
+        let rules = crate::request_context::AddressRules::new(["main".into(), "alias".into()], 2);
+        let request = |method: Method, path: &str| {
+            rules.attach(
+                Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+        };
+        service
+            .clone()
+            .oneshot(request(Method::GET, &format!("/alias/{ABSENT}")))
+            .await
+            .unwrap();
+        service
+            .clone()
+            .oneshot(request(Method::PUT, &format!("/main/{ABSENT}")))
+            .await
+            .unwrap();
+        service
+            .clone()
+            .oneshot(request(Method::GET, &format!("/alias/{ABSENT}")))
+            .await
+            .unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "the PUT through /main dropped /alias's answer: same registry, repository, key"
         );
     }
 

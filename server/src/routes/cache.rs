@@ -56,7 +56,9 @@ pub(super) async fn read(
         }
         other => other?,
     };
-    let private = context.credentials.is_some();
+    // Private where the client's credentials shaped the answer: a named cache answers
+    // everyone alike (and its answers are shared between them in the response cache).
+    let private = context.credentials.is_some() && context.reads_depend_on_credentials();
     cache_control::apply(&mut response, kind, private, &state.config().response_cache);
     Ok(response)
 }
