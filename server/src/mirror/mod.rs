@@ -97,8 +97,8 @@ pub struct Mirror {
     /// Where copies' bytes may wait for the registry (shared by the server's mirrors).
     spool: SpoolBudget,
     known_config: nar::KnownConfig,
-    /// Upstream lookup failures are logged at most every 20 s.
-    failure_log: LogEvery,
+    /// Upstream lookup failures are logged at most every [`FAILURE_LOG_PERIOD`].
+    failure_log: governor::DefaultDirectRateLimiter,
 }
 
 /// A narinfo served from an upstream, waiting for its NAR.
@@ -211,29 +211,9 @@ pub enum NarinfoAnswer {
     UpstreamUnreachable,
 }
 
-/// At most one line per interval for a trouble that may come with every request (an
-/// upstream that is down): the log says it is down, not how many asked.
-#[derive(Debug, Default)]
-struct LogEvery {
-    last: std::sync::Mutex<Option<std::time::Instant>>,
-}
-
-impl LogEvery {
-    const INTERVAL: Duration = Duration::from_secs(20);
-
-    /// Whether a line may be written now (and counts it as written).
-    fn may_log(&self) -> bool {
-        let mut last = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let due = last.is_none_or(|at| at.elapsed() >= Self::INTERVAL);
-        if due {
-            *last = Some(std::time::Instant::now());
-        }
-        due
-    }
-}
+/// How often an upstream lookup failure is logged at most: it may come with every request
+/// while an upstream is down, and the log should say it is down, not how many asked.
+const FAILURE_LOG_PERIOD: Duration = Duration::from_secs(20);
 
 /// What the mirror says about a NAR the registry lacks.
 #[derive(Debug)]
@@ -310,7 +290,10 @@ impl Mirror {
             limits: settings.limits,
             spool: settings.spool,
             known_config: nar::KnownConfig::default(),
-            failure_log: LogEvery::default(),
+            failure_log: governor::RateLimiter::direct(
+                governor::Quota::with_period(FAILURE_LOG_PERIOD)
+                    .ok_or_else(|| ServerError::Internal("a zero log period".into()))?,
+            ),
         })
     }
 
@@ -354,7 +337,7 @@ impl Mirror {
                 }
                 Err(error) => {
                     self.count("narinfo", "error");
-                    if self.failure_log.may_log() {
+                    if self.failure_log.check().is_ok() {
                         tracing::warn!(cache = %self.name, upstream = upstream.url(), %error, "upstream lookup failed (said at most every 20 s)");
                     }
                     continue;

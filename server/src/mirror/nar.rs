@@ -137,27 +137,13 @@ pub(super) async fn wait(mut done: watch::Receiver<Fetch>) -> Waited {
 /// a stalled client; its stream then ends without its last chunk, never looking whole.
 pub(super) fn from_spool(key: &CacheKey, spool: SpooledNar, client_stall: Duration) -> Response {
     let length = spool.len();
-    let (to_client, client_stream) = mpsc::channel(1);
-    let (whole, whole_sent) = oneshot::channel();
-    tokio::spawn(async move {
-        let mut batches = std::pin::pin!(spool.into_stream());
-        while let Some(batch) = batches.next().await {
-            let failed = batch.is_err();
-            let sent = tokio::time::timeout(client_stall, to_client.send(batch)).await;
-            if failed || !matches!(sent, Ok(Ok(()))) {
-                return;
-            }
-        }
-        let _ = whole.send(Ok(()));
-    });
-    let whole_sent = async {
-        whole_sent
-            .await
-            .unwrap_or_else(|_| Err("the NAR's spool was not read to its end".into()))
-    };
     let mut response = answer_of_length(key, Some(length));
-    *response.body_mut() =
-        Body::from_stream(last_chunk_after(receiver_stream(client_stream), whole_sent));
+    *response.body_mut() = pumped_to_client(
+        spool.into_stream(),
+        client_stall,
+        async { Ok(()) },
+        "the NAR's spool was not read to its end",
+    );
     response
 }
 
@@ -173,33 +159,52 @@ pub(super) fn pass_through(
     client_stall: Duration,
 ) -> Result<Response, String> {
     let (body, verdict) = oranc_backends::nar_check::checked(body, narinfo)?;
-    // Pumped to the client by a task of its own, so a client that stops reading for
-    // `client_stall` lets go of the upstream stream and the place (one that never read
-    // held them for as long as it kept its connection open); its stream then ends without
-    // its last chunk, never looking whole.
+    // A client that stops reading lets go of the upstream stream and the place (one that
+    // never read held them for as long as it kept its connection open).
+    let verdict = async move {
+        let _slot = slot;
+        verdict.wait().await
+    };
+    let mut response = head_answer(narinfo, key);
+    *response.body_mut() = pumped_to_client(
+        body,
+        client_stall,
+        verdict,
+        "the NAR's stream was not read to its end",
+    );
+    Ok(response)
+}
+
+/// `chunks` as a body pumped to the client by a task of its own: a client that stops
+/// reading for `client_stall` lets go of them (and of whatever `finish` holds), and its
+/// body then ends without its last chunk, never looking whole. The last chunk waits for
+/// `finish`, run once `chunks` ended, and is replaced by its failure (`unread` when the
+/// pump stopped first).
+fn pumped_to_client<S, F>(
+    chunks: S,
+    client_stall: Duration,
+    finish: F,
+    unread: &'static str,
+) -> Body
+where
+    S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
     let (to_client, client_stream) = mpsc::channel(1);
     let (whole, whole_sent) = oneshot::channel();
     tokio::spawn(async move {
-        let _slot = slot;
-        let mut body = std::pin::pin!(body);
-        while let Some(chunk) = body.next().await {
+        let mut chunks = std::pin::pin!(chunks);
+        while let Some(chunk) = chunks.next().await {
             let failed = chunk.is_err();
             let sent = tokio::time::timeout(client_stall, to_client.send(chunk)).await;
             if failed || !matches!(sent, Ok(Ok(()))) {
                 return;
             }
         }
-        let _ = whole.send(verdict.wait().await);
+        let _ = whole.send(finish.await);
     });
-    let whole_sent = async {
-        whole_sent
-            .await
-            .unwrap_or_else(|_| Err("the NAR's stream was not read to its end".into()))
-    };
-    let mut response = head_answer(narinfo, key);
-    *response.body_mut() =
-        Body::from_stream(last_chunk_after(receiver_stream(client_stream), whole_sent));
-    Ok(response)
+    let whole_sent = async move { whole_sent.await.unwrap_or_else(|_| Err(unread.into())) };
+    Body::from_stream(last_chunk_after(receiver_stream(client_stream), whole_sent))
 }
 
 /// `chunks` one chunk behind: the last one is held until `verdict` says the NAR passed its
