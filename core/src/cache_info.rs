@@ -101,7 +101,6 @@ impl NixCacheInfo {
     /// comes back byte for byte, as an S3 client that reads back what it wrote expects.
     pub fn parse_upload(text: &str) -> Result<(Self, String)> {
         let mut seen: Vec<&str> = Vec::new();
-        let mut rendered = String::new();
         for field in fields(text) {
             let Field { line, key, value } = field?;
             let invalid = |reason: String| Error::InvalidCacheInfo { line, reason };
@@ -128,6 +127,7 @@ impl NixCacheInfo {
             seen.push(key);
         }
         let info: Self = text.parse()?;
+        let mut rendered = String::new();
         // Each value as parsed, not as sent: `StoreDir: /nix/store/` parses as `/nix/store`,
         // but stored as sent it is a store Nix 2.8 compares byte for byte, and refuses.
         for key in seen {

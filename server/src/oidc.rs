@@ -50,7 +50,9 @@ struct TrustedIssuer {
     config: OidcIssuerConfig,
     /// Globs of each claim, compiled.
     claims: Vec<(String, Vec<glob::Pattern>)>,
-    keys: tokio::sync::Mutex<IssuerKeys>,
+    /// The issuer's keys, shared by every entry of the same issuer: one fetch serves all,
+    /// and the once-a-minute refetch bound is the issuer's, not each entry's.
+    keys: Arc<tokio::sync::Mutex<IssuerKeys>>,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +67,10 @@ impl OidcWriters {
         if configs.is_empty() {
             return Ok(None);
         }
+        let mut keys_by_issuer: std::collections::HashMap<
+            &str,
+            Arc<tokio::sync::Mutex<IssuerKeys>>,
+        > = std::collections::HashMap::new();
         let issuers = configs
             .iter()
             .map(|config| {
@@ -86,7 +92,10 @@ impl OidcWriters {
                 Ok(TrustedIssuer {
                     config: config.clone(),
                     claims,
-                    keys: tokio::sync::Mutex::default(),
+                    keys: keys_by_issuer
+                        .entry(config.issuer.as_str())
+                        .or_default()
+                        .clone(),
                 })
             })
             .collect::<Result<Vec<_>, ServerError>>()?;

@@ -83,10 +83,24 @@ impl RequestContext {
         }
     }
 
-    /// The key asked for, when the path names a valid one.
-    pub fn key(&self) -> Option<&CacheKey> {
+    /// The cache and key of a request for a valid file.
+    fn file(&self) -> Option<(&Addressee, &CacheKey)> {
         match &self.route {
-            Route::File { key: Ok(key), .. } => Some(key),
+            Route::File {
+                cache,
+                key: Ok(key),
+            } => Some((cache, key)),
+            _ => None,
+        }
+    }
+
+    /// The named cache a file request is for, if it is one.
+    pub fn named_cache(&self) -> Option<&str> {
+        match &self.route {
+            Route::File {
+                cache: Addressee::Named(name),
+                ..
+            } => Some(name),
             _ => None,
         }
     }
@@ -95,13 +109,7 @@ impl RequestContext {
     /// parameters): the cache addressed and the parsed key. Answers are kept and dropped by
     /// it, so a PUT clears every spelling of what it wrote.
     pub fn file_identity(&self) -> Option<String> {
-        let Route::File {
-            cache,
-            key: Ok(key),
-        } = &self.route
-        else {
-            return None;
-        };
+        let (cache, key) = self.file()?;
         Some(match cache {
             Addressee::Named(name) => format!("named\0{name}\0{key}"),
             Addressee::Url {
@@ -117,13 +125,7 @@ impl RequestContext {
         &self,
         named: &std::collections::HashMap<String, (String, String)>,
     ) -> Option<String> {
-        let Route::File {
-            cache,
-            key: Ok(key),
-        } = &self.route
-        else {
-            return None;
-        };
+        let (cache, key) = self.file()?;
         let (registry, repository) = match cache {
             Addressee::Named(name) => {
                 let (registry, repository) = named.get(name)?;
@@ -141,13 +143,12 @@ impl RequestContext {
     /// `/{registry}/{repository}` URLs, whose reads forward them. A named cache reads with
     /// its own, whoever asks.
     pub fn reads_depend_on_credentials(&self) -> bool {
-        !matches!(
-            self.route,
-            Route::File {
-                cache: Addressee::Named(_),
-                ..
-            }
-        )
+        self.named_cache().is_none()
+    }
+
+    /// The key asked for, when the path names a valid one.
+    pub fn key(&self) -> Option<&CacheKey> {
+        self.file().map(|(_, key)| key)
     }
 
     /// narinfo and nix-cache-info: small, asked for all the time, worth keeping whole.

@@ -183,6 +183,22 @@ fn read_signing_key(path: &str) -> Result<SecretKey, ServerError> {
         })
 }
 
+/// A registry listed under `[registries]`, opened, with what credentials clients send
+/// grant there; an error names it.
+fn open_listed_registry(
+    config: &Config,
+    name: &str,
+    registry: &oranc_config::RegistryConfig,
+) -> Result<OpenRegistry, ServerError> {
+    let handle = oranc_backends::open_handle(settings_for(config, name, Some(registry)))
+        .map_err(|e| ServerError::Backend(e).within(format!("registry {name}")))?;
+    let grant = CredentialGrant::for_registry(&handle, registry.trust_client_credentials);
+    Ok(OpenRegistry {
+        handle,
+        grant: Arc::new(grant),
+    })
+}
+
 /// A named cache of the config, opened: its registry (a listed one, or a directory), its
 /// credentials, writers and keys.
 fn open_named_cache(
@@ -273,19 +289,11 @@ impl AppState {
         let mut problems = Vec::new();
         let mut registries = HashMap::new();
         for (name, registry) in &config.registries {
-            match oranc_backends::open_handle(settings_for(config, name, Some(registry))) {
-                Ok(handle) => {
-                    let grant =
-                        CredentialGrant::for_registry(&handle, registry.trust_client_credentials);
-                    registries.insert(
-                        name.clone(),
-                        OpenRegistry {
-                            handle,
-                            grant: Arc::new(grant),
-                        },
-                    );
+            match open_listed_registry(config, name, registry) {
+                Ok(open) => {
+                    registries.insert(name.clone(), open);
                 }
-                Err(error) => problems.push(format!("registry {name}: {error}")),
+                Err(error) => problems.push(error.to_string()),
             }
         }
         let metrics = Metrics::new(None);
@@ -305,16 +313,7 @@ impl AppState {
         let fallbacks = config.fallback_encodings.clone();
         let mut registries = HashMap::new();
         for (name, registry) in &config.registries {
-            let handle = oranc_backends::open_handle(settings_for(&config, name, Some(registry)))
-                .map_err(|e| ServerError::Backend(e).within(format!("registry {name}")))?;
-            let grant = CredentialGrant::for_registry(&handle, registry.trust_client_credentials);
-            registries.insert(
-                name.clone(),
-                OpenRegistry {
-                    handle,
-                    grant: Arc::new(grant),
-                },
-            );
+            registries.insert(name.clone(), open_listed_registry(&config, name, registry)?);
         }
         // `[response_cache] max_bytes = 0` turns off both in-memory caches.
         let caching = config.response_cache.max_bytes > 0;

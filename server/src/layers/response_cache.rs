@@ -304,7 +304,8 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let method = request.method().clone();
-        let written = cache.key_of(&request);
+        // What the answer is kept under, and what a successful PUT drops.
+        let key = cache.key_of(&request);
         let shaped = SHAPING_HEADERS
             .iter()
             .any(|name| request.headers().contains_key(name));
@@ -315,12 +316,11 @@ where
             Method::PUT => Box::pin(async move {
                 let response = inner.oneshot(request).await?;
                 if response.status().is_success() {
-                    cache.invalidate(written);
+                    cache.invalidate(key);
                 }
                 Ok(response)
             }),
             Method::GET | Method::HEAD if small_file => Box::pin(async move {
-                let key = cache.key_of(&request);
                 if let Some(hit) = cache.entries.get(&key).await {
                     cache.stats.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(hit.to_response());
@@ -355,7 +355,6 @@ where
                 })
             }),
             Method::GET | Method::HEAD => Box::pin(async move {
-                let key = cache.key_of(&request);
                 if let Some(hit) = cache.entries.get(&key).await {
                     cache.stats.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(hit.to_response());

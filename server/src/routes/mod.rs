@@ -71,14 +71,7 @@ pub async fn handle(
 /// sent none, it is challenged, so a client with a netrc file (Nix, through curl) answers
 /// with them; the challenge says whether reading or writing needs them.
 fn registry_refusal(context: &RequestContext, write: bool, error: ServerError) -> ServerError {
-    let named = match &context.route {
-        crate::request_context::Route::File {
-            cache: crate::request_context::Addressee::Named(name),
-            ..
-        } => Some(name),
-        _ => None,
-    };
-    match named {
+    match context.named_cache() {
         Some(name) if !write || context.credentials.is_none() => {
             ServerError::CacheCredentialsRefused(format!("{name} ({error})"))
         }

@@ -53,13 +53,12 @@ pub fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<SmallFile, Strin
 /// as strictly as Nix reads one ([`NixCacheInfo::parse_upload`]), with the text to store
 /// in its place.
 pub fn check_upload(key: &CacheKey, bytes: &[u8]) -> Result<(SmallFile, Option<String>), String> {
-    let checked = check_small_file(key, bytes)?;
-    if let SmallFile::CacheInfo(_) = checked {
-        let text = std::str::from_utf8(bytes).map_err(|_| format!("{key} is not UTF-8"))?;
-        let (info, rendered) = NixCacheInfo::parse_upload(text).map_err(|e| e.to_string())?;
-        return Ok((SmallFile::CacheInfo(info), Some(rendered)));
+    if key.kind() != KeyKind::CacheInfo {
+        return Ok((check_small_file(key, bytes)?, None));
     }
-    Ok((checked, None))
+    let text = std::str::from_utf8(bytes).map_err(|_| format!("{key} is not UTF-8"))?;
+    let (info, rendered) = NixCacheInfo::parse_upload(text).map_err(|e| e.to_string())?;
+    Ok((SmallFile::CacheInfo(info), Some(rendered)))
 }
 
 /// A realisation as Nix writes it: a JSON object whose `id` is the one its key names and
