@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use oranc_core::cache_key::KeyKind;
 use oranc_core::registry::ByteStream;
 use oranc_core::{CacheKey, Error, NarInfo, NixCacheInfo, Result, StoreDir, StorePath};
@@ -20,6 +20,11 @@ use crate::BackendError;
 
 /// Largest narinfo or `nix-cache-info` read; real ones are a few KiB.
 const MAX_SMALL_FILE: usize = 1 << 20;
+/// How long a narinfo or `nix-cache-info` may take, from the request to its last byte, at
+/// most (a shorter read timeout bounds it further): real ones come in well under a second,
+/// and a client waits on each. Without it, an upstream sending one byte a second held a
+/// request for 90 s.
+const SMALL_FILE_DEADLINE: Duration = Duration::from_secs(15);
 /// What `content_encoding` undoes.
 const ACCEPTED_ENCODINGS: &str = "br, gzip, zstd, xz";
 
@@ -36,6 +41,8 @@ enum Location {
     Http {
         base: String,
         client: reqwest::Client,
+        /// The window in which a body must make progress (see `registry::bounded`).
+        read: Duration,
     },
     Directory(PathBuf),
 }
@@ -67,6 +74,7 @@ impl BinaryCache {
             Location::Http {
                 base: trimmed.to_owned(),
                 client,
+                read: timeouts.read,
             }
         } else {
             return Err(BackendError::BinaryCacheUrl {
@@ -159,26 +167,31 @@ impl BinaryCache {
                     }),
                 }
             }
-            Location::Http { .. } => {
+            Location::Http { read, .. } => {
                 let Some(answer) = self.get(relative, false).await? else {
                     return Ok(None);
                 };
-                Ok(Some(
-                    answer
-                        .bytes_stream()
-                        .map_err(|e| std::io::Error::other(e.without_url()))
-                        .boxed(),
-                ))
+                // A NAR file must keep coming at a minimum pace: one sent a byte a second
+                // held a copy slot for as long as upstream liked.
+                Ok(Some(paced_body(answer, *read).boxed()))
             }
         }
     }
 
     /// A small file whole, bounded by [`MAX_SMALL_FILE`].
     async fn small_file(&self, relative: &str) -> Result<Option<Bytes>> {
-        Ok(self
-            .bounded_file(relative, MAX_SMALL_FILE, false)
-            .await?
-            .map(|(bytes, _)| bytes))
+        let deadline = match &self.location {
+            Location::Http { read, .. } => SMALL_FILE_DEADLINE.min(*read),
+            Location::Directory(_) => SMALL_FILE_DEADLINE,
+        };
+        let file =
+            tokio::time::timeout(deadline, self.bounded_file(relative, MAX_SMALL_FILE, false))
+                .await
+                .map_err(|_| Error::TimedOut {
+                    what: format!("{}/{relative}", self.url),
+                    reason: Some(format!("not whole within {} s", deadline.as_secs())),
+                })??;
+        Ok(file.map(|(bytes, _)| bytes))
     }
 
     /// A listing, build log, debuginfo entry or realisation (`key`), whole and with any
@@ -246,7 +259,7 @@ impl BinaryCache {
                 }
                 Ok(Some((Bytes::from(bytes), None)))
             }
-            Location::Http { .. } => {
+            Location::Http { read, .. } => {
                 let Some(answer) = self.get(relative, encoded).await? else {
                     return Ok(None);
                 };
@@ -256,7 +269,9 @@ impl BinaryCache {
                     .and_then(|value| value.to_str().ok())
                     .map(str::to_owned);
                 let what = format!("{}/{relative}", self.url);
-                let bytes = crate::registry::read_capped(answer, limit, &what).await?;
+                let length = answer.content_length();
+                let body = paced_body(answer, *read);
+                let bytes = crate::registry::read_stream_capped(body, length, limit, &what).await?;
                 Ok(Some((bytes, encoding)))
             }
         }
@@ -281,7 +296,7 @@ impl BinaryCache {
     /// answers for a missing key of a bucket that cannot be listed). `encoded`: whether the
     /// answer may come with a `Content-Encoding` (which the caller then undoes).
     async fn get(&self, relative: &str, encoded: bool) -> Result<Option<reqwest::Response>> {
-        let Location::Http { base, client } = &self.location else {
+        let Location::Http { base, client, .. } = &self.location else {
             return Ok(None);
         };
         let what = format!("{}/{relative}", self.url);
@@ -345,6 +360,17 @@ impl BinaryCache {
             reason: reason.to_owned(),
         }
     }
+}
+
+/// The body of `answer`, failing with `TimedOut` when a `read` window passes without the
+/// minimum progress (`registry::bounded`): reqwest's read timeout alone is met by a byte
+/// every few seconds.
+fn paced_body(
+    answer: reqwest::Response,
+    read: Duration,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    let length = answer.content_length();
+    crate::registry::with_progress_deadline(crate::registry::body_of(answer), length, read)
 }
 
 /// `url` with any user name and password in it replaced by `***`.

@@ -148,3 +148,83 @@ fn slow_logs_upstream_do_not_keep_listings_from_being_served() {
     assert!(listing.contains("\"root\""), "{listing}");
     slow_clients.join().unwrap();
 }
+
+/// Found in review (issue 36, item 5): an upstream sending one byte a second kept a NAR
+/// copy going (and its slot taken) for as long as it liked, and a narinfo sent that way held
+/// its request for 90 s: each byte came within the read timeout. Upstream files now keep a
+/// minimum pace over each `read_timeout_secs` window (a narinfo comes whole within it, and
+/// within 15 s at most), as registry reads already did.
+#[test]
+fn an_upstream_trickling_a_byte_a_second_is_let_go_within_the_read_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let nonce = unique_suffix();
+    let (secret, public_key) = generate_key(dir.path(), &format!("trickle-{nonce}"));
+    let paths: Vec<String> = (0..2)
+        .map(|i| add_random_path(dir.path(), &format!("trickle-{nonce}-{i}"), 64 << 10))
+        .collect();
+    run_ok(
+        nix_command("nix")
+            .args(["store", "sign", "-k"])
+            .arg(&secret)
+            .args(&paths),
+    );
+    let cache = dir.path().join("upstream");
+    run_ok(
+        nix_command("nix")
+            .args(["copy", "--to", &format!("file://{}", cache.display())])
+            .args(&paths),
+    );
+    let (trickled_narinfo, trickled_nar) = (&paths[0], &paths[1]);
+    let nar_file = {
+        let text =
+            std::fs::read_to_string(cache.join(format!("{}.narinfo", hash_part(trickled_nar))))
+                .unwrap();
+        oranc_core::NarInfo::parse(&text).unwrap().url
+    };
+    let nginx = NginxProcess::start(&format!(
+        "server {{ listen {{listen}}; root {root}; location = /{narinfo}.narinfo {{ {trickle} }} location = /{nar_file} {{ {trickle} }} }}",
+        root = cache.display(),
+        narinfo = hash_part(trickled_narinfo),
+        // The status line, headers and a few bytes at once, then a byte a second (nginx
+        // counts its headers against the rate, and holds small writes back by default).
+        trickle = "limit_rate 1; limit_rate_after 300; postpone_output 0; sendfile off;",
+    ));
+    let registry = RegistryProcess::start();
+    let config = format!(
+        "read_timeout_secs = 2\n{}",
+        oranc_tests::mirror::mirror_config(&registry, &nginx.url(""), &public_key)
+    );
+    let server = ServerProcess::start_binary(release_oranc_command(), &config, &[]);
+
+    // The narinfo: a few hundred bytes, which at a byte a second took minutes.
+    let started = Instant::now();
+    let (status, body, _) = curl(&[
+        "--max-time",
+        "40",
+        &server.url(&format!("mirror/{}.narinfo", hash_part(trickled_narinfo))),
+    ]);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(15),
+        "a trickled narinfo held its client {waited:?} (status {status})"
+    );
+    assert_ne!(status, "200", "{body}");
+
+    // The NAR: its narinfo comes at once; its 64 KiB would take 18 hours.
+    let nar_url = oranc_tests::mirror::served_nar_url(&server, trickled_nar);
+    let started = Instant::now();
+    let (status, _, code) = curl(&[
+        "--max-time",
+        "40",
+        &server.url(&format!("mirror/{nar_url}")),
+    ]);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(15),
+        "a trickled NAR held its client {waited:?} (status {status}, curl {code})"
+    );
+    assert!(
+        status != "200" || code != 0,
+        "a trickled NAR cannot have come whole"
+    );
+}

@@ -1,5 +1,5 @@
-//! Reading a registry's answers without trusting their size or pace. A registry is someone
-//! else's machine: an endless manifest took the server to 4 GB, a 170 MB tag list a push to
+//! Reading a registry's (or an upstream binary cache's) answers without trusting their size
+//! or pace. A registry is someone else's machine: an endless manifest took the server to 4 GB, a 170 MB tag list a push to
 //! 795 MB, and a blob sent one byte every 10 s outlived a 60 s read timeout (each read came
 //! in time). Small answers are read with a cap, enforced as they arrive; streamed bodies
 //! must make progress: in every `read_timeout` window at least [`MIN_PROGRESS`] bytes (or
@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt as _};
+use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use oranc_core::{Error, Result};
 use reqwest::Response;
 
@@ -27,30 +27,54 @@ pub const MIN_PROGRESS: u64 = 64 << 10;
 /// The whole body of `answer`, refusing more than `limit` bytes as soon as it is known
 /// (a `Content-Length` over it, or the bytes so far).
 pub async fn read_capped(answer: Response, limit: usize, what: &str) -> Result<Bytes> {
+    let length = answer.content_length();
+    read_stream_capped(body_of(answer), length, limit, what).await
+}
+
+/// The body of `answer` as I/O results (a timeout is of kind `TimedOut`), no URL in errors.
+pub fn body_of(answer: Response) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    answer.bytes_stream().map_err(|e| {
+        let kind = if e.is_timeout() {
+            std::io::ErrorKind::TimedOut
+        } else {
+            std::io::ErrorKind::Other
+        };
+        std::io::Error::new(kind, e.without_url())
+    })
+}
+
+/// The whole of `body` (announced as `length` bytes, where known), refusing more than
+/// `limit` bytes as soon as it is known; a body error of kind `TimedOut` is `TimedOut`.
+pub async fn read_stream_capped<S>(
+    body: S,
+    length: Option<u64>,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes>
+where
+    S: Stream<Item = std::io::Result<Bytes>>,
+{
     let too_large = || Error::Protocol {
         what: what.to_owned(),
-        reason: format!("the registry's answer is larger than {limit} bytes; refused"),
+        reason: format!("the answer is larger than {limit} bytes; refused"),
     };
-    if answer
-        .content_length()
-        .is_some_and(|length| length > limit as u64)
-    {
+    if length.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
-    let mut body = answer.bytes_stream();
+    let mut body = std::pin::pin!(body);
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
             let what = what.to_owned();
-            if e.is_timeout() {
+            if e.kind() == std::io::ErrorKind::TimedOut {
                 Error::TimedOut {
                     what,
-                    reason: Some("reading the answer".to_owned()),
+                    reason: Some(format!("reading the answer: {e}")),
                 }
             } else {
                 Error::Unavailable {
                     what,
-                    reason: e.without_url().to_string(),
+                    reason: e.to_string(),
                 }
             }
         })?;
@@ -101,7 +125,7 @@ where
                     let error = std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         format!(
-                            "timed out: the registry sent {delivered} bytes in {} s",
+                            "timed out: {delivered} bytes came in {} s, fewer than the {needed} required",
                             window.as_secs()
                         ),
                     );

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt as _;
 use oranc_core::Registry as _;
 use oranc_core::{
     BlobBody, BlobInfo, ByteRange, Error, RepositoryName, Result, Sha256Hash, StoredManifest, Tag,
@@ -728,10 +727,8 @@ fn stream_body(answer: Response, ranged: bool, read_timeout: Duration) -> BlobBo
         None
     };
     let size = answer.content_length();
-    let body = answer
-        .bytes_stream()
-        .map_err(|e| std::io::Error::other(e.without_url()));
-    let body = super::bounded::with_progress_deadline(body, size, read_timeout);
+    let body =
+        super::bounded::with_progress_deadline(super::bounded::body_of(answer), size, read_timeout);
     BlobBody::Stream {
         size,
         range,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use oranc_core::Registry;
 
 /// For the binary-cache client, which bounds small answers the same way.
-pub(crate) use bounded::read_capped;
+pub(crate) use bounded::{body_of, read_stream_capped, with_progress_deadline};
 pub use credentials::Credentials;
 pub use distribution::{DistributionRegistry, DistributionSettings, HttpTuning};
 pub use oci_layout::OciLayoutRegistry;
