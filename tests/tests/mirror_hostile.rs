@@ -310,3 +310,69 @@ fn curl_with_headers(url: &str) -> (String, String, String) {
         std::fs::read_to_string(headers.path()).unwrap(),
     )
 }
+
+/// Found in review (issue 36, item 7): with two upstreams, when the first served a good
+/// narinfo but lacked its NAR file, or sent one that failed its check, the client failed
+/// every time, although the second upstream had the very file. The mirror now takes the
+/// file from the next upstream whose own signed narinfo describes the same file: at once
+/// when the first lacks it, and on the next request when the first one's bytes failed.
+#[test]
+fn a_nar_the_first_upstream_lacks_or_spoils_comes_from_the_next_with_the_same_file() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(100_000);
+    let spoiled = closure.file_cache();
+    let good = closure.file_cache();
+    let first = NginxProcess::serving(spoiled.path());
+    let second = NginxProcess::serving(good.path());
+    let (first_url, second_url) = (first.url(""), second.url(""));
+    let config = mirror_config(&registry, &first_url, &closure.public_key).replace(
+        &format!("upstreams = [\"{first_url}\"]"),
+        &format!("upstreams = [\"{first_url}\", \"{second_url}\"]"),
+    );
+    let server = replica(&config);
+
+    // The first upstream lacks the NAR file of one path of the closure...
+    let lacking = closure
+        .paths
+        .iter()
+        .find(|path| **path != closure.root)
+        .expect("a closure of several paths")
+        .clone();
+    std::fs::remove_file(
+        spoiled
+            .path()
+            .join(narinfo_in(spoiled.path(), &lacking).url),
+    )
+    .unwrap();
+    // ... and serves junk of the same length as the root's.
+    let root_file = spoiled
+        .path()
+        .join(narinfo_in(spoiled.path(), &closure.root).url);
+    let length = std::fs::metadata(&root_file).unwrap().len();
+    std::fs::write(&root_file, vec![b'x'; usize::try_from(length).unwrap()]).unwrap();
+
+    // The spoiled file fails its check on its first fetch (its client gets no whole file),
+    // and comes from the second upstream on the next.
+    let root_nar = served_nar_url(&server, &closure.root);
+    let (code, _) = download(&server.url(&format!("mirror/{root_nar}")));
+    assert_ne!(code, 0, "junk cannot pass for the NAR");
+    let (code, bytes) = download(&server.url(&format!("mirror/{root_nar}")));
+    assert_eq!(code, 0, "the next request for the NAR is served");
+    let expected =
+        std::fs::read(good.path().join(narinfo_in(good.path(), &closure.root).url)).unwrap();
+    assert!(bytes == expected, "the second upstream's file");
+
+    // Nix substitutes the whole closure, the lacking NAR from the second upstream.
+    let store = tempfile::tempdir().unwrap();
+    let fetched = copy_from(
+        &server.url("mirror"),
+        store.path(),
+        &closure.root,
+        &closure.public_key,
+    );
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+}

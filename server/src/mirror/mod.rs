@@ -23,6 +23,7 @@
 
 mod beside;
 mod nar;
+mod other_upstreams;
 mod registry_word;
 mod shares;
 mod spool;
@@ -112,6 +113,8 @@ struct Pending {
     nar_key: CacheKey,
     /// The registry's word on `nar_key`: its narinfo's absence, when the narinfo was served.
     registry_word: RegistryWord,
+    /// Upstreams whose NAR file failed its check (or broke off): asked last from then on.
+    failed_upstreams: std::sync::Mutex<Vec<usize>>,
 }
 
 /// What a mirror knows of the NARs whose narinfos it served: shared with its copies, which
@@ -138,6 +141,20 @@ impl NarMemory {
     fn drop_registry_word(&self, key: &CacheKey) {
         if let Some(pending) = self.pending.get(key.as_str()) {
             pending.registry_word.drop_word();
+        }
+    }
+
+    /// The NAR file `key` from `upstream` failed its check or broke off: the next fetch
+    /// asks the other upstreams first.
+    fn upstream_failed(&self, key: &CacheKey, upstream: usize) {
+        if let Some(pending) = self.pending.get(key.as_str()) {
+            let mut failed = pending
+                .failed_upstreams
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !failed.contains(&upstream) {
+                failed.push(upstream);
+            }
         }
     }
 }
@@ -373,6 +390,7 @@ impl Mirror {
                 narinfo: self.signed(narinfo),
                 nar_key,
                 registry_word: RegistryWord::default(),
+                failed_upstreams: std::sync::Mutex::default(),
             });
             self.nars
                 .pending
@@ -490,8 +508,8 @@ impl Mirror {
                         .inc();
                     return self.pass_through(&pending, key, address).await;
                 };
-                let body = self.open_upstream_nar(&pending).await?;
-                self.copy(slot, cache, &pending)
+                let (upstream, body) = self.open_upstream_nar(&pending).await?;
+                self.copy(slot, cache, &pending, upstream)
                     .start(body, lead)
                     .map(NarAnswer::Streaming)
                     .map_err(ServerError::UpstreamFailed)
@@ -551,14 +569,14 @@ impl Mirror {
                 InRegistry::Lacks { ahead } => (ahead, opened),
             },
         };
-        if said_ahead && !matches!(opened, Ok(Some(_))) {
+        if said_ahead && !matches!(opened, (_, Ok(Some(_)))) {
             pending.registry_word.drop_word();
             if let Some(object) = cache.get(key).await? {
                 return Ok(Some(self.found_in_registry(key, object)));
             }
         }
-        let body = self.counted_upstream_nar(&pending, opened)?;
-        self.copy(slot, cache, &pending)
+        let (upstream, body) = self.counted_upstream_nar(&pending, opened)?;
+        self.copy(slot, cache, &pending, upstream)
             .start(body, lead)
             .map(|response| Some(Alongside::Streaming(response)))
             .map_err(ServerError::UpstreamFailed)
@@ -571,9 +589,16 @@ impl Mirror {
         Alongside::InRegistry(object)
     }
 
-    fn copy(&self, slot: shares::Place, cache: &RegistryCache, pending: &Pending) -> nar::Copy {
+    fn copy(
+        &self,
+        slot: shares::Place,
+        cache: &RegistryCache,
+        pending: &Pending,
+        upstream: usize,
+    ) -> nar::Copy {
         nar::Copy {
             slot: Some(slot),
+            upstream,
             cache: self.known_config.shared_by(cache),
             narinfo: pending.narinfo.clone(),
             nar_key: pending.nar_key.clone(),
@@ -607,48 +632,39 @@ impl Mirror {
                 ),
             })
         })?;
-        let body = self.open_upstream_nar(pending).await?;
+        let (_, body) = self.open_upstream_nar(pending).await?;
         nar::pass_through(body, &pending.narinfo, key, slot, self.client_stall)
             .map(NarAnswer::Streaming)
             .map_err(ServerError::UpstreamFailed)
     }
 
-    /// The NAR file `pending`'s narinfo names, from the upstream that served the narinfo.
+    /// The NAR file `pending`'s narinfo names, from the upstream that served the narinfo
+    /// or another with the same file (`other_upstreams.rs`), and which upstream that is.
     async fn open_upstream_nar(
         &self,
         pending: &Pending,
-    ) -> Result<oranc_core::registry::ByteStream, ServerError> {
+    ) -> Result<(usize, oranc_core::registry::ByteStream), ServerError> {
         let opened = self.upstream_nar(pending).await;
         self.counted_upstream_nar(pending, opened)
-    }
-
-    /// The NAR file `pending`'s narinfo names, asked of the upstream that served it.
-    async fn upstream_nar(
-        &self,
-        pending: &Pending,
-    ) -> oranc_core::Result<Option<oranc_core::registry::ByteStream>> {
-        self.upstreams[pending.upstream]
-            .open_file(&pending.upstream_url)
-            .await
     }
 
     /// Upstream's answer for `pending`'s NAR file, counted, as the body to stream.
     fn counted_upstream_nar(
         &self,
         pending: &Pending,
-        opened: oranc_core::Result<Option<oranc_core::registry::ByteStream>>,
-    ) -> Result<oranc_core::registry::ByteStream, ServerError> {
-        let upstream = &self.upstreams[pending.upstream];
+        opened: other_upstreams::Opened,
+    ) -> Result<(usize, oranc_core::registry::ByteStream), ServerError> {
+        let (index, opened) = opened;
         match opened {
             Ok(Some(body)) => {
                 self.count("nar", "hit");
-                Ok(body)
+                Ok((index, body))
             }
             Ok(None) => {
                 self.count("nar", "miss");
                 Err(ServerError::UpstreamFailed(format!(
-                    "{}/{}: upstream served its narinfo but not the NAR",
-                    upstream.url(),
+                    "{}/{}: upstream served its narinfo but not the NAR (nor did another upstream have the same file)",
+                    self.upstreams[pending.upstream].url(),
                     pending.upstream_url
                 )))
             }

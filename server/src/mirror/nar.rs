@@ -328,6 +328,9 @@ pub(super) struct Copy {
     pub narinfo: NarInfo,
     pub nar_key: CacheKey,
     pub cache_name: String,
+    /// Which of the mirror's upstreams the bytes come from (asked last next time when
+    /// they fail their check).
+    pub upstream: usize,
     pub metrics: Metrics,
     pub client_stall: Duration,
     /// The mirror's memory of its NARs: this one is marked stored once it is.
@@ -453,12 +456,18 @@ impl Copy {
             .with_label_values(&[&self.cache_name])
             .inc_by(fetched);
         let outcome = match (checked, uploaded) {
-            (Err(reason), _) => Err(format!("{reason}; not stored")),
+            (Err(reason), _) => {
+                self.nars.upstream_failed(&self.nar_key, self.upstream);
+                Err(format!("{reason}; not stored"))
+            }
             (Ok(()), Some(Ok(blob))) if matches(&self.narinfo, &blob) => self.store(&blob).await,
-            (Ok(()), Some(Ok(blob))) => Err(format!(
-                "the NAR from upstream is not the file its narinfo describes (sha256 {}, {} bytes); not stored",
-                blob.digest, blob.size
-            )),
+            (Ok(()), Some(Ok(blob))) => {
+                self.nars.upstream_failed(&self.nar_key, self.upstream);
+                Err(format!(
+                    "the NAR from upstream is not the file its narinfo describes (sha256 {}, {} bytes); not stored",
+                    blob.digest, blob.size
+                ))
+            }
             (Ok(()), Some(Err(error))) => Err(format!("storing the NAR: {error}")),
             (Ok(()), None) => Err("the upload never started; not stored".to_owned()),
         };
