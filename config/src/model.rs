@@ -64,12 +64,19 @@ pub struct MirrorConfig {
     /// not (or any, with less than 1 MiB: the budget counts whole MiB) streams at the pace
     /// the registry stores it.
     pub spool_max_bytes: u64,
+    /// Bytes of NAR files one client address may have a mirror start storing in an hour
+    /// (counted in whole MiB, as each copy starts). A copy outlives its client, so without
+    /// it a client that asks for cold NARs and leaves at once makes the server fetch and
+    /// store them all. Past it, that client still gets its NARs, streamed to it alone and
+    /// not stored, until its allowance refills.
+    pub store_bytes_per_client_per_hour: u64,
 }
 
 impl Default for MirrorConfig {
     fn default() -> Self {
         Self {
             spool_max_bytes: 4 << 30,
+            store_bytes_per_client_per_hour: 32 << 30,
         }
     }
 }

@@ -24,13 +24,38 @@ pub struct ClientLimiter {
 
 impl ClientLimiter {
     pub fn new(quota: Quota, max_clients: usize) -> Self {
+        Self::forgetting_after(quota, max_clients, FORGET_AFTER)
+    }
+
+    /// As [`Self::new`], a client forgotten once not seen for `forget_after` (no earlier
+    /// than its allowance is whole again, or forgetting would hand it a new one early).
+    pub fn forgetting_after(quota: Quota, max_clients: usize, forget_after: Duration) -> Self {
         Self {
             quota,
             clients: moka::sync::Cache::builder()
                 .max_capacity(max_clients.max(1) as u64)
-                .time_to_idle(FORGET_AFTER)
+                .time_to_idle(forget_after)
                 .build(),
         }
+    }
+
+    /// `amount` an hour, all of it at once if the client wants; a client is remembered for
+    /// the hour its allowance takes to refill.
+    pub fn per_hour(amount: NonZeroU32, max_clients: usize) -> Self {
+        Self::forgetting_after(
+            Quota::per_hour(amount),
+            max_clients,
+            Duration::from_secs(3600),
+        )
+    }
+
+    /// Takes `amount` from `client`'s allowance at once, or nothing when it has less left
+    /// (or its whole allowance is less).
+    pub fn take(&self, client: Option<ClientAddr>, amount: NonZeroU32) -> bool {
+        let limiter = self
+            .clients
+            .get_with(client, || Arc::new(RateLimiter::direct(self.quota)));
+        matches!(limiter.check_n(amount), Ok(Ok(())))
     }
 
     /// `rate` per second with `burst` at once.
@@ -68,6 +93,17 @@ mod tests {
 
     fn client(n: u32) -> Option<ClientAddr> {
         Some(ClientAddr::of_peer(std::net::IpAddr::V4(n.into())))
+    }
+
+    #[test]
+    fn an_hourly_allowance_is_taken_in_amounts_and_never_past_it() {
+        let amount = |n| NonZeroU32::new(n).unwrap();
+        let limiter = ClientLimiter::per_hour(amount(100), 10);
+        assert!(limiter.take(client(1), amount(60)));
+        assert!(!limiter.take(client(1), amount(60)), "40 left");
+        assert!(limiter.take(client(1), amount(40)));
+        assert!(!limiter.take(client(2), amount(101)), "more than the whole");
+        assert!(limiter.take(client(2), amount(100)), "each client its own");
     }
 
     #[test]

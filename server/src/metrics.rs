@@ -216,7 +216,7 @@ impl Metrics {
             mirror_lookups: counter_vec(
                 &registry,
                 "oranc_mirror_upstream_lookups_total",
-                "Files a mirror cache asked its upstreams for, by cache, kind and outcome (hit, miss, refused, error; unstored: a NAR streamed to its client alone while the mirror's copies were all busy)",
+                "Files a mirror cache asked its upstreams for, by cache, kind and outcome (hit, miss, refused, error, unreachable; unstored: a NAR streamed to its client alone while the mirror's copies were all busy; over_allowance: one streamed to its client alone because its address had used its hourly allowance of bytes to store)",
                 &["cache", "kind", "outcome"],
             ),
             mirror_fetched_bytes: counter_vec(

@@ -207,7 +207,7 @@ fn open_named_cache(
     cache: &oranc_config::CacheConfig,
     metrics: &Metrics,
     registries: &HashMap<String, OpenRegistry>,
-    spool: &crate::mirror::SpoolBudget,
+    shared: &crate::mirror::Shared,
 ) -> Result<NamedCache, ServerError> {
     let OpenRegistry { handle, grant } = match registries.get(&cache.registry) {
         Some(open) => open.clone(),
@@ -261,7 +261,7 @@ fn open_named_cache(
                 limits: crate::mirror::Limits {
                     small_file: config.max_small_body_bytes,
                 },
-                spool: spool.clone(),
+                shared: shared.clone(),
             })
         })
         .transpose()?;
@@ -297,9 +297,10 @@ impl AppState {
             }
         }
         let metrics = Metrics::new(None);
-        let spool = crate::mirror::SpoolBudget::new(0);
+        let shared = crate::mirror::Shared::new(&config.mirror);
         for (name, cache) in &config.caches {
-            if let Err(error) = open_named_cache(config, name, cache, &metrics, &registries, &spool)
+            if let Err(error) =
+                open_named_cache(config, name, cache, &metrics, &registries, &shared)
             {
                 problems.push(format!("cache {name}: {error}"));
             }
@@ -331,10 +332,10 @@ impl AppState {
             ResponseCache::new(&config.response_cache, config.max_small_body_bytes, named)
         });
         let metrics = Metrics::new(response_cache.as_ref().map(ResponseCache::stats));
-        let spool = crate::mirror::SpoolBudget::new(config.mirror.spool_max_bytes);
+        let shared = crate::mirror::Shared::new(&config.mirror);
         let mut caches = HashMap::new();
         for (name, cache) in &config.caches {
-            let named = open_named_cache(&config, name, cache, &metrics, &registries, &spool)
+            let named = open_named_cache(&config, name, cache, &metrics, &registries, &shared)
                 .map_err(|e| e.within(format!("cache {name}")))?;
             caches.insert(name.clone(), named);
         }

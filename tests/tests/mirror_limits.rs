@@ -228,3 +228,75 @@ fn an_upstream_trickling_a_byte_a_second_is_let_go_within_the_read_timeout() {
         "a trickled NAR cannot have come whole"
     );
 }
+
+/// Found in review (issue 36, item 4): requests for cold NARs, each left right after the
+/// status line (1 KB of requests), made the mirror fetch and store 192 MiB: a copy outlives
+/// its client, and nothing bounded what one address could start. `[mirror]
+/// store_bytes_per_client_per_hour` now does; past it the client still gets its NARs,
+/// streamed to it alone and not stored.
+#[test]
+fn what_one_address_can_have_a_mirror_store_is_bounded_per_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let nonce = unique_suffix();
+    let (secret, public_key) = generate_key(dir.path(), &format!("allowance-{nonce}"));
+    let paths: Vec<String> = (0..12)
+        .map(|i| add_random_path(dir.path(), &format!("allowance-{nonce}-{i}"), 300 << 10))
+        .collect();
+    run_ok(
+        nix_command("nix")
+            .args(["store", "sign", "-k"])
+            .arg(&secret)
+            .args(&paths),
+    );
+    let cache = dir.path().join("upstream");
+    run_ok(
+        nix_command("nix")
+            .args(["copy", "--to", &format!("file://{}", cache.display())])
+            .args(&paths),
+    );
+    let nginx = NginxProcess::serving(&cache);
+    let registry = RegistryProcess::start();
+    // 2 MiB an hour: two of these NARs (each counts as a whole MiB).
+    let config = format!(
+        "{}[mirror]\nstore_bytes_per_client_per_hour = 2097152\n",
+        oranc_tests::mirror::mirror_config(&registry, &nginx.url(""), &public_key)
+    );
+    let server = ServerProcess::start_binary(release_oranc_command(), &config, &[]);
+    let nar_urls: Vec<String> = paths
+        .iter()
+        .map(|path| {
+            let url = oranc_tests::mirror::served_nar_url(&server, path);
+            server.url(&format!("mirror/{url}"))
+        })
+        .collect();
+
+    // One after another (each copy's slot free again), each client gone at once.
+    for url in &nar_urls[..10] {
+        let _ = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "0.05", url])
+            .status();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let metrics = server.metrics();
+    let stored = oranc_tests::server::metric_or_zero(
+        &metrics,
+        "oranc_mirror_stored_bytes_total{cache=\"mirror\"}",
+    );
+    assert!(
+        stored <= f64::from(2 * (310 << 10)),
+        "{stored} bytes stored for clients that left at once"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "oranc_mirror_upstream_lookups_total{cache=\"mirror\",kind=\"nar\",outcome=\"over_allowance\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+
+    // Past its allowance the client still gets its NAR whole.
+    let (code, bytes) = oranc_tests::mirror::download(&nar_urls[11]);
+    assert_eq!(code, 0);
+    assert!(bytes.len() > 300 << 10, "{} bytes", bytes.len());
+}

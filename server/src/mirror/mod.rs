@@ -43,6 +43,7 @@ use oranc_core::cache_key::KeyKind;
 use oranc_core::{CacheKey, CacheObject, NarInfo, PublicKey, RegistryCache, SecretKey, StoreDir};
 
 use crate::client_addr::ClientAddr;
+use crate::client_limiter::ClientLimiter;
 use crate::error::ServerError;
 use crate::metrics::Metrics;
 use crate::refusal_log::Loggable;
@@ -97,6 +98,9 @@ pub struct Mirror {
     limits: Limits,
     /// Where copies' bytes may wait for the registry (shared by the server's mirrors).
     spool: SpoolBudget,
+    /// MiB of NAR files each client address may have copies start storing an hour
+    /// (shared by the server's mirrors).
+    store_allowance: Arc<ClientLimiter>,
     known_config: nar::KnownConfig,
     /// Upstream lookup failures are logged at most every [`FAILURE_LOG_PERIOD`].
     failure_log: governor::DefaultDirectRateLimiter,
@@ -266,7 +270,32 @@ pub struct MirrorSettings<'a> {
     pub upstream_timeouts: BinaryCacheTimeouts,
     pub metrics: Metrics,
     pub limits: Limits,
-    pub spool: SpoolBudget,
+    pub shared: Shared,
+}
+
+/// What the server's mirrors share: where copies' bytes may wait, and what each client
+/// address may have them store.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    spool: SpoolBudget,
+    store_allowance: Arc<ClientLimiter>,
+}
+
+/// Client addresses whose store allowance is remembered at most (the least recently seen
+/// beyond it start again with a whole one).
+const MAX_ALLOWANCE_CLIENTS: usize = 100_000;
+
+impl Shared {
+    pub fn new(config: &oranc_config::MirrorConfig) -> Self {
+        let mib = u32::try_from(config.store_bytes_per_client_per_hour >> 20).unwrap_or(u32::MAX);
+        Self {
+            spool: SpoolBudget::new(config.spool_max_bytes),
+            store_allowance: Arc::new(ClientLimiter::per_hour(
+                std::num::NonZeroU32::new(mib).unwrap_or(std::num::NonZeroU32::MIN),
+                MAX_ALLOWANCE_CLIENTS,
+            )),
+        }
+    }
 }
 
 impl Mirror {
@@ -305,7 +334,8 @@ impl Mirror {
             beside_fetches: Arc::new(tokio::sync::Semaphore::new(beside::CONCURRENT_FETCHES)),
             beside_waiting: std::sync::atomic::AtomicUsize::new(0),
             limits: settings.limits,
-            spool: settings.spool,
+            spool: settings.shared.spool,
+            store_allowance: settings.shared.store_allowance,
             known_config: nar::KnownConfig::default(),
             failure_log: governor::RateLimiter::direct(
                 governor::Quota::with_period(FAILURE_LOG_PERIOD)
@@ -508,6 +538,13 @@ impl Mirror {
                         .inc();
                     return self.pass_through(&pending, key, address).await;
                 };
+                // So is what one address may have stored: asked for cold NARs and left at
+                // once, copies would fetch and store them all (192 MiB for 1 KB of
+                // requests, in review).
+                if !self.within_store_allowance(&pending, address) {
+                    drop((slot, lead));
+                    return self.pass_through(&pending, key, address).await;
+                }
                 let (upstream, body) = self.open_upstream_nar(&pending).await?;
                 self.copy(slot, cache, &pending, upstream)
                     .start(body, lead)
@@ -557,6 +594,9 @@ impl Mirror {
         else {
             return Ok(None);
         };
+        if !self.within_store_allowance(&pending, address) {
+            return Ok(None);
+        }
         let registry = std::pin::pin!(pending.registry_word.lookup(cache, key));
         let upstream = std::pin::pin!(self.upstream_nar(&pending));
         let (said_ahead, opened) = match futures::future::select(registry, upstream).await {
@@ -673,6 +713,23 @@ impl Mirror {
                 Err(ServerError::UpstreamFailed(error.to_string()))
             }
         }
+    }
+
+    /// Takes `pending`'s NAR file size (in whole MiB) from `address`'s hourly allowance of
+    /// bytes to store (`[mirror] store_bytes_per_client_per_hour`), or nothing (counted as
+    /// the outcome `over_allowance`) when it has less left.
+    fn within_store_allowance(&self, pending: &Pending, address: Option<ClientAddr>) -> bool {
+        let bytes = pending
+            .narinfo
+            .file_size
+            .unwrap_or(pending.narinfo.nar_size);
+        let mib = u32::try_from(bytes.div_ceil(1 << 20).max(1)).unwrap_or(u32::MAX);
+        let allowed = std::num::NonZeroU32::new(mib)
+            .is_some_and(|mib| self.store_allowance.take(address, mib));
+        if !allowed {
+            self.count("nar", "over_allowance");
+        }
+        allowed
     }
 
     /// `narinfo` with the server's own signature added, when it has a signing key.
