@@ -40,6 +40,20 @@ impl Verdict {
     /// and NarSize (and the file its FileSize, where given; its FileHash is the caller's to
     /// compare with the digest its upload computed).
     pub async fn wait(self) -> Result<(), String> {
+        self.outcome().await
+    }
+
+    /// [`Self::wait`] for several to await: the stream that holds its last chunk
+    /// ([`last_chunk_after`]) and the caller that reports why. `was_read` as it is when
+    /// asked.
+    pub fn shared(self) -> SharedVerdict {
+        SharedVerdict {
+            read: self.read.clone(),
+            outcome: futures::FutureExt::shared(Box::pin(self.outcome())),
+        }
+    }
+
+    async fn outcome(self) -> Result<(), String> {
         let checked = self
             .checked
             .await
@@ -48,6 +62,71 @@ impl Verdict {
             Some(reason) => Err(reason.clone()),
             None => checked,
         }
+    }
+}
+
+/// `chunks` one chunk behind: the last one is held until `verdict` says the NAR passed its
+/// check, and replaced by the failure when it did not. A client (or an HTTP cache in front)
+/// that got all of Content-Length would take a NAR that failed as whole, whatever error
+/// came after it; one that is a chunk short knows it is not. A registry upload fed this way
+/// never commits a file that failed: its body fails instead, and the upload is cancelled.
+pub fn last_chunk_after<S, V>(
+    chunks: S,
+    verdict: V,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static
+where
+    S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    V: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let state = (Box::pin(chunks), None::<Bytes>, Some(Box::pin(verdict)));
+    futures::stream::unfold(state, |(mut chunks, mut held, mut verdict)| async move {
+        verdict.as_ref()?;
+        loop {
+            match chunks.next().await {
+                Some(Ok(chunk)) => {
+                    if let Some(previous) = held.replace(chunk) {
+                        return Some((Ok(previous), (chunks, held, verdict)));
+                    }
+                }
+                Some(Err(error)) => return Some((Err(error), (chunks, None, None))),
+                None => {
+                    let outcome = verdict.take()?.await;
+                    let last = match (outcome, held.take()) {
+                        (Ok(()), Some(last)) => Ok(last),
+                        (Ok(()), None) => return None,
+                        (Err(reason), _) => Err(std::io::Error::other(reason)),
+                    };
+                    return Some((last, (chunks, None, None)));
+                }
+            }
+        }
+    })
+}
+
+/// A [`Verdict`] several may await.
+#[derive(Clone)]
+pub struct SharedVerdict {
+    read: Arc<std::sync::atomic::AtomicBool>,
+    outcome: futures::future::Shared<futures::future::BoxFuture<'static, Result<(), String>>>,
+}
+
+impl std::fmt::Debug for SharedVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedVerdict")
+            .field("read", &self.was_read())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedVerdict {
+    /// See [`Verdict::was_read`].
+    pub fn was_read(&self) -> bool {
+        self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// See [`Verdict::wait`].
+    pub fn wait(&self) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        self.outcome.clone()
     }
 }
 

@@ -184,6 +184,11 @@ impl RegistryCache {
         self.registry.open_upload(&self.repository).await
     }
 
+    /// Gives up a slot from [`Self::open_upload`] that will not be used (best effort).
+    pub async fn cancel_upload(&self, slot: UploadSlot) {
+        self.registry.cancel_upload(&self.repository, slot).await;
+    }
+
     /// [`Self::upload_blob`] through a slot from [`Self::open_upload`].
     pub async fn upload_blob_via(
         &self,

@@ -239,6 +239,11 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// upload sessions hand back an empty slot.
     async fn open_upload(&self, repo: &RepositoryName) -> Result<UploadSlot>;
 
+    /// Gives up a slot from [`Self::open_upload`] that will not be used (the work it was
+    /// opened for failed), so the registry need not keep its session until its purge (a
+    /// week, for distribution). Best effort: a failure is only logged.
+    async fn cancel_upload(&self, repo: &RepositoryName, slot: UploadSlot);
+
     /// [`Self::put_blob`] into a slot from [`Self::open_upload`], saving the round trip that
     /// would open it.
     async fn put_blob_via(

@@ -95,6 +95,9 @@ impl Registry for Recording {
         self.note("open_upload");
         Ok(UploadSlot::default())
     }
+    async fn cancel_upload(&self, _: &RepositoryName, _: UploadSlot) {
+        self.note("cancel_upload");
+    }
     async fn put_blob_via(
         &self,
         _: &RepositoryName,
@@ -178,6 +181,8 @@ async fn assert_forwards_everything(wrapper: &dyn Registry, inner: &Recording) {
     seen("put_blob");
     let _ = wrapper.open_upload(&repo).await;
     seen("open_upload");
+    wrapper.cancel_upload(&repo, UploadSlot::default()).await;
+    seen("cancel_upload");
     let _ = wrapper
         .put_blob_via(&repo, UploadSlot::default(), &mut &b""[..])
         .await;

@@ -319,6 +319,10 @@ impl Registry for CachingRegistry {
         self.inner.open_upload(repo).await
     }
 
+    async fn cancel_upload(&self, repo: &RepositoryName, slot: UploadSlot) {
+        self.inner.cancel_upload(repo, slot).await;
+    }
+
     async fn put_blob_via(
         &self,
         repo: &RepositoryName,

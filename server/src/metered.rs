@@ -200,6 +200,10 @@ impl Registry for MeteredRegistry {
         metered!(self, "open_upload", self.inner.open_upload(repo))
     }
 
+    async fn cancel_upload(&self, repo: &RepositoryName, slot: UploadSlot) {
+        self.inner.cancel_upload(repo, slot).await;
+    }
+
     async fn put_blob_via(
         &self,
         repo: &RepositoryName,

@@ -267,6 +267,34 @@ impl RegistryProcess {
         )
     }
 
+    /// Whether the registry holds `bytes` as a blob of `repo` (tagged or not).
+    pub fn has_blob(&self, repo: &str, bytes: &[u8]) -> bool {
+        let digest = oranc_core::Sha256Hash::of(bytes).to_oci_digest();
+        let (status, _, _) = crate::curl(&[
+            "-I",
+            &format!("{}/v2/{repo}/blobs/{digest}", self.base_url()),
+        ]);
+        status == "200"
+    }
+
+    /// The upload sessions of `repo` still live: started and neither committed nor
+    /// cancelled (distribution removes a cancelled one's bytes and its start time, which its
+    /// purge goes by, and keeps a live one for a week).
+    pub fn live_uploads(&self, repo: &str) -> Vec<std::ffi::OsString> {
+        let uploads = self
+            .data_dir()
+            .join(format!("docker/registry/v2/repositories/{repo}/_uploads"));
+        std::fs::read_dir(&uploads)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|upload| upload.path().join("startedat").exists())
+                    .map(|upload| upload.file_name())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
     }

@@ -215,6 +215,43 @@ fn a_nar_file_that_is_not_the_one_its_narinfo_describes_is_never_named() {
     assert!(!tags.contains("nar_"), "a NAR was tagged: {tags}");
 }
 
+/// Found in review (issue 36, item 6): `push --from` uploaded a NAR file whole before its
+/// check's verdict, so one that failed only at its end (junk in its last bytes) was
+/// committed as an untagged blob, kept until the registry's garbage collection. Its last
+/// chunk now waits for the check, and an upload that fails is cancelled.
+#[test]
+fn a_nar_file_that_fails_its_check_at_the_end_is_never_committed() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(100_000);
+    let cache = closure.file_cache();
+    let lib = closure
+        .paths
+        .iter()
+        .find(|path| path.ends_with("-oranc-test-lib"))
+        .expect("the closure's large path");
+    let (_, text) = narinfo_file(cache.path(), lib);
+    let url = oranc_core::NarInfo::parse(&text).unwrap().url;
+    let file = cache.path().join(url);
+    let mut spoiled = std::fs::read(&file).unwrap();
+    let tail = spoiled.len() - 64;
+    spoiled[tail..].fill(0x5a);
+    std::fs::write(&file, &spoiled).unwrap();
+    let repo = fresh_repo("from-tail");
+    let pushed = release_push_from(
+        &registry,
+        &repo,
+        &format!("file://{}", cache.path().display()),
+        &closure,
+    );
+    assert!(!pushed.status.success(), "{}", text_of(&pushed));
+    assert!(
+        !registry.has_blob(&repo, &spoiled),
+        "the spoiled NAR file is a blob"
+    );
+    let live = registry.live_uploads(&repo);
+    assert!(live.is_empty(), "uploads left behind: {live:?}");
+}
+
 #[test]
 fn a_cache_for_another_store_directory_is_refused() {
     let registry = RegistryProcess::start();

@@ -868,6 +868,12 @@ impl oranc_core::Registry for DistributionRegistry {
         Ok(UploadSlot::new(self.start_upload(repo).await?))
     }
 
+    async fn cancel_upload(&self, repo: &RepositoryName, slot: UploadSlot) {
+        if let Some(location) = slot.into_location() {
+            self.cancel_session(repo, &location).await;
+        }
+    }
+
     async fn put_blob_via(
         &self,
         repo: &RepositoryName,

@@ -250,6 +250,9 @@ impl oranc_core::Registry for OciLayoutRegistry {
         Ok(oranc_core::UploadSlot::default())
     }
 
+    /// No upload sessions, nothing to give up.
+    async fn cancel_upload(&self, _repo: &RepositoryName, _slot: oranc_core::UploadSlot) {}
+
     async fn put_blob_via(
         &self,
         repo: &RepositoryName,

@@ -197,10 +197,21 @@ where
         (None, narinfo_slot, Some(nar_slot))
     };
     let uploads_nar = reused.is_none();
-    let (file, contents) = match (reused, nar_slot) {
-        (Some(file), _) => (file, None),
-        (None, Some(slot)) => upload(slot).await?,
-        (None, None) => upload(open_nar_upload().await?).await?,
+    let uploaded = match (reused, nar_slot) {
+        (Some(file), _) => Ok((file, None)),
+        (None, Some(slot)) => upload(slot).await,
+        (None, None) => match open_nar_upload().await {
+            Ok(slot) => upload(slot).await,
+            Err(error) => Err(error),
+        },
+    };
+    let (file, contents) = match uploaded {
+        Ok(uploaded) => uploaded,
+        Err(error) => {
+            // The narinfo's session was opened ahead for nothing.
+            cache.cancel_upload(narinfo_slot).await;
+            return Err(error);
+        }
     };
 
     let mut narinfo = NarInfo::for_path(&settings.store_dir, info, nar_key.to_string());
@@ -296,7 +307,11 @@ async fn copy_nar(
     })?;
     let (body, verdict) =
         oranc_backends::nar_check::checked(body, narinfo).map_err(anyhow::Error::msg)?;
-    let mut reader = tokio_util::io::StreamReader::new(body);
+    // The upload's last chunk waits for the check: a file that fails it (junk at its very
+    // end) is never committed as a blob, and its upload is cancelled.
+    let verdict = verdict.shared();
+    let body = oranc_backends::nar_check::last_chunk_after(body, verdict.wait());
+    let mut reader = tokio_util::io::StreamReader::new(Box::pin(body));
     let uploaded = cache.upload_blob_via(slot, &mut reader).await;
     drop(reader);
     let uploaded = match uploaded {

@@ -16,6 +16,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
 use futures::StreamExt as _;
+use oranc_backends::nar_check::last_chunk_after;
 use oranc_core::registry::ByteStream;
 use oranc_core::{BlobInfo, CacheKey, NarInfo, RegistryCache};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -205,43 +206,6 @@ where
     });
     let whole_sent = async move { whole_sent.await.unwrap_or_else(|_| Err(unread.into())) };
     Body::from_stream(last_chunk_after(receiver_stream(client_stream), whole_sent))
-}
-
-/// `chunks` one chunk behind: the last one is held until `verdict` says the NAR passed its
-/// check, and replaced by the failure when it did not. A client (or an HTTP cache in front)
-/// that got all of Content-Length would take a NAR that failed as whole, whatever error
-/// came after it; one that is a chunk short knows it is not.
-fn last_chunk_after<S, V>(
-    chunks: S,
-    verdict: V,
-) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static
-where
-    S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-    V: std::future::Future<Output = Result<(), String>> + Send + 'static,
-{
-    let state = (Box::pin(chunks), None::<Bytes>, Some(Box::pin(verdict)));
-    futures::stream::unfold(state, |(mut chunks, mut held, mut verdict)| async move {
-        verdict.as_ref()?;
-        loop {
-            match chunks.next().await {
-                Some(Ok(chunk)) => {
-                    if let Some(previous) = held.replace(chunk) {
-                        return Some((Ok(previous), (chunks, held, verdict)));
-                    }
-                }
-                Some(Err(error)) => return Some((Err(error), (chunks, None, None))),
-                None => {
-                    let outcome = verdict.take()?.await;
-                    let last = match (outcome, held.take()) {
-                        (Ok(()), Some(last)) => Ok(last),
-                        (Ok(()), None) => return None,
-                        (Err(reason), _) => Err(std::io::Error::other(reason)),
-                    };
-                    return Some((last, (chunks, None, None)));
-                }
-            }
-        }
-    })
 }
 
 /// A NAR's answer without its body (all of it, to HEAD): its type, and its size as the

@@ -84,7 +84,7 @@ impl DistributionRegistry {
             Ok(first) => first,
             Err(error) => {
                 if let Some(location) = &session {
-                    self.cancel_upload(repo, location).await;
+                    self.cancel_session(repo, location).await;
                 }
                 return Err(io_error(error));
             }
@@ -109,7 +109,7 @@ impl DistributionRegistry {
             chunk = match next {
                 Ok(next) => Bytes::from(next),
                 Err(error) => {
-                    self.cancel_upload(repo, &location).await;
+                    self.cancel_session(repo, &location).await;
                     return Err(io_error(error));
                 }
             };
@@ -123,7 +123,7 @@ impl DistributionRegistry {
     /// Cancels the upload at `location`, whose body failed (a NAR that failed its check
     /// ends that way): nothing of it is to be kept, and the registry need not hold it until
     /// its purge (a week, for distribution). Best effort: one that refuses keeps it so.
-    async fn cancel_upload(&self, repo: &RepositoryName, location: &str) {
+    pub(super) async fn cancel_session(&self, repo: &RepositoryName, location: &str) {
         let what = format!("cancelling an upload to {repo}");
         let cancelled = self
             .send_ok(Scope::Push(repo), &what, &|| {
