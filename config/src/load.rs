@@ -217,16 +217,12 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
             return Err(invalid(field.into(), "must be at least 1".into()));
         }
     }
-    if config.mirror.store_bytes_per_client_per_hour < 1 << 20 {
+    if !(1 << 20..=u64::from(u32::MAX) << 10)
+        .contains(&config.mirror.store_bytes_per_client_per_hour)
+    {
         return Err(invalid(
             "mirror.store_bytes_per_client_per_hour".into(),
-            "must be at least 1 MiB (1048576); it is counted in whole MiB".into(),
-        ));
-    }
-    if config.mirror.store_bytes_per_client_per_hour > u64::from(u32::MAX) << 20 {
-        return Err(invalid(
-            "mirror.store_bytes_per_client_per_hour".into(),
-            "must be at most 4 PiB".into(),
+            "must be from 1 MiB (1048576) to 4 TiB (4398046510080)".into(),
         ));
     }
     if config.rate_limit.requests_per_second > 0 && config.rate_limit.burst == 0 {

@@ -159,6 +159,61 @@ fn legitimate_client(url: &str, running: &AtomicBool) -> (Vec<Duration>, usize) 
 /// A TCP connection to `server` from the attacker's address (std's `TcpStream` cannot
 /// bind before connecting; tokio's socket can, and hands back a std stream).
 pub fn attacker_connection(server: SocketAddr) -> std::io::Result<TcpStream> {
+    connect_from_attacker(server, None)
+}
+
+/// [`attacker_connection`] with a receive buffer of a few KiB: a client that asks for a
+/// large answer and reads none of it holds the server's stream at once.
+pub fn starved_attacker_connection(server: SocketAddr) -> std::io::Result<TcpStream> {
+    connect_from_attacker(server, Some(4096))
+}
+
+/// GETs of `paths` (`/mirror/nar/…`), one connection each from the attacker's address with
+/// a receive buffer of a few KiB, none of them ever read: held open while the result lives.
+pub fn unread_requests(
+    server: SocketAddr,
+    paths: impl IntoIterator<Item = String>,
+) -> Vec<TcpStream> {
+    use std::io::Write as _;
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let mut connection = starved_attacker_connection(server).ok()?;
+            let request = format!("GET {path} HTTP/1.1\r\nHost: oranc\r\n\r\n");
+            connection.write_all(request.as_bytes()).ok()?;
+            Some(connection)
+        })
+        .collect()
+}
+
+/// GETs of `paths` from the attacker's address, each connection closed as soon as the
+/// status line has come: the bytes of requests sent.
+pub fn requests_left_after_the_status_line(
+    server: SocketAddr,
+    paths: impl IntoIterator<Item = String>,
+) -> usize {
+    use std::io::{Read as _, Write as _};
+    let mut sent = 0;
+    for path in paths {
+        let Ok(mut connection) = attacker_connection(server) else {
+            continue;
+        };
+        let request = format!("GET {path} HTTP/1.1\r\nHost: oranc\r\n\r\n");
+        if connection.write_all(request.as_bytes()).is_err() {
+            continue;
+        }
+        sent += request.len();
+        let _ = connection.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut status = [0u8; 12];
+        let _ = connection.read_exact(&mut status);
+    }
+    sent
+}
+
+fn connect_from_attacker(
+    server: SocketAddr,
+    receive_buffer: Option<u32>,
+) -> std::io::Result<TcpStream> {
     let source: SocketAddr = format!("{ATTACKER}:0")
         .parse()
         .map_err(std::io::Error::other)?;
@@ -167,6 +222,9 @@ pub fn attacker_connection(server: SocketAddr) -> std::io::Result<TcpStream> {
         .build()?;
     let stream = runtime.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4()?;
+        if let Some(size) = receive_buffer {
+            socket.set_recv_buffer_size(size)?;
+        }
         socket.bind(source)?;
         let stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(server))
             .await

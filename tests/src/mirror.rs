@@ -48,3 +48,34 @@ pub fn download(url: &str) -> (i32, Vec<u8>) {
         std::fs::read(file.path()).unwrap_or_default(),
     )
 }
+
+/// A binary cache Nix wrote (`nix copy --to file://DIR/upstream`, xz) of fresh paths of
+/// random bytes, one per size in `sizes`, signed by a new key: the paths, the public key,
+/// and the cache's directory. An upstream for mirror tests and benchmarks.
+pub fn signed_random_cache(
+    dir: &std::path::Path,
+    prefix: &str,
+    sizes: &[usize],
+) -> (Vec<String>, String, std::path::PathBuf) {
+    use crate::nix::{add_random_path, generate_key, nix_command};
+    let nonce = crate::unique_suffix();
+    let (secret, public_key) = generate_key(dir, &format!("{prefix}-{nonce}"));
+    let paths: Vec<String> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, size)| add_random_path(dir, &format!("{prefix}-{nonce}-{i}"), *size))
+        .collect();
+    crate::run_ok(
+        nix_command("nix")
+            .args(["store", "sign", "-k"])
+            .arg(&secret)
+            .args(&paths),
+    );
+    let cache = dir.join("upstream");
+    crate::run_ok(
+        nix_command("nix")
+            .args(["copy", "--to", &format!("file://{}", cache.display())])
+            .args(&paths),
+    );
+    (paths, public_key, cache)
+}

@@ -5,6 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use oranc_tests::mirror::signed_random_cache;
 use oranc_tests::nginx::NginxProcess;
 use oranc_tests::nix::{add_random_path, generate_key, hash_part, nix_command};
 use oranc_tests::registry::RegistryProcess;
@@ -157,23 +158,7 @@ fn slow_logs_upstream_do_not_keep_listings_from_being_served() {
 #[test]
 fn an_upstream_trickling_a_byte_a_second_is_let_go_within_the_read_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let nonce = unique_suffix();
-    let (secret, public_key) = generate_key(dir.path(), &format!("trickle-{nonce}"));
-    let paths: Vec<String> = (0..2)
-        .map(|i| add_random_path(dir.path(), &format!("trickle-{nonce}-{i}"), 64 << 10))
-        .collect();
-    run_ok(
-        nix_command("nix")
-            .args(["store", "sign", "-k"])
-            .arg(&secret)
-            .args(&paths),
-    );
-    let cache = dir.path().join("upstream");
-    run_ok(
-        nix_command("nix")
-            .args(["copy", "--to", &format!("file://{}", cache.display())])
-            .args(&paths),
-    );
+    let (paths, public_key, cache) = signed_random_cache(dir.path(), "trickle", &[64 << 10; 2]);
     let (trickled_narinfo, trickled_nar) = (&paths[0], &paths[1]);
     let nar_file = {
         let text =
@@ -237,28 +222,12 @@ fn an_upstream_trickling_a_byte_a_second_is_let_go_within_the_read_timeout() {
 #[test]
 fn what_one_address_can_have_a_mirror_store_is_bounded_per_hour() {
     let dir = tempfile::tempdir().unwrap();
-    let nonce = unique_suffix();
-    let (secret, public_key) = generate_key(dir.path(), &format!("allowance-{nonce}"));
-    let paths: Vec<String> = (0..12)
-        .map(|i| add_random_path(dir.path(), &format!("allowance-{nonce}-{i}"), 300 << 10))
-        .collect();
-    run_ok(
-        nix_command("nix")
-            .args(["store", "sign", "-k"])
-            .arg(&secret)
-            .args(&paths),
-    );
-    let cache = dir.path().join("upstream");
-    run_ok(
-        nix_command("nix")
-            .args(["copy", "--to", &format!("file://{}", cache.display())])
-            .args(&paths),
-    );
+    let (paths, public_key, cache) = signed_random_cache(dir.path(), "allowance", &[300 << 10; 12]);
     let nginx = NginxProcess::serving(&cache);
     let registry = RegistryProcess::start();
-    // 2 MiB an hour: two of these NARs (each counts as a whole MiB).
+    // 1 MiB an hour: three of these NARs (about 300 KiB each).
     let config = format!(
-        "{}[mirror]\nstore_bytes_per_client_per_hour = 2097152\n",
+        "{}[mirror]\nstore_bytes_per_client_per_hour = 1048576\n",
         oranc_tests::mirror::mirror_config(&registry, &nginx.url(""), &public_key)
     );
     let server = ServerProcess::start_binary(release_oranc_command(), &config, &[]);
@@ -284,7 +253,7 @@ fn what_one_address_can_have_a_mirror_store_is_bounded_per_hour() {
         "oranc_mirror_stored_bytes_total{cache=\"mirror\"}",
     );
     assert!(
-        stored <= f64::from(2 * (310 << 10)),
+        stored <= f64::from(1 << 20),
         "{stored} bytes stored for clients that left at once"
     );
     assert!(
@@ -299,4 +268,53 @@ fn what_one_address_can_have_a_mirror_store_is_bounded_per_hour() {
     let (code, bytes) = oranc_tests::mirror::download(&nar_urls[11]);
     assert_eq!(code, 0);
     assert!(bytes.len() > 300 << 10, "{} bytes", bytes.len());
+}
+
+/// Found in review (issue 36, item 3): one address opened 80 connections with a tiny
+/// receive buffer, asked for cold NARs and read nothing. After 30 s the requests waiting
+/// on one NAR's fetch each fetched it again (one NAR came from upstream 65 times), a cold
+/// NAR of another client got 503, and the server grew to 589 MB. Requests for a NAR being
+/// fetched into the spool are now served from the spool as it grows, never by another
+/// download, and the address's share leaves the rest to others.
+#[test]
+fn requests_holding_a_cold_nar_share_its_one_fetch_and_leave_the_rest_to_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sizes = vec![4 << 20];
+    sizes.extend([64 << 10; 9]);
+    let (paths, public_key, cache) = signed_random_cache(dir.path(), "held", &sizes);
+    let (held, others) = paths.split_first().unwrap();
+    // The held NAR takes about 40 s at upstream's pace, past the 30 s after which waiting
+    // requests used to fetch it themselves; the attacker's other NARs take a while too.
+    let nginx = NginxProcess::start(&format!(
+        "server {{ listen {{listen}}; root {}; location /nar/ {{ limit_rate 100k; }} }}",
+        cache.display()
+    ));
+    let registry = RegistryProcess::start();
+    let config = oranc_tests::mirror::mirror_config(&registry, &nginx.url(""), &public_key);
+    let server = ServerProcess::start_binary(release_oranc_command(), &config, &[]);
+    let nar_url = |path: &str| oranc_tests::mirror::served_nar_url(&server, path);
+    let held_url = nar_url(held);
+    let (attacked, legit) = others.split_at(8);
+    let attacked_urls: Vec<String> = attacked.iter().map(|path| nar_url(path)).collect();
+    let legit_url = nar_url(&legit[0]);
+
+    let held_paths = std::iter::repeat_n(held_url, 40).chain(attacked_urls);
+    let _held = oranc_tests::abuse::unread_requests(
+        server.addr,
+        held_paths.map(|url| format!("/mirror/{url}")),
+    );
+    std::thread::sleep(Duration::from_secs(35));
+    let fetched = metric(
+        &server.metrics(),
+        "oranc_mirror_upstream_lookups_total{cache=\"mirror\",kind=\"nar\",outcome=\"hit\"}",
+    );
+    // Each of the 8 other NARs once, the held one at most twice.
+    assert!(fetched <= 10.0, "{fetched} NAR fetches from upstream");
+
+    // Another client's cold NAR (64 KiB at upstream's pace: under a second).
+    let (code, bytes) = oranc_tests::mirror::download(&server.url(&format!("mirror/{legit_url}")));
+    assert_eq!(code, 0, "the legitimate client's cold NAR");
+    assert!(bytes.len() > 60 << 10, "{} bytes", bytes.len());
+    let rss = oranc_tests::abuse::peak_rss_mb(&server);
+    assert!(rss < 150.0, "peak RSS {rss} MB");
 }

@@ -15,8 +15,9 @@
 //! - for a short while after the registry lacked a narinfo, its NAR is taken to be absent
 //!   too, so that when Nix asks for the NAR next a cold one waits for upstream alone
 //!   (`registry_word.rs`);
-//! - concurrent requests for a NAR being fetched wait for it instead of fetching it again;
-//!   upstream absences are remembered for the negative TTL;
+//! - concurrent requests for a NAR being fetched share its one fetch: they are served from
+//!   its spool as it grows (their last chunk once the NAR passed its check), or once it is
+//!   whole; upstream absences are remembered for the negative TTL;
 //! - upstream failures are 502s for that file, and nothing partial is stored;
 //! - listings, build logs, debuginfo entries and realisations follow the same rules, but
 //!   are stored as soon as they are fetched (`beside.rs`).
@@ -281,17 +282,22 @@ pub struct Shared {
     store_allowance: Arc<ClientLimiter>,
 }
 
+/// What a store allowance counts in: KiB (governor counts in `u32`s, so at most 4 TiB an
+/// hour).
+const ALLOWANCE_UNIT: u64 = 1 << 10;
+
 /// Client addresses whose store allowance is remembered at most (the least recently seen
 /// beyond it start again with a whole one).
 const MAX_ALLOWANCE_CLIENTS: usize = 100_000;
 
 impl Shared {
     pub fn new(config: &oranc_config::MirrorConfig) -> Self {
-        let mib = u32::try_from(config.store_bytes_per_client_per_hour >> 20).unwrap_or(u32::MAX);
+        let units = config.store_bytes_per_client_per_hour / ALLOWANCE_UNIT;
+        let units = u32::try_from(units).unwrap_or(u32::MAX);
         Self {
             spool: SpoolBudget::new(config.spool_max_bytes),
             store_allowance: Arc::new(ClientLimiter::per_hour(
-                std::num::NonZeroU32::new(mib).unwrap_or(std::num::NonZeroU32::MIN),
+                std::num::NonZeroU32::new(units).unwrap_or(std::num::NonZeroU32::MIN),
                 MAX_ALLOWANCE_CLIENTS,
             )),
         }
@@ -509,8 +515,18 @@ impl Mirror {
                         self.client_stall,
                     )));
                 }
-                // A large NAR from a slow upstream: this client need not wait for it; it
-                // gets its own stream (not stored twice).
+                // Being spooled: served from the spool as it grows, never fetched again.
+                nar::Waited::Growing(spool, verdict) => {
+                    return Ok(NarAnswer::Streaming(nar::from_growing_spool(
+                        key,
+                        spool,
+                        verdict,
+                        self.client_stall,
+                    )));
+                }
+                // A fetch that goes at the registry's pace (no room in the spool) or whose
+                // upstream has not answered: this client need not wait for it; it gets its
+                // own stream (not stored twice), within its address's share.
                 nar::Waited::TooLong => return self.pass_through(&pending, key, address).await,
                 nar::Waited::Ended => {}
             }
@@ -543,6 +559,7 @@ impl Mirror {
                 // requests, in review).
                 if !self.within_store_allowance(&pending, address) {
                     drop((slot, lead));
+                    self.count("nar", "over_allowance");
                     return self.pass_through(&pending, key, address).await;
                 }
                 let (upstream, body) = self.open_upstream_nar(&pending).await?;
@@ -715,21 +732,16 @@ impl Mirror {
         }
     }
 
-    /// Takes `pending`'s NAR file size (in whole MiB) from `address`'s hourly allowance of
-    /// bytes to store (`[mirror] store_bytes_per_client_per_hour`), or nothing (counted as
-    /// the outcome `over_allowance`) when it has less left.
+    /// Takes `pending`'s NAR file size (in KiB) from `address`'s hourly allowance of bytes
+    /// to store (`[mirror] store_bytes_per_client_per_hour`), or nothing when it has less
+    /// left.
     fn within_store_allowance(&self, pending: &Pending, address: Option<ClientAddr>) -> bool {
         let bytes = pending
             .narinfo
             .file_size
             .unwrap_or(pending.narinfo.nar_size);
-        let mib = u32::try_from(bytes.div_ceil(1 << 20).max(1)).unwrap_or(u32::MAX);
-        let allowed = std::num::NonZeroU32::new(mib)
-            .is_some_and(|mib| self.store_allowance.take(address, mib));
-        if !allowed {
-            self.count("nar", "over_allowance");
-        }
-        allowed
+        let kib = u32::try_from(bytes.div_ceil(ALLOWANCE_UNIT).max(1)).unwrap_or(u32::MAX);
+        std::num::NonZeroU32::new(kib).is_some_and(|kib| self.store_allowance.take(address, kib))
     }
 
     /// `narinfo` with the server's own signature added, when it has a signing key.

@@ -4,8 +4,10 @@
 //! as they arrive), in a task of its own, so a client that leaves does not stop the store
 //! others will read. The blob is tagged only when it is the file the narinfo describes
 //! (FileHash, FileSize), and the narinfo is stored after it.
-//! Requests for a NAR being fetched wait for its fetch (one upstream request), and are
-//! served from the copy's spool once the NAR has passed its check, not after its store.
+//! Requests for a NAR being fetched share its fetch (one upstream request): they are served
+//! from the copy's spool as it grows, their last chunk held until the NAR has passed its
+//! check; only a fetch that goes at the registry's pace (no spool) makes them wait, and
+//! after 30 s stream it themselves within their address's share.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,12 +18,12 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
 use futures::StreamExt as _;
-use oranc_backends::nar_check::last_chunk_after;
+use oranc_backends::nar_check::{last_chunk_after, SharedVerdict};
 use oranc_core::registry::ByteStream;
 use oranc_core::{BlobInfo, CacheKey, NarInfo, RegistryCache};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::spool::{SpoolBudget, SpoolWriter, SpooledNar};
+use super::spool::{GrowingSpool, SpoolBudget, SpoolWriter, SpooledNar};
 use crate::metrics::Metrics;
 
 /// Chunks buffered towards the client and towards the registry (each a few KiB to 64 KiB).
@@ -42,6 +44,9 @@ fn receiver_stream<T: Send + 'static>(
 #[derive(Debug, Clone)]
 pub(super) enum Fetch {
     Running,
+    /// Being written to its spool: serve it from there as it grows, its last chunk once
+    /// the check passed.
+    Growing(GrowingSpool, SharedVerdict),
     /// Fetched and checked, whole in its spool (the store goes on): serve it from there.
     Spooled(SpooledNar),
     /// Over: stored, or not (failed, or its client left first).
@@ -69,6 +74,12 @@ pub(super) struct Lead {
 }
 
 impl Lead {
+    /// The NAR is being written to a spool: the requests waiting, and those that join, read
+    /// it from there as it grows.
+    fn growing(&self, spool: GrowingSpool, verdict: SharedVerdict) {
+        self.done.send_replace(Fetch::Growing(spool, verdict));
+    }
+
     /// The NAR passed its check and is whole in `spool`: the requests waiting, and those
     /// that join until the store ends, are served from it.
     fn spooled(&self, spool: SpooledNar) {
@@ -109,6 +120,8 @@ impl InFlight {
 pub(super) enum Waited {
     /// The NAR is whole and checked in this spool.
     Spooled(SpooledNar),
+    /// The NAR is being written to this spool, and checked on the way.
+    Growing(GrowingSpool, SharedVerdict),
     /// The fetch is over (stored or not).
     Ended,
     /// [`FOLLOWER_WAIT`] passed first.
@@ -122,6 +135,7 @@ pub(super) async fn wait(mut done: watch::Receiver<Fetch>) -> Waited {
     match tokio::time::timeout(FOLLOWER_WAIT, over).await {
         Ok(Ok(fetch)) => match &*fetch {
             Fetch::Spooled(spool) => Waited::Spooled(spool.clone()),
+            Fetch::Growing(spool, verdict) => Waited::Growing(spool.clone(), verdict.clone()),
             Fetch::Running | Fetch::Ended => Waited::Ended,
         },
         // The lead went without a word: the same as ended.
@@ -143,6 +157,25 @@ pub(super) fn from_spool(key: &CacheKey, spool: SpooledNar, client_stall: Durati
         spool.into_stream(),
         client_stall,
         async { Ok(()) },
+        "the NAR's spool was not read to its end",
+    );
+    response
+}
+
+/// The NAR `spool` is being fetched into, for a request that joined its fetch: read as it
+/// grows, its length not known yet, its last chunk held until the NAR passed its check
+/// (`verdict`), and let go by a client that stops reading for `client_stall`.
+pub(super) fn from_growing_spool(
+    key: &CacheKey,
+    spool: GrowingSpool,
+    verdict: SharedVerdict,
+    client_stall: Duration,
+) -> Response {
+    let mut response = answer_of_length(key, None);
+    *response.body_mut() = pumped_to_client(
+        spool.into_stream(),
+        client_stall,
+        verdict.wait(),
         "the NAR's spool was not read to its end",
     );
     response
@@ -382,7 +415,11 @@ impl Copy {
         lead: &Lead,
     ) {
         let path = self.narinfo.store_path.clone();
+        let verdict = verdict.shared();
         let (to_registry, registry_stream, overflowed) = self.registry_feed();
+        if let RegistryFeed::Spool(writer) = &to_registry {
+            lead.growing(writer.growing(), verdict.clone());
+        }
         // A spooled upload may take much longer than its fetch (a slow registry): held to
         // the end, the slots would run out while clients fetch at upstream's pace, and the
         // NARs past them would go unstored.

@@ -156,6 +156,15 @@ impl SpoolWriter {
         Ok(())
     }
 
+    /// The file as it grows, for requests that join the fetch before it is whole.
+    pub(super) fn growing(&self) -> GrowingSpool {
+        GrowingSpool {
+            file: self.file.clone(),
+            progress: self.progress.subscribe(),
+            _reservations: self.reservations.clone(),
+        }
+    }
+
     /// Whether the upload stopped reading (it failed): nothing more needs writing.
     pub(super) fn upload_gone(&self) -> bool {
         self.progress.is_closed()
@@ -259,6 +268,56 @@ impl SpooledNar {
                 }
                 // Ends the stream: `read` past the end.
                 Err(error) => Some((Err(error), (nar, u64::MAX))),
+            }
+        })
+    }
+}
+
+/// A spool's file as it grows, for the requests that join its fetch before the NAR is whole
+/// (found in review: 64 requests for one NAR being fetched became 64 upstream downloads
+/// once they had waited 30 s): each reads it from the start as far as it is written, while
+/// the upload does too, and none fetches it again. Holds the spool's share of the budget.
+#[derive(Debug, Clone)]
+pub(super) struct GrowingSpool {
+    file: Arc<std::fs::File>,
+    progress: watch::Receiver<Progress>,
+    _reservations: Reservations,
+}
+
+impl GrowingSpool {
+    /// The file's bytes from the start, as they are written; an error when the fetch
+    /// failed, or when the file took no more (a full disk: the rest went to the upload
+    /// alone).
+    pub(super) fn into_stream(
+        self,
+    ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        futures::stream::unfold(Some((self, 0u64)), |state| async move {
+            let (mut spool, read) = state?;
+            loop {
+                let progress = spool.progress.borrow_and_update().clone();
+                if let State::Failed(reason) = progress.state {
+                    return Some((Err(std::io::Error::other(reason)), None));
+                }
+                if progress.in_file > read {
+                    let left = progress.in_file - read;
+                    return match read_at(&spool.file, read, left, SERVE_BATCH).await {
+                        Ok(bytes) => {
+                            let read = read + bytes.len() as u64;
+                            Some((Ok(bytes), Some((spool, read))))
+                        }
+                        Err(error) => Some((Err(error), None)),
+                    };
+                }
+                if progress.overflowed {
+                    let error = std::io::Error::other("the spool file took no more of the NAR");
+                    return Some((Err(error), None));
+                }
+                if matches!(progress.state, State::Ended) {
+                    return None;
+                }
+                if spool.progress.changed().await.is_err() {
+                    return Some((Err(stopped()), None));
+                }
             }
         })
     }
@@ -426,6 +485,38 @@ mod tests {
         assert!(budget.open(Some(2 << 20)).is_none(), "still served from");
         assert_eq!(from_spool(spooled).await, whole);
         assert!(budget.open(Some(4 << 20)).is_some(), "given back");
+    }
+
+    #[tokio::test]
+    async fn requests_joining_a_fetch_read_its_file_as_it_grows() {
+        let budget = SpoolBudget::new(8 << 20);
+        let (writer, reader) = budget.open(Some(3 << 20)).unwrap();
+        let growing = writer.growing();
+        let joined = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(growing.into_stream());
+            let mut all = Vec::new();
+            while let Some(bytes) = stream.next().await {
+                all.extend_from_slice(&bytes?);
+            }
+            std::io::Result::Ok(all)
+        });
+        let upload = tokio::spawn(read_all(reader));
+        let written = write_all(writer, 100_003, 30).await;
+        assert_eq!(joined.await.unwrap().unwrap(), written);
+        assert_eq!(upload.await.unwrap().unwrap(), written);
+
+        let (mut writer, _reader) = budget.open(Some(1)).unwrap();
+        let growing = writer.growing();
+        writer.write(Bytes::from_static(b"part")).await.unwrap();
+        writer.fail("upstream reset".into());
+        let mut stream = std::pin::pin!(growing.into_stream());
+        let mut failed = None;
+        while let Some(bytes) = stream.next().await {
+            if let Err(error) = bytes {
+                failed = Some(error);
+            }
+        }
+        assert!(failed.unwrap().to_string().contains("upstream reset"));
     }
 
     #[tokio::test]
