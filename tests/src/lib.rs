@@ -11,6 +11,7 @@ pub mod faults;
 pub mod hostile;
 pub mod latency;
 pub mod mirror;
+pub mod newer_nix;
 pub mod nginx;
 pub mod nix;
 pub mod oci;
