@@ -311,6 +311,17 @@ pub fn hashes_of(infos: &serde_json::Value) -> Vec<String> {
     hashes
 }
 
+/// Replaces the last 64 bytes of the file at `path` with junk, as a hostile cache would
+/// spoil a NAR file so that its check fails only after every other byte has gone by; the
+/// spoiled bytes.
+pub fn spoil_tail(path: &std::path::Path) -> Vec<u8> {
+    let mut spoiled = std::fs::read(path).expect("the file to spoil");
+    let tail = spoiled.len().saturating_sub(64);
+    spoiled[tail..].fill(0x5a);
+    std::fs::write(path, &spoiled).expect("spoiling the file");
+    spoiled
+}
+
 /// `nix-store --add` of a directory `name` holding `bytes` random bytes (and its name, so
 /// equal sizes make distinct paths); its store path. For benchmarks' many paths.
 pub fn add_random_path(dir: &std::path::Path, name: &str, bytes: usize) -> String {

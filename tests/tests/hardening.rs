@@ -397,3 +397,46 @@ async fn no_credential_appears_in_logs_errors_or_metrics() {
         );
     }
 }
+
+/// Found in review (issue 39, item 7): `Range: bytes=0-N` with N past 2^63 on a stored NAR
+/// was passed to the registry as it came; the registry answered 416, and the server a 502
+/// counted as a registry protocol error, so 200 such requests (0.5 s) fired the alerts that
+/// send an operator to the registry. An end past the file is now the file's end (206).
+#[test]
+fn a_range_ending_past_the_file_is_the_whole_file_never_a_registry_error() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(20_000);
+    let repo = fresh_repo("range");
+    let pushed = push_closure(oranc_command(), &registry.host(), &repo, &closure);
+    assert!(pushed.status.success(), "{pushed:?}");
+    let server = ServerProcess::start_binary(
+        oranc_tests::release_oranc_command(),
+        &allow_plain_http(&registry.host()),
+        &[],
+    );
+    let cache = server.url(&format!("{}/{repo}", registry.host()));
+    let (status, narinfo, _) = curl(&[&format!(
+        "{cache}/{}",
+        oranc_tests::nix::narinfo_key(&closure.root)
+    )]);
+    assert_eq!(status, "200", "{narinfo}");
+    let narinfo = oranc_core::NarInfo::parse(&narinfo).unwrap();
+    for end in ["18446744073709551615", "9223372036854775808"] {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let (status, _, _) = curl(&[
+            "-r",
+            &format!("0-{end}"),
+            "-o",
+            file.path().to_str().unwrap(),
+            &format!("{cache}/{}", narinfo.url),
+        ]);
+        assert_eq!(status, "206");
+        let length = std::fs::metadata(file.path()).unwrap().len();
+        assert_eq!(Some(length), narinfo.file_size, "the whole file");
+    }
+    let errors = oranc_tests::server::metric_or_zero(
+        &server.metrics(),
+        "oranc_registry_errors_total{kind=\"protocol\"}",
+    );
+    assert!(errors == 0.0, "{}", server.metrics());
+}

@@ -575,10 +575,7 @@ fn a_nar_fed_to_the_registry_as_it_comes_that_fails_its_check_is_never_committed
         .path()
         .join(upstream_url(upstream_dir.path(), lib));
     // Junk at the end only: the check fails after every byte has gone by.
-    let mut spoiled = std::fs::read(&file).expect("upstream's NAR");
-    let tail = spoiled.len() - 64;
-    spoiled[tail..].fill(0x5a);
-    std::fs::write(&file, &spoiled).expect("spoiling the NAR's tail");
+    let spoiled = oranc_tests::nix::spoil_tail(&file);
     let nginx = NginxProcess::serving(upstream_dir.path());
     // The NAR in one request, and in PATCHed chunks of 64 KiB.
     for chunk_lines in ["", "chunk_size = 65536\n"] {

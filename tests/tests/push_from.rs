@@ -47,6 +47,23 @@ fn push_from_with(
         .expect("running oranc push")
 }
 
+/// [`release_push_from`] of the cache directory `dir`, which must fail; what it printed.
+fn refused_push_from(
+    registry: &RegistryProcess,
+    repo: &str,
+    dir: &std::path::Path,
+    closure: &SignedClosure,
+) -> String {
+    let pushed = release_push_from(
+        registry,
+        repo,
+        &format!("file://{}", dir.display()),
+        closure,
+    );
+    assert!(!pushed.status.success(), "{}", text_of(&pushed));
+    text_of(&pushed)
+}
+
 /// Nix substitutes `closure` from `repo` through a fresh `oranc server`.
 fn substitutes_through_the_server(registry: &RegistryProcess, repo: &str, closure: &SignedClosure) {
     let server = ServerProcess::start(&allow_plain_http(&registry.host()), &[]);
@@ -192,17 +209,10 @@ fn a_nar_file_that_is_not_the_one_its_narinfo_describes_is_never_named() {
         std::fs::write(&path, vec![b'x'; length]).unwrap();
     }
     let repo = fresh_repo("from-bad");
-    let pushed = push_from(
-        &registry,
-        &repo,
-        &format!("file://{}", cache.path().display()),
-        &closure,
-    );
-    assert!(!pushed.status.success(), "{}", text_of(&pushed));
+    let refused = refused_push_from(&registry, &repo, cache.path(), &closure);
     assert!(
-        text_of(&pushed).contains("is not the one its narinfo describes"),
-        "{}",
-        text_of(&pushed)
+        refused.contains("is not the one its narinfo describes"),
+        "{refused}"
     );
     let tags = registry.tag_list(&repo);
     for path in &closure.paths {
@@ -231,19 +241,9 @@ fn a_nar_file_that_fails_its_check_at_the_end_is_never_committed() {
         .expect("the closure's large path");
     let (_, text) = narinfo_file(cache.path(), lib);
     let url = oranc_core::NarInfo::parse(&text).unwrap().url;
-    let file = cache.path().join(url);
-    let mut spoiled = std::fs::read(&file).unwrap();
-    let tail = spoiled.len() - 64;
-    spoiled[tail..].fill(0x5a);
-    std::fs::write(&file, &spoiled).unwrap();
+    let spoiled = oranc_tests::nix::spoil_tail(&cache.path().join(url));
     let repo = fresh_repo("from-tail");
-    let pushed = release_push_from(
-        &registry,
-        &repo,
-        &format!("file://{}", cache.path().display()),
-        &closure,
-    );
-    assert!(!pushed.status.success(), "{}", text_of(&pushed));
+    refused_push_from(&registry, &repo, cache.path(), &closure);
     assert!(
         !registry.has_blob(&repo, &spoiled),
         "the spoiled NAR file is a blob"

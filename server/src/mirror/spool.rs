@@ -27,6 +27,9 @@ const WRITE_BATCH: usize = 1 << 20;
 const READ_BATCH: usize = 1 << 20;
 /// Read at once for a request served from a spool: one of many a server may stream.
 const SERVE_BATCH: usize = 256 << 10;
+/// Read at once for a request reading a spool as it grows: it may be one of 64 joined to a
+/// fetch (each holds a batch or two while its client is slow).
+const GROWING_BATCH: usize = 64 << 10;
 /// The budget counts whole MiB: a semaphore takes at most `u32::MAX` permits at a time.
 const UNIT: u64 = 1 << 20;
 /// Spools at once: each holds an open file and an upload that waits for the registry.
@@ -300,7 +303,7 @@ impl GrowingSpool {
                 }
                 if progress.in_file > read {
                     let left = progress.in_file - read;
-                    return match read_at(&spool.file, read, left, SERVE_BATCH).await {
+                    return match read_at(&spool.file, read, left, GROWING_BATCH).await {
                         Ok(bytes) => {
                             let read = read + bytes.len() as u64;
                             Some((Ok(bytes), Some((spool, read))))

@@ -279,6 +279,15 @@ async fn serve_object(
                 .into_response());
         }
     }
+    // An end past the file is the file's end, as HTTP says (RFC 9110, 14.1.2): passed on
+    // as it came, `bytes=0-N` with N past 2^63 got the registry's 416, and a 502 counted as
+    // a registry error, which fires the registry alerts.
+    let range = range.map(|range| ByteRange {
+        start: range.start,
+        end: range
+            .end
+            .filter(|end| *end < object.blob.size.saturating_sub(1)),
+    });
     let small_file = matches!(
         key.kind(),
         KeyKind::NarInfo | KeyKind::CacheInfo | KeyKind::DebugInfo
