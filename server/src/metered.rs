@@ -36,8 +36,15 @@ impl MeteredRegistry {
         } else {
             "unlisted".to_owned()
         };
-        // The series exists from the start (at 0), so dashboards and alerts see it.
+        // The series exist from the start (at 0), so dashboards and alerts see them.
         metrics.registry_slowdowns.with_label_values(&[&label]);
+        for operation in OPERATIONS {
+            for kind in ERROR_KINDS {
+                metrics
+                    .registry_errors
+                    .with_label_values(&[&label, operation, kind]);
+            }
+        }
         Arc::new(Self {
             inner,
             metrics,
@@ -91,6 +98,30 @@ impl MeteredRegistry {
         }
     }
 }
+
+/// The `operation` labels [`metered!`] gives.
+const OPERATIONS: [&str; 11] = [
+    "ping",
+    "open_upload",
+    "head_blob",
+    "get_blob",
+    "put_blob",
+    "get_manifest",
+    "has_manifest",
+    "put_manifest",
+    "delete_manifest",
+    "list_tags",
+    "has_tags",
+];
+/// The `kind` labels of `oranc_registry_errors_total` (`MeteredRegistry::record`).
+const ERROR_KINDS: [&str; 6] = [
+    "not_found",
+    "denied",
+    "unavailable",
+    "protocol",
+    "unsupported",
+    "other",
+];
 
 /// Meters one operation: the registry's 429s are synced as it starts (so a storm shows
 /// while requests still wait), its outcome recorded as it ends. One dropped before it ends

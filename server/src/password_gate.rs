@@ -57,6 +57,10 @@ impl PasswordGate {
                 tracing::warn!(%error, "cannot start a password-checking thread");
             }
         }
+        // Every outcome's series from the start (at 0): the alert on guesses reads them.
+        for outcome in ["valid", "invalid", "busy", "limited"] {
+            metrics.password_checks.with_label_values(&[outcome]);
+        }
         Self {
             jobs,
             checks: Arc::new(Semaphore::new(threads)),

@@ -523,3 +523,50 @@ fn nar_listings_match_what_nix_writes_and_nix_store_ls_lists_the_cache() {
     );
     assert_eq!(listed, local);
 }
+
+/// Found following the README (issue 38): `oranc push` to a plain-HTTP registry without
+/// `--no-ssl`, or to a registry that is down, said only "cannot connect: error sending
+/// request". It now names the URL and the cause, and for https hints at `--no-ssl`.
+#[test]
+fn a_registry_that_cannot_be_reached_is_named_with_the_cause_and_the_fix() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(1_000);
+    let tls_to_plain = oranc_command()
+        .args([
+            "push",
+            "--registry",
+            &registry.host(),
+            "--repository",
+            "x/y",
+        ])
+        .args(["--trusted-public-key", &closure.public_key, &closure.root])
+        .output()
+        .unwrap();
+    assert!(!tls_to_plain.status.success());
+    let said = stderr(&tls_to_plain);
+    assert!(
+        said.contains(&format!("https://{}", registry.host())) && said.contains("--no-ssl"),
+        "{said}"
+    );
+
+    let down = oranc_tests::free_loopback_addr().to_string();
+    let refused = oranc_command()
+        .args([
+            "push",
+            "--no-ssl",
+            "--registry",
+            &down,
+            "--repository",
+            "x/y",
+        ])
+        .args(["--trusted-public-key", &closure.public_key, &closure.root])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = stderr(&refused).to_lowercase();
+    assert!(
+        said.contains(&format!("http://{down}")) && said.contains("connection refused"),
+        "{said}"
+    );
+    assert!(!said.contains("--no-ssl"), "{said}");
+}

@@ -330,7 +330,7 @@ impl DistributionRegistry {
                         tracing::debug!(registry = %self.name, what, error = %error.without_url(), ?wait, "retrying");
                         wait
                     }
-                    _ => return Err(transport_error(what, error)),
+                    _ => return Err(self.transport_error(what, error)),
                 },
             };
             attempt += 1;
@@ -591,7 +591,10 @@ impl DistributionRegistry {
         if let Some(range) = range {
             request = request.header(RANGE, range_header(range));
         }
-        let answer = request.send().await.map_err(|e| transport_error(what, e))?;
+        let answer = request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(what, e))?;
         if !answer.status().is_success() {
             return Err(status_error(what, answer).await);
         }
@@ -639,21 +642,48 @@ fn is_transient(error: &reqwest::Error) -> bool {
     error.is_connect() || error.is_timeout() || error.is_request() || error.is_body()
 }
 
-fn transport_error(what: &str, error: reqwest::Error) -> Error {
-    // `without_url`: a redirect URL may carry a signature; keep it out of messages.
-    let error = error.without_url();
-    let what = what.to_owned();
-    if error.is_timeout() {
-        return Error::TimedOut { what, reason: None };
+impl DistributionRegistry {
+    /// What failed to reach the registry, and why: reqwest's own words ("error sending
+    /// request") say neither, so its causes follow ("connection refused", "invalid peer
+    /// certificate", …), with the URL, and for https a hint about plain-HTTP registries,
+    /// the usual cause on a loopback test registry.
+    fn transport_error(&self, what: &str, error: reqwest::Error) -> Error {
+        // `without_url`: a redirect URL may carry a signature; keep it out of messages.
+        let error = error.without_url();
+        let what = what.to_owned();
+        if error.is_timeout() {
+            return Error::TimedOut { what, reason: None };
+        }
+        let causes = error_chain(&error);
+        Error::Unavailable {
+            what,
+            reason: if error.is_connect() {
+                let hint = if self.base_url.starts_with("https://") {
+                    "; if the registry speaks plain HTTP, use --no-ssl (in the server's config, plain_http = true under [registries.\"HOST\"])"
+                } else {
+                    ""
+                };
+                format!("cannot connect to {}: {causes}{hint}", self.base_url)
+            } else {
+                causes
+            },
+        }
     }
-    Error::Unavailable {
-        what,
-        reason: if error.is_connect() {
-            format!("cannot connect: {error}")
-        } else {
-            error.to_string()
-        },
+}
+
+/// `error` and its causes, each once: "error sending request: client error (Connect):
+/// tcp connect error: Connection refused (os error 111)".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut words: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let text = error.to_string();
+        if !words.iter().any(|said| said.contains(&text)) {
+            words.push(text);
+        }
+        next = error.source();
     }
+    words.join(": ")
 }
 
 /// Maps a registry's non-success answer to the error kind callers act on.
@@ -806,7 +836,7 @@ impl oranc_core::Registry for DistributionRegistry {
             .request(Method::GET, &url)
             .send()
             .await
-            .map_err(|e| transport_error(&what, e))?;
+            .map_err(|e| self.transport_error(&what, e))?;
         match answer.status() {
             StatusCode::UNAUTHORIZED => Ok(true),
             status if status.is_success() => Ok(false),

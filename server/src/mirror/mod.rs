@@ -306,6 +306,32 @@ impl Shared {
 
 impl Mirror {
     pub fn new(settings: MirrorSettings<'_>) -> Result<Self, ServerError> {
+        // Its series from the start (at 0), so a rate of them is 0 rather than nothing.
+        let name = settings.name;
+        for (kind, outcomes) in [
+            (
+                "narinfo",
+                &["hit", "miss", "refused", "error", "unreachable"][..],
+            ),
+            (
+                "nar",
+                &["hit", "miss", "error", "unstored", "over_allowance"][..],
+            ),
+        ] {
+            for outcome in outcomes {
+                settings
+                    .metrics
+                    .mirror_lookups
+                    .with_label_values(&[name, kind, outcome]);
+            }
+        }
+        for bytes in [
+            &settings.metrics.mirror_fetched_bytes,
+            &settings.metrics.mirror_stored_bytes,
+            &settings.metrics.mirror_coalesced,
+        ] {
+            bytes.with_label_values(&[name]);
+        }
         let upstreams = settings
             .upstreams
             .iter()
