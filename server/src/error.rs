@@ -11,7 +11,9 @@ pub enum ServerError {
     #[error("{0}")]
     Core(#[from] oranc_core::Error),
 
-    #[error("registry {0} is not served here (list it under [registries] in the config)")]
+    #[error(
+        "registry {0} is not served here: list it under [registries] in the config, or start the server with --registry {0} (or --allow-any-registry, an open proxy as the original oranc was)"
+    )]
     RegistryNotAllowed(String),
 
     #[error("{0}")]

@@ -778,3 +778,20 @@ fn a_panic_is_a_500_and_every_answer_carries_a_request_id_that_the_log_shows() {
     assert!(log.contains("nix-run-42"), "{log}");
     assert!(log.contains(&made_id), "{log}");
 }
+
+/// Found following the README (issue 38): a URL naming a registry the server does not serve
+/// got a 403 that named only the config; the flags that serve it are named too.
+#[test]
+fn an_unlisted_registry_is_refused_with_every_way_to_serve_it() {
+    let server = ServerProcess::start("", &[]);
+    let (status, body, _) =
+        oranc_tests::curl(&[&server.url("registry.example.org/owner/repo/nix-cache-info")]);
+    assert_eq!(status, "403", "{body}");
+    for way in [
+        "[registries]",
+        "--registry registry.example.org",
+        "--allow-any-registry",
+    ] {
+        assert!(body.contains(way), "{way}: {body}");
+    }
+}
