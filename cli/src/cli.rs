@@ -92,6 +92,11 @@ pub struct PushArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Exit with an error when any path was skipped for want of a trusted signature (for CI
+    /// that must notice); without it such paths are reported and the push succeeds.
+    #[arg(long, env = "ORANC_FAIL_ON_SKIPPED", value_parser = clap::builder::BoolishValueParser::new())]
+    pub fail_on_skipped: bool,
+
     /// Take the paths from another binary cache instead of the local store, to move a cache
     /// into the registry: `https://…` (an S3 website, nix-serve, attic, another oranc
     /// server's cache URL) or `file:///DIR` (what `nix copy --to file://DIR` writes). Paths

@@ -28,7 +28,7 @@ pub struct RegistryArgs {
     pub repository: Option<String>,
 
     /// Talk plain HTTP to the registry (for a local registry on 127.0.0.1).
-    #[arg(long)]
+    #[arg(long, env = "ORANC_NO_SSL", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_ssl: bool,
 
     /// Retries of a failed registry request (connection errors, timeouts, 5xx). A 429 is

@@ -270,6 +270,8 @@ pub fn clean_command(binary: std::path::PathBuf) -> std::process::Command {
         "ORANC_TRUSTED_PUBLIC_KEYS",
         "ORANC_TOKEN_REALMS",
         "ORANC_CHUNK_SIZE",
+        "ORANC_NO_SSL",
+        "ORANC_FAIL_ON_SKIPPED",
         "ORANC_TEST_EXIT_AT",
         "ORANC_TEST_PANIC_PATH",
     ] {

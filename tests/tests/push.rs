@@ -257,6 +257,29 @@ fn unsigned_and_badly_signed_paths_are_never_pushed() {
         "{}",
         stderr(&output)
     );
+    // The summary says so first, and CI that must notice gets an error (issue 38).
+    let said = stderr(&output);
+    let summary = said
+        .lines()
+        .find(|line| line.starts_with("push") || line.contains(": skipped "))
+        .unwrap_or_default();
+    assert!(summary.contains("skipped 3 path(s)"), "{said}");
+    let strict = push(
+        &registry,
+        &repo,
+        &[
+            "--trusted-public-key",
+            &stranger.public_key,
+            "--fail-on-skipped",
+        ],
+        &[&closure.root],
+    );
+    assert!(!strict.status.success(), "{}", stderr(&strict));
+    assert!(
+        stderr(&strict).contains("--fail-on-skipped"),
+        "{}",
+        stderr(&strict)
+    );
 
     // A key with the closure's key name but other material: its signatures do not verify.
     let key_name = closure.public_key.split(':').next().unwrap();

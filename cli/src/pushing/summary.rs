@@ -42,6 +42,14 @@ impl Summary {
     }
 
     pub fn print(&self, description: &str, dry_run: bool) {
+        // Said first: a push that skipped paths still succeeds, and a CI log shows its
+        // first line.
+        if self.unsigned > 0 {
+            eprintln!(
+                "{description}: skipped {} path(s) with no trusted signature (sign them with --signing-key, trust their key with --trusted-public-key, or fail on this with --fail-on-skipped)",
+                self.unsigned
+            );
+        }
         let first = if dry_run {
             format!("would push {}", self.would_push)
         } else {
@@ -65,9 +73,17 @@ impl Summary {
         }
     }
 
-    pub fn result(&self) -> anyhow::Result<()> {
+    /// The exit status: an error when a path failed, or, with `fail_on_skipped`, when one
+    /// was skipped for want of a trusted signature.
+    pub fn result(&self, fail_on_skipped: bool) -> anyhow::Result<()> {
         if self.failed > 0 {
             anyhow::bail!("{} path(s) failed", self.failed);
+        }
+        if fail_on_skipped && self.unsigned > 0 {
+            anyhow::bail!(
+                "{} path(s) skipped with no trusted signature (--fail-on-skipped)",
+                self.unsigned
+            );
         }
         Ok(())
     }

@@ -97,7 +97,7 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         }
         summary.would_push = to_push.len();
         summary.print(&description, true);
-        return summary.result();
+        return summary.result(args.fail_on_skipped);
     }
 
     let settings = options::upload_settings(options, &store_dir);
@@ -148,7 +148,7 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     progress.finish();
     summary.backpressure = cache.registry().backpressure();
     summary.print(&description, false);
-    summary.result()
+    summary.result(args.fail_on_skipped)
 }
 
 /// The binary cache `push --from` reads, checked to be for this store directory.

@@ -174,7 +174,7 @@ pub async fn run(args: WatchStoreArgs) -> anyhow::Result<()> {
     }
     watch.summary.backpressure = registry.backpressure();
     watch.summary.print(&description, false);
-    watch.summary.result()
+    watch.summary.result(false)
 }
 
 async fn sleep_until(at: Option<Instant>) {
