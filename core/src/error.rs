@@ -20,7 +20,7 @@ pub enum Error {
     #[error("invalid debuginfo entry: {reason}")]
     InvalidDebugInfo { reason: String },
 
-    #[error("invalid key file: {reason}")]
+    #[error("invalid key: {reason}")]
     InvalidKey { reason: String },
 
     #[error("invalid signature {signature:?}: {reason}")]

@@ -96,7 +96,11 @@ impl FromStr for SecretKey {
     fn from_str(s: &str) -> Result<Self> {
         let (name, bytes) = split_named(s, "secret key")?;
         let keypair: [u8; 64] = bytes.try_into().map_err(|b: Vec<u8>| Error::InvalidKey {
-            reason: format!("secret key {name:?} has {} bytes, expected 64", b.len()),
+            reason: if b.len() == 32 {
+                format!("{name:?} is a public key (32 bytes); signing needs the secret key it was made from (`nix key generate-secret`)")
+            } else {
+                format!("secret key {name:?} has {} bytes, expected 64", b.len())
+            },
         })?;
         let key = ed25519_dalek::SigningKey::from_keypair_bytes(&keypair).map_err(|_| {
             Error::InvalidKey {
@@ -287,6 +291,13 @@ mod tests {
         assert!(err.contains("no ':'"), "{err}");
         let err = "k:AAAA".parse::<SecretKey>().unwrap_err().to_string();
         assert!(err.contains("expected 64"), "{err}");
+        // A public key where a secret one belongs says so; no message calls a value a file.
+        let public = SecretKey::from_seed("k", [3; 32]).to_public().to_string();
+        let err = public.parse::<SecretKey>().unwrap_err().to_string();
+        assert!(
+            err.contains("is a public key") && !err.contains("file"),
+            "{err}"
+        );
         let err = "k:%%%".parse::<PublicKey>().unwrap_err().to_string();
         assert!(err.contains("does not decode"), "{err}");
         let err = "k:AAAA".parse::<Signature>().unwrap_err().to_string();
