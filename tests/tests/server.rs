@@ -795,3 +795,21 @@ fn an_unlisted_registry_is_refused_with_every_way_to_serve_it() {
         assert!(body.contains(way), "{way}: {body}");
     }
 }
+
+/// Found following the README (issue 38): an error whose message says its cause had the
+/// cause printed twice ("No such file or directory (os error 2): No such file or directory
+/// (os error 2)").
+#[test]
+fn an_error_says_its_cause_once() {
+    let output = oranc_command()
+        .args(["server", "--config", "/nonexistent/oranc.toml"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        said.matches("No such file or directory").count(),
+        1,
+        "{said}"
+    );
+}
