@@ -16,6 +16,8 @@
           src = self;
           cargoLock.lockFile = ./Cargo.lock;
           cargoBuildFlags = [ "-p" "oranc" ];
+          # `oranc --version` names the commit (the source has no .git to ask).
+          ORANC_COMMIT = self.shortRev or self.dirtyShortRev or "unknown";
           # The end-to-end tests start a registry and build store paths; the sandbox allows
           # neither, so only the unit tests run here.
           cargoTestFlags = [ "-p" "oranc-core" "-p" "oranc-config" "-p" "oranc" "--lib" ];

@@ -10,7 +10,7 @@ use crate::registry_args::{EncodingArgs, RegistryArgs};
 #[derive(Debug, Parser)]
 #[command(
     name = "oranc",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("ORANC_COMMIT"), ")"),
     about = "OCI Registry As Nix Cache: keep a Nix binary cache in any OCI registry",
     long_about = "OCI Registry As Nix Cache: keep a Nix binary cache in any OCI registry \
         (ghcr.io, Docker Hub, Harbor, Zot, distribution) and serve it to Nix over HTTP.\n\n\

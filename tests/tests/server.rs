@@ -813,3 +813,19 @@ fn an_error_says_its_cause_once() {
         "{said}"
     );
 }
+
+/// `--version` names the commit the binary was built from (issue 38).
+#[test]
+fn the_version_names_the_commit() {
+    let version = oranc_tests::run_ok(oranc_command().arg("--version"));
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    assert!(
+        !head.is_empty() && version.contains(&format!("(commit {head})")),
+        "{version} (HEAD {head})"
+    );
+}
