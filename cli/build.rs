@@ -13,7 +13,10 @@ fn main() {
     // that names a missing one every time, and every test's build would relink the binary.
     if let Ok(head) = std::fs::read_to_string(git_dir.join("HEAD")) {
         println!("cargo:rerun-if-changed=../.git/HEAD");
-        let branch = head.trim().strip_prefix("ref: ").map(|branch| git_dir.join(branch));
+        let branch = head
+            .trim()
+            .strip_prefix("ref: ")
+            .map(|branch| git_dir.join(branch));
         let packed = git_dir.join("packed-refs");
         for file in branch.into_iter().chain([packed]) {
             if file.exists() {

@@ -318,3 +318,55 @@ fn requests_holding_a_cold_nar_share_its_one_fetch_and_leave_the_rest_to_others(
     let rss = oranc_tests::abuse::peak_rss_mb(&server);
     assert!(rss < 150.0, "peak RSS {rss} MB");
 }
+
+/// Found by the red team (2026-12-07): a client reading a cold NAR steadily but slower than
+/// about a third of the socket's send buffer (up to 4 MB) per `read_timeout_secs` was cut
+/// off as if it had stopped: the socket woke the server's writer only once that much was
+/// free. The server now has it woken once little is left unsent.
+#[test]
+fn a_client_that_reads_slowly_but_steadily_gets_its_cold_nar_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (paths, public_key, cache) = signed_random_cache(dir.path(), "steady", &[12 << 20]);
+    let nginx = NginxProcess::serving(&cache);
+    let registry = RegistryProcess::start();
+    let config = format!(
+        "read_timeout_secs = 2\n{}",
+        oranc_tests::mirror::mirror_config(&registry, &nginx.url(""), &public_key)
+    );
+    let server = ServerProcess::start_binary(release_oranc_command(), &config, &[]);
+    let nar_url = oranc_tests::mirror::served_nar_url(&server, &paths[0]);
+    let expected = nar_bytes_upstream(&cache, &paths[0], &nar_url);
+    // 400 KB/s through a 64 KiB receive buffer: about 30 s for the NAR, 800 KB in each
+    // 2 s window.
+    let reader = format!(
+        r#"
+import socket, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+s.connect(("{host}", {port}))
+s.sendall(b"GET /mirror/{nar_url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+got = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    got += d
+    time.sleep(len(d) / 400000)
+print(len(got.partition(b"\r\n\r\n")[2]))
+"#,
+        host = server.addr.ip(),
+        port = server.addr.port(),
+    );
+    let out = run_ok(Command::new("python3").args(["-c", &reader]));
+    let received: u64 = out.trim().parse().unwrap();
+    assert_eq!(received, expected, "bytes of the NAR received");
+}
+
+/// The size of the NAR file upstream serves for `path`, which the mirror serves as
+/// `nar_url` (`nar/<hash>-<upstream's name>`).
+fn nar_bytes_upstream(cache: &std::path::Path, path: &str, nar_url: &str) -> u64 {
+    let upstream_name = nar_url.replacen(&format!("nar/{}-", hash_part(path)), "nar/", 1);
+    std::fs::metadata(cache.join(upstream_name))
+        .expect("upstream's NAR file")
+        .len()
+}
