@@ -70,6 +70,14 @@ pub enum Error {
     #[error("{what}: unexpected answer: {reason}")]
     Protocol { what: String, reason: String },
 
+    /// The registry asked to wait (429 with `Retry-After`) longer than this client waits
+    /// for it: the caller may pass the wait on (the server answers 503 with it).
+    #[error("{what}: the registry asks for no requests for {} s", retry_after.as_secs().max(1))]
+    PushedBack {
+        what: String,
+        retry_after: std::time::Duration,
+    },
+
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -140,7 +140,7 @@ impl ServerError {
                 E::NotFound { .. } => StatusCode::NOT_FOUND,
                 E::Denied { .. } => StatusCode::FORBIDDEN,
                 E::TimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
-                E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                E::Unavailable { .. } | E::PushedBack { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 E::Protocol { .. } | E::InvalidManifest { .. } | E::Unsupported { .. } => {
                     StatusCode::BAD_GATEWAY
                 }
@@ -205,6 +205,11 @@ impl IntoResponse for ServerError {
         let retry_after = match &self {
             Self::TooManyPasswordChecks(seconds) => Some(*seconds),
             Self::PasswordChecksBusy | Self::MirrorBusy(_) => Some(1),
+            // The registry's own wait, rounded up: a client that comes back sooner would
+            // only meet the same pause.
+            Self::Core(oranc_core::Error::PushedBack { retry_after, .. }) => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+            }
             _ => None,
         };
         if let Some(seconds) = retry_after {

@@ -140,6 +140,10 @@ fn same_failure(error: &oranc_core::Error) -> oranc_core::Error {
         E::InvalidManifest { reason } => E::InvalidManifest {
             reason: reason.clone(),
         },
+        E::PushedBack { what, retry_after } => E::PushedBack {
+            what: what.clone(),
+            retry_after: *retry_after,
+        },
         other => E::Protocol {
             what: "a manifest lookup".into(),
             reason: other.to_string(),

@@ -84,9 +84,9 @@ impl MeteredRegistry {
                 oranc_core::Error::NotFound { .. } => "not_found",
                 oranc_core::Error::Denied { .. } => "denied",
                 // One label for both: dashboards and alerts count them together.
-                oranc_core::Error::Unavailable { .. } | oranc_core::Error::TimedOut { .. } => {
-                    "unavailable"
-                }
+                oranc_core::Error::Unavailable { .. }
+                | oranc_core::Error::TimedOut { .. }
+                | oranc_core::Error::PushedBack { .. } => "unavailable",
                 oranc_core::Error::Protocol { .. } => "protocol",
                 oranc_core::Error::Unsupported { .. } => "unsupported",
                 _ => "other",

@@ -29,6 +29,9 @@ const MAX_UNLISTED_REGISTRIES: u64 = 256;
 
 /// A client nobody used for this long is dropped (with its tokens).
 const CLIENT_IDLE: Duration = Duration::from_secs(3600);
+/// Longest a request waits for a registry that pushed back (429 with `Retry-After`) before
+/// its client hears 503 with the rest of the wait.
+const MAX_PUSHBACK_WAIT: Duration = Duration::from_secs(2);
 
 /// (registry name, SHA-256 of the credentials, reads through the manifest cache) -> a
 /// client acting with them; bounded, the least recently used go first.
@@ -139,6 +142,9 @@ fn settings_for(
     settings.http.retry.max_retries = config.max_retry;
     settings.http.request_timeout = Duration::from_secs(config.request_timeout_secs);
     settings.http.read_timeout = Duration::from_secs(config.read_timeout_secs);
+    // A client waits at most this long for the registry's pushback; then it hears 503
+    // with the rest of the wait in Retry-After.
+    settings.http.max_pushback_wait = Some(MAX_PUSHBACK_WAIT);
     if let Some(listed) = listed {
         if let Some(size) = listed.chunk_size {
             settings.http.chunk_size = size;

@@ -19,6 +19,7 @@ use bytes::Bytes;
 pub const FLAKY: &str = "flaky/repo"; // the first `flaky_failures` answers are 500
 pub const THROTTLED: &str = "throttled/repo"; // the first answer is 429, Retry-After: 1
 pub const DOWN: &str = "down/repo"; // always 503
+pub const PUSHING_BACK: &str = "pushing-back/repo"; // always 429, Retry-After: 30
 pub const STALLED: &str = "stalled/repo"; // blob bodies stop after 16 bytes
 pub const HANGING: &str = "hanging/repo"; // manifest requests never get an answer
 /// Asks for Basic credentials, then redirects blob GETs (307) to a separate blob store on
@@ -161,6 +162,9 @@ async fn serve_manifest(
         DOWN => {
             state.counters.down.fetch_add(1, Ordering::SeqCst);
             StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+        PUSHING_BACK => {
+            (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "30")]).into_response()
         }
         STALLED => ok(),
         HANGING => {

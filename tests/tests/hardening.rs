@@ -15,7 +15,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use oranc_core::{layout, BlobInfo, Sha256Hash};
 use oranc_tests::auth::{TokenIssuer, PASSWORD, USERNAME};
-use oranc_tests::faults::{FaultServer, ResettingPort, DOWN, FLAKY, STALLED};
+use oranc_tests::faults::{FaultServer, ResettingPort, DOWN, FLAKY, PUSHING_BACK, STALLED};
 use oranc_tests::nix::{hash_part, SignedClosure};
 use oranc_tests::oci::RawRegistry;
 use oranc_tests::registry::{RegistryAuth, RegistryProcess};
@@ -439,4 +439,53 @@ fn a_range_ending_past_the_file_is_the_whole_file_never_a_registry_error() {
         "oranc_registry_errors_total{kind=\"protocol\"}",
     );
     assert!(errors == 0.0, "{}", server.metrics());
+}
+
+/// Found in review (issue 39, item 4): with the registry answering 429 with
+/// `Retry-After: 30`, a cold narinfo request was held for more than 40 s and its client gave
+/// up with no answer. A request now waits at most 2 s for the registry's pause; then it is a
+/// 503 whose `Retry-After` says the rest of the wait (Nix 2.35 honours it), and so is every
+/// request that comes during the pause, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registry_that_pushes_back_gives_the_client_503_with_its_wait_at_once() {
+    let faults = FaultServer::start(0, Bytes::new()).await;
+    let server = ServerProcess::start_binary(
+        oranc_tests::release_oranc_command(),
+        &allow_plain_http(&faults.host()),
+        &[],
+    );
+    let cache = server.url(&format!("{}/{PUSHING_BACK}", faults.host()));
+    tokio::task::block_in_place(|| {
+        for hash in [ABSENT, "0000000000000000000000000000000b"] {
+            let started = std::time::Instant::now();
+            let headers = tempfile::NamedTempFile::new().unwrap();
+            let (status, body, _) = curl(&[
+                "--max-time",
+                "15",
+                "-D",
+                headers.path().to_str().unwrap(),
+                &format!("{cache}/{hash}.narinfo"),
+            ]);
+            let waited = started.elapsed();
+            assert_eq!(status, "503", "after {waited:?}: {body}");
+            assert!(
+                waited < std::time::Duration::from_secs(5),
+                "held {waited:?}"
+            );
+            let headers = std::fs::read_to_string(headers.path())
+                .unwrap()
+                .to_lowercase();
+            let retry_after: u64 = headers
+                .lines()
+                .find_map(|line| line.strip_prefix("retry-after: "))
+                .unwrap_or_else(|| panic!("no Retry-After: {headers}"))
+                .trim()
+                .parse()
+                .unwrap();
+            assert!(
+                (20..=30).contains(&retry_after),
+                "Retry-After {retry_after}"
+            );
+        }
+    });
 }

@@ -76,6 +76,11 @@ pub struct HttpTuning {
     /// Token services (URLs or origins) that may receive the credentials besides the
     /// registry's own origin; see [`super::origins`].
     pub token_realms: Vec<String>,
+    /// Longest a request waits out a registry's pushback (429 and its `Retry-After`) before
+    /// failing with [`Error::PushedBack`]; `None` waits it out (push and gc: a batch job
+    /// slows down). The server waits 2 s, so that a client hears 503 with the wait instead
+    /// of hanging (Nix 2.35 backs off as `Retry-After` says).
+    pub max_pushback_wait: Option<Duration>,
     /// Where a blob GET's redirect may be followed (besides the registry itself and its
     /// backend's known storage); `None` follows any (push and gc, which talk to the
     /// user's own registry). Never with credentials either way.
@@ -94,6 +99,7 @@ impl Default for HttpTuning {
             chunk_size: DEFAULT_CHUNK_SIZE,
             tags_page_size: 1000,
             token_realms: Vec::new(),
+            max_pushback_wait: None,
             blob_origins: None,
         }
     }
@@ -115,6 +121,8 @@ pub struct DistributionRegistry {
     retry: RetryPolicy,
     /// Requests in flight and the registry's pushback (429), shared by clones.
     throttle: Arc<Throttle>,
+    /// See [`HttpTuning::max_pushback_wait`].
+    max_pushback_wait: Option<Duration>,
     request_timeout: Duration,
     /// A streamed body must make progress in every window this long.
     read_timeout: Duration,
@@ -212,6 +220,7 @@ impl DistributionRegistry {
             auth: Arc::new(Authenticator::new(credentials, origins.clone())),
             origins,
             retry: tuning.retry,
+            max_pushback_wait: tuning.max_pushback_wait,
             throttle,
             request_timeout: tuning.request_timeout,
             read_timeout: tuning.read_timeout,
@@ -256,6 +265,21 @@ impl DistributionRegistry {
         })
     }
 
+    /// `Err(PushedBack)` when the registry asked for a pause longer than this client waits
+    /// (`max_pushback_wait`).
+    fn within_pushback_wait(&self, what: &str) -> Result<()> {
+        let Some(limit) = self.max_pushback_wait else {
+            return Ok(());
+        };
+        match self.throttle.paused_for() {
+            Some(left) if left > limit => Err(Error::PushedBack {
+                what: what.to_owned(),
+                retry_after: left,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Sends a request built by `build` (called again for each attempt), with auth, the
     /// in-flight bound and retries. Returns the response, whatever its status, except that
     /// a 401 after a fresh authorization is [`Error::Denied`].
@@ -269,6 +293,7 @@ impl DistributionRegistry {
         let mut pushbacks = 0;
         let mut challenged = false;
         loop {
+            self.within_pushback_wait(what)?;
             let request = self.auth.authorize(build(), scope);
             let turn = self
                 .throttle
@@ -286,6 +311,9 @@ impl DistributionRegistry {
                 _ => None,
             };
             self.throttle.finished(turn, pushed_back);
+            if pushed_back.is_some() {
+                self.within_pushback_wait(what)?;
+            }
             let wait = match outcome {
                 // A 429 paces the whole registry (the throttle holds every request for its
                 // Retry-After and sends fewer at once), so it is retried after that pause

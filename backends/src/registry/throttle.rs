@@ -85,6 +85,12 @@ impl Throttle {
         self.permits.acquire().await.ok().map(Turn)
     }
 
+    /// How long the registry's pause has left, if it is paused.
+    pub fn paused_for(&self) -> Option<Duration> {
+        let until = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        until.and_then(|until| until.checked_duration_since(Instant::now()))
+    }
+
     /// The request of `turn` is done; `pushed_back` when the registry answered 429, with
     /// the wait its `Retry-After` asked for.
     pub fn finished(&self, turn: Turn<'_>, pushed_back: Option<Option<Duration>>) {
