@@ -30,12 +30,6 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    /// Whether the checked stream was ever read: when it was not (its reader failed
-    /// first), the verdict says nothing about the NAR.
-    pub fn was_read(&self) -> bool {
-        self.read.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// `Ok` only when the whole file went through and its NAR has the narinfo's NarHash
     /// and NarSize (and the file its FileSize, where given; its FileHash is the caller's to
     /// compare with the digest its upload computed).
@@ -44,8 +38,7 @@ impl Verdict {
     }
 
     /// [`Self::wait`] for several to await: the stream that holds its last chunk
-    /// ([`last_chunk_after`]) and the caller that reports why. `was_read` as it is when
-    /// asked.
+    /// ([`last_chunk_after`]) and the caller that reports why.
     pub fn shared(self) -> SharedVerdict {
         SharedVerdict {
             read: self.read.clone(),
@@ -119,7 +112,8 @@ impl std::fmt::Debug for SharedVerdict {
 }
 
 impl SharedVerdict {
-    /// See [`Verdict::was_read`].
+    /// Whether the checked stream was ever read: when it was not (its reader failed
+    /// first), the verdict says nothing about the NAR.
     pub fn was_read(&self) -> bool {
         self.read.load(std::sync::atomic::Ordering::Relaxed)
     }

@@ -24,22 +24,8 @@ fn main() -> std::process::ExitCode {
     match commands::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", said_once(&error));
+            eprintln!("error: {}", oranc_core::error::said_once(error.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// `error` and its causes joined by ": ", each said once: many errors say their cause in
-/// their own message too, and the chain then said it twice ("No such file or directory (os
-/// error 2): No such file or directory (os error 2)").
-fn said_once(error: &anyhow::Error) -> String {
-    let mut said: Vec<String> = Vec::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if !said.iter().any(|earlier| earlier.contains(&text)) {
-            said.push(text);
-        }
-    }
-    said.join(": ")
 }

@@ -65,10 +65,10 @@ pub struct MirrorConfig {
     /// the registry stores it.
     pub spool_max_bytes: u64,
     /// Bytes of NAR files one client address may have a mirror start storing in an hour
-    /// (each copy's FileSize counted as it starts; 1 MiB to 4 TiB). A copy outlives its client, so without
-    /// it a client that asks for cold NARs and leaves at once makes the server fetch and
-    /// store them all. Past it, that client still gets its NARs, streamed to it alone and
-    /// not stored, until its allowance refills.
+    /// (each copy's FileSize counted as it starts; 1 MiB to 4 TiB). A copy outlives its
+    /// client, so without it a client that asks for cold NARs and leaves at once makes the
+    /// server fetch and store them all. Past it, that client still gets its NARs, streamed
+    /// to it alone and not stored, until its allowance refills.
     pub store_bytes_per_client_per_hour: u64,
 }
 

@@ -95,3 +95,35 @@ fn reason_suffix(reason: &Option<String>) -> String {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `error` and its causes joined by ": ", each said once: many errors say their cause in
+/// their own message too, and the whole chain then said it twice ("No such file or
+/// directory (os error 2): No such file or directory (os error 2)"); others, such as
+/// reqwest's ("error sending request"), say it only in their causes.
+pub fn said_once(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut said: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !said.iter().any(|earlier| earlier.contains(&text)) {
+            said.push(text);
+        }
+        next = cause.source();
+    }
+    said.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_the_message_already_says_is_not_said_again() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let error = Error::Io {
+            what: "reading x".into(),
+            source: io,
+        };
+        assert_eq!(said_once(&error), "reading x: gone");
+    }
+}

@@ -52,10 +52,13 @@ impl ClientLimiter {
     /// Takes `amount` from `client`'s allowance at once, or nothing when it has less left
     /// (or its whole allowance is less).
     pub fn take(&self, client: Option<ClientAddr>, amount: NonZeroU32) -> bool {
-        let limiter = self
-            .clients
-            .get_with(client, || Arc::new(RateLimiter::direct(self.quota)));
-        matches!(limiter.check_n(amount), Ok(Ok(())))
+        matches!(self.limiter(client).check_n(amount), Ok(Ok(())))
+    }
+
+    /// `client`'s limiter (requests with no known address share one), made on first use.
+    fn limiter(&self, client: Option<ClientAddr>) -> Arc<DefaultDirectRateLimiter> {
+        self.clients
+            .get_with(client, || Arc::new(RateLimiter::direct(self.quota)))
     }
 
     /// `rate` per second with `burst` at once.
@@ -71,10 +74,7 @@ impl ClientLimiter {
     /// Takes one from `client`'s allowance (requests with no known address share one);
     /// `Err` says how long until it has one again.
     pub fn check(&self, client: Option<ClientAddr>) -> Result<(), Duration> {
-        let limiter = self
-            .clients
-            .get_with(client, || Arc::new(RateLimiter::direct(self.quota)));
-        limiter
+        self.limiter(client)
             .check()
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }

@@ -91,8 +91,7 @@ fn a_ci_job_writes_with_its_oidc_token_and_no_other_token_writes() {
     for (what, token) in &refused {
         let copied = nix_copy_with_token(&url, &closure.root, token, dir.path());
         assert!(!copied.status.success(), "{what}: {}", stderr(&copied));
-        let bearer = format!("Authorization: Bearer {token}");
-        let (status, body, _) = curl(&["-X", "PUT", "--data-binary", "x", "-H", &bearer, &narinfo]);
+        let (status, body) = put_with_token(&narinfo, token, "x");
         assert!(
             status == "401" || status == "403",
             "{what}: {status} {body}"
@@ -111,8 +110,7 @@ fn a_ci_job_writes_with_its_oidc_token_and_no_other_token_writes() {
             "org/app",
             600,
         );
-        let bearer = format!("Authorization: Bearer {token}");
-        curl(&["-X", "PUT", "--data-binary", "x", "-H", &bearer, &narinfo]);
+        put_with_token(&narinfo, &token, "x");
     }
     assert!(
         issuer.key_fetches() <= fetches + 1,
@@ -132,33 +130,27 @@ fn a_ci_job_writes_with_its_oidc_token_and_no_other_token_writes() {
         .unwrap();
     assert!(substituted.status.success(), "{}", stderr(&substituted));
     // And as a Bearer token.
-    let bearer = format!("Authorization: Bearer {token}");
-    let (status, body, _) = curl(&[
-        "-X",
-        "PUT",
-        "--data-binary",
-        "StoreDir: /nix/store\nPriority: 30\n",
-        "-H",
-        &bearer,
+    let (status, body) = put_with_token(
         &server.url("ci/nix-cache-info"),
-    ]);
+        &token,
+        "StoreDir: /nix/store\nPriority: 30\n",
+    );
     assert_eq!(status, "200", "{body}");
     // A second entry of the same issuer (another audience, other claims) is tried too:
     // the red team found only the first was.
-    let second = format!(
-        "Authorization: Bearer {}",
-        issuer.token("second-audience", "team/app", 600)
-    );
-    let (status, body, _) = curl(&[
-        "-X",
-        "PUT",
-        "--data-binary",
-        "StoreDir: /nix/store\nPriority: 31\n",
-        "-H",
-        &second,
+    let (status, body) = put_with_token(
         &server.url("ci/nix-cache-info"),
-    ]);
+        &issuer.token("second-audience", "team/app", 600),
+        "StoreDir: /nix/store\nPriority: 31\n",
+    );
     assert_eq!(status, "200", "{body}");
     // No token is logged.
     assert!(!server.log().contains(&token), "the token is never logged");
+}
+
+/// A PUT of `body` to `url` with `token` as a Bearer token: status and answer.
+fn put_with_token(url: &str, token: &str, body: &str) -> (String, String) {
+    let bearer = format!("Authorization: Bearer {token}");
+    let (status, answer, _) = curl(&["-X", "PUT", "--data-binary", body, "-H", &bearer, url]);
+    (status, answer)
 }

@@ -1,9 +1,9 @@
 //! Reading a registry's (or an upstream binary cache's) answers without trusting their size
-//! or pace. A registry is someone else's machine: an endless manifest took the server to 4 GB, a 170 MB tag list a push to
-//! 795 MB, and a blob sent one byte every 10 s outlived a 60 s read timeout (each read came
-//! in time). Small answers are read with a cap, enforced as they arrive; streamed bodies
-//! must make progress: in every `read_timeout` window at least [`MIN_PROGRESS`] bytes (or
-//! all that is left), else they fail with "timed out".
+//! or pace. A registry is someone else's machine: an endless manifest took the server to
+//! 4 GB, a 170 MB tag list a push to 795 MB, and a blob sent one byte every 10 s outlived a
+//! 60 s read timeout (each read came in time). Small answers are read with a cap, enforced
+//! as they arrive; streamed bodies must make progress: in every `read_timeout` window at
+//! least [`MIN_PROGRESS`] bytes (or all that is left), else they fail with "timed out".
 
 use std::time::Duration;
 

@@ -682,7 +682,9 @@ impl DistributionRegistry {
         if error.is_timeout() {
             return Error::TimedOut { what, reason: None };
         }
-        let causes = error_chain(&error);
+        // "error sending request: client error (Connect): tcp connect error: Connection
+        // refused (os error 111)".
+        let causes = oranc_core::error::said_once(&error);
         Error::Unavailable {
             what,
             reason: if error.is_connect() {
@@ -697,21 +699,6 @@ impl DistributionRegistry {
             },
         }
     }
-}
-
-/// `error` and its causes, each once: "error sending request: client error (Connect):
-/// tcp connect error: Connection refused (os error 111)".
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut words: Vec<String> = Vec::new();
-    let mut next = Some(error);
-    while let Some(error) = next {
-        let text = error.to_string();
-        if !words.iter().any(|said| said.contains(&text)) {
-            words.push(text);
-        }
-        next = error.source();
-    }
-    words.join(": ")
 }
 
 /// Maps a registry's non-success answer to the error kind callers act on.

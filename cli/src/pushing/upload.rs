@@ -197,14 +197,14 @@ where
         (None, narinfo_slot, Some(nar_slot))
     };
     let uploads_nar = reused.is_none();
-    let uploaded = match (reused, nar_slot) {
-        (Some(file), _) => Ok((file, None)),
-        (None, Some(slot)) => upload(slot).await,
-        (None, None) => match open_nar_upload().await {
-            Ok(slot) => upload(slot).await,
-            Err(error) => Err(error),
-        },
-    };
+    let uploaded = async {
+        match (reused, nar_slot) {
+            (Some(file), _) => Ok((file, None)),
+            (None, Some(slot)) => upload(slot).await,
+            (None, None) => upload(open_nar_upload().await?).await,
+        }
+    }
+    .await;
     let (file, contents) = match uploaded {
         Ok(uploaded) => uploaded,
         Err(error) => {

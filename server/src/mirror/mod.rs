@@ -99,8 +99,8 @@ pub struct Mirror {
     limits: Limits,
     /// Where copies' bytes may wait for the registry (shared by the server's mirrors).
     spool: SpoolBudget,
-    /// MiB of NAR files each client address may have copies start storing an hour
-    /// (shared by the server's mirrors).
+    /// What each client address may have copies start storing an hour, in
+    /// [`ALLOWANCE_UNIT`]s of NAR file (shared by the server's mirrors).
     store_allowance: Arc<ClientLimiter>,
     known_config: nar::KnownConfig,
     /// Upstream lookup failures are logged at most every [`FAILURE_LOG_PERIOD`].

@@ -296,33 +296,62 @@ impl GrowingSpool {
     ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         futures::stream::unfold(Some((self, 0u64)), |state| async move {
             let (mut spool, read) = state?;
-            loop {
-                let progress = spool.progress.borrow_and_update().clone();
-                if let State::Failed(reason) = progress.state {
-                    return Some((Err(std::io::Error::other(reason)), None));
+            let next = next_in_file(&spool.file, &mut spool.progress, read, GROWING_BATCH).await;
+            match next {
+                Ok(InFile::Bytes(bytes)) => {
+                    let read = read + bytes.len() as u64;
+                    Some((Ok(bytes), Some((spool, read))))
                 }
-                if progress.in_file > read {
-                    let left = progress.in_file - read;
-                    return match read_at(&spool.file, read, left, GROWING_BATCH).await {
-                        Ok(bytes) => {
-                            let read = read + bytes.len() as u64;
-                            Some((Ok(bytes), Some((spool, read))))
-                        }
-                        Err(error) => Some((Err(error), None)),
-                    };
-                }
-                if progress.overflowed {
+                Ok(InFile::Ended) => None,
+                Ok(InFile::Overflowed) => {
                     let error = std::io::Error::other("the spool file took no more of the NAR");
-                    return Some((Err(error), None));
+                    Some((Err(error), None))
                 }
-                if matches!(progress.state, State::Ended) {
-                    return None;
-                }
-                if spool.progress.changed().await.is_err() {
-                    return Some((Err(stopped()), None));
-                }
+                Err(error) => Some((Err(error), None)),
             }
         })
+    }
+}
+
+/// What a reader of a spool's file finds next.
+enum InFile {
+    /// Bytes written since it read last.
+    Bytes(Bytes),
+    /// The file took no more: the rest went to the upload alone.
+    Overflowed,
+    /// Everything was written, and read.
+    Ended,
+}
+
+/// Up to `batch` bytes of `file` from `read`, waiting (on the writer's `progress`) until
+/// there are some, the file takes no more, or it ends; an error when the fetch failed or
+/// its writer stopped before the file was whole. The upload's reader and the requests
+/// joined to a fetch follow a spool this one way.
+async fn next_in_file(
+    file: &Arc<std::fs::File>,
+    progress: &mut watch::Receiver<Progress>,
+    read: u64,
+    batch: usize,
+) -> std::io::Result<InFile> {
+    loop {
+        let now = progress.borrow_and_update().clone();
+        if let State::Failed(reason) = now.state {
+            return Err(std::io::Error::other(reason));
+        }
+        if now.in_file > read {
+            return read_at(file, read, now.in_file - read, batch)
+                .await
+                .map(InFile::Bytes);
+        }
+        if now.overflowed {
+            return Ok(InFile::Overflowed);
+        }
+        if matches!(now.state, State::Ended) {
+            return Ok(InFile::Ended);
+        }
+        if progress.changed().await.is_err() {
+            return Err(stopped());
+        }
     }
 }
 
@@ -388,39 +417,24 @@ impl SpoolReader {
     }
 
     async fn next_batch(&mut self) -> std::io::Result<Option<Bytes>> {
-        loop {
-            let progress = self.progress.borrow_and_update().clone();
-            if let State::Failed(reason) = progress.state {
-                return Err(std::io::Error::other(reason));
+        match next_in_file(&self.file, &mut self.progress, self.read, READ_BATCH).await? {
+            InFile::Bytes(bytes) => {
+                self.read += bytes.len() as u64;
+                Ok(Some(bytes))
             }
-            if progress.in_file > self.read {
-                return self.read_file(progress.in_file).await.map(Some);
-            }
-            if progress.overflowed {
+            InFile::Ended => Ok(None),
+            InFile::Overflowed => {
                 if let Some(chunk) = self.overflow.recv().await {
                     return Ok(Some(chunk));
                 }
                 let state = self.progress.borrow().state.clone();
-                return match state {
+                match state {
                     State::Ended => Ok(None),
                     State::Failed(reason) => Err(std::io::Error::other(reason)),
                     State::Writing => Err(stopped()),
-                };
-            }
-            if matches!(progress.state, State::Ended) {
-                return Ok(None);
-            }
-            if self.progress.changed().await.is_err() {
-                return Err(stopped());
+                }
             }
         }
-    }
-
-    /// Up to [`READ_BATCH`] bytes of the file from where the reader is, of `in_file`.
-    async fn read_file(&mut self, in_file: u64) -> std::io::Result<Bytes> {
-        let bytes = read_at(&self.file, self.read, in_file - self.read, READ_BATCH).await?;
-        self.read += bytes.len() as u64;
-        Ok(bytes)
     }
 }
 
