@@ -92,10 +92,13 @@ pub struct ClientLimitsConfig {
     /// Seconds an upload's body may stall (no bytes at all) before it is abandoned. A slow
     /// upload that keeps sending is never cut off, however long it takes.
     pub body_stall_timeout_secs: u64,
-    /// Connections open at once; past it the server stops accepting until one closes. Also
-    /// kept below the process's open-file limit (raised to its hard limit at start).
+    /// Connections open at once. When full, a new connection from a client holding fewer
+    /// than the client holding the most takes the place of that one's longest-idle
+    /// connection; any other is closed at once. Also kept below the process's open-file
+    /// limit (raised to its hard limit at start).
     pub max_connections: usize,
-    /// Connections one client (IP address) may hold at once; more are closed at accept.
+    /// Connections one client (IP address, or IPv6 /64) may hold at once; more are closed at
+    /// accept.
     /// Trusted proxies are exempt (all their clients share their address).
     pub max_connections_per_client: usize,
     /// Addresses of reverse proxies in front of the server: from them, the client is the

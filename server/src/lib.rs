@@ -10,12 +10,12 @@ mod cache_control;
 mod client_addr;
 mod client_auth;
 mod client_limiter;
+pub mod connections;
 mod error;
 #[cfg(test)]
 mod forwarding_tests;
 mod grants;
 mod layers;
-pub mod listener;
 mod manifest_cache;
 mod metered;
 pub mod metrics;
@@ -68,13 +68,13 @@ pub async fn serve(
             }
         }
     });
-    let limits = listener::ConnectionLimits::from_config(&state.config().clients);
+    let limits = connections::listener::ConnectionLimits::from_config(&state.config().clients);
     let metrics = state.metrics().clone();
     // The accept loop runs on a worker, not on the thread that called this (the runtime's
     // `block_on` thread): a connection it accepts then starts on that worker's own queue
     // instead of waking another thread (about 10 µs of each new connection's first byte on
     // loopback). Dropping this future still stops it.
-    let accepting = tokio::spawn(listener::serve(
+    let accepting = tokio::spawn(connections::listener::serve(
         listener,
         router(state),
         limits,

@@ -59,6 +59,8 @@ pub struct Families {
     pub rate_limited: IntCounter,
     /// Connections closed at accept: their client already held its share.
     pub connections_refused: IntCounter,
+    /// Connections closed to make room for a client holding fewer, the server being full.
+    pub connections_evicted: IntCounter,
     /// Writer password checks, by outcome (`valid`, `invalid`, `busy`, `limited`).
     pub password_checks: IntCounterVec,
     /// Blobs whose bytes did not match their digest (answers cut short, nothing cached).
@@ -205,7 +207,12 @@ impl Metrics {
             connections_refused: counter(
                 &registry,
                 "oranc_http_connections_refused_total",
-                "Connections closed at once because their client held clients.max_connections_per_client",
+                "Connections closed at once: their client held clients.max_connections_per_client, or the server held clients.max_connections and their client held as many as any other",
+            ),
+            connections_evicted: counter(
+                &registry,
+                "oranc_http_connections_evicted_total",
+                "Connections closed to make room for a client holding fewer, while the server held clients.max_connections (the heaviest address's longest-idle connection goes first)",
             ),
             password_checks: counter_vec(
                 &registry,

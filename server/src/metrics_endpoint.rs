@@ -10,7 +10,7 @@ use axum::http::header;
 use axum::routing::get;
 use axum::Router;
 
-use crate::listener::{self, ConnectionLimits};
+use crate::connections::listener::{self, ConnectionLimits};
 use crate::metrics::Metrics;
 
 /// What renders the Prometheus text format on each scrape.

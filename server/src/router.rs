@@ -8,7 +8,7 @@
 //! then the handlers (reads time out there after `response_timeout_secs`: uploads must not,
 //! see `routes/body.rs`).
 //! Connections, and the client address every layer reads, are the listener's
-//! (`listener.rs`).
+//! (`connections/listener.rs`).
 //!
 //! tower-http provides the generic layers; ours are only those it has no equivalent for
 //! (the response cache, the per-client rate limit, the metrics). Its body limit is not used:

@@ -214,7 +214,17 @@ fn connect_from_attacker(
     server: SocketAddr,
     receive_buffer: Option<u32>,
 ) -> std::io::Result<TcpStream> {
-    let source: SocketAddr = format!("{ATTACKER}:0")
+    connect_from(ATTACKER, server, receive_buffer)
+}
+
+/// A TCP connection to `server` from `source` (a loopback address), with a receive buffer
+/// of `receive_buffer` bytes if given.
+fn connect_from(
+    source: &str,
+    server: SocketAddr,
+    receive_buffer: Option<u32>,
+) -> std::io::Result<TcpStream> {
+    let source: SocketAddr = format!("{source}:0")
         .parse()
         .map_err(std::io::Error::other)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -233,6 +243,109 @@ fn connect_from_attacker(
     })?;
     stream.set_nonblocking(false)?;
     Ok(stream)
+}
+
+/// Many addresses crowding a server: from each of `addresses` (127.0.0.3 onwards),
+/// `per_address` kept-alive connections, each sending `GET /healthz` every `every` and
+/// reconnecting when the server closed it, until `running` is cleared. Every address stays within its own
+/// connection cap; together they hold more than the server allows. Returns the
+/// connections made, in all.
+pub fn crowding_addresses(
+    server: SocketAddr,
+    addresses: u8,
+    per_address: usize,
+    every: Duration,
+    running: &AtomicBool,
+) -> usize {
+    use std::sync::atomic::AtomicUsize;
+    // Every connection on its own task, so that one waiting unanswered (in the listen
+    // queue, or connecting) delays no other.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let made = Arc::new(AtomicUsize::new(0));
+    runtime.block_on(async {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let mut tasks = Vec::new();
+        for n in 0..addresses {
+            let source: SocketAddr = SocketAddr::from(([127, 0, 0, 3 + n], 0));
+            for _ in 0..per_address {
+                let (made, stop) = (made.clone(), stop.clone());
+                tasks.push(tokio::spawn(async move {
+                    tokio::select! {
+                        () = keep_one_connection(source, server, every, &made) => {}
+                        () = stop.notified() => {}
+                    }
+                }));
+            }
+        }
+        while running.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for task in tasks {
+            task.abort();
+        }
+    });
+    made.load(Ordering::SeqCst)
+}
+
+/// One connection of [`crowding_addresses`]: sends `GET /healthz` every `every`, and
+/// connects again when the server closed it (not when it is merely unanswered: one waiting
+/// in the listen queue holds its place there, as an attacker's would).
+async fn keep_one_connection(
+    source: SocketAddr,
+    server: SocketAddr,
+    every: Duration,
+    made: &std::sync::atomic::AtomicUsize,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: oranc\r\n\r\n";
+    loop {
+        let connected = async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(source)?;
+            socket.connect(server).await
+        };
+        let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(5), connected).await
+        else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        made.fetch_add(1, Ordering::SeqCst);
+        let mut answer = [0u8; 4096];
+        loop {
+            if stream.write_all(healthz).await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(every, stream.read(&mut answer)).await {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(_)) => tokio::time::sleep(every).await,
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// `count` GETs of `url`, each on a new connection from 127.0.0.1 (a client arriving),
+/// `pause` apart, each given `timeout`: how long each took, `None` where it failed.
+pub fn new_clients(
+    url: &str,
+    count: usize,
+    pause: Duration,
+    timeout: Duration,
+) -> Vec<Option<Duration>> {
+    let max_time = format!("{:.1}", timeout.as_secs_f64());
+    (0..count)
+        .map(|_| {
+            std::thread::sleep(pause);
+            let started = Instant::now();
+            let (status, _, _) =
+                crate::curl(&["--interface", "127.0.0.1", "--max-time", &max_time, url]);
+            (status == "200").then(|| started.elapsed())
+        })
+        .collect()
 }
 
 /// Sends `requests` (raw HTTP/1.1, pipelined in batches on one connection from the

@@ -14,8 +14,9 @@ use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
 
 use oranc_tests::abuse::{
-    attacker_connection, attacker_curl, attacker_requests, closed_by_server, during,
-    half_sent_connections, hot_url, peak_rss_mb, pipelined, target_server, HOT,
+    attacker_connection, attacker_curl, attacker_requests, closed_by_server, crowding_addresses,
+    during, half_sent_connections, hot_url, new_clients, peak_rss_mb, pipelined, target_server,
+    HOT,
 };
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{allow_plain_http, ServerProcess};
@@ -176,6 +177,48 @@ fn half_sent_connections_are_closed_and_do_not_starve_others() {
     assert!(server.terminate());
     assert!(stopping.elapsed() < Duration::from_secs(5));
     drop(lingering.pop());
+}
+
+/// Attack (#39): 17 addresses each held 250 kept-alive connections, every address within
+/// its own cap of 256, and so together all 4,096 the server allows. From then on a new
+/// client hung in the listen queue until its own timeout, for as long as they stayed. Here
+/// at a smaller scale: 8 addresses of 16 against 64 in all.
+#[test]
+fn addresses_that_together_fill_the_server_do_not_lock_a_new_client_out() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (_registry, mut server, _dir) = setup(
+        "[clients]\nmax_connections = 64\nmax_connections_per_client = 16\nheader_read_timeout_secs = 30",
+    );
+    let running = AtomicBool::new(true);
+    let (made, answered) = std::thread::scope(|scope| {
+        let crowd = scope
+            .spawn(|| crowding_addresses(server.addr, 8, 16, Duration::from_secs(2), &running));
+        // Long enough for the crowd to take every connection and to be answered each.
+        std::thread::sleep(Duration::from_secs(4));
+        let answered = new_clients(
+            &hot_url(&server),
+            12,
+            Duration::from_millis(250),
+            Duration::from_secs(3),
+        );
+        running.store(false, Ordering::SeqCst);
+        (crowd.join().unwrap(), answered)
+    });
+    eprintln!("the crowd made {made} connections; new clients: {answered:?}");
+    assert!(
+        made >= 64,
+        "the crowd held every connection the server allows"
+    );
+    assert!(
+        answered.iter().all(Option::is_some),
+        "every new client is served while the server is full: {answered:?}"
+    );
+    let metrics = server.metrics();
+    assert!(
+        oranc_tests::server::metric(&metrics, "oranc_http_connections_evicted_total") > 0.0,
+        "{metrics}"
+    );
+    assert_recovered(&mut server);
 }
 
 /// A server whose `/open` anyone may add to, with `extra` config on top.

@@ -3,7 +3,7 @@
 //! 127.0.0.2, while a legitimate client on 127.0.0.1 asks for a narinfo every 10 ms. Prints,
 //! per attack, the server's peak RSS, the legitimate client's p99 and its failures, next to
 //! the targets (peak RSS < 150 MB, p99 < 50 ms, no failure). Asserts nothing; loopback only,
-//! every loop bounded.
+//! every loop bounded. `BENCH_ATTACK=crowd` runs only the last attack.
 
 #![allow(
     clippy::print_stdout,
@@ -13,7 +13,8 @@
 use std::time::Duration;
 
 use oranc_tests::abuse::{
-    attacker_requests, during, half_sent_connections, hot_url, pipelined, target_server, Seen,
+    attacker_requests, crowding_addresses, during, half_sent_connections, hot_url, new_clients,
+    peak_rss_mb, pipelined, target_server, Seen,
 };
 use oranc_tests::server::ServerProcess;
 use oranc_tests::{bench_oranc, clean_command};
@@ -34,6 +35,44 @@ fn measure(
     (name.to_owned(), seen, note)
 }
 
+/// 17 addresses holding 250 kept-alive connections each (each within its cap of 256,
+/// together more than the 4,096 the server allows), and new clients arriving meanwhile: 50
+/// requests from 127.0.0.1, each on a new connection given 5 s.
+fn measure_crowd() -> (String, Seen, String) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (_registry, server, _dir) = target_server(clean_command(bench_oranc()), "");
+    let running = AtomicBool::new(true);
+    let (made, answered) = std::thread::scope(|scope| {
+        let crowd = scope
+            .spawn(|| crowding_addresses(server.addr, 17, 250, Duration::from_secs(8), &running));
+        std::thread::sleep(Duration::from_secs(15));
+        let answered = new_clients(
+            &hot_url(&server),
+            50,
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        );
+        running.store(false, Ordering::SeqCst);
+        (crowd.join().unwrap_or_default(), answered)
+    });
+    let mut latencies: Vec<Duration> = answered.iter().flatten().copied().collect();
+    latencies.sort();
+    let seen = Seen {
+        peak_rss_mb: peak_rss_mb(&server),
+        requests: answered.len(),
+        failures: answered.len() - latencies.len(),
+        p99: latencies
+            .get((latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default(),
+    };
+    (
+        "17 addresses x 250 kept-alive connections; new clients".to_owned(),
+        seen,
+        format!("{made} attacker connections made"),
+    )
+}
+
 fn count(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|s| **s == status).count()
 }
@@ -42,7 +81,17 @@ fn main() {
     // The legitimate client asks 100 times a second: a rate limit it stays under, the
     // attacker not.
     let limited = "[rate_limit]\nrequests_per_second = 200\nburst = 400";
-    let results = vec![
+    // `BENCH_ATTACK=crowd` runs only the crowding addresses.
+    let results = if std::env::var("BENCH_ATTACK").as_deref() == Ok("crowd") {
+        vec![measure_crowd()]
+    } else {
+        every_attack(limited)
+    };
+    print(results);
+}
+
+fn every_attack(limited: &str) -> Vec<(String, Seen, String)> {
+    vec![
         measure("idle (no attack)", "", |_| {
             std::thread::sleep(Duration::from_secs(3));
             String::new()
@@ -120,7 +169,11 @@ fn main() {
                 format!("{} answered", statuses.iter().filter(|s| **s != 0).count())
             },
         ),
-    ];
+        measure_crowd(),
+    ]
+}
+
+fn print(results: Vec<(String, Seen, String)>) {
     println!("targets: peak RSS < 150 MB, legitimate p99 < 50 ms, 0 failed\n");
     println!(
         "{:<55} {:>9} {:>9} {:>9} {:>7}  attack",

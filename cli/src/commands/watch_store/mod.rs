@@ -45,7 +45,7 @@ pub async fn run(args: WatchStoreArgs) -> anyhow::Result<()> {
 
     let metrics = metrics::WatchMetrics::new();
     if let Some(address) = args.metrics_listen {
-        oranc_server::listener::raise_open_file_limit();
+        oranc_server::connections::listener::raise_open_file_limit();
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("listening for metrics on {address}"))?;

@@ -1,7 +1,8 @@
 //! Accepting connections, with the limits a server facing hostile clients needs and that
 //! `axum::serve` does not set: a header read timeout (which on a kept-alive connection also
-//! bounds the idle time between requests), a cap on connections at once and per client, the
-//! open-file limit raised to its hard limit, and a graceful shutdown that waits a bounded
+//! bounds the idle time between requests), a cap on connections at once and per client
+//! with the connections shared fairly when full (fair_share.rs), the open-file limit raised
+//! to its hard limit, and a graceful shutdown that waits a bounded
 //! time. hyper serves each connection as HTTP/1.1 (what Nix, curl and proxies in front
 //! speak); every request is tagged with its client's [`ClientAddr`] here, in one place.
 //!
@@ -9,9 +10,10 @@
 //! client's opening bytes with no timeout at all, so a connection that sent nothing was held
 //! for ever (found by a red-team run). hyper's HTTP/1 header timer starts at accept.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::http::Request;
@@ -21,9 +23,9 @@ use hyper::server::conn::http1::Builder;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 
+use super::fair_share::{Busy, ConnectionState, OpenConnections};
 use crate::client_addr::ClientAddr;
 use crate::metrics::Metrics;
 
@@ -77,43 +79,6 @@ pub fn raise_open_file_limit() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
 }
 
-/// Connections open per client address, to cap them.
-#[derive(Debug, Default)]
-struct PerClient(Mutex<HashMap<IpAddr, usize>>);
-
-/// One client's share of [`PerClient`]; gives it back when the connection ends.
-struct ClientSlot {
-    table: Arc<PerClient>,
-    ip: IpAddr,
-}
-
-impl PerClient {
-    fn take(table: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ClientSlot> {
-        let mut open = table.0.lock().unwrap_or_else(|p| p.into_inner());
-        let count = open.entry(ip).or_default();
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(ClientSlot {
-            table: table.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut open = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(&self.ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Serves `app` on `listener` until `shutdown` completes, then lets requests in flight
 /// finish for at most the grace period.
 pub async fn serve(
@@ -127,20 +92,13 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let per_client = Arc::new(PerClient::default());
+    let open = OpenConnections::new(limits.max_connections, limits.max_per_client);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        // Past the cap, stop accepting until a connection closes (the header read timeout
-        // closes idle and half-sent ones).
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
+        // Accepting even when full: a newcomer either takes the place of a connection of
+        // an address holding more (fair_share.rs) or is closed at once, instead of waiting
+        // in the listen queue until it gives up.
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -154,19 +112,19 @@ pub async fn serve(
                 }
             },
         };
-        let exempt = limits.trusted_proxies.contains(&peer.ip());
-        let slot = if exempt {
-            None
-        } else {
-            match PerClient::take(&per_client, peer.ip(), limits.max_per_client) {
-                Some(slot) => Some(slot),
-                None => {
-                    metrics.connections_refused.inc();
-                    drop(stream);
-                    continue;
-                }
+        let capped = !limits.trusted_proxies.contains(&peer.ip());
+        let admitted = match open.admit(ClientAddr::of_peer(peer.ip()), capped) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                tracing::debug!(%peer, ?refusal, "connection refused");
+                metrics.connections_refused.inc();
+                drop(stream);
+                continue;
             }
         };
+        if admitted.evicted_another {
+            metrics.connections_evicted.inc();
+        }
         let _ = stream.set_nodelay(true);
         // The socket wakes its writer once less than this is left unsent, not only once a
         // third of its send buffer (up to 4 MB) is free: a client reading steadily but
@@ -174,13 +132,23 @@ pub async fn serve(
         // streams and was cut off (found by the red team: 200 KB/s with a 5 s timeout).
         // What is in flight on the network is not limited by it.
         let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT_LOW_WATER);
-        let connection = connection(&builder, stream, peer, &app, &limits.trusted_proxies);
-        let connection = graceful.watch(connection);
+        let serving = Serving {
+            app: app.clone(),
+            peer,
+            trusted_proxies: limits.trusted_proxies.clone(),
+            connection: admitted.state.clone(),
+            open: open.clone(),
+        };
+        let connection = graceful.watch(connection(&builder, stream, serving));
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, error = %error, "connection ended with an error");
+            tokio::select! {
+                ended = connection => if let Err(error) = ended {
+                    tracing::debug!(%peer, error = %error, "connection ended with an error");
+                },
+                // Closed, whatever it was doing, for a client holding fewer connections.
+                () = admitted.evicted() => {}
             }
-            drop((permit, slot));
+            drop(admitted);
         });
     }
     drop(listener);
@@ -193,20 +161,63 @@ pub async fn serve(
     Ok(())
 }
 
+/// What serving one connection needs.
+struct Serving {
+    app: Router,
+    peer: SocketAddr,
+    trusted_proxies: Arc<[IpAddr]>,
+    connection: Arc<ConnectionState>,
+    open: Arc<OpenConnections>,
+}
+
 /// One accepted connection, served as HTTP/1.1; each of its requests is tagged with its
-/// [`ClientAddr`].
+/// [`ClientAddr`], and the connection counts as busy until each answer has been sent.
 fn connection(
     builder: &Builder,
     stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    app: &Router,
-    trusted_proxies: &Arc<[IpAddr]>,
+    serving: Serving,
 ) -> impl hyper_util::server::graceful::GracefulConnection<Error = hyper::Error> {
-    let (app, trusted) = (app.clone(), trusted_proxies.clone());
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-        let client = ClientAddr::of_request(peer.ip(), request.headers(), &trusted);
+        let client = ClientAddr::of_request(
+            serving.peer.ip(),
+            request.headers(),
+            &serving.trusted_proxies,
+        );
         request.extensions_mut().insert(client);
-        app.clone().oneshot(request)
+        let busy = serving.connection.request_started(&serving.open);
+        let answer = serving.app.clone().oneshot(request);
+        async move {
+            let response = answer.await?;
+            Ok::<_, std::convert::Infallible>(
+                response.map(|body| SentWhileBusy { body, _busy: busy }),
+            )
+        }
     });
     builder.serve_connection(TokioIo::new(stream), service)
+}
+
+/// An answer's body, holding its connection busy until it is sent (or dropped).
+struct SentWhileBusy {
+    body: axum::body::Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for SentWhileBusy {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
