@@ -52,14 +52,47 @@ pub fn etag(digest: &Sha256Hash) -> HeaderValue {
 
 /// True when `If-None-Match` names `etag` (or `*`).
 pub fn not_modified(if_none_match: Option<&HeaderValue>, etag: &HeaderValue) -> bool {
-    let Some(Ok(wanted)) = if_none_match.map(HeaderValue::to_str) else {
+    let Some(if_none_match) = if_none_match else {
         return false;
     };
     let etag = etag.to_str().unwrap_or_default();
-    wanted
-        .split(',')
-        .map(|tag| tag.trim().trim_start_matches("W/"))
+    listed_tags(if_none_match)
+        .map(|tag| tag.trim_start_matches("W/"))
         .any(|tag| tag == "*" || tag == etag)
+}
+
+/// The entity tags of a list header (`If-Match`, `If-None-Match`), quotes kept.
+fn listed_tags(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value
+        .to_str()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|tag| !tag.is_empty())
+}
+
+/// True when `If-Match` holds (RFC 9110, 13.1.1): absent, `*`, or naming `etag` by strong
+/// comparison (a weak tag never matches). A file without an ETag matches only `*`. When it
+/// fails the answer is 412: a client that asks for the bytes it already knows never gets
+/// others, should a writer have replaced the file.
+pub fn if_match_holds(if_match: Option<&HeaderValue>, etag: Option<&HeaderValue>) -> bool {
+    let Some(if_match) = if_match else {
+        return true;
+    };
+    let etag = etag.and_then(|etag| etag.to_str().ok());
+    listed_tags(if_match).any(|tag| tag == "*" || (!tag.starts_with("W/") && Some(tag) == etag))
+}
+
+/// True when a `Range` may be honoured under `If-Range` (RFC 9110, 13.1.5): no `If-Range`,
+/// or an entity tag that strongly matches `etag`. A date never does (the server sends no
+/// `Last-Modified`), nor does anything for a file without an ETag: the whole file is sent
+/// instead (200), so a client resuming a download never splices two files.
+pub fn range_allowed(if_range: Option<&HeaderValue>, etag: Option<&HeaderValue>) -> bool {
+    let Some(if_range) = if_range else {
+        return true;
+    };
+    let validator = if_range.to_str().unwrap_or_default().trim();
+    !validator.starts_with("W/") && etag.and_then(|etag| etag.to_str().ok()) == Some(validator)
 }
 
 #[cfg(test)]
@@ -108,5 +141,27 @@ mod tests {
         assert!(not_modified(Some(&header(&listed)), &tag));
         assert!(not_modified(Some(&header("*")), &tag));
         assert!(!not_modified(None, &tag));
+    }
+
+    #[test]
+    fn if_match_and_if_range_compare_strongly() {
+        let tag = etag(&Sha256Hash::of(b"nar"));
+        let header = |v: &str| HeaderValue::from_str(v).unwrap();
+        let weak = header(&format!("W/{}", tag.to_str().unwrap()));
+        assert!(if_match_holds(None, Some(&tag)));
+        assert!(if_match_holds(Some(&tag), Some(&tag)));
+        assert!(if_match_holds(Some(&header("\"x\", *")), None));
+        assert!(!if_match_holds(Some(&header("\"x\"")), Some(&tag)));
+        assert!(!if_match_holds(Some(&weak), Some(&tag)));
+        assert!(!if_match_holds(Some(&tag), None));
+        assert!(range_allowed(None, None));
+        assert!(range_allowed(Some(&tag), Some(&tag)));
+        assert!(!range_allowed(Some(&header("\"stale\"")), Some(&tag)));
+        assert!(!range_allowed(Some(&weak), Some(&tag)));
+        assert!(!range_allowed(
+            Some(&header("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(&tag)
+        ));
+        assert!(!range_allowed(Some(&tag), None));
     }
 }

@@ -441,6 +441,68 @@ fn a_range_ending_past_the_file_is_the_whole_file_never_a_registry_error() {
     assert!(errors == 0.0, "{}", server.metrics());
 }
 
+/// Found in review (issue 39, item 7): `If-Range` with a stale validator still got a 206,
+/// where HTTP says the whole file (200), and `If-Match` with a wrong ETag got 200, where
+/// HTTP says 412. Harmless while a NAR never changes under its name, but writers may
+/// replace files, and a resumed download must never splice two.
+#[test]
+fn if_range_and_if_match_are_honoured() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(20_000);
+    let repo = fresh_repo("validators");
+    let pushed = push_closure(oranc_command(), &registry.host(), &repo, &closure);
+    assert!(pushed.status.success(), "{pushed:?}");
+    let server = ServerProcess::start_binary(
+        oranc_tests::release_oranc_command(),
+        &allow_plain_http(&registry.host()),
+        &[],
+    );
+    let cache = server.url(&format!("{}/{repo}", registry.host()));
+    let (_, narinfo, _) = curl(&[&format!(
+        "{cache}/{}",
+        oranc_tests::nix::narinfo_key(&closure.root)
+    )]);
+    let narinfo = oranc_core::NarInfo::parse(&narinfo).unwrap();
+    let nar = format!("{cache}/{}", narinfo.url);
+    let (_, head, _) = curl(&["-D", "-", "-o", "/dev/null", &nar]);
+    let etag = head
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("etag: ")
+                .or_else(|| line.strip_prefix("ETag: "))
+        })
+        .unwrap()
+        .trim()
+        .to_owned();
+    let status_with = |headers: &[String]| {
+        let mut args: Vec<&str> = vec!["-o", "/dev/null"];
+        for header in headers {
+            args.extend(["-H", header.as_str()]);
+        }
+        args.push(&nar);
+        curl(&args).0
+    };
+    let range = "Range: bytes=0-9".to_owned();
+    assert_eq!(status_with(std::slice::from_ref(&range)), "206");
+    assert_eq!(
+        status_with(&[range.clone(), format!("If-Range: {etag}")]),
+        "206"
+    );
+    for stale in ["\"sha256:stale\"", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+        assert_eq!(
+            status_with(&[range.clone(), format!("If-Range: {stale}")]),
+            "200",
+            "a stale If-Range ({stale}) gets the whole file"
+        );
+    }
+    assert_eq!(status_with(&[format!("If-Match: {etag}")]), "200");
+    assert_eq!(status_with(&["If-Match: *".to_owned()]), "200");
+    assert_eq!(
+        status_with(&["If-Match: \"sha256:other\"".to_owned()]),
+        "412"
+    );
+}
+
 /// Found in review (issue 39, item 4): with the registry answering 429 with
 /// `Retry-After: 30`, a cold narinfo request was held for more than 40 s and its client gave
 /// up with no answer. A request now waits at most 2 s for the registry's pause; then it is a

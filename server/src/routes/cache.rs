@@ -116,12 +116,17 @@ async fn serve(
     let content_type = HeaderValue::from_static(key.content_type());
     // A NAR is named by its hash: its blob digest identifies its bytes for good.
     let etag = (key.kind() == KeyKind::Nar).then(|| cache_control::etag(&object.blob.digest));
+    if !cache_control::if_match_holds(headers.get(header::IF_MATCH), etag.as_ref()) {
+        return Ok(StatusCode::PRECONDITION_FAILED.into_response());
+    }
     if let Some(etag) = &etag {
         if cache_control::not_modified(headers.get(header::IF_NONE_MATCH), etag) {
             return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag.clone())]).into_response());
         }
     }
-    let mut response = serve_object(state, method, headers, &target, &object, content_type).await?;
+    let range = requested_range(headers)
+        .filter(|_| cache_control::range_allowed(headers.get(header::IF_RANGE), etag.as_ref()));
+    let mut response = serve_object(state, method, range, &target, &object, content_type).await?;
     if let Some(etag) = etag {
         if response.status().is_success() {
             response.headers_mut().insert(header::ETAG, etag);
@@ -249,7 +254,7 @@ fn default_cache_info() -> Response {
 async fn serve_object(
     state: &AppState,
     method: &Method,
-    headers: &HeaderMap,
+    range: Option<ByteRange>,
     target: &Target<'_>,
     object: &oranc_core::CacheObject,
     content_type: HeaderValue,
@@ -266,7 +271,6 @@ async fn serve_object(
         )
             .into_response());
     }
-    let range = requested_range(headers);
     if let Some(range) = range {
         if range.start >= object.blob.size || range.end.is_some_and(|end| end < range.start) {
             return Ok((
