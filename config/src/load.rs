@@ -196,6 +196,7 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
             "clients.max_connections",
             config.clients.max_connections as u64,
         ),
+        ("max_decoded_body_bytes", config.max_decoded_body_bytes),
         (
             "clients.max_connections_per_client",
             config.clients.max_connections_per_client as u64,

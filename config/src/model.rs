@@ -36,9 +36,14 @@ pub struct Config {
     pub tag_encoding: TagEncoding,
     /// Encodings also tried when reading.
     pub fallback_encodings: Vec<TagEncoding>,
-    /// Largest narinfo / nix-cache-info / listing body accepted by PUT, in bytes. NAR bodies
-    /// stream and are not limited here.
+    /// Largest narinfo / nix-cache-info / realisation body accepted by PUT, in bytes, as
+    /// sent and once its `Content-Encoding` is undone. NARs, logs and listings stream and
+    /// are not limited here.
     pub max_small_body_bytes: usize,
+    /// Largest log or listing a PUT sent with `Content-Encoding` (Nix 2.32+
+    /// `log-compression`, `ls-compression`) may decode to, in bytes: a few KB of brotli can
+    /// say terabytes. Plain uploads stream and are not limited here.
+    pub max_decoded_body_bytes: u64,
     /// Registries the server may talk to, by host (`ghcr.io`, `127.0.0.1:5000`) or a local
     /// OCI layout directory.
     pub registries: BTreeMap<String, RegistryConfig>,
@@ -213,6 +218,7 @@ impl Default for Config {
             tag_encoding: TagEncoding::Custom,
             fallback_encodings: vec![TagEncoding::Base32Dnssec],
             max_small_body_bytes: 4 << 20,
+            max_decoded_body_bytes: 256 << 20,
             registries: BTreeMap::new(),
             caches: BTreeMap::new(),
             upstream: UpstreamConfig::default(),

@@ -58,6 +58,10 @@ pub enum ServerError {
     #[error("body larger than {0} bytes")]
     TooLarge(usize),
 
+    /// An upload with a `Content-Encoding` oranc does not undo (or any, on a NAR): 415.
+    #[error("{0}")]
+    UnsupportedEncoding(String),
+
     /// The client stopped sending its upload.
     #[error("{0}")]
     UploadStalled(String),
@@ -158,6 +162,7 @@ impl ServerError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Refused(_) | Self::CredentialsNotGranted(_) => StatusCode::FORBIDDEN,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UploadStalled(_) => StatusCode::REQUEST_TIMEOUT,
             Self::ResponseTimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
@@ -216,6 +221,13 @@ impl IntoResponse for ServerError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        if let Self::UnsupportedEncoding(_) = &self {
+            // What would have been taken (RFC 9110, 15.5.16).
+            response.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                header::HeaderValue::from_static(crate::routes::ACCEPTED_CODINGS),
+            );
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

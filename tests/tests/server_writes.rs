@@ -285,3 +285,157 @@ fn a_narinfo_must_match_its_nar_and_the_trusted_keys() {
         "200"
     );
 }
+
+/// `bytes` compressed by `tool` (a command that reads stdin and writes stdout).
+fn encoded(tool: &[&str], bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(tool[0])
+        .args(&tool[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = bytes.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(output.status.success(), "{tool:?}");
+    output.stdout
+}
+
+/// Found in review (issue 39, item 2): since 2.32 Nix can upload narinfos, listings and
+/// logs with `Content-Encoding` (`narinfo-compression`, `ls-compression`,
+/// `log-compression`). A gzip narinfo got 400, a gzip `.ls` was stored as gzip and served
+/// as if plain, a brotli log was stored and served as brotli with no header. Now each is
+/// decoded as it comes (bounded), checked as a plain one is, and stored plain.
+#[test]
+fn metadata_uploaded_compressed_is_stored_plain_and_checked() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(20_000);
+    let server = ServerProcess::start_binary(
+        oranc_tests::release_oranc_command(),
+        &format!(
+            "max_decoded_body_bytes = 1048576\n{}",
+            named_cache(&registry, "ci", "allow_write = true")
+        ),
+        &[],
+    );
+    let cache_url = server.url("ci");
+    let reference = reference_cache(&closure);
+    let gzip = ["gzip", "-c"];
+    // The NARs as they are, then each narinfo gzip'd, as Nix 2.32+ sends them.
+    for entry in std::fs::read_dir(reference.join("nar")).unwrap() {
+        let file = entry.unwrap().path();
+        let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+        assert_eq!(
+            put_file(&format!("{cache_url}/nar/{name}"), &file, &[]),
+            "200"
+        );
+    }
+    for path in &closure.paths {
+        let name = format!("{}.narinfo", hash_part(path));
+        let plain = std::fs::read(reference.join(&name)).unwrap();
+        let body = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(body.path(), encoded(&gzip, &plain)).unwrap();
+        let url = format!("{cache_url}/{name}");
+        let status = put_file(&url, body.path(), &["-H", "Content-Encoding: gzip"]);
+        assert_eq!(status, "200", "{name}");
+        assert_eq!(curl("GET", &url, &[]).1, plain, "{name} is stored plain");
+    }
+    let store = tempfile::tempdir().unwrap();
+    let copied = copy_from(&cache_url, store.path(), &closure.root, &closure.public_key);
+    assert!(copied.status.success(), "{}", stderr(&copied));
+
+    // Listings and logs in every coding Nix writes, and two applied one after the other.
+    let hash = hash_part(&closure.root);
+    let listing = br#"{"version":1,"root":{"type":"regular","size":5,"narOffset":96}}"#.repeat(3);
+    let log = b"building '/nix/store/x.drv'...\n".repeat(500);
+    let cases: [(&str, &str, &[u8], Vec<u8>); 6] = [
+        ("ls", "gzip", &listing, encoded(&gzip, &listing)),
+        ("log", "br", &log, encoded(&["brotli", "-c"], &log)),
+        ("log", "zstd", &log, encoded(&["zstd", "-c", "-q"], &log)),
+        ("log", "xz", &log, encoded(&["xz", "-c"], &log)),
+        ("log", "bzip2", &log, encoded(&["bzip2", "-c"], &log)),
+        (
+            "log",
+            "gzip, br",
+            &log,
+            encoded(&["brotli", "-c"], &encoded(&gzip, &log)),
+        ),
+    ];
+    for (n, (kind, coding, plain, sent)) in cases.into_iter().enumerate() {
+        let url = match kind {
+            "ls" => format!("{cache_url}/{hash}.ls"),
+            _ => format!("{cache_url}/log/{hash}-coded{n}.drv"),
+        };
+        let body = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(body.path(), &sent).unwrap();
+        let header = format!("Content-Encoding: {coding}");
+        assert_eq!(
+            put_file(&url, body.path(), &["-H", &header]),
+            "200",
+            "{coding}"
+        );
+        let (head, stored) = curl("GET", &url, &["-D", "-"]);
+        assert!(head.ends_with("200"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("content-encoding"),
+            "{head}"
+        );
+        assert_eq!(stored, plain, "{kind} sent as {coding} is stored plain");
+    }
+
+    // What is refused changes nothing: a bomb past max_decoded_body_bytes (413), a corrupt
+    // body (400), a coding oranc does not undo (415, saying what it takes), a coded NAR.
+    let bomb = encoded(&["zstd", "-c", "-q"], &vec![0u8; 8 << 20]);
+    let refusals = [
+        (format!("log/{hash}-bomb.drv"), "zstd", bomb, "413"),
+        (
+            format!("{}.narinfo", "1".repeat(32)),
+            "gzip",
+            b"not gzip".to_vec(),
+            "400",
+        ),
+        (
+            format!("log/{hash}-compress.drv"),
+            "compress",
+            log.clone(),
+            "415",
+        ),
+        (
+            format!("nar/{}.nar", "0".repeat(52)),
+            "gzip",
+            encoded(&gzip, b"nar"),
+            "415",
+        ),
+    ];
+    for (key, coding, sent, expected) in refusals {
+        let url = format!("{cache_url}/{key}");
+        let body = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(body.path(), &sent).unwrap();
+        let header = format!("Content-Encoding: {coding}");
+        let data = format!("@{}", body.path().display());
+        let (status, said) = curl("PUT", &url, &["--data-binary", &data, "-H", &header]);
+        let said = String::from_utf8_lossy(&said);
+        assert_eq!(status, expected, "{key} as {coding}: {said}");
+        assert_eq!(curl("GET", &url, &[]).0, "404", "{key} was not stored");
+    }
+    let (headers, _) = curl(
+        "PUT",
+        &format!("{cache_url}/log/{hash}-compress.drv"),
+        &[
+            "-H",
+            "Content-Encoding: compress",
+            "--data-binary",
+            "x",
+            "-D",
+            "-",
+        ],
+    );
+    let headers = headers.to_ascii_lowercase();
+    assert!(
+        headers.contains("accept-encoding: gzip, br, zstd, xz, bzip2"),
+        "{headers}"
+    );
+}

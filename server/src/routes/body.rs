@@ -9,8 +9,6 @@ use axum::body::Body;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 
-use crate::error::ServerError;
-
 /// The body's chunks; an error names what went wrong (a stall, or the client's own error).
 pub fn stall_bounded(
     body: Body,
@@ -37,16 +35,37 @@ pub fn stall_bounded(
     ))
 }
 
-/// A small body read whole: at most `limit` bytes, none of them allowed to stall.
-pub async fn read_small(body: Body, limit: usize, stall: Duration) -> Result<Bytes, ServerError> {
-    let mut chunks = stall_bounded(body, stall);
+/// A stream of an upload's bytes, as the handlers read them.
+pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// `chunks`, failing with [`BodyTooLarge`] once they have given more than `limit` bytes.
+pub fn capped(chunks: BodyStream, limit: u64) -> BodyStream {
+    let mut given = 0u64;
+    Box::pin(chunks.map(move |chunk| {
+        let chunk = chunk?;
+        given += chunk.len() as u64;
+        if given > limit {
+            return Err(std::io::Error::other(BodyTooLarge(limit)));
+        }
+        Ok(chunk)
+    }))
+}
+
+/// What a body (as sent, or once decoded) gave more than its limit of.
+#[derive(Debug, thiserror::Error)]
+#[error("larger than {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+/// An error of the client's body, marked as such where the registry's own could also come.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FromTheClient(pub std::io::Error);
+
+/// A small body read whole (bound it with [`capped`]).
+pub async fn read_whole(mut chunks: BodyStream) -> std::io::Result<Bytes> {
     let mut bytes = Vec::new();
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(ServerError::from_body_error)?;
-        if bytes.len() + chunk.len() > limit {
-            return Err(ServerError::TooLarge(limit));
-        }
-        bytes.extend_from_slice(&chunk);
+        bytes.extend_from_slice(&chunk?);
     }
     Ok(Bytes::from(bytes))
 }

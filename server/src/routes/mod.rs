@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod cache;
+pub mod content_coding;
 pub mod health;
 pub mod metrics;
 pub mod small_file;
@@ -18,6 +19,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+
+pub use content_coding::ACCEPTED as ACCEPTED_CODINGS;
 
 use crate::client_addr::ClientAddr;
 use crate::error::ServerError;

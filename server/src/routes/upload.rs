@@ -24,6 +24,7 @@ use oranc_core::{BlobInfo, CacheKey, CacheObject, NarInfo, RegistryCache, Sha256
 use tokio_util::io::StreamReader;
 
 use super::small_file::{check_upload, SmallFile};
+use super::{body, content_coding};
 use crate::client_addr::ClientAddr;
 use crate::error::ServerError;
 use crate::request_context::RequestContext;
@@ -67,6 +68,7 @@ async fn store(
     }
     refuse_framed_body(headers)?;
     refuse_unverifiable(&key, access, named)?;
+    let codings = content_coding::of_upload(headers, key.kind())?;
     // The existence check and the write of one key run alone (see write_locks.rs).
     let _writing = state
         .lock_writes(format!(
@@ -82,8 +84,13 @@ async fn store(
     let stall = Duration::from_secs(state.config().clients.body_stall_timeout_secs);
     match key.kind() {
         KeyKind::CacheInfo | KeyKind::NarInfo | KeyKind::DebugInfo | KeyKind::Realisation => {
-            let limit = state.config().max_small_body_bytes;
-            let bytes = super::body::read_small(body, limit, stall).await?;
+            let limit = state.config().max_small_body_bytes as u64;
+            // Bounded as sent and once decoded.
+            let sent = body::capped(Box::pin(body::stall_bounded(body, stall)), limit);
+            let bytes =
+                body::read_whole(body::capped(content_coding::decoded(sent, &codings), limit))
+                    .await
+                    .map_err(|error| content_coding::upload_error(error, &codings))?;
             let (checked, rendered) =
                 check_upload(&key, &bytes).map_err(ServerError::BadRequest)?;
             if let (SmallFile::CacheInfo(info), WriteAccess::AddOnly) = (&checked, access) {
@@ -107,14 +114,19 @@ async fn store(
         KeyKind::Nar if existing.is_some() => {
             // Named by its hash: the stored NAR stays whatever this one holds. The body is
             // read to its end so the client's connection stays usable.
-            super::body::stall_bounded(body, stall)
+            body::stall_bounded(body, stall)
                 .try_for_each(|_| std::future::ready(Ok(())))
                 .await
                 .map_err(ServerError::from_body_error)?;
             return Ok(StatusCode::OK.into_response());
         }
         KeyKind::Nar | KeyKind::Listing | KeyKind::Log => {
-            let blob = upload_stream(&cache, body, stall).await?;
+            let mut sent: body::BodyStream = Box::pin(body::stall_bounded(body, stall));
+            if !codings.is_empty() {
+                let limit = state.config().max_decoded_body_bytes;
+                sent = body::capped(content_coding::decoded(sent, &codings), limit);
+            }
+            let blob = upload_stream(&cache, sent, &codings).await?;
             if let Some(existing) = &existing {
                 // The blob stays untagged; the registry's garbage collection takes it.
                 return add_only_outcome(&key, existing, blob.digest);
@@ -327,18 +339,30 @@ fn refuse_framed_body(headers: &HeaderMap) -> Result<(), ServerError> {
 
 async fn upload_stream(
     cache: &RegistryCache,
-    body: Body,
-    stall: Duration,
+    sent: body::BodyStream,
+    codings: &[content_coding::Coding],
 ) -> Result<BlobInfo, ServerError> {
-    let mut reader = StreamReader::new(super::body::stall_bounded(body, stall));
+    // The client's errors (a stall, a broken or badly encoded body, too large once
+    // decoded) are marked, so they are told from the registry's or the disk's.
+    let mut reader = StreamReader::new(
+        sent.map_err(|error| std::io::Error::new(error.kind(), body::FromTheClient(error))),
+    );
     cache
         .upload_blob(&mut reader)
         .await
         .map_err(|error| match error {
             oranc_core::Error::Io { source, .. }
-                if source.kind() == std::io::ErrorKind::TimedOut =>
+                if source
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<body::FromTheClient>()) =>
             {
-                ServerError::from_body_error(source)
+                let inner = source
+                    .into_inner()
+                    .and_then(|inner| inner.downcast::<body::FromTheClient>().ok());
+                match inner {
+                    Some(from_client) => content_coding::upload_error(from_client.0, codings),
+                    None => ServerError::Internal("an upload's body error was lost".into()),
+                }
             }
             error => error.into(),
         })
