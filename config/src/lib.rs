@@ -8,7 +8,7 @@ pub mod load;
 pub mod model;
 
 pub use error::ConfigError;
-pub use load::{load_file, parse, validate, warnings, write_positions};
+pub use load::{load_file, parse, validate, warnings, who_writes, write_positions};
 pub use model::{
     CacheConfig, ClaimPattern, ClientLimitsConfig, Config, MirrorConfig, OidcIssuerConfig,
     PasswordChecksConfig, RateLimitConfig, RegistryConfig, RegistryKind, ResponseCacheConfig,

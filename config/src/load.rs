@@ -37,6 +37,18 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
         field,
         reason,
     };
+    if let Some(url) = &config.public_url {
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        let plain = url
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '?' | '#' | '"' | '<' | '>' | '\\'));
+        if !scheme_ok || !plain || url.split("://").nth(1).is_none_or(str::is_empty) {
+            return Err(invalid(
+                "public_url".into(),
+                "must be an http:// or https:// URL with no query, fragment or spaces, e.g. https://cache.example.com".into(),
+            ));
+        }
+    }
     if !(1..=8).contains(&config.repository_parts) {
         return Err(invalid(
             "repository_parts".into(),
@@ -297,29 +309,14 @@ pub fn write_positions(config: &Config) -> Vec<String> {
     let mut positions = Vec::new();
     for (name, cache) in &config.caches {
         // Reads of a named cache always use its own credentials (none forwarded).
-        let position = if cache.writers_file.is_some() || !cache.oidc.is_empty() {
-            let who = match (cache.writers_file.is_some(), cache.oidc.len()) {
-                (true, 0) => "the users in writers_file".to_owned(),
-                (false, n) => format!("bearers of a token of its {n} oidc issuer(s)"),
-                (true, n) => format!(
-                    "the users in writers_file and bearers of a token of its {n} oidc issuer(s)"
-                ),
-            };
-            format!(
-                "{who} may add and replace; other credentials are refused (401), never forwarded"
-            )
-        } else if !cache.upstreams.is_empty() {
-            "a mirror: it stores what it fetches from upstream; credentials a client sends grant nothing (403)".to_owned()
-        } else if cache.allow_write {
-            format!(
-                "anyone may add files (allow_write), never replace one; {}",
-                forwarded(&cache.registry)
-            )
+        let who = who_writes(cache);
+        // Only caches without writers of their own and without upstreams forward.
+        let forwards =
+            cache.writers_file.is_none() && cache.oidc.is_empty() && cache.upstreams.is_empty();
+        let position = if forwards {
+            format!("{who}; {}", forwarded(&cache.registry))
         } else {
-            format!(
-                "anonymous clients read only; {}",
-                forwarded(&cache.registry)
-            )
+            who
         };
         positions.push(format!("/{name}: {position}"));
     }
@@ -330,6 +327,27 @@ pub fn write_positions(config: &Config) -> Vec<String> {
         positions.push("any other registry a URL names (allow_any_registry): credentials are forwarded and may write only if that registry checks them".to_owned());
     }
     positions
+}
+
+/// Who may write to a named cache through the server, in a sentence that names no registry
+/// (the landing page shows it; `write_positions` adds what forwarded credentials do).
+pub fn who_writes(cache: &crate::CacheConfig) -> String {
+    if cache.writers_file.is_some() || !cache.oidc.is_empty() {
+        let who = match (cache.writers_file.is_some(), cache.oidc.len()) {
+            (true, 0) => "the users in writers_file".to_owned(),
+            (false, n) => format!("bearers of a token of its {n} oidc issuer(s)"),
+            (true, n) => format!(
+                "the users in writers_file and bearers of a token of its {n} oidc issuer(s)"
+            ),
+        };
+        format!("{who} may add and replace; other credentials are refused (401), never forwarded")
+    } else if !cache.upstreams.is_empty() {
+        "a mirror: it stores what it fetches from upstream; credentials a client sends grant nothing (403)".to_owned()
+    } else if cache.allow_write {
+        "anyone may add files (allow_write), never replace one".to_owned()
+    } else {
+        "anonymous clients read only".to_owned()
+    }
 }
 
 /// Combinations that are allowed but that an operator should know about, one sentence each

@@ -13,6 +13,13 @@ use serde::Deserialize;
 pub struct Config {
     /// Address and port to listen on.
     pub listen: SocketAddr,
+    /// The URL clients reach the server at (`https://cache.example.com`), for the landing
+    /// page's substituter URLs when the server is behind a proxy. Unset: `http://` and the
+    /// request's `Host`.
+    pub public_url: Option<String>,
+    /// Show each named cache's registry and repository on the landing page (`/`). Off: the
+    /// page names neither.
+    pub show_registry: bool,
     /// How many path segments name the repository in `/{registry}/{repository}/{key}` URLs.
     pub repository_parts: usize,
     /// Serve any registry named in a URL, as the original oranc did (an open proxy). Off:
@@ -208,6 +215,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], 8080)),
+            public_url: None,
+            show_registry: false,
             repository_parts: 2,
             allow_any_registry: false,
             no_ssl: false,

@@ -33,7 +33,7 @@ use crate::layers::rate_limit::RateLimitLayer;
 use crate::layers::response_cache::ResponseCacheLayer;
 use crate::refusal_log::Loggable;
 use crate::request_context::{AddressRules, RequestContext};
-use crate::routes::{health, metrics};
+use crate::routes::{health, landing, metrics};
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
@@ -45,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/", get(landing::index))
+        .route("/{name}", get(landing::one_cache))
         .fallback(crate::routes::handle)
         .layer(ResponseCacheLayer::new(state.response_cache()))
         .layer(RateLimitLayer::new(

@@ -112,6 +112,8 @@ struct Inner {
     /// after an hour, or at once after a failed upload (the registry may have lost it).
     shared_configs: SharedConfigs,
     readiness: crate::routes::health::ReadinessVerdict,
+    /// What the landing page last read of each named cache's `nix-cache-info`.
+    landing_cache_info: crate::routes::landing::CacheInfoMemory,
     password_gate: crate::password_gate::PasswordGate,
     clients: ClientsByCredentials,
     caches: HashMap<String, NamedCache>,
@@ -367,6 +369,10 @@ impl AppState {
                 .time_to_live(SHARED_CONFIG_TTL)
                 .build(),
             readiness: Default::default(),
+            landing_cache_info: moka::future::Cache::builder()
+                .max_capacity(caches.len() as u64 + 1)
+                .time_to_live(crate::routes::landing::CACHE_INFO_TTL)
+                .build(),
             password_gate,
             clients: moka::sync::Cache::builder()
                 .max_capacity(MAX_CLIENTS_PER_REGISTRY * (registry_count as u64).max(1))
@@ -470,6 +476,11 @@ impl AppState {
     /// Every writer password check goes through here.
     pub fn password_gate(&self) -> &crate::password_gate::PasswordGate {
         &self.0.password_gate
+    }
+
+    /// What the landing page remembers of each named cache's `nix-cache-info`.
+    pub fn landing_cache_info(&self) -> &crate::routes::landing::CacheInfoMemory {
+        &self.0.landing_cache_info
     }
 
     /// The last `/readyz` verdict.

@@ -6,6 +6,7 @@ pub mod body;
 pub mod cache;
 pub mod content_coding;
 pub mod health;
+pub mod landing;
 pub mod metrics;
 pub mod small_file;
 pub mod upload;
