@@ -366,7 +366,8 @@ pub enum TagCommand {
     Encode {
         /// The cache key (`nix-cache-info`, `<hash>.narinfo`, `nar/<file>`, ...).
         key: String,
-        /// Also print the key under each fallback encoding, one per line, after the first.
+        /// Also print the key under each fallback encoding, one per line after the one
+        /// written, each labelled with its encoding (`custom: nix-cache-info`).
         #[arg(long)]
         fallbacks: bool,
         #[command(flatten)]

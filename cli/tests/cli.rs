@@ -21,7 +21,7 @@ fn tag_encode_with_fallbacks_prints_every_encoding() {
         .args(["tag", "encode", "nix-cache-info", "--fallbacks"])
         .assert()
         .success()
-        .stdout("nix-cache-info\ndpkngbb3c5hmgp9dd5n6cro\n");
+        .stdout("custom: nix-cache-info\nbase32-dnssec: dpkngbb3c5hmgp9dd5n6cro\n");
 }
 
 #[test]

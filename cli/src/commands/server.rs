@@ -6,6 +6,7 @@ use oranc_config::{CacheConfig, Config, RegistryConfig};
 use oranc_server::AppState;
 
 use crate::cli::ServerArgs;
+use crate::commands::plural;
 use crate::registry_args::{local_registry_dir, DEFAULT_LOCAL_REPOSITORY};
 
 /// Name of the embedded local cache served when no config file is given.
@@ -138,7 +139,7 @@ pub fn check(file: &std::path::Path, probe: bool) -> anyhow::Result<()> {
     if probe {
         let state = AppState::new(config)?;
         let refused = super::runtime()?.block_on(async {
-            let mut refused = 0;
+            let mut refused = 0usize;
             for (cache, outcome) in state.probe_caches().await {
                 match outcome {
                     Ok(()) => eprintln!("probe: /{cache}: the registry answers its reads"),
@@ -160,11 +161,6 @@ pub fn check(file: &std::path::Path, probe: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `1 cache`, `2 caches`.
-fn plural(count: usize, one: &str, many: &str) -> String {
-    format!("{count} {}", if count == 1 { one } else { many })
 }
 
 pub const EXAMPLE: &str = include_str!("../../../oranc.example.toml");

@@ -24,9 +24,15 @@ pub fn run(command: TagCommand) -> anyhow::Result<()> {
                         .filter(|e| *e != encodings.tag_encoding),
                 );
             }
+            // Alone, the bare tag (for scripts); with its fallbacks, each labelled with
+            // its encoding (`custom: nar_L_x.nar`), the one written first.
             for encoding in chosen {
                 let tag = encoding.encode(&key)?;
-                writeln!(out, "{tag}")?;
+                if fallbacks {
+                    writeln!(out, "{encoding}: {tag}")?;
+                } else {
+                    writeln!(out, "{tag}")?;
+                }
             }
         }
         TagCommand::Decode { tag, encodings } => {

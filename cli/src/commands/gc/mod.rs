@@ -16,6 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use oranc_core::{StoreDir, StorePath};
 
 use crate::cli::GcArgs;
+use crate::commands::plural;
 use plan::Policy;
 
 pub async fn run(args: GcArgs) -> anyhow::Result<()> {
@@ -70,25 +71,39 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
         );
     }
     let summary = format!(
-        "{description}: {} objects; keeping {} paths; {} narinfos, {} debuginfo entries and {} other files ({} bytes) {}; {} left alone",
-        inventory.objects.len(),
-        plan.kept_paths,
-        plan.narinfos.len(),
-        plan.debug_infos.len(),
-        plan.files.len(),
-        plan.bytes(),
-        if args.delete { "to delete" } else { "would be deleted (dry run: pass --delete)" },
+        "{description}: {}; keeping {}; {}, {} and {} ({}) {}; {} left alone",
+        plural(inventory.objects.len(), "object", "objects"),
+        plural(plan.kept_paths, "path", "paths"),
+        plural(plan.narinfos.len(), "narinfo", "narinfos"),
+        plural(
+            plan.debug_infos.len(),
+            "debuginfo entry",
+            "debuginfo entries"
+        ),
+        plural(plan.files.len(), "other file", "other files"),
+        plural(plan.bytes(), "byte", "bytes"),
+        if args.delete {
+            "to delete"
+        } else {
+            "would be deleted (dry run: pass --delete)"
+        },
         plan.left_alone,
     );
 
     if !args.delete {
         let mut out = std::io::stdout().lock();
         for object in plan.deletions() {
+            // A narinfo is named by the store path it describes, which is what a user knows.
+            let path = inventory
+                .narinfos
+                .get(object.key.as_str())
+                .map(|facts| format!(": {}", store_dir.display(&facts.path)))
+                .unwrap_or_default();
             writeln!(
                 out,
-                "would delete {} ({} bytes)",
+                "would delete {} ({}){path}",
                 object.key.as_str(),
-                object.size
+                plural(object.size, "byte", "bytes"),
             )?;
         }
         eprintln!("{summary}");
@@ -97,9 +112,9 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
     eprintln!("{summary}");
     let outcome = delete::execute(&cache, &store_dir, plan, &inventory, parallel).await?;
     eprintln!(
-        "{description}: deleted {} objects ({} bytes), failed {}",
-        outcome.removed,
-        outcome.removed_bytes,
+        "{description}: deleted {} ({}), failed {}",
+        plural(outcome.removed, "object", "objects"),
+        plural(outcome.removed_bytes, "byte", "bytes"),
         outcome.failed.len()
     );
     let reclaimed = cache
