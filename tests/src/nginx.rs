@@ -71,6 +71,22 @@ impl NginxProcess {
         ))
     }
 
+    /// nginx in front of the registry at `upstream` (a base URL) allowing `rate` requests a
+    /// second with a burst of `burst` (`limit_req ... nodelay`): past them, 429 with
+    /// `Retry-After: 1`, as a rate-limited registry answers.
+    pub fn rate_limiting(upstream: &str, rate: u64, burst: u64) -> Self {
+        Self::start(&format!(
+            "  limit_req_zone $server_port zone=registry:1m rate={rate}r/s;\n  server {{\n    listen {{listen}};\n    location / {{\n      limit_req zone=registry burst={burst} nodelay;\n      limit_req_status 429;\n      error_page 429 = @slow_down;\n      proxy_pass {upstream};\n      proxy_set_header Host $http_host;\n      proxy_buffering off;\n      proxy_http_version 1.1;\n    }}\n    location @slow_down {{\n      add_header Retry-After 1 always;\n      return 429 \"slow down\\n\";\n    }}\n  }}\n"
+        ))
+    }
+
+    /// Requests it logged, and how many of them it answered 429.
+    pub fn requests_and_429s(&self) -> (usize, usize) {
+        let log = self.access_log();
+        let refused = log.lines().filter(|l| l.contains("\" 429 ")).count();
+        (log.lines().count(), refused)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
     }

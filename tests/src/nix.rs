@@ -341,3 +341,20 @@ pub fn add_random_path(dir: &std::path::Path, name: &str, bytes: usize) -> Strin
     std::fs::remove_dir_all(&content).expect("cleaning up");
     path
 }
+
+/// `count` small store paths, added to the machine's store in one call.
+pub fn small_paths(count: usize) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let nonce = unique_suffix();
+    let files: Vec<_> = (0..count)
+        .map(|i| {
+            let file = dir.path().join(format!("small-{i}"));
+            std::fs::write(&file, format!("{nonce} {i}\n")).expect("writing a small file");
+            file
+        })
+        .collect();
+    run_ok(nix_command("nix-store").arg("--add").args(&files))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}

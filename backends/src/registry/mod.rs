@@ -9,6 +9,7 @@ mod ghcr;
 mod hashing;
 mod oci_layout;
 mod origins;
+mod pace;
 mod retry;
 mod throttle;
 
