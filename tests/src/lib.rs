@@ -312,3 +312,22 @@ pub fn push_closure(
         .output()
         .expect("running oranc push")
 }
+
+/// `oranc push` (the binary of `command`) of `paths` at `--parallel 16` to the plain-HTTP
+/// registry at `host`, into a fresh repository named from `prefix`, signed with `key`.
+pub fn push_signed_in_parallel(
+    mut command: std::process::Command,
+    host: &str,
+    prefix: &str,
+    key: &std::path::Path,
+    paths: &[String],
+) -> std::process::Output {
+    command
+        .args(["push", "--no-ssl", "--registry", host])
+        .args(["--repository", &fresh_repo(prefix), "--parallel", "16"])
+        .arg("--signing-key")
+        .arg(key)
+        .args(paths)
+        .output()
+        .expect("running oranc push")
+}

@@ -398,15 +398,13 @@ async fn no_credential_appears_in_logs_errors_or_metrics() {
     }
 }
 
-/// Found in review (issue 39, item 7): `Range: bytes=0-N` with N past 2^63 on a stored NAR
-/// was passed to the registry as it came; the registry answered 416, and the server a 502
-/// counted as a registry protocol error, so 200 such requests (0.5 s) fired the alerts that
-/// send an operator to the registry. An end past the file is now the file's end (206).
-#[test]
-fn a_range_ending_past_the_file_is_the_whole_file_never_a_registry_error() {
+/// A release server in front of a registry holding a pushed closure: the server, the
+/// closure's root narinfo, and the URL of its NAR through the server (processes kept alive
+/// by the tuple's first members).
+fn a_stored_nar(prefix: &str) -> (RegistryProcess, ServerProcess, oranc_core::NarInfo, String) {
     let registry = RegistryProcess::start();
     let closure = SignedClosure::build(20_000);
-    let repo = fresh_repo("range");
+    let repo = fresh_repo(prefix);
     let pushed = push_closure(oranc_command(), &registry.host(), &repo, &closure);
     assert!(pushed.status.success(), "{pushed:?}");
     let server = ServerProcess::start_binary(
@@ -421,6 +419,17 @@ fn a_range_ending_past_the_file_is_the_whole_file_never_a_registry_error() {
     )]);
     assert_eq!(status, "200", "{narinfo}");
     let narinfo = oranc_core::NarInfo::parse(&narinfo).unwrap();
+    let nar = format!("{cache}/{}", narinfo.url);
+    (registry, server, narinfo, nar)
+}
+
+/// Found in review (issue 39, item 7): `Range: bytes=0-N` with N past 2^63 on a stored NAR
+/// was passed to the registry as it came; the registry answered 416, and the server a 502
+/// counted as a registry protocol error, so 200 such requests (0.5 s) fired the alerts that
+/// send an operator to the registry. An end past the file is now the file's end (206).
+#[test]
+fn a_range_ending_past_the_file_is_the_whole_file_never_a_registry_error() {
+    let (_registry, server, narinfo, nar) = a_stored_nar("range");
     for end in ["18446744073709551615", "9223372036854775808"] {
         let file = tempfile::NamedTempFile::new().unwrap();
         let (status, _, _) = curl(&[
@@ -428,7 +437,7 @@ fn a_range_ending_past_the_file_is_the_whole_file_never_a_registry_error() {
             &format!("0-{end}"),
             "-o",
             file.path().to_str().unwrap(),
-            &format!("{cache}/{}", narinfo.url),
+            &nar,
         ]);
         assert_eq!(status, "206");
         let length = std::fs::metadata(file.path()).unwrap().len();
@@ -447,23 +456,7 @@ fn a_range_ending_past_the_file_is_the_whole_file_never_a_registry_error() {
 /// replace files, and a resumed download must never splice two.
 #[test]
 fn if_range_and_if_match_are_honoured() {
-    let registry = RegistryProcess::start();
-    let closure = SignedClosure::build(20_000);
-    let repo = fresh_repo("validators");
-    let pushed = push_closure(oranc_command(), &registry.host(), &repo, &closure);
-    assert!(pushed.status.success(), "{pushed:?}");
-    let server = ServerProcess::start_binary(
-        oranc_tests::release_oranc_command(),
-        &allow_plain_http(&registry.host()),
-        &[],
-    );
-    let cache = server.url(&format!("{}/{repo}", registry.host()));
-    let (_, narinfo, _) = curl(&[&format!(
-        "{cache}/{}",
-        oranc_tests::nix::narinfo_key(&closure.root)
-    )]);
-    let narinfo = oranc_core::NarInfo::parse(&narinfo).unwrap();
-    let nar = format!("{cache}/{}", narinfo.url);
+    let (_registry, _server, _, nar) = a_stored_nar("validators");
     let (_, head, _) = curl(&["-D", "-", "-o", "/dev/null", &nar]);
     let etag = head
         .lines()

@@ -105,14 +105,13 @@ fn a_registry_that_answers_429_is_obeyed_as_a_whole() {
     let keys = tempfile::tempdir().unwrap();
     let key = oranc_tests::bench_signing_key(keys.path());
     let push = |nginx: &NginxProcess| {
-        let out = release_oranc_command()
-            .args(["push", "--no-ssl", "--registry", &nginx.addr.to_string()])
-            .args(["--repository", &fresh_repo("limited"), "--parallel", "16"])
-            .arg("--signing-key")
-            .arg(&key)
-            .args(&paths)
-            .output()
-            .unwrap();
+        let out = oranc_tests::push_signed_in_parallel(
+            release_oranc_command(),
+            &nginx.addr.to_string(),
+            "limited",
+            &key,
+            &paths,
+        );
         let said = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{said}");
         said
@@ -161,14 +160,13 @@ fn a_push_paces_itself_to_the_rate_the_registry_accepts() {
     let paths = oranc_tests::nix::small_paths(100);
     let keys = tempfile::tempdir().unwrap();
     let key = oranc_tests::bench_signing_key(keys.path());
-    let out = release_oranc_command()
-        .args(["push", "--no-ssl", "--registry", &limited.addr.to_string()])
-        .args(["--repository", &fresh_repo("paced"), "--parallel", "16"])
-        .arg("--signing-key")
-        .arg(&key)
-        .args(&paths)
-        .output()
-        .unwrap();
+    let out = oranc_tests::push_signed_in_parallel(
+        release_oranc_command(),
+        &limited.addr.to_string(),
+        "paced",
+        &key,
+        &paths,
+    );
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{said}");
     assert!(

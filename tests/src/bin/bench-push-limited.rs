@@ -17,7 +17,7 @@ use std::time::Instant;
 use oranc_tests::nginx::NginxProcess;
 use oranc_tests::nix::small_paths;
 use oranc_tests::registry::RegistryProcess;
-use oranc_tests::{bench_oranc, bench_signing_key, clean_command, fresh_repo};
+use oranc_tests::{bench_oranc, bench_signing_key, clean_command, push_signed_in_parallel};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -45,14 +45,13 @@ fn main() {
         let paths = small_paths(count);
         let nginx = NginxProcess::rate_limiting(&registry.base_url(), rate, 20);
         let started = Instant::now();
-        let output = clean_command(oranc.clone())
-            .args(["push", "--no-ssl", "--registry", &nginx.addr.to_string()])
-            .args(["--repository", &fresh_repo("limited"), "--parallel", "16"])
-            .arg("--signing-key")
-            .arg(&key)
-            .args(&paths)
-            .output()
-            .expect("running oranc push");
+        let output = push_signed_in_parallel(
+            clean_command(oranc.clone()),
+            &nginx.addr.to_string(),
+            "limited",
+            &key,
+            &paths,
+        );
         let elapsed = started.elapsed().as_secs_f64();
         let said = String::from_utf8_lossy(&output.stderr).into_owned();
         if let Some(file) = std::env::var_os("BENCH_PUSH_LOG") {
