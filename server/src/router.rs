@@ -46,7 +46,6 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/", get(landing::index))
-        .route("/{name}", get(landing::one_cache))
         .fallback(crate::routes::handle)
         .layer(ResponseCacheLayer::new(state.response_cache()))
         .layer(RateLimitLayer::new(

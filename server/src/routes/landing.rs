@@ -13,7 +13,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use oranc_core::{CacheKey, NixCacheInfo};
@@ -70,25 +70,21 @@ pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Respons
     }
 }
 
-/// `GET /NAME`: one named cache (JSON when asked for it).
-pub async fn one_cache(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let base = base_url(&state, &headers);
-    let Some(summary) = summary(&state, &name, &base).await else {
+/// `GET /NAME` of a named cache: its settings (JSON when asked for it).
+pub async fn one_cache(state: &AppState, name: &str, headers: &HeaderMap) -> Response {
+    let base = base_url(state, headers);
+    let Some(summary) = summary(state, name, &base).await else {
         return (
             StatusCode::NOT_FOUND,
             "no cache of that name here; / lists them\n",
         )
             .into_response();
     };
-    if wants(&headers, "application/json") {
+    if wants(headers, "application/json") {
         let mut response = axum::Json(&summary).into_response();
         not_stored(&mut response);
         response
-    } else if wants(&headers, "text/html") {
+    } else if wants(headers, "text/html") {
         html(std::slice::from_ref(&summary))
     } else {
         text(std::slice::from_ref(&summary))

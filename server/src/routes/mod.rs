@@ -42,6 +42,14 @@ pub async fn handle(
     if test_panic_requested(uri.path()) {
         panic!("ORANC_TEST_PANIC_PATH asked for a panic at {}", uri.path());
     }
+    // `/NAME` alone is a named cache's settings (one-segment paths with a query are
+    // files of a URL-addressed cache: `/nix-cache-info?registry=…&repository=…`).
+    if matches!(method, Method::GET | Method::HEAD) && uri.query().is_none() {
+        let name = uri.path().trim_start_matches('/');
+        if state.config().caches.contains_key(name) {
+            return landing::one_cache(&state, name, &headers).await;
+        }
+    }
     let outcome = match method {
         // Only the time to the response head counts; a NAR may stream for longer. An upload
         // has no such bound: it may take as long as it keeps sending (see body.rs).
