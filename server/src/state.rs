@@ -451,15 +451,21 @@ impl AppState {
     /// its reads is: whether the registry takes them (a wrong password in `password_file`
     /// otherwise showed only as every read failing). The answer says the cache's name, never
     /// a local directory's path.
+    /// What reads a named cache's files with its own credentials (as every read of it
+    /// does).
+    pub fn named_cache_reader(&self, name: &str, named: &NamedCache) -> RegistryCache {
+        let registry = self.client(
+            ClientOwner::NamedCache(name.to_owned()),
+            &named.registry,
+            named.credentials.clone(),
+            Purpose::Read,
+        );
+        self.registry_cache(registry, named.repository.clone(), Purpose::Read)
+    }
+
     pub async fn probe_caches(&self) -> Vec<(String, Result<(), String>)> {
         let probes = self.0.caches.iter().map(|(name, named)| async move {
-            let registry = self.client(
-                ClientOwner::NamedCache(name.clone()),
-                &named.registry,
-                named.credentials.clone(),
-                Purpose::Read,
-            );
-            let cache = self.registry_cache(registry, named.repository.clone(), Purpose::Read);
+            let cache = self.named_cache_reader(name, named);
             let outcome = cache.get(&CacheKey::cache_info()).await.map(|_| ());
             let outcome = outcome.map_err(|error| match named.registry {
                 RegistryHandle::Local(_) => {

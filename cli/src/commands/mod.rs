@@ -38,22 +38,11 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// `1 cache`, `2 caches`.
-pub fn plural(count: impl Into<Count>, one: &str, many: &str) -> String {
-    let Count(count) = count.into();
-    format!("{count} {}", if count == 1 { one } else { many })
-}
-
-/// A count of things, whatever integer type holds it.
-pub struct Count(u64);
-
-impl From<usize> for Count {
-    fn from(count: usize) -> Self {
-        Self(u64::try_from(count).unwrap_or(u64::MAX))
-    }
-}
-
-impl From<u64> for Count {
-    fn from(count: u64) -> Self {
-        Self(count)
-    }
+pub fn plural<N: std::fmt::Display + PartialEq + From<u8>>(
+    count: N,
+    one: &str,
+    many: &str,
+) -> String {
+    let word = if count == N::from(1) { one } else { many };
+    format!("{count} {word}")
 }

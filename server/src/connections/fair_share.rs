@@ -40,8 +40,10 @@ struct Table {
 }
 
 /// What the table knows of one connection while it is open.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnectionState {
+    /// When the table was made (its idle time's origin).
+    table_started: Instant,
     /// Requests whose answer is still being sent.
     busy: AtomicUsize,
     /// When its last answer ended (or it opened), in ms since the table was made.
@@ -98,10 +100,12 @@ impl OpenConnections {
         }
         let id = table.next_id;
         table.next_id += 1;
-        let state = Arc::new(ConnectionState::default());
-        state
-            .idle_since_ms
-            .store(self.elapsed_ms(), Ordering::Relaxed);
+        let state = Arc::new(ConnectionState {
+            table_started: self.started,
+            busy: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(ms_since(self.started)),
+            evicted: Notify::new(),
+        });
         table
             .by_client
             .entry(client)
@@ -116,10 +120,10 @@ impl OpenConnections {
             evicted_another,
         })
     }
+}
 
-    fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
+fn ms_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Table {
@@ -164,28 +168,23 @@ impl Admitted {
 
 impl ConnectionState {
     /// Marks a request as started; the guard marks its answer as ended when dropped.
-    pub fn request_started(self: &Arc<Self>, table: &Arc<OpenConnections>) -> Busy {
+    pub fn request_started(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::Relaxed);
-        Busy {
-            state: self.clone(),
-            table: table.clone(),
-        }
+        Busy(self.clone())
     }
 }
 
 /// A request in flight on a connection: the connection is not idle while it lives.
 #[derive(Debug)]
-pub struct Busy {
-    state: Arc<ConnectionState>,
-    table: Arc<OpenConnections>,
-}
+pub struct Busy(Arc<ConnectionState>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.state
+        let state = &self.0;
+        state
             .idle_since_ms
-            .store(self.table.elapsed_ms(), Ordering::Relaxed);
-        self.state.busy.fetch_sub(1, Ordering::Relaxed);
+            .store(ms_since(state.table_started), Ordering::Relaxed);
+        state.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -211,7 +210,7 @@ mod tests {
         let table = OpenConnections::new(4, 4);
         let first = table.admit(ip(2), true).unwrap();
         let busy = table.admit(ip(2), true).unwrap();
-        let _answering = busy.state.request_started(&table);
+        let _answering = busy.state.request_started();
         let _others = [
             table.admit(ip(2), true).unwrap(),
             table.admit(ip(3), true).unwrap(),

@@ -137,7 +137,6 @@ pub async fn serve(
             peer,
             trusted_proxies: limits.trusted_proxies.clone(),
             connection: admitted.state.clone(),
-            open: open.clone(),
         };
         let connection = graceful.watch(connection(&builder, stream, serving));
         tokio::spawn(async move {
@@ -167,7 +166,6 @@ struct Serving {
     peer: SocketAddr,
     trusted_proxies: Arc<[IpAddr]>,
     connection: Arc<ConnectionState>,
-    open: Arc<OpenConnections>,
 }
 
 /// One accepted connection, served as HTTP/1.1; each of its requests is tagged with its
@@ -184,7 +182,7 @@ fn connection(
             &serving.trusted_proxies,
         );
         request.extensions_mut().insert(client);
-        let busy = serving.connection.request_started(&serving.open);
+        let busy = serving.connection.request_started();
         let answer = serving.app.clone().oneshot(request);
         async move {
             let response = answer.await?;

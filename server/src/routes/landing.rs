@@ -14,12 +14,12 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use oranc_core::{CacheKey, NixCacheInfo};
 use serde::Serialize;
 
-use crate::state::{AppState, ClientOwner, NamedCache, Purpose};
+use crate::state::{AppState, NamedCache};
 
 /// How long a cache's `nix-cache-info` is remembered for the page.
 pub const CACHE_INFO_TTL: Duration = Duration::from_secs(60);
@@ -70,17 +70,11 @@ pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Respons
     }
 }
 
-/// `GET /NAME` of a named cache: its settings (JSON when asked for it).
-pub async fn one_cache(state: &AppState, name: &str, headers: &HeaderMap) -> Response {
-    let base = base_url(state, headers);
-    let Some(summary) = summary(state, name, &base).await else {
-        return (
-            StatusCode::NOT_FOUND,
-            "no cache of that name here; / lists them\n",
-        )
-            .into_response();
-    };
-    if wants(headers, "application/json") {
+/// `GET /NAME`: a named cache's settings (JSON when asked for it); `None` when `name`
+/// names no cache.
+pub async fn one_cache(state: &AppState, name: &str, headers: &HeaderMap) -> Option<Response> {
+    let summary = summary(state, name, &base_url(state, headers)).await?;
+    Some(if wants(headers, "application/json") {
         let mut response = axum::Json(&summary).into_response();
         not_stored(&mut response);
         response
@@ -88,7 +82,7 @@ pub async fn one_cache(state: &AppState, name: &str, headers: &HeaderMap) -> Res
         html(std::slice::from_ref(&summary))
     } else {
         text(std::slice::from_ref(&summary))
-    }
+    })
 }
 
 fn wants(headers: &HeaderMap, media: &str) -> bool {
@@ -162,13 +156,7 @@ async fn summary(state: &AppState, name: &str, base: &str) -> Option<CacheSummar
 /// remembered a minute; `None` when the registry does not answer in time.
 async fn cache_info(state: &AppState, name: &str, named: &NamedCache) -> Option<NixCacheInfo> {
     let read = async {
-        let registry = state.client(
-            ClientOwner::NamedCache(name.to_owned()),
-            &named.registry,
-            named.credentials.clone(),
-            Purpose::Read,
-        );
-        let cache = state.registry_cache(registry, named.repository.clone(), Purpose::Read);
+        let cache = state.named_cache_reader(name, named);
         let stored = tokio::time::timeout(CACHE_INFO_WAIT, async {
             match cache.get(&CacheKey::cache_info()).await.ok()? {
                 None => Some(NixCacheInfo::default()),

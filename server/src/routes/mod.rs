@@ -46,8 +46,8 @@ pub async fn handle(
     // files of a URL-addressed cache: `/nix-cache-info?registry=…&repository=…`).
     if matches!(method, Method::GET | Method::HEAD) && uri.query().is_none() {
         let name = uri.path().trim_start_matches('/');
-        if state.config().caches.contains_key(name) {
-            return landing::one_cache(&state, name, &headers).await;
+        if let Some(answer) = landing::one_cache(&state, name, &headers).await {
+            return answer;
         }
     }
     let outcome = match method {
