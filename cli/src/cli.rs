@@ -363,6 +363,10 @@ pub enum StoreSourceKind {
 #[derive(Debug, Subcommand)]
 pub enum TagCommand {
     /// Print the tag a cache key is stored under, e.g. `nar/abc.nar.zst` -> `nar_L_abc.nar.zst`.
+    ///
+    /// A key too long for a tag (128 characters), such as the build log of a derivation with
+    /// a long name, is stored under its long-key tag, `oranc-long-key.sha256.<SHA-256 of the
+    /// key>`, with the key in the manifest; that tag is printed, and a note says so.
     Encode {
         /// The cache key (`nix-cache-info`, `<hash>.narinfo`, `nar/<file>`, ...).
         key: String,
@@ -373,7 +377,7 @@ pub enum TagCommand {
         #[command(flatten)]
         encodings: EncodingArgs,
     },
-    /// Print the cache key a tag stands for.
+    /// Print the cache key a tag stands for (a long-key tag's key is only in its manifest).
     Decode {
         /// The tag as listed by the registry.
         tag: String,

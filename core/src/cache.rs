@@ -1,6 +1,6 @@
 //! The one seam push, the server and `initialize` share: a Nix binary cache kept in one
 //! repository of any [`Registry`]. It owns the key -> tag encoding (with fallbacks for
-//! reading older caches), the one-layer manifest layout and the write order; callers never
+//! reading older caches, and long-key tags for keys no tag holds), the one-layer manifest layout and the write order; callers never
 //! build tags or manifests themselves.
 
 use std::collections::HashSet;
@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::Either;
+use futures::{StreamExt as _, TryStreamExt as _};
 use tokio::io::AsyncRead;
 
 use crate::cache_key::CacheKey;
@@ -16,7 +17,10 @@ use crate::layout::{self, StoredObject};
 use crate::registry::{
     BlobBody, BlobInfo, ByteRange, Registry, RepositoryName, StoredManifest, UploadSlot,
 };
-use crate::tag::{Tag, TagEncoding};
+use crate::tag::{is_long_key_tag, long_key_tag, Tag, TagEncoding};
+
+/// Manifests read at once to learn the keys of long-key tags (few in any cache).
+const LONG_KEY_READS: usize = 8;
 
 /// A cache object found in the registry: what it is and where its bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,9 +76,10 @@ impl RegistryCache {
         &self.repository
     }
 
-    /// Whether `key` has a tag in the encoding this cache writes (tags are at most 128
+    /// Whether `key` is stored under its own tag in the encoding this cache writes, as the
+    /// original oranc stores it, rather than under a [`long_key_tag`] (tags are at most 128
     /// characters, which a long key outgrows).
-    pub fn can_store(&self, key: &CacheKey) -> bool {
+    pub fn has_own_tag(&self, key: &CacheKey) -> bool {
         self.encoding.encode(key.as_str()).is_ok()
     }
 
@@ -87,10 +92,16 @@ impl RegistryCache {
     /// all at once: a miss costs one round trip rather than one per encoding, and a hit
     /// costs the registry one manifest GET, as before. A hit drops the probes still running.
     pub async fn get(&self, key: &CacheKey) -> Result<Option<CacheObject>> {
-        let tags: Vec<Tag> = self
+        let mut tags: Vec<Tag> = Vec::new();
+        for tag in self
             .read_encodings()
-            .filter_map(|encoding| encoding.encode(key.as_str()).ok())
-            .collect();
+            .map(|encoding| encoding.tag_for(key.as_str()))
+        {
+            // Every encoding a key outgrows gives the same long-key tag.
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
         let Some((primary, fallbacks)) = tags.split_first() else {
             return Ok(None);
         };
@@ -121,13 +132,25 @@ impl RegistryCache {
         Ok(None)
     }
 
-    /// What a manifest found under `tag` says about the object `key`.
+    /// What a manifest found under `tag` says about the object `key`. Under a long-key tag,
+    /// only a manifest that names `key` is its: the tag is a hash, and whoever can push may
+    /// put any manifest under it.
     fn object(&self, key: &CacheKey, tag: &Tag, manifest: &StoredManifest) -> Result<CacheObject> {
         let StoredObject {
             content_type,
             layer,
+            key: annotated,
             ..
         } = self.read_stored(key, manifest)?;
+        if is_long_key_tag(tag) && annotated.as_deref() != Some(key.as_str()) {
+            return Err(Error::Protocol {
+                what: format!("{key} in {}", self.repository),
+                reason: format!(
+                    "the manifest under its long-key tag {tag} is for {}",
+                    annotated.as_deref().unwrap_or("no key")
+                ),
+            });
+        }
         Ok(CacheObject {
             content_type,
             blob: layer,
@@ -207,7 +230,7 @@ impl RegistryCache {
         content_type: &str,
         blob: &BlobInfo,
     ) -> Result<()> {
-        let tag = self.encoding.encode(key.as_str())?;
+        let tag = self.encoding.tag_for(key.as_str());
         let config = self.shared_config().await?;
         let manifest = layout::manifest_created_at(
             key.as_str(),
@@ -265,10 +288,12 @@ impl RegistryCache {
     }
 
     /// Every tag that stands for a cache key, with the key (by the first encoding that
-    /// decodes it); other tags are left out, so tools that change the cache never touch them.
+    /// decodes it, or for a long-key tag by its manifest); other tags are left out, so tools
+    /// that change the cache never touch them.
     pub async fn tagged_keys(&self) -> Result<Vec<(Tag, CacheKey)>> {
         let tags = self.registry.list_tags(&self.repository).await?;
-        Ok(tags
+        let (long, own): (Vec<Tag>, Vec<Tag>) = tags.into_iter().partition(is_long_key_tag);
+        let mut tagged: Vec<(Tag, CacheKey)> = own
             .into_iter()
             .filter_map(|tag| {
                 let key = self
@@ -277,7 +302,29 @@ impl RegistryCache {
                     .find_map(|key| key.parse::<CacheKey>().ok())?;
                 Some((tag, key))
             })
-            .collect())
+            .collect();
+        let named = futures::stream::iter(long)
+            .map(|tag| async move { self.long_key_of(&tag).await.map(|key| Some((tag, key?))) })
+            .buffer_unordered(LONG_KEY_READS)
+            .try_collect::<Vec<_>>()
+            .await?;
+        tagged.extend(named.into_iter().flatten());
+        Ok(tagged)
+    }
+
+    /// The key a long-key tag stands for, from its manifest's key annotation when that key
+    /// hashes to the tag; `None` when the tag is gone or its manifest names no such key.
+    async fn long_key_of(&self, tag: &Tag) -> Result<Option<CacheKey>> {
+        let Some(manifest) = self.registry.get_manifest(&self.repository, tag).await? else {
+            return Ok(None);
+        };
+        let Ok(StoredObject { key: Some(key), .. }) = layout::read_manifest(&manifest.bytes) else {
+            return Ok(None);
+        };
+        if long_key_tag(&key) != *tag {
+            return Ok(None);
+        }
+        Ok(key.parse().ok())
     }
 
     /// Whether a manifest is stored under `tag`, asked of the registry directly (one HEAD),
@@ -309,7 +356,6 @@ impl RegistryCache {
 
     /// The bytes of a small object (a narinfo), refusing more than `limit`.
     pub async fn read_small(&self, blob: &BlobInfo, limit: u64) -> Result<Bytes> {
-        use futures::TryStreamExt as _;
         let what = || {
             format!(
                 "blob {} in {}",

@@ -4,6 +4,12 @@
 //! `custom` (the default) keeps letters, digits and non-leading `-`/`.`, and writes any
 //! other character as `_<code point in base 64>_` with the digits `0-9a-zA-Z-.`.
 //! `base32-dnssec` (older caches) is RFC 4648 extended-hex base32, lower case, unpadded.
+//!
+//! A key whose encoding would not fit in a tag (128 characters: a build log of a derivation
+//! with a long name, a `build-trace-v2/` entry) is stored under a [long-key
+//! tag](long_key_tag) instead: a fixed prefix and the SHA-256 of the key. That tag says
+//! nothing of the key, so the manifest's key annotation does, and every reader checks it.
+//! The original oranc could not store such keys at all, so nothing it wrote changes.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,6 +22,25 @@ pub const MAX_TAG_LEN: usize = 128;
 const CUSTOM_DIGITS: &[u8; 64] =
     b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-.";
 const ESCAPE: char = '_';
+
+/// What starts every [`long_key_tag`]. It decodes, in every encoding, to no cache key (the
+/// custom encoding reads it as itself; the dots are not base32), so it never stands for a
+/// key that has a tag of its own.
+pub const LONG_KEY_TAG_PREFIX: &str = "oranc-long-key.sha256.";
+
+/// The tag a key too long for its encoding is stored under: [`LONG_KEY_TAG_PREFIX`] and the
+/// key's SHA-256 in hex (86 characters in all).
+pub fn long_key_tag(key: &str) -> Tag {
+    Tag(format!(
+        "{LONG_KEY_TAG_PREFIX}{}",
+        crate::Sha256Hash::of(key.as_bytes()).to_hex()
+    ))
+}
+
+/// Whether `tag` is a [`long_key_tag`], whose key only its manifest tells.
+pub fn is_long_key_tag(tag: &Tag) -> bool {
+    tag.0.starts_with(LONG_KEY_TAG_PREFIX)
+}
 
 /// A valid OCI tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -101,6 +126,12 @@ impl TagEncoding {
             },
             other => other,
         })
+    }
+
+    /// The tag `key` is stored under: its encoding, or its [`long_key_tag`] when that does
+    /// not fit.
+    pub fn tag_for(self, key: &str) -> Tag {
+        self.encode(key).unwrap_or_else(|_| long_key_tag(key))
     }
 
     pub fn decode(self, tag: &Tag) -> Result<String> {
@@ -286,6 +317,38 @@ mod tests {
             .decode(&"_dw0_".parse().unwrap())
             .unwrap_err();
         assert!(err.to_string().contains("not a Unicode"), "{err}");
+    }
+
+    #[test]
+    fn a_key_too_long_for_a_tag_gets_a_long_key_tag_no_encoding_decodes() {
+        let key = format!(
+            "log/v873jj33sxxhc8d6jf84lbn85p09wm3i-{}.drv",
+            "a".repeat(180)
+        );
+        for encoding in TagEncoding::ALL {
+            let tag = encoding.tag_for(&key);
+            assert_eq!(tag, long_key_tag(&key));
+            assert!(is_long_key_tag(&tag));
+            assert_eq!(tag.as_str().len(), LONG_KEY_TAG_PREFIX.len() + 64);
+            assert!(tag.as_str().parse::<Tag>().is_ok());
+            // No encoding reads it as a cache key.
+            for reader in TagEncoding::ALL {
+                let decoded = reader.decode(&tag);
+                assert!(
+                    decoded.map_or(true, |k| k.parse::<crate::CacheKey>().is_err()),
+                    "{reader}"
+                );
+            }
+        }
+        assert_ne!(long_key_tag(&key), long_key_tag(&format!("{key}x")));
+        // A key that fits keeps the original's tag.
+        assert_eq!(
+            TagEncoding::Custom.tag_for("nar/abc.nar.zst").as_str(),
+            "nar_L_abc.nar.zst"
+        );
+        assert!(!is_long_key_tag(
+            &TagEncoding::Custom.tag_for("nix-cache-info")
+        ));
     }
 
     proptest! {

@@ -3,6 +3,8 @@
 use std::io::Write as _;
 
 use anyhow::Context as _;
+use oranc_core::layout::KEY_ANNOTATION;
+use oranc_core::tag::{is_long_key_tag, MAX_TAG_LEN};
 use oranc_core::Tag;
 
 use crate::cli::TagCommand;
@@ -27,9 +29,17 @@ pub fn run(command: TagCommand) -> anyhow::Result<()> {
             // Alone, the bare tag (for scripts); with its fallbacks, each labelled with
             // its encoding (`custom: nar_L_x.nar`), the one written first.
             for encoding in chosen {
-                let tag = encoding.encode(&key)?;
+                let tag = encoding.tag_for(&key);
+                let label = if is_long_key_tag(&tag) {
+                    eprintln!(
+                        "note: the key does not fit a {encoding} tag ({MAX_TAG_LEN} characters at most), so it is stored under its long-key tag (the key's SHA-256), with the key in the manifest's {KEY_ANNOTATION} annotation; the original oranc cannot store such keys"
+                    );
+                    format!("{encoding} (long key)")
+                } else {
+                    encoding.to_string()
+                };
                 if fallbacks {
-                    writeln!(out, "{encoding}: {tag}")?;
+                    writeln!(out, "{label}: {tag}")?;
                 } else {
                     writeln!(out, "{tag}")?;
                 }
@@ -37,6 +47,11 @@ pub fn run(command: TagCommand) -> anyhow::Result<()> {
         }
         TagCommand::Decode { tag, encodings } => {
             let tag: Tag = tag.parse()?;
+            if is_long_key_tag(&tag) {
+                anyhow::bail!(
+                    "{tag} is a long-key tag: it is the SHA-256 of its key, which only its manifest's {KEY_ANNOTATION} annotation holds"
+                );
+            }
             let key = encodings.tag_encoding.decode(&tag).with_context(|| {
                 format!("decoding with --tag-encoding {}", encodings.tag_encoding)
             })?;

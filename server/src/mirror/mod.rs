@@ -19,8 +19,8 @@
 //!   its spool as it grows (their last chunk once the NAR passed its check), or once it is
 //!   whole; upstream absences are remembered for the negative TTL;
 //! - upstream failures are 502s for that file, and nothing partial is stored;
-//! - listings, build logs, debuginfo entries and realisations follow the same rules, but
-//!   are stored as soon as they are fetched (`beside.rs`).
+//! - listings, build logs, debuginfo entries, realisations and build traces follow the same
+//!   rules, but are stored as soon as they are fetched (`beside.rs`).
 
 mod beside;
 mod nar;
@@ -191,7 +191,7 @@ fn mirrored_nar_key(
     let key = [name, short_name.as_str()]
         .into_iter()
         .filter_map(|name| format!("nar/{hash_part}-{name}").parse::<CacheKey>().ok())
-        .find(|key| cache.can_store(key));
+        .find(|key| cache.has_own_tag(key));
     key
 }
 
