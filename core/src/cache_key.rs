@@ -1,6 +1,6 @@
 //! Cache keys: the names of the files a Nix binary cache serves (`nix-cache-info`,
 //! `<hash>.narinfo`, `nar/<file>`, `<hash>.ls`, `log/<drv>`, `realisations/<id>.doi`,
-//! `debuginfo/<build-id>[.debug]`).
+//! `build-trace-v2/<drv>/<output>.doi`, `debuginfo/<build-id>[.debug]`).
 //!
 //! Every key that comes from a URL or a narinfo is parsed here before it names a registry
 //! tag, so odd encodings, empty segments and path traversal never reach a backend.
@@ -11,9 +11,12 @@ use std::str::FromStr;
 use crate::error::{Error, Result};
 use crate::store_path::{validate_hash_part, StorePath};
 
-/// Longest file name accepted under `nar/` and `realisations/`; keeps every key encodable
-/// as a 128-character tag.
-const MAX_FILE_NAME_LEN: usize = 100;
+/// Longest file name accepted under `nar/` and `realisations/`, and longest output name:
+/// what most file systems allow in a name, and Nix writes these as files in `file://`
+/// caches. (A key whose tag would be too long is stored under a long-key tag; see
+/// `tag.rs`.)
+const MAX_FILE_NAME_LEN: usize = 255;
+const BUILD_TRACE_PREFIX: &str = "build-trace-v2/";
 const DEBUG_INFO_PREFIX: &str = "debuginfo/";
 /// ELF build ids are 8 to 64 bytes by convention; GNU ld's default (SHA-1) is 20, which is
 /// 40 hex digits, what Nix indexes.
@@ -27,6 +30,10 @@ pub enum KeyKind {
     Listing,
     Log,
     Realisation,
+    /// `build-trace-v2/<drv base name>/<output>.doi` (Nix 2.35+): the successor of
+    /// realisations, keyed by the derivation's store path; its body is the value
+    /// (`{"outPath": …, "signatures": […]}`).
+    BuildTrace,
     /// `debuginfo/<build-id>[.debug]`: which NAR holds the ELF debug file with that build id
     /// (JSON `{"archive": "../nar/…", "member": "lib/debug/.build-id/…"}`), written by
     /// `nix copy --to …?index-debug-info=true` and read by debuginfod servers.
@@ -40,7 +47,9 @@ impl KeyKind {
             Self::CacheInfo => crate::cache_info::CONTENT_TYPE,
             Self::NarInfo => crate::narinfo::CONTENT_TYPE,
             Self::Nar => "application/x-nix-nar",
-            Self::Listing | Self::Realisation | Self::DebugInfo => "application/json",
+            Self::Listing | Self::Realisation | Self::BuildTrace | Self::DebugInfo => {
+                "application/json"
+            }
             Self::Log => "text/plain; charset=utf-8",
         }
     }
@@ -54,6 +63,7 @@ impl KeyKind {
             Self::Listing => "ls",
             Self::Log => "log",
             Self::Realisation => "realisation",
+            Self::BuildTrace => "build-trace",
             Self::DebugInfo => "debuginfo",
         }
     }
@@ -98,6 +108,17 @@ impl CacheKey {
         format!("{DEBUG_INFO_PREFIX}{build_id}.debug").parse()
     }
 
+    /// The derivation (store path base name) and output name a build-trace key is for.
+    pub fn drv_output(&self) -> Option<(&str, &str)> {
+        if self.kind != KeyKind::BuildTrace {
+            return None;
+        }
+        self.key
+            .strip_prefix(BUILD_TRACE_PREFIX)?
+            .strip_suffix(".doi")?
+            .split_once('/')
+    }
+
     pub fn kind(&self) -> KeyKind {
         self.kind
     }
@@ -128,6 +149,26 @@ fn validate_file_name(name: &str, extra: &[char]) -> std::result::Result<(), Str
         .find(|c| !(c.is_ascii_alphanumeric() || "._+-".contains(*c) || extra.contains(c)))
     {
         return Err(format!("the file name has {bad:?}"));
+    }
+    Ok(())
+}
+
+/// A derivation output's name as Nix allows it in a store path name: letters, digits and
+/// `+-._?=`, not starting with a dot.
+fn validate_output_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.len() > MAX_FILE_NAME_LEN {
+        return Err(format!(
+            "an output name has 1 to {MAX_FILE_NAME_LEN} characters"
+        ));
+    }
+    if name.starts_with('.') {
+        return Err("an output name does not start with '.'".into());
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "+-._?=".contains(*c)))
+    {
+        return Err(format!("the output name has {bad:?}"));
     }
     Ok(())
 }
@@ -173,6 +214,19 @@ impl FromStr for CacheKey {
                 kind: KeyKind::DebugInfo,
                 key: format!("{DEBUG_INFO_PREFIX}{build_id}.debug"),
             });
+        } else if let Some(entry) = key.strip_prefix(BUILD_TRACE_PREFIX) {
+            let (drv, output) = entry
+                .strip_suffix(".doi")
+                .and_then(|entry| entry.split_once('/'))
+                .ok_or_else(|| {
+                    invalid("a build trace is named build-trace-v2/<drv>/<output>.doi".into())
+                })?;
+            let drv_path = StorePath::from_base_name(drv).map_err(|e| invalid(e.to_string()))?;
+            if !drv_path.name().ends_with(".drv") {
+                return Err(invalid(format!("{drv} is not a derivation (.drv)")));
+            }
+            validate_output_name(output).map_err(invalid)?;
+            KeyKind::BuildTrace
         } else if let Some(id) = key.strip_prefix("realisations/") {
             let stem = id
                 .strip_suffix(".doi")
@@ -186,7 +240,7 @@ impl FromStr for CacheKey {
             KeyKind::Realisation
         } else {
             return Err(invalid(
-                "not a binary-cache file (nix-cache-info, <hash>.narinfo, <hash>.ls, nar/..., log/..., realisations/..., debuginfo/...)".into(),
+                "not a binary-cache file (nix-cache-info, <hash>.narinfo, <hash>.ls, nar/..., log/..., realisations/..., build-trace-v2/..., debuginfo/...)".into(),
             ));
         };
         Ok(Self {
@@ -225,6 +279,10 @@ mod tests {
                 "realisations/sha256:67890abcdef1234567890abcdef1234567890abcdef1234567890abcdef12345!libgcc.doi",
                 KeyKind::Realisation,
             ),
+            (
+                "build-trace-v2/v873jj33sxxhc8d6jf84lbn85p09wm3i-app.drv/out.doi",
+                KeyKind::BuildTrace,
+            ),
         ] {
             let parsed: CacheKey = key.parse().unwrap();
             assert_eq!(parsed.kind(), kind, "{key}");
@@ -233,6 +291,13 @@ mod tests {
         assert_eq!(
             CacheKey::from_str("nar/x.nar").unwrap().content_type(),
             "application/x-nix-nar"
+        );
+        let trace: CacheKey = "build-trace-v2/v873jj33sxxhc8d6jf84lbn85p09wm3i-app.drv/dev.doi"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            trace.drv_output(),
+            Some(("v873jj33sxxhc8d6jf84lbn85p09wm3i-app.drv", "dev"))
         );
         // Hydra's spelling of a debuginfo key is the same entry as Nix's.
         let hydra: CacheKey = "debuginfo/0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c"
@@ -262,6 +327,23 @@ mod tests {
             ("5kk4mwqi310s9ssry90al6mxrb47vdie.narinfo", "not a nix32"),
             ("short.narinfo", "hash part has 5"),
             ("realisations/x.doi", "<drv hash>!<output>"),
+            (
+                "build-trace-v2/v873jj33sxxhc8d6jf84lbn85p09wm3i-app.drv/out",
+                "build-trace-v2/<drv>/<output>.doi",
+            ),
+            (
+                "build-trace-v2/v873jj33sxxhc8d6jf84lbn85p09wm3i-app/out.doi",
+                "not a derivation",
+            ),
+            ("build-trace-v2/../../x.drv/out.doi", "invalid store path"),
+            (
+                "build-trace-v2/v873jj33sxxhc8d6jf84lbn85p09wm3i-app.drv/a/b.doi",
+                "has '/'",
+            ),
+            (
+                "build-trace-v2/v873jj33sxxhc8d6jf84lbn85p09wm3i-app.drv/..doi",
+                "does not start with '.'",
+            ),
             ("log/../../etc/passwd", "invalid store path"),
             ("", "not a binary-cache file"),
         ] {

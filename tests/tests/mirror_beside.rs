@@ -1,9 +1,15 @@
 //! What a mirror cache does with the files Nix reads beside narinfos and NARs: NAR listings,
 //! build logs (served brotli-encoded, as cache.nixos.org serves them), debuginfo entries and
-//! realisations. The upstream is a cache real Nix wrote (`nix copy --to file://DIR` of a
+//! realisations, and build-trace entries (Nix 2.35). The upstream is a cache real Nix wrote (`nix copy --to file://DIR` of a
 //! content-addressed build, signed as it was built) served by nginx; each file is served
 //! through the mirror, stored, and served again from the registry once nginx is gone. A
-//! realisation no upstream key signed is neither.
+//! realisation no upstream key signed is neither, nor a build-trace entry signed for another
+//! derivation.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: helpers outside #[test] panic on purpose"
+)]
 
 use std::path::Path;
 
@@ -21,6 +27,7 @@ struct CaUpstream {
     output: String,
     drv: String,
     public_key: String,
+    secret_key: oranc_core::SecretKey,
 }
 
 fn ca_nix(program: &str) -> std::process::Command {
@@ -62,12 +69,18 @@ impl CaUpstream {
             &format!("file://{}", cache.display()),
             &drv,
         ]));
+        let secret_key = std::fs::read_to_string(&secret)
+            .expect("reading the secret key")
+            .trim()
+            .parse()
+            .expect("a Nix secret key");
         Self {
             dir,
             expression,
             output,
             drv,
             public_key,
+            secret_key,
         }
     }
 
@@ -83,6 +96,30 @@ impl CaUpstream {
             .expect("one realisation")
             .expect("a directory entry");
         format!("realisations/{}", entry.file_name().to_string_lossy())
+    }
+
+    /// A build-trace entry (Nix 2.35's successor of realisations) for the output, signed with
+    /// upstream's key as Nix 2.35 signs one, written into the cache; its key.
+    fn write_build_trace(&self) -> String {
+        let drv = self.drv.trim_start_matches("/nix/store/");
+        let key: oranc_core::CacheKey = format!("build-trace-v2/{drv}/out.doi").parse().unwrap();
+        let value = format!(
+            r#"{{"outPath":"{}"}}"#,
+            self.output.trim_start_matches("/nix/store/")
+        );
+        let signed =
+            oranc_core::realisation::signed(&key, value.as_bytes(), &self.secret_key).unwrap();
+        let file = self.cache().join(key.as_str());
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, &signed).unwrap();
+        // The same signed value under another derivation: its signature binds it to the
+        // first, so no mirror may keep it.
+        let forged = self
+            .cache()
+            .join("build-trace-v2/0cn5ij2xiyp7fbpxpjz6j7rm7rm1k91d-x.drv/out.doi");
+        std::fs::create_dir_all(forged.parent().unwrap()).unwrap();
+        std::fs::write(forged, &signed).unwrap();
+        key.as_str().to_owned()
     }
 
     fn log_key(&self) -> String {
@@ -129,6 +166,8 @@ fn listings_logs_debuginfo_and_signed_realisations_are_mirrored_and_outlive_upst
     brotli_in_place(&cache.join(&log_key));
     let listing_key = format!("{}.ls", hash_part(&upstream.output));
     let realisation_key = upstream.realisation_key();
+    let build_trace_key = upstream.write_build_trace();
+    let forged_trace_key = "build-trace-v2/0cn5ij2xiyp7fbpxpjz6j7rm7rm1k91d-x.drv/out.doi";
     // A debuginfo entry as `index-debug-info=true` writes them.
     let build_id = "0123456789abcdef0123456789abcdef01234567";
     let debuginfo_key = format!("debuginfo/{build_id}.debug");
@@ -172,10 +211,18 @@ fn listings_logs_debuginfo_and_signed_realisations_are_mirrored_and_outlive_upst
         let (status, realisation, _) = curl(&[&format!("{url}/{realisation_key}")]);
         assert_eq!(status, "200", "{when}: {realisation}");
         assert!(realisation.contains("signatures"), "{when}: {realisation}");
-        let (status, body, _) = curl(&[&format!("{url}/{unsigned_key}")]);
+        let (status, trace, _) = curl(&[&format!("{url}/{build_trace_key}")]);
+        assert_eq!(status, "200", "{when}: {trace}");
+        assert!(trace.contains("\"keyName\""), "{when}: {trace}");
         // Refused while upstream is up; once it is gone, looking for it upstream fails.
         let expected = if upstream_up { "404" } else { "502" };
+        let (status, body, _) = curl(&[&format!("{url}/{unsigned_key}")]);
         assert_eq!(status, expected, "{when}: an unsigned realisation: {body}");
+        let (status, body, _) = curl(&[&format!("{url}/{forged_trace_key}")]);
+        assert_eq!(
+            status, expected,
+            "{when}: another derivation's build trace: {body}"
+        );
     };
     expectations(&url, "through the mirror", true);
     assert!(

@@ -7,19 +7,33 @@
     reason = "integration tests: helpers outside #[test] panic on purpose"
 )]
 
-use oranc_core::{realisation, SecretKey, Sha256Hash};
+use oranc_core::{realisation, CacheKey, SecretKey, Sha256Hash};
 use oranc_tests::nix::{copy_from, SignedClosure};
 use oranc_tests::registry::RegistryProcess;
 use oranc_tests::server::{allow_plain_http, ServerProcess};
 use oranc_tests::{curl, release_oranc_command, unique_suffix};
 
-/// A realisation as Nix writes one, for the output `out` of a made-up derivation.
-fn realisation_json(nonce: &str) -> (String, String) {
+/// A realisation as Nix 2.4-2.34 writes one, for the output `out` of a made-up derivation:
+/// its key and its JSON.
+fn realisation_json(nonce: &str) -> (CacheKey, String) {
     let id = format!("sha256:{}!out", Sha256Hash::of(nonce.as_bytes()).to_hex());
     let json = format!(
         r#"{{"dependentRealisations":{{}},"id":"{id}","outPath":"a6d0a82k145airx8md9l4v42d8fq0xjz-rt-ca","signatures":[]}}"#
     );
-    (format!("realisations/{id}.doi"), json)
+    (format!("realisations/{id}.doi").parse().unwrap(), json)
+}
+
+/// A build-trace entry as Nix 2.35 writes one (`build-trace-v2/<drv>/<output>.doi`, its body
+/// the entry's value), for the output `out` of a made-up derivation.
+fn build_trace_json(nonce: &str) -> (CacheKey, String) {
+    let hash = &Sha256Hash::of(nonce.as_bytes()).to_nix32()[..32];
+    let json = r#"{"outPath":"a6d0a82k145airx8md9l4v42d8fq0xjz-rt-ca","signatures":[]}"#;
+    (
+        format!("build-trace-v2/{hash}-rt-ca.drv/out.doi")
+            .parse()
+            .unwrap(),
+        json.to_owned(),
+    )
 }
 
 fn put(url: &str, body: &[u8], user: Option<&str>) -> (String, String) {
@@ -71,8 +85,9 @@ fn open_cache_server(
 }
 
 /// Nix 2.8 used an unsigned realisation a client PUT into such a cache: a content-addressed
-/// derivation resolved to another path. An anonymous realisation must now be signed by a
-/// trusted key; a writer's is signed by the server.
+/// derivation resolved to another path. An anonymous realisation, or build-trace entry
+/// (Nix 2.35), must now be signed by a trusted key, over its own key (an entry signed for
+/// one derivation is refused under another); a writer's is signed by the server.
 #[test]
 fn an_anonymous_realisation_must_carry_a_trusted_signature() {
     let registry = RegistryProcess::start();
@@ -82,29 +97,48 @@ fn an_anonymous_realisation_must_carry_a_trusted_signature() {
     let (server, _, server_key) =
         open_cache_server(&registry, &[trusted.to_public().to_string()], dir.path());
 
-    let (key, unsigned) = realisation_json(&unique_suffix());
-    let url = server.url(&format!("open/{key}"));
-    let (status, body) = put(&url, unsigned.as_bytes(), None);
-    assert_eq!(status, "403", "unsigned: {body}");
-    let by_stranger = realisation::signed(unsigned.as_bytes(), &stranger).unwrap();
-    let (status, body) = put(&url, &by_stranger, None);
-    assert_eq!(status, "403", "signed by an unknown key: {body}");
-    assert_eq!(curl(&[&url]).0, "404", "nothing was stored");
-    let by_trusted = realisation::signed(unsigned.as_bytes(), &trusted).unwrap();
-    let (status, body) = put(&url, &by_trusted, None);
-    assert_eq!(status, "200", "signed by a trusted key: {body}");
+    for format in [realisation_json, build_trace_json] {
+        let (key, unsigned) = format(&unique_suffix());
+        let url = server.url(&format!("open/{key}"));
+        let (status, body) = put(&url, unsigned.as_bytes(), None);
+        assert_eq!(status, "403", "{key} unsigned: {body}");
+        let by_stranger = realisation::signed(&key, unsigned.as_bytes(), &stranger).unwrap();
+        let (status, body) = put(&url, &by_stranger, None);
+        assert_eq!(status, "403", "{key} signed by an unknown key: {body}");
+        // Another derivation's, signed by a trusted key: a realisation names its id (400),
+        // a build-trace entry's signature covers its key (403).
+        let (elsewhere, theirs) = format(&unique_suffix());
+        let for_another = realisation::signed(&elsewhere, theirs.as_bytes(), &trusted).unwrap();
+        let (status, body) = put(&url, &for_another, None);
+        assert!(
+            ["400", "403"].contains(&status.as_str()),
+            "{key} given {elsewhere}'s entry: {status} {body}"
+        );
+        assert_eq!(curl(&[&url]).0, "404", "{key}: nothing was stored");
+        let by_trusted = realisation::signed(&key, unsigned.as_bytes(), &trusted).unwrap();
+        let (status, body) = put(&url, &by_trusted, None);
+        assert_eq!(status, "200", "{key} signed by a trusted key: {body}");
+        let (status, served, _) = curl(&[&url]);
+        assert_eq!(status, "200", "{key}: {served}");
+        assert!(realisation::is_signed_by_any(
+            &key,
+            served.as_bytes(),
+            &[trusted.to_public()]
+        ));
 
-    // A writer's realisation is stored signed by the server's key.
-    let (key, unsigned) = realisation_json(&unique_suffix());
-    let url = server.url(&format!("team/{key}"));
-    let (status, body) = put(&url, unsigned.as_bytes(), Some("ci:writer-pass"));
-    assert_eq!(status, "200", "{body}");
-    let (status, stored, _) = curl(&[&url]);
-    assert_eq!(status, "200", "{stored}");
-    assert!(realisation::is_signed_by_any(
-        stored.as_bytes(),
-        &[server_key.to_public()]
-    ));
+        // A writer's is stored signed by the server's key.
+        let (key, unsigned) = format(&unique_suffix());
+        let url = server.url(&format!("team/{key}"));
+        let (status, body) = put(&url, unsigned.as_bytes(), Some("ci:writer-pass"));
+        assert_eq!(status, "200", "{key}: {body}");
+        let (status, stored, _) = curl(&[&url]);
+        assert_eq!(status, "200", "{key}: {stored}");
+        assert!(realisation::is_signed_by_any(
+            &key,
+            stored.as_bytes(),
+            &[server_key.to_public()]
+        ));
+    }
 }
 
 /// A `nix-cache-info` of two `StoreDir` lines (the first a foreign store) or a `Priority`

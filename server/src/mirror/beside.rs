@@ -1,10 +1,10 @@
 //! Files Nix reads beside narinfos and NARs, from a mirror's upstreams: NAR listings
-//! (`<hash>.ls`), build logs (`log/<drv>`), debuginfo entries and realisations. Unlike a
-//! narinfo, each is stored as soon as it is fetched: no lookup asks for them in bulk, and
+//! (`<hash>.ls`), build logs (`log/<drv>`), debuginfo entries, realisations and build-trace
+//! entries. Unlike a narinfo, each is stored as soon as it is fetched: no lookup asks for them in bulk, and
 //! none names a NAR that must be stored first. The rules:
 //! - the first upstream that has the file answers; concurrent requests for it wait for one
 //!   fetch, and absences are remembered like a narinfo's;
-//! - a realisation is kept only signed by one of `upstream_public_keys` (Nix signs them
+//! - a realisation or build-trace entry is kept only signed by one of `upstream_public_keys` (Nix signs them
 //!   like narinfos); a debuginfo entry or listing only well-formed. Logs are not signed in
 //!   Nix's protocol: a mirror trusts its upstreams for them as Nix trusts a substituter;
 //! - a file is read whole, bounded (see [`Limits`]), with upstream's `Content-Encoding`
@@ -221,9 +221,9 @@ impl Fetch {
     fn may_keep(&self, bytes: &[u8]) -> Result<(), String> {
         let key = &self.key;
         match key.kind() {
-            KeyKind::Realisation => {
+            KeyKind::Realisation | KeyKind::BuildTrace => {
                 check_small_file(key, bytes)?;
-                if !oranc_core::realisation::is_signed_by_any(bytes, &self.keys) {
+                if !oranc_core::realisation::is_signed_by_any(key, bytes, &self.keys) {
                     return Err("not signed by upstream_public_keys".into());
                 }
                 Ok(())

@@ -194,13 +194,15 @@ async fn from_mirror(
                     .into_response(),
             ),
         },
-        KeyKind::Listing | KeyKind::Log | KeyKind::DebugInfo | KeyKind::Realisation => {
-            match mirror.file_beside(cache, key).await? {
-                BesideAnswer::Found(bytes) => FromMirror::Answer(whole_file(method, key, bytes)),
-                BesideAnswer::Stored => FromMirror::Stored,
-                BesideAnswer::Absent => FromMirror::Absent,
-            }
-        }
+        KeyKind::Listing
+        | KeyKind::Log
+        | KeyKind::DebugInfo
+        | KeyKind::Realisation
+        | KeyKind::BuildTrace => match mirror.file_beside(cache, key).await? {
+            BesideAnswer::Found(bytes) => FromMirror::Answer(whole_file(method, key, bytes)),
+            BesideAnswer::Stored => FromMirror::Stored,
+            BesideAnswer::Absent => FromMirror::Absent,
+        },
     })
 }
 

@@ -1,4 +1,4 @@
-//! What a narinfo, `nix-cache-info`, debuginfo or realisation body must be, whether a
+//! What a narinfo, `nix-cache-info`, debuginfo, realisation or build-trace body must be, whether a
 //! client uploads it or the registry hands it back: one check for both directions.
 
 use oranc_core::cache_key::KeyKind;
@@ -9,7 +9,8 @@ use oranc_core::{CacheKey, NarInfo, NixCacheInfo};
 pub enum SmallFile {
     NarInfo(Box<NarInfo>),
     CacheInfo(NixCacheInfo),
-    /// A realisation: checked, its signatures are the caller's to check.
+    /// A realisation or build-trace entry: checked, its signatures are the caller's to
+    /// check.
     Realisation,
     /// A debuginfo entry: checked, nothing more to use.
     Other,
@@ -28,7 +29,7 @@ pub fn check_small_file(key: &CacheKey, bytes: &[u8]) -> Result<SmallFile, Strin
             }
             Ok(SmallFile::NarInfo(Box::new(narinfo)))
         }
-        KeyKind::Realisation => {
+        KeyKind::Realisation | KeyKind::BuildTrace => {
             check_realisation(key, bytes)?;
             Ok(SmallFile::Realisation)
         }
@@ -62,10 +63,21 @@ pub fn check_upload(key: &CacheKey, bytes: &[u8]) -> Result<(SmallFile, Option<S
 }
 
 /// A realisation as Nix writes it: a JSON object whose `id` is the one its key names and
-/// with an `outPath`. Its signatures are checked where it is uploaded or mirrored.
+/// with an `outPath`; a build-trace entry: a JSON object whose `outPath` is a store path
+/// (its key is the file's path). Signatures are checked where it is uploaded or mirrored.
 fn check_realisation(key: &CacheKey, bytes: &[u8]) -> Result<(), String> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("{key} is not JSON: {e}"))?;
+    if key.kind() == KeyKind::BuildTrace {
+        let out_path = value["outPath"].as_str().unwrap_or_default();
+        return oranc_core::StorePath::from_base_name(out_path)
+            .map(|_| ())
+            .map_err(|_| {
+                format!(
+                    "{key} is not a build-trace entry (a JSON object with an outPath store path)"
+                )
+            });
+    }
     let id = key
         .as_str()
         .trim_start_matches("realisations/")

@@ -83,7 +83,11 @@ async fn store(
     };
     let stall = Duration::from_secs(state.config().clients.body_stall_timeout_secs);
     match key.kind() {
-        KeyKind::CacheInfo | KeyKind::NarInfo | KeyKind::DebugInfo | KeyKind::Realisation => {
+        KeyKind::CacheInfo
+        | KeyKind::NarInfo
+        | KeyKind::DebugInfo
+        | KeyKind::Realisation
+        | KeyKind::BuildTrace => {
             let limit = state.config().max_small_body_bytes as u64;
             // Bounded as sent and once decoded.
             let sent = body::capped(Box::pin(body::stall_bounded(body, stall)), limit);
@@ -143,7 +147,7 @@ async fn store(
 
 /// On a cache that requires signatures, an anonymous writer may add only what a client
 /// can verify: narinfos (signed), NARs (fetched only through a signed narinfo, and checked
-/// against its hash), realisations (signed, checked in [`checked_realisation`]), `nix-cache-info` (for
+/// against its hash), realisations and build-trace entries (signed, checked in [`checked_realisation`]), `nix-cache-info` (for
 /// the default store only, see [`refuse_foreign_cache_info`]). Listings, build logs and
 /// debuginfo entries carry no signature and their readers (file browsers, `nix log`,
 /// debuginfod clients) trust them as they are, so only writers add those there.
@@ -263,9 +267,10 @@ fn required_signers(named: &NamedCache) -> Option<Vec<oranc_core::PublicKey>> {
     Some(named.trusted_keys.iter().cloned().chain(own).collect())
 }
 
-/// A realisation that may be stored: signed by the server for a writer (where it has a
-/// key), and on a cache with `trusted_public_keys` signed by one of them (or the server's
-/// key) over Nix's realisation fingerprint. Nix 2.8 does not check a realisation's
+/// A realisation or build-trace entry that may be stored: signed by the server for a writer
+/// (where it has a key), and on a cache with `trusted_public_keys` signed by one of them (or
+/// the server's key) over Nix's fingerprint (a build trace's binds its derivation and
+/// output). Nix 2.8 does not check a realisation's
 /// signatures before it uses one: an unsigned realisation resolved a content-addressed
 /// derivation to another path, and its client got the wrong build output. Returns the
 /// bytes to store.
@@ -280,12 +285,12 @@ fn checked_realisation(
     };
     let mut bytes = bytes;
     if let (WriteAccess::Writer, Some(signing_key)) = (access, &named.signing_key) {
-        let signed = oranc_core::realisation::signed(&bytes, signing_key)
+        let signed = oranc_core::realisation::signed(key, &bytes, signing_key)
             .ok_or_else(|| ServerError::BadRequest(format!("{key} is not a JSON object")))?;
         bytes = Bytes::from(signed);
     }
     if let Some(trusted) = required_signers(named) {
-        if !oranc_core::realisation::is_signed_by_any(&bytes, &trusted) {
+        if !oranc_core::realisation::is_signed_by_any(key, &bytes, &trusted) {
             return Err(ServerError::Refused(format!(
                 "{key} carries no valid signature by a key in this cache's trusted_public_keys"
             )));

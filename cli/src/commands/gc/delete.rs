@@ -51,8 +51,14 @@ pub async fn execute(
         .iter()
         .map(|o| o.tag.as_str().to_owned())
         .collect();
-    // Everything that names a NAR goes before the NARs: narinfos and debuginfo entries.
-    let pointers = plan.narinfos.into_iter().chain(plan.debug_infos).collect();
+    // Everything that names a NAR or a path goes before the NARs: narinfos, debuginfo
+    // entries, realisations and build-trace entries.
+    let pointers = plan
+        .narinfos
+        .into_iter()
+        .chain(plan.debug_infos)
+        .chain(plan.resolutions)
+        .collect();
     deleter.delete_all(pointers, parallel, &mut outcome).await?;
 
     // Anything a narinfo still in the cache names stays: the ones that failed to go, and

@@ -1,7 +1,8 @@
 //! What the cache holds, read for gc: every tag that stands for a cache key, its manifest
 //! (digest, size, push time) and, for narinfos, the facts gc follows (the path, its
-//! references, the NAR it names), for debuginfo entries the NAR they name. One tag
-//! listing, one manifest GET per tag, one blob GET per narinfo and debuginfo entry,
+//! references, the NAR it names), for debuginfo entries the NAR they name, for realisations
+//! and build-trace entries the path they resolve to. One tag listing, one manifest GET per
+//! tag, one blob GET per narinfo, debuginfo entry, realisation and build-trace entry,
 //! `parallel` at a time.
 
 use std::collections::HashMap;
@@ -14,7 +15,8 @@ use oranc_core::{CacheKey, NarInfo, RegistryCache, Sha256Hash, StoreDir, StorePa
 
 /// A narinfo larger than this is not one (Nix's own are a few hundred bytes).
 const NARINFO_LIMIT: u64 = 1 << 20;
-/// Nor is a debuginfo entry larger than this (Nix's are about 150 bytes).
+/// Nor is a debuginfo entry, realisation or build-trace entry larger than this (Nix's are
+/// a few hundred bytes).
 const DEBUG_INFO_LIMIT: u64 = 64 << 10;
 
 /// One stored object.
@@ -44,6 +46,8 @@ enum Facts {
     Narinfo(NarinfoFacts),
     /// The key of the NAR a debuginfo entry names.
     DebugInfo(String),
+    /// The path a realisation or build-trace entry resolves its output to.
+    Resolves(StorePath),
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +57,8 @@ pub struct Inventory {
     pub narinfos: HashMap<String, NarinfoFacts>,
     /// By debuginfo key: the key of the NAR it names.
     pub debug_infos: HashMap<String, String>,
+    /// By realisation or build-trace key: the path it resolves the output to.
+    pub resolutions: HashMap<String, StorePath>,
     /// Narinfo keys whose narinfo could not be read or parsed: never deleted, and
     /// their NARs are not judged either.
     pub unreadable: Vec<(String, String)>,
@@ -125,6 +131,12 @@ pub async fn read_tags(
                     .map(Facts::DebugInfo)
                     .map_err(|e| e.to_string()),
             ),
+            KeyKind::Realisation | KeyKind::BuildTrace => Some(
+                read_resolution(cache, &object.layer)
+                    .await
+                    .map(Facts::Resolves)
+                    .map_err(|e| e.to_string()),
+            ),
             _ => None,
         };
         let object = Object {
@@ -152,8 +164,11 @@ pub async fn read_tags(
             Some(Ok(Facts::DebugInfo(nar_key))) => {
                 inventory.debug_infos.insert(key, nar_key);
             }
+            Some(Ok(Facts::Resolves(path))) => {
+                inventory.resolutions.insert(key, path);
+            }
             // An entry gc cannot read is left alone; it names no NAR gc must keep.
-            Some(Err(_)) if object.key.kind() == KeyKind::DebugInfo => {}
+            Some(Err(_)) if object.key.kind() != KeyKind::NarInfo => {}
             Some(Err(reason)) => inventory.unreadable.push((key, reason)),
             None => {}
         }
@@ -168,6 +183,7 @@ impl Inventory {
         self.objects.extend(other.objects);
         self.narinfos.extend(other.narinfos);
         self.debug_infos.extend(other.debug_infos);
+        self.resolutions.extend(other.resolutions);
         self.unreadable.extend(other.unreadable);
     }
 }
@@ -181,6 +197,19 @@ async fn read_debug_info(
         .nar_key()?
         .as_str()
         .to_owned())
+}
+
+/// The `outPath` of a realisation or build-trace entry (a store path's base name in both).
+async fn read_resolution(
+    cache: &RegistryCache,
+    blob: &oranc_core::BlobInfo,
+) -> anyhow::Result<StorePath> {
+    let bytes = cache.read_small(blob, DEBUG_INFO_LIMIT).await?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)?;
+    let out_path = value["outPath"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("it has no outPath"))?;
+    Ok(StorePath::from_base_name(out_path)?)
 }
 
 async fn read_narinfo(

@@ -71,7 +71,7 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
         );
     }
     let summary = format!(
-        "{description}: {}; keeping {}; {}, {} and {} ({}) {}; {} left alone",
+        "{description}: {}; keeping {}; {}, {}, {} and {} ({}) {}; {} left alone",
         plural(inventory.objects.len(), "object", "objects"),
         plural(plan.kept_paths, "path", "paths"),
         plural(plan.narinfos.len(), "narinfo", "narinfos"),
@@ -79,6 +79,11 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
             plan.debug_infos.len(),
             "debuginfo entry",
             "debuginfo entries"
+        ),
+        plural(
+            plan.resolutions.len(),
+            "realisation or build trace",
+            "realisations and build traces"
         ),
         plural(plan.files.len(), "other file", "other files"),
         plural(plan.bytes(), "byte", "bytes"),

@@ -6,9 +6,11 @@
 //! grace period; with only `--remove`, every narinfo but the removed ones, and no file but
 //! theirs goes (a file no listed narinfo names may belong to one the listing left out).
 //! `--remove` wins over everything. Then: every narinfo not kept goes first, with the debuginfo
-//! entries of the NARs that go; after them, NARs, listings and logs no kept narinfo names
-//! (and not within the grace period). Objects gc
-//! does not understand (realisations, unreadable narinfos, unknown kinds) are left alone.
+//! entries of the NARs that go and the realisations and build-trace entries that resolve to
+//! the paths that go; after them, NARs, listings and logs no kept narinfo names (and not
+//! within the grace period). A realisation of a path this cache does not hold stays: Nix may
+//! substitute that path from another cache. Objects gc does not understand (unreadable
+//! narinfos, unknown kinds) are left alone.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
@@ -33,6 +35,9 @@ pub struct Plan {
     pub narinfos: Vec<Object>,
     /// Debuginfo entries whose NAR goes: deleted with the narinfos, before it.
     pub debug_infos: Vec<Object>,
+    /// Realisations and build-trace entries that resolve to a path whose narinfo goes:
+    /// deleted with the narinfos.
+    pub resolutions: Vec<Object>,
     /// Objects to delete once the narinfos are gone, unless a narinfo still names them.
     pub files: Vec<Object>,
     pub kept_paths: usize,
@@ -55,6 +60,7 @@ impl Plan {
         self.narinfos
             .iter()
             .chain(&self.debug_infos)
+            .chain(&self.resolutions)
             .chain(&self.files)
     }
 
@@ -167,6 +173,7 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
         .collect();
     let mut doomed = Vec::new();
     let mut debug_infos = Vec::new();
+    let mut resolutions = Vec::new();
     for object in &inventory.objects {
         match object.key.kind() {
             KeyKind::NarInfo => match inventory.narinfos.get(object.key.as_str()) {
@@ -199,7 +206,12 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
                 Some(nar) => debug_infos.push((object, nar)),
             },
             KeyKind::CacheInfo => {}
-            KeyKind::Realisation => result.left_alone += 1,
+            KeyKind::Realisation | KeyKind::BuildTrace => {
+                match inventory.resolutions.get(object.key.as_str()) {
+                    Some(path) => resolutions.push((object, path)),
+                    None => result.left_alone += 1,
+                }
+            }
         }
     }
     // A debuginfo entry goes with the NAR it names, or alone (once past the grace period)
@@ -214,11 +226,23 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
         })
         .map(|(object, _)| object.clone())
         .collect();
+    let gone_paths: HashSet<&StorePath> = result
+        .narinfos
+        .iter()
+        .filter_map(|o| inventory.narinfos.get(o.key.as_str()))
+        .map(|facts| &facts.path)
+        .collect();
+    result.resolutions = resolutions
+        .into_iter()
+        .filter(|(_, path)| gone_paths.contains(path))
+        .map(|(object, _)| object.clone())
+        .collect();
     // Two tags on one manifest go together: never delete a manifest a kept tag shows.
     let deleted: HashSet<&str> = result
         .narinfos
         .iter()
         .chain(&result.debug_infos)
+        .chain(&result.resolutions)
         .chain(&doomed)
         .map(|o| o.tag.as_str())
         .collect();
@@ -234,6 +258,9 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
     result
         .debug_infos
         .retain(|o| !kept_manifests.contains(&o.manifest));
+    result
+        .resolutions
+        .retain(|o| !kept_manifests.contains(&o.manifest));
     doomed.retain(|o| !kept_manifests.contains(&o.manifest));
     result.files = doomed;
     result
@@ -242,7 +269,7 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oranc_core::{CacheKey, Sha256Hash, Tag};
+    use oranc_core::{CacheKey, Sha256Hash, TagEncoding};
 
     const HOUR: Duration = Duration::from_secs(3600);
 
@@ -270,11 +297,7 @@ mod tests {
         fn object(&mut self, key: &str, age: Duration) {
             let key: CacheKey = key.parse().expect("a key");
             self.inventory.objects.push(Object {
-                tag: key
-                    .as_str()
-                    .replace('/', "_L_")
-                    .parse::<Tag>()
-                    .expect("a tag"),
+                tag: TagEncoding::Custom.tag_for(key.as_str()),
                 manifest: Sha256Hash::of(key.as_str().as_bytes()),
                 key,
                 size: 10,
@@ -328,6 +351,59 @@ mod tests {
         cache.push("libb", &[], 50 * HOUR);
         cache.push("appb", &["libb"], 50 * HOUR);
         cache
+    }
+
+    #[test]
+    fn a_realisation_or_build_trace_goes_with_the_path_it_resolves_to_and_no_sooner() {
+        let mut cache = closures();
+        let drv = |name: &str| format!("{}.drv", path(name));
+        let entries = [
+            (format!("build-trace-v2/{}/out.doi", drv("appa")), "appa"),
+            (format!("build-trace-v2/{}/out.doi", drv("appb")), "appb"),
+            (
+                format!(
+                    "realisations/sha256:{}!out.doi",
+                    Sha256Hash::of(b"appb").to_hex()
+                ),
+                "appb",
+            ),
+            // A path this cache never held: Nix may substitute it from another cache.
+            (
+                format!("build-trace-v2/{}/out.doi", drv("elsewhere")),
+                "elsewhere",
+            ),
+        ];
+        for (key, resolves_to) in &entries {
+            cache.object(key, 50 * HOUR);
+            cache
+                .inventory
+                .resolutions
+                .insert(key.clone(), path(resolves_to));
+        }
+        // An entry gc could not read stays.
+        let unread = format!("build-trace-v2/{}/dev.doi", drv("appb"));
+        cache.object(&unread, 50 * HOUR);
+        let planned = plan(
+            &cache.inventory,
+            &Policy {
+                roots: vec![path("appa")],
+                keep_newer_than: None,
+                remove: vec![],
+                grace: Duration::ZERO,
+                now: cache.now,
+            },
+        );
+        let mut gone: Vec<&str> = planned.resolutions.iter().map(|o| o.key.as_str()).collect();
+        gone.sort_unstable();
+        let mut expected = [entries[1].0.as_str(), entries[2].0.as_str()];
+        expected.sort_unstable();
+        assert_eq!(gone, expected);
+        assert_eq!(planned.left_alone, 1, "the unread entry");
+        // They go with the narinfos, before any NAR.
+        let order: Vec<&str> = planned.deletions().map(|o| o.key.as_str()).collect();
+        let last_entry = order.iter().rposition(|k| k.ends_with(".doi")).unwrap();
+        let first_nar = order.iter().position(|k| k.starts_with("nar/")).unwrap();
+        assert!(last_entry < first_nar, "{order:?}");
     }
 
     #[test]
