@@ -165,3 +165,55 @@ fn a_newer_nix_writes_paths_listings_logs_and_realisations() {
     assert_eq!(status, "200", "{log}");
     assert!(log.contains(&format!("building {nonce}")), "{log}");
 }
+
+/// GET requests the server answered for `route` (`ls`, `nar`), from its `/metrics`.
+fn gets(server: &ServerProcess, route: &str) -> f64 {
+    server
+        .metrics()
+        .lines()
+        .filter(|line| {
+            line.starts_with("oranc_http_requests_total{")
+                && line.contains(&format!("route=\"{route}\""))
+                && line.contains("method=\"GET\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// What `nix store ls --store URL PATH` asks the server for, as README says it: each Nix
+/// here lists a path's files by downloading its NAR, and never asks for the `.ls` listing
+/// stored beside it (Lix 2.94 reads it; not tested here).
+#[test]
+fn nix_store_ls_reads_the_nar_not_the_listing() {
+    let registry = RegistryProcess::start();
+    let (server, _) = open_cache(&registry);
+    let url = server.url("open");
+    let closure = SignedClosure::build(30_000);
+    succeeded(
+        &NixClient::Machine
+            .command("nix")
+            .args(["copy", "--to"])
+            .arg(format!("{url}?write-nar-listing=true"))
+            .arg(&closure.root)
+            .output()
+            .unwrap(),
+        "nix copy --to with listings",
+    );
+    let (status, _, _) = curl(&[&format!("{url}/{}.ls", hash_part(&closure.root))]);
+    assert_eq!(status, "200", "the listing is stored");
+    for client in NixClient::both() {
+        let version = client.version();
+        let (listings, nars) = (gets(&server, "ls"), gets(&server, "nar"));
+        let listed = client
+            .command("nix")
+            .args(["store", "ls", "--store", &url, &closure.root])
+            .output()
+            .unwrap();
+        let listed = succeeded(&listed, &format!("{version}: nix store ls"));
+        assert!(listed.contains("deps"), "{version}: {listed}");
+        let (listings, nars) = (gets(&server, "ls") - listings, gets(&server, "nar") - nars);
+        eprintln!("{version}: nix store ls asked for {listings} listings and {nars} NARs");
+        assert_eq!(listings, 0.0, "{version} asked for the listing");
+        assert!(nars >= 1.0, "{version} read the NAR");
+    }
+}
