@@ -139,6 +139,12 @@
               serviceConfig = {
                 ExecStartPre = "${lib.getExe cfg.package} config check ${configFile}";
                 ExecStart = "${lib.getExe cfg.package} server --config ${configFile}";
+                # `systemctl reload oranc` reads `settings.tls`'s certificate again (it is also
+                # read again by itself when its files change). With security.acme, let the
+                # service read the certificate: `systemd.services.oranc.serviceConfig
+                # .SupplementaryGroups = [ "acme" ];` and point cert_file/key_file at
+                # /var/lib/acme/HOST/fullchain.pem and key.pem.
+                ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
                 Restart = "on-failure";
                 RestartSec = 2;
                 # SIGTERM lets NAR downloads in flight finish (clients.shutdown_grace_secs,

@@ -284,6 +284,14 @@ pub struct ServerArgs {
     /// Address to listen on [default: [::]:8080].
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key; the config's [tls]
+    /// cert_file). HTTP/2 and HTTP/1.1 are offered by ALPN; Nix uses HTTP/2 only over TLS.
+    /// The files are read again when they change, or on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Path segments that name the repository in /{registry}/{repository}/{file} [default: 2].
     #[arg(long)]
     pub repository_parts: Option<usize>,

@@ -12,5 +12,5 @@ pub use load::{load_file, parse, validate, warnings, who_writes, write_positions
 pub use model::{
     CacheConfig, ClaimPattern, ClientLimitsConfig, Config, MirrorConfig, OidcIssuerConfig,
     PasswordChecksConfig, RateLimitConfig, RegistryConfig, RegistryKind, ResponseCacheConfig,
-    UpstreamConfig,
+    TlsConfig, UpstreamConfig,
 };

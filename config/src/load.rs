@@ -208,6 +208,10 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
             "clients.max_connections",
             config.clients.max_connections as u64,
         ),
+        (
+            "clients.max_streams_per_connection",
+            u64::from(config.clients.max_streams_per_connection),
+        ),
         ("max_decoded_body_bytes", config.max_decoded_body_bytes),
         (
             "clients.max_connections_per_client",

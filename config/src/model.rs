@@ -13,6 +13,9 @@ use serde::Deserialize;
 pub struct Config {
     /// Address and port to listen on.
     pub listen: SocketAddr,
+    /// `[tls]`: serve HTTPS (HTTP/2 and HTTP/1.1, chosen by ALPN) with this certificate
+    /// instead of plain HTTP. Unset: plain HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
+    pub tls: Option<TlsConfig>,
     /// The URL clients reach the server at (`https://cache.example.com`), for the landing
     /// page's substituter URLs when the server is behind a proxy. Unset: `http://` and the
     /// request's `Host`.
@@ -64,6 +67,17 @@ pub struct Config {
     pub clients: ClientLimitsConfig,
     pub password_checks: PasswordChecksConfig,
     pub mirror: MirrorConfig,
+}
+
+/// The server's certificate. Both files are read again when either changes (checked every
+/// few seconds) or on SIGHUP; connections open at the time keep theirs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's certificate first (`fullchain.pem`).
+    pub cert_file: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
 }
 
 /// What the named caches with `upstreams` (mirrors) may use of the server's machine.
@@ -120,6 +134,11 @@ pub struct ClientLimitsConfig {
     /// Seconds requests in flight may take to finish after SIGTERM/SIGINT; then the server
     /// exits anyway.
     pub shutdown_grace_secs: u64,
+    /// Requests one HTTP/2 connection may have open at once (its concurrent streams). A
+    /// client holds at most this times `max_connections_per_client`; an HTTP/2 connection
+    /// with no request open is closed after `header_read_timeout_secs`, as an idle
+    /// HTTP/1.1 one is.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for ClientLimitsConfig {
@@ -131,6 +150,7 @@ impl Default for ClientLimitsConfig {
             max_connections_per_client: 256,
             trusted_proxies: Vec::new(),
             shutdown_grace_secs: 30,
+            max_streams_per_connection: 100,
         }
     }
 }
@@ -215,6 +235,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], 8080)),
+            tls: None,
             public_url: None,
             show_registry: false,
             repository_parts: 2,

@@ -75,6 +75,11 @@ pub enum ServerError {
     #[error("{0}")]
     UpstreamFailed(String),
 
+    /// The server's TLS certificate or key cannot be used (at start, or on a reload, which
+    /// keeps the one in use): never a request's answer.
+    #[error("TLS certificate: {0}")]
+    Tls(String),
+
     /// The registry did not let us answer within `response_timeout_secs`.
     #[error("no answer from the registry within {0} s")]
     ResponseTimedOut(u64),
@@ -167,6 +172,7 @@ impl ServerError {
             Self::ResponseTimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_)
+            | Self::Tls(_)
             | Self::UnreadableFile { .. }
             | Self::InvalidWritersFile { .. }
             | Self::InvalidSigningKey { .. }

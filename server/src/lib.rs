@@ -33,6 +33,8 @@ mod upstream;
 mod write_locks;
 mod writers;
 
+use std::sync::Arc;
+
 pub use error::ServerError;
 pub use router::router;
 pub use state::AppState;
@@ -42,6 +44,7 @@ pub use state::AppState;
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // Whether each registry checks credentials decides what forwarded ones may write;
@@ -79,10 +82,26 @@ pub async fn serve(
         router(state),
         limits,
         metrics,
+        tls,
         shutdown,
     ));
     let _stops_with_this = AbortOnDrop(accepting.abort_handle());
     accepting.await.map_err(std::io::Error::other)?
+}
+
+/// The TLS configuration `[tls]` asks for (`None` without it), its certificate read and
+/// checked now and read again whenever its files change or on SIGHUP. Call it inside the
+/// runtime: the reloading runs there.
+pub fn tls_config(
+    config: &oranc_config::Config,
+) -> Result<Option<Arc<rustls::ServerConfig>>, ServerError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let certificate = connections::tls::ReloadingCert::load(&tls.cert_file, &tls.key_file)?;
+    let server_config = certificate.server_config()?;
+    certificate.watch();
+    Ok(Some(server_config))
 }
 
 /// Aborts a spawned task when dropped (a finished task is not affected).

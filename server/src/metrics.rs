@@ -61,6 +61,9 @@ pub struct Families {
     pub connections_refused: IntCounter,
     /// Connections closed to make room for a client holding fewer, the server being full.
     pub connections_evicted: IntCounter,
+    /// Connections served, by protocol (`http/1.1`, `h2c`, `https/1.1`, `h2`), once its
+    /// handshake is done.
+    pub connections_served: IntCounterVec,
     /// Writer password checks, by outcome (`valid`, `invalid`, `busy`, `limited`).
     pub password_checks: IntCounterVec,
     /// Blobs whose bytes did not match their digest (answers cut short, nothing cached).
@@ -213,6 +216,12 @@ impl Metrics {
                 &registry,
                 "oranc_http_connections_evicted_total",
                 "Connections closed to make room for a client holding fewer, while the server held clients.max_connections (the heaviest address's longest-idle connection goes first)",
+            ),
+            connections_served: counter_vec(
+                &registry,
+                "oranc_http_connections_served_total",
+                "Connections served, by the protocol agreed: http/1.1 and h2c (HTTP/2 with prior knowledge) on plain listeners, https/1.1 and h2 over TLS (by ALPN)",
+                &["protocol"],
             ),
             password_checks: counter_vec(
                 &registry,

@@ -34,6 +34,7 @@ pub async fn serve(listener: tokio::net::TcpListener, render: Render) -> std::io
         header_read_timeout: Duration::from_secs(5),
         max_connections: 16,
         max_per_client: 4,
+        max_streams_per_connection: 4,
         trusted_proxies: Arc::new([]),
         shutdown_grace: Duration::from_secs(1),
     };
@@ -43,6 +44,7 @@ pub async fn serve(listener: tokio::net::TcpListener, render: Render) -> std::io
         app,
         limits,
         Metrics::new(None),
+        None,
         std::future::pending(),
     )
     .await

@@ -313,6 +313,13 @@ impl AppState {
                 problems.push(format!("cache {name}: {error}"));
             }
         }
+        if let Some(tls) = &config.tls {
+            if let Err(error) =
+                crate::connections::tls::ReloadingCert::load(&tls.cert_file, &tls.key_file)
+            {
+                problems.push(error.to_string());
+            }
+        }
         problems
     }
 

@@ -8,6 +8,7 @@
 pub mod abuse;
 pub mod auth;
 pub mod faults;
+pub mod h2_frames;
 pub mod hostile;
 pub mod latency;
 pub mod mirror;
@@ -18,6 +19,7 @@ pub mod oci;
 pub mod oidc;
 pub mod registry;
 pub mod server;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 

@@ -32,6 +32,16 @@ fn effective_config(args: &ServerArgs) -> anyhow::Result<Config> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert_file), Some(key_file)) => {
+            config.tls = Some(oranc_config::TlsConfig {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            });
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("--tls-cert and --tls-key go together: give both, or neither"),
+    }
     if let Some(parts) = args.repository_parts {
         config.repository_parts = parts;
     }
@@ -65,9 +75,14 @@ fn effective_config(args: &ServerArgs) -> anyhow::Result<Config> {
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let config = effective_config(&args)?;
     let listen = config.listen;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     if args.config.is_none() {
         eprintln!(
-            "no --config: serving the embedded local registry as http://{listen}/{LOCAL_CACHE} (from {})",
+            "no --config: serving the embedded local registry as {scheme}://{listen}/{LOCAL_CACHE} (from {})",
             local_registry_dir().display()
         );
     }
@@ -77,16 +92,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     for position in oranc_config::write_positions(&config) {
         eprintln!("writes: {position}");
     }
+    let tls = oranc_server::tls_config(&config)?;
     let state = AppState::new(config)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let address = listener.local_addr()?;
-    eprintln!("oranc server listening on http://{address}");
+    eprintln!("oranc server listening on {scheme}://{address}");
     for name in state.config().caches.keys() {
-        eprintln!("cache /{name}: substituter http://{address}/{name} (the registry's answer to its credentials follows in the log)");
+        eprintln!("cache /{name}: substituter {scheme}://{address}/{name} (the registry's answer to its credentials follows in the log)");
     }
-    oranc_server::serve(listener, state, shutdown_signal()).await?;
+    oranc_server::serve(listener, state, tls, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -167,6 +167,16 @@ impl Admitted {
 }
 
 impl ConnectionState {
+    /// How long no request has been open on the connection; `None` while one is.
+    pub fn idle_time(&self) -> Option<std::time::Duration> {
+        if self.busy.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let since = self.idle_since_ms.load(Ordering::Relaxed);
+        let now = ms_since(self.table_started);
+        Some(std::time::Duration::from_millis(now.saturating_sub(since)))
+    }
+
     /// Marks a request as started; the guard marks its answer as ended when dropped.
     pub fn request_started(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::Relaxed);

@@ -1,31 +1,18 @@
 //! Accepting connections, with the limits a server facing hostile clients needs and that
-//! `axum::serve` does not set: a header read timeout (which on a kept-alive connection also
-//! bounds the idle time between requests), a cap on connections at once and per client
-//! with the connections shared fairly when full (fair_share.rs), the open-file limit raised
-//! to its hard limit, and a graceful shutdown that waits a bounded
-//! time. hyper serves each connection as HTTP/1.1 (what Nix, curl and proxies in front
-//! speak); every request is tagged with its client's [`ClientAddr`] here, in one place.
-//!
-//! Not hyper-util's `auto` builder: to tell HTTP/1 from HTTP/2 it first waits for a
-//! client's opening bytes with no timeout at all, so a connection that sent nothing was held
-//! for ever (found by a red-team run). hyper's HTTP/1 header timer starts at accept.
+//! `axum::serve` does not set: a cap on connections at once and per client with the
+//! connections shared fairly when full (fair_share.rs), the open-file limit raised to its
+//! hard limit, and a graceful shutdown that waits a bounded time. What happens on each
+//! connection (TLS, HTTP/1.1 or HTTP/2, its timeouts) is connection.rs's.
 
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::Request;
 use axum::Router;
-use hyper::body::Incoming;
-use hyper::server::conn::http1::Builder;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tower::ServiceExt as _;
 
-use super::fair_share::{Busy, ConnectionState, OpenConnections};
+use super::connection::{serve_connection, Protocols, Serving};
+use super::fair_share::OpenConnections;
 use crate::client_addr::ClientAddr;
 use crate::metrics::Metrics;
 
@@ -42,6 +29,8 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
     pub max_per_client: usize,
+    /// Requests one HTTP/2 connection may have open at once.
+    pub max_streams_per_connection: u32,
     pub trusted_proxies: Arc<[IpAddr]>,
     pub shutdown_grace: Duration,
 }
@@ -67,6 +56,7 @@ impl ConnectionLimits {
             max_per_client: config
                 .max_connections_per_client
                 .min((max_connections / 2).max(1)),
+            max_streams_per_connection: config.max_streams_per_connection,
             trusted_proxies: config.trusted_proxies.clone().into(),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         }
@@ -79,21 +69,21 @@ pub fn raise_open_file_limit() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets requests in flight
-/// finish for at most the grace period.
+/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` completes, then lets
+/// requests in flight finish for at most the grace period.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
     metrics: Metrics,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let mut builder = Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+    let protocols = Arc::new(Protocols::new(&limits, tls));
     let open = OpenConnections::new(limits.max_connections, limits.max_per_client);
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a receiver: `send(true)` asks them to finish, and `closed()`
+    // says when the last one has.
+    let (stopping, _) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // Accepting even when full: a newcomer either takes the place of a connection of
@@ -137,12 +127,13 @@ pub async fn serve(
             peer,
             trusted_proxies: limits.trusted_proxies.clone(),
             connection: admitted.state.clone(),
+            metrics: metrics.clone(),
         };
-        let connection = graceful.watch(connection(&builder, stream, serving));
+        let connection = serve_connection(protocols.clone(), stream, serving, stopping.subscribe());
         tokio::spawn(async move {
             tokio::select! {
                 ended = connection => if let Err(error) = ended {
-                    tracing::debug!(%peer, error = %error, "connection ended with an error");
+                    tracing::debug!(%peer, %error, "connection ended with an error");
                 },
                 // Closed, whatever it was doing, for a client holding fewer connections.
                 () = admitted.evicted() => {}
@@ -151,71 +142,12 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let _ = stopping.send(true);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = stopping.closed() => {}
         () = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!(grace = ?limits.shutdown_grace, "requests still in flight after the shutdown grace period; exiting anyway");
         }
     }
     Ok(())
-}
-
-/// What serving one connection needs.
-struct Serving {
-    app: Router,
-    peer: SocketAddr,
-    trusted_proxies: Arc<[IpAddr]>,
-    connection: Arc<ConnectionState>,
-}
-
-/// One accepted connection, served as HTTP/1.1; each of its requests is tagged with its
-/// [`ClientAddr`], and the connection counts as busy until each answer has been sent.
-fn connection(
-    builder: &Builder,
-    stream: tokio::net::TcpStream,
-    serving: Serving,
-) -> impl hyper_util::server::graceful::GracefulConnection<Error = hyper::Error> {
-    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-        let client = ClientAddr::of_request(
-            serving.peer.ip(),
-            request.headers(),
-            &serving.trusted_proxies,
-        );
-        request.extensions_mut().insert(client);
-        let busy = serving.connection.request_started();
-        let answer = serving.app.clone().oneshot(request);
-        async move {
-            let response = answer.await?;
-            Ok::<_, std::convert::Infallible>(
-                response.map(|body| SentWhileBusy { body, _busy: busy }),
-            )
-        }
-    });
-    builder.serve_connection(TokioIo::new(stream), service)
-}
-
-/// An answer's body, holding its connection busy until it is sent (or dropped).
-struct SentWhileBusy {
-    body: axum::body::Body,
-    _busy: Busy,
-}
-
-impl hyper::body::Body for SentWhileBusy {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
 }

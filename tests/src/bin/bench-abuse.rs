@@ -3,7 +3,8 @@
 //! 127.0.0.2, while a legitimate client on 127.0.0.1 asks for a narinfo every 10 ms. Prints,
 //! per attack, the server's peak RSS, the legitimate client's p99 and its failures, next to
 //! the targets (peak RSS < 150 MB, p99 < 50 ms, no failure). Asserts nothing; loopback only,
-//! every loop bounded. `BENCH_ATTACK=crowd` runs only the last attack.
+//! every loop bounded. `BENCH_ATTACK=crowd` runs only the crowding addresses, `h2` only
+//! HTTP/2's attacks.
 
 #![allow(
     clippy::print_stdout,
@@ -13,9 +14,10 @@
 use std::time::Duration;
 
 use oranc_tests::abuse::{
-    attacker_requests, crowding_addresses, during, half_sent_connections, hot_url, new_clients,
-    peak_rss_mb, pipelined, target_server, Seen,
+    attacker_connection, attacker_requests, crowding_addresses, during, half_sent_connections,
+    hot_url, new_clients, peak_rss_mb, pipelined, target_server, Seen,
 };
+use oranc_tests::h2_frames;
 use oranc_tests::server::ServerProcess;
 use oranc_tests::{bench_oranc, clean_command};
 
@@ -81,11 +83,15 @@ fn main() {
     // The legitimate client asks 100 times a second: a rate limit it stays under, the
     // attacker not.
     let limited = "[rate_limit]\nrequests_per_second = 200\nburst = 400";
-    // `BENCH_ATTACK=crowd` runs only the crowding addresses.
-    let results = if std::env::var("BENCH_ATTACK").as_deref() == Ok("crowd") {
-        vec![measure_crowd()]
-    } else {
-        every_attack(limited)
+    // `BENCH_ATTACK=crowd` runs only the crowding addresses, `h2` only HTTP/2's attacks.
+    let results = match std::env::var("BENCH_ATTACK").as_deref() {
+        Ok("crowd") => vec![measure_crowd()],
+        Ok("h2") => h2_attacks(limited),
+        _ => {
+            let mut all = every_attack(limited);
+            all.extend(h2_attacks(limited));
+            all
+        }
     };
     print(results);
 }
@@ -171,6 +177,57 @@ fn every_attack(limited: &str) -> Vec<(String, Seen, String)> {
         ),
         measure_crowd(),
     ]
+}
+
+/// HTTP/2's own attacks, over h2c (after its preface, the same code as h2 over TLS).
+fn h2_attacks(limited: &str) -> Vec<(String, Seen, String)> {
+    vec![
+        measure(
+            "HTTP/2 rapid resets (CVE-2023-44487), 10 s",
+            limited,
+            |server| h2_flood(server, Duration::from_secs(10), h2_frames::rapid_resets),
+        ),
+        measure("HTTP/2 CONTINUATION floods, 10 s", "", |server| {
+            h2_flood(
+                server,
+                Duration::from_secs(10),
+                h2_frames::endless_header_block,
+            )
+        }),
+    ]
+}
+
+/// 8 attacker connections at a time (h2c, from the attacker's address) sending what
+/// `attack` makes until the server closes each, then a new one, for `length`; how many
+/// connections it took and how much they sent.
+fn h2_flood(
+    server: &ServerProcess,
+    length: Duration,
+    attack: for<'a> fn(&'a [u8]) -> h2_frames::Rounds<'a>,
+) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let block = h2_frames::get_block(&server.addr.to_string(), "/ci/nix-cache-info");
+    let started = std::time::Instant::now();
+    let (connections, bytes) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                while started.elapsed() < length {
+                    let Ok(stream) = attacker_connection(server.addr) else {
+                        continue;
+                    };
+                    let sent = h2_frames::flood_until_closed(stream, attack(&block), 256 << 20);
+                    connections.fetch_add(1, Ordering::Relaxed);
+                    bytes.fetch_add(sent, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let connections = connections.into_inner();
+    format!(
+        "{connections} connections closed by the server, {} KB sent each on average",
+        bytes.into_inner() / connections.max(1) / 1024
+    )
 }
 
 fn print(results: Vec<(String, Seen, String)>) {
