@@ -212,6 +212,10 @@ pub fn validate(config: &Config, path: &str) -> Result<(), ConfigError> {
             "clients.max_streams_per_connection",
             u64::from(config.clients.max_streams_per_connection),
         ),
+        (
+            "clients.max_requests_per_client",
+            config.clients.max_requests_per_client as u64,
+        ),
         ("max_decoded_body_bytes", config.max_decoded_body_bytes),
         (
             "clients.max_connections_per_client",

@@ -134,11 +134,15 @@ pub struct ClientLimitsConfig {
     /// Seconds requests in flight may take to finish after SIGTERM/SIGINT; then the server
     /// exits anyway.
     pub shutdown_grace_secs: u64,
-    /// Requests one HTTP/2 connection may have open at once (its concurrent streams). A
-    /// client holds at most this times `max_connections_per_client`; an HTTP/2 connection
-    /// with no request open is closed after `header_read_timeout_secs`, as an idle
-    /// HTTP/1.1 one is.
+    /// Requests one HTTP/2 connection may have open at once (its concurrent streams). An
+    /// HTTP/2 connection with no request open is closed after `header_read_timeout_secs`,
+    /// as an idle HTTP/1.1 one is.
     pub max_streams_per_connection: u32,
+    /// Requests one client may have open at once over all its connections (an answer is
+    /// open until its body is sent): HTTP/2 carries many on one connection, so the
+    /// connection cap alone does not bound them. More get 429 with `Retry-After: 1`.
+    /// Trusted proxies are exempt.
+    pub max_requests_per_client: usize,
 }
 
 impl Default for ClientLimitsConfig {
@@ -151,6 +155,7 @@ impl Default for ClientLimitsConfig {
             trusted_proxies: Vec::new(),
             shutdown_grace_secs: 30,
             max_streams_per_connection: 100,
+            max_requests_per_client: 256,
         }
     }
 }

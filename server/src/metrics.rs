@@ -61,6 +61,9 @@ pub struct Families {
     pub connections_refused: IntCounter,
     /// Connections closed to make room for a client holding fewer, the server being full.
     pub connections_evicted: IntCounter,
+    /// Requests answered 429 at once: their client had `clients.max_requests_per_client`
+    /// open.
+    pub requests_over_client_cap: IntCounter,
     /// Connections served, by protocol (`http/1.1`, `h2c`, `https/1.1`, `h2`), once its
     /// handshake is done.
     pub connections_served: IntCounterVec,
@@ -216,6 +219,11 @@ impl Metrics {
                 &registry,
                 "oranc_http_connections_evicted_total",
                 "Connections closed to make room for a client holding fewer, while the server held clients.max_connections (the heaviest address's longest-idle connection goes first)",
+            ),
+            requests_over_client_cap: counter(
+                &registry,
+                "oranc_http_requests_over_client_cap_total",
+                "Requests answered 429 at once because their client had clients.max_requests_per_client requests open (HTTP/2 carries many on one connection)",
             ),
             connections_served: counter_vec(
                 &registry,

@@ -35,6 +35,7 @@ pub async fn serve(listener: tokio::net::TcpListener, render: Render) -> std::io
         max_connections: 16,
         max_per_client: 4,
         max_streams_per_connection: 4,
+        max_requests_per_client: 16,
         trusted_proxies: Arc::new([]),
         shutdown_grace: Duration::from_secs(1),
     };

@@ -160,3 +160,23 @@ pub fn endless_header_block(block: &[u8]) -> Rounds<'_> {
         }
     })
 }
+
+/// The client's opening with the largest windows HTTP/2 allows, for the connection and
+/// every stream: the server may send as much as it likes, whether or not it is read.
+pub fn opening_with_open_windows() -> Vec<u8> {
+    const INITIAL_WINDOW_SIZE: u16 = 0x4;
+    const WINDOW_UPDATE: u8 = 0x8;
+    let largest: u32 = 0x7fff_ffff;
+    let mut settings = INITIAL_WINDOW_SIZE.to_be_bytes().to_vec();
+    settings.extend_from_slice(&largest.to_be_bytes());
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(SETTINGS, 0, 0, &settings));
+    // The connection's window starts at 65,535 whatever SETTINGS says.
+    out.extend(frame(
+        WINDOW_UPDATE,
+        0,
+        0,
+        &(largest - 65_535).to_be_bytes(),
+    ));
+    out
+}

@@ -362,3 +362,66 @@ fn an_idle_or_half_sent_http2_connection_is_closed() {
         assert!(started.elapsed() < Duration::from_secs(8), "{what}");
     }
 }
+
+/// One client opening 4 HTTP/2 connections of 100 streams each, every one a GET of a
+/// 16 MiB NAR, with the largest windows and reading nothing: before the cap on a client's
+/// open requests it could hold 400 NAR streams (as many registry downloads) where HTTP/1.1
+/// allows it one per connection, and hyper let each stream hold 400 KiB unsent. Now the
+/// client gets `max_requests_per_client` streams and 429 for the rest, each stream holds
+/// at most 64 KiB, and another client is served meanwhile.
+#[test]
+fn unread_http2_streams_of_nars_are_bounded_per_client() {
+    let registry = RegistryProcess::start();
+    let closure = SignedClosure::build(16 << 20);
+    let repo = fresh_repo("h2-unread");
+    let pushed = oranc_tests::push_closure(
+        oranc_tests::oranc_command(),
+        &registry.host(),
+        &repo,
+        &closure,
+    );
+    assert!(pushed.status.success(), "{pushed:?}");
+    let server = ServerProcess::start_logged(
+        release_oranc_command(),
+        &format!(
+            "{}[clients]\nmax_requests_per_client = 64\n",
+            allow_plain_http(&registry.host())
+        ),
+        &[],
+    );
+    let cache = format!("{}/{repo}", registry.host());
+    let narinfo = run_ok(std::process::Command::new("curl").args([
+        "-sf",
+        &server.url(&format!(
+            "{cache}/{}",
+            oranc_tests::nix::narinfo_key(&closure.root)
+        )),
+    ]));
+    let nar_url = oranc_core::NarInfo::parse(&narinfo).unwrap().url;
+    let block = h2_frames::get_block(&server.addr.to_string(), &format!("/{cache}/{nar_url}"));
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.addr).unwrap();
+            stream
+                .write_all(&h2_frames::opening_with_open_windows())
+                .unwrap();
+            for n in 0..100 {
+                stream
+                    .write_all(&h2_frames::request(1 + 2 * n, &block))
+                    .unwrap();
+            }
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(5));
+    let (version, status) = curl_version(&server.url("healthz"), &["--http2-prior-knowledge"]);
+    assert_eq!((version.as_str(), status.as_str()), ("2", "200"));
+    let metrics = server.metrics();
+    let refused = metric_or_zero(&metrics, "oranc_http_requests_over_client_cap_total");
+    let peak = server.peak_memory().unwrap();
+    let kb: u64 = peak.trim_end_matches(" kB").parse().unwrap();
+    eprintln!("400 unread NAR streams: {refused} answered 429, peak memory {peak}");
+    assert!(refused >= 300.0, "{refused} over the cap:\n{metrics}");
+    assert!(kb < 150 << 10, "peak memory {peak}");
+    drop(held);
+}

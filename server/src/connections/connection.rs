@@ -4,15 +4,18 @@
 //!
 //! - HTTP/1.1: hyper's header read timeout, which on a kept-alive connection also bounds
 //!   the idle time between requests.
-//! - HTTP/2: at most `max_streams_per_connection` requests open at once, a header list of at
-//!   most [`MAX_HEADER_LIST`] (a CONTINUATION flood is cut off there by h2), resets bounded
+//! - HTTP/2: at most `max_streams_per_connection` requests open at once, each holding at
+//!   most [`MAX_SEND_BUFFER`] of its answer unsent, a header list of at most
+//!   [`MAX_HEADER_LIST`] (a CONTINUATION flood is cut off there by h2), resets bounded
 //!   (h2's defences against "rapid reset", CVE-2023-44487: a client that resets more streams
 //!   than it lets the server accept gets GOAWAY; each request it does make is counted by the
 //!   rate limit like any other), and closed when no request has been open for the header
 //!   timeout, as an idle HTTP/1.1 connection is. Dead peers are found with pings.
 //!
 //! Every request is tagged with its client's [`ClientAddr`] here, in one place, and its
-//! connection counts as busy until the answer's body is sent (fair_share.rs).
+//! connection counts as busy until the answer's body is sent (fair_share.rs). A client with
+//! `max_requests_per_client` requests open over all its connections (HTTP/2 carries many on
+//! one) gets 429 at once.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +26,7 @@ use std::time::Duration;
 
 use axum::http::Request;
 use axum::Router;
+use futures::future::Either;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -40,6 +44,8 @@ use crate::metrics::Metrics;
 /// The largest header block an HTTP/2 request may send (decoded), as HTTP/1.1's headers are
 /// bounded by hyper's buffer. Nix's requests carry a few hundred bytes.
 const MAX_HEADER_LIST: u32 = 32 << 10;
+/// Bytes of an answer one HTTP/2 stream may hold waiting for its client's window.
+const MAX_SEND_BUFFER: usize = 64 << 10;
 /// Pings on an HTTP/2 connection with requests open: a peer that does not answer one within
 /// [`PING_TIMEOUT`] is gone, and its streams are dropped.
 const PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -67,6 +73,9 @@ impl Protocols {
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.max_streams_per_connection)
             .max_header_list_size(MAX_HEADER_LIST)
+            // What one stream may hold unsent: with 100 streams of NARs a client never reads,
+            // hyper's default (400 KiB) let one connection hold 40 MB.
+            .max_send_buf_size(MAX_SEND_BUFFER)
             // Uploads of NARs: windows that grow with the path's bandwidth-delay product,
             // not a fixed 64 KiB that would cap a client 20 ms away at 3 MB/s.
             .adaptive_window(true)
@@ -85,6 +94,8 @@ impl Protocols {
 pub struct Serving {
     pub app: Router,
     pub peer: SocketAddr,
+    /// Requests its client may have open at once (`None`: a trusted proxy, exempt).
+    pub max_open_requests: Option<usize>,
     pub trusted_proxies: Arc<[IpAddr]>,
     pub connection: Arc<ConnectionState>,
     pub metrics: Metrics,
@@ -226,8 +237,16 @@ fn service(
             &serving.trusted_proxies,
         );
         request.extensions_mut().insert(client);
+        let over_cap = serving
+            .max_open_requests
+            .is_some_and(|cap| serving.connection.client_open_requests() >= cap);
         let busy = serving.connection.request_started();
-        let answer = serving.app.clone().oneshot(request);
+        let answer = if over_cap {
+            serving.metrics.requests_over_client_cap.inc();
+            Either::Left(std::future::ready(Ok(too_many_open())))
+        } else {
+            Either::Right(serving.app.clone().oneshot(request))
+        };
         async move {
             let response = answer.await?;
             Ok::<_, std::convert::Infallible>(
@@ -235,6 +254,17 @@ fn service(
             )
         }
     })
+}
+
+/// The answer to a request over its client's cap of open requests: retry in a second.
+fn too_many_open() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        [(axum::http::header::RETRY_AFTER, "1")],
+        "too many requests open from this client at once (clients.max_requests_per_client); retry in a second\n",
+    )
+        .into_response()
 }
 
 /// An answer's body, holding its connection busy until it is sent (or dropped).

@@ -46,6 +46,9 @@ pub struct ConnectionState {
     table_started: Instant,
     /// Requests whose answer is still being sent.
     busy: AtomicUsize,
+    /// Requests whose answer is still being sent on any of its client's connections:
+    /// shared by them all (HTTP/2 carries many requests on one connection).
+    client_busy: Arc<AtomicUsize>,
     /// When its last answer ended (or it opened), in ms since the table was made.
     idle_since_ms: AtomicU64,
     /// Told when the connection must close to make room for another client.
@@ -100,9 +103,15 @@ impl OpenConnections {
         }
         let id = table.next_id;
         table.next_id += 1;
+        let client_busy = table
+            .by_client
+            .get(&client)
+            .and_then(|connections| connections.values().next())
+            .map_or_else(Arc::default, |other| other.client_busy.clone());
         let state = Arc::new(ConnectionState {
             table_started: self.started,
             busy: AtomicUsize::new(0),
+            client_busy,
             idle_since_ms: AtomicU64::new(ms_since(self.started)),
             evicted: Notify::new(),
         });
@@ -177,9 +186,15 @@ impl ConnectionState {
         Some(std::time::Duration::from_millis(now.saturating_sub(since)))
     }
 
+    /// Requests open on every connection of this connection's client.
+    pub fn client_open_requests(&self) -> usize {
+        self.client_busy.load(Ordering::Relaxed)
+    }
+
     /// Marks a request as started; the guard marks its answer as ended when dropped.
     pub fn request_started(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::Relaxed);
+        self.client_busy.fetch_add(1, Ordering::Relaxed);
         Busy(self.clone())
     }
 }
@@ -195,6 +210,7 @@ impl Drop for Busy {
             .idle_since_ms
             .store(ms_since(state.table_started), Ordering::Relaxed);
         state.busy.fetch_sub(1, Ordering::Relaxed);
+        state.client_busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -229,6 +245,23 @@ mod tests {
         assert!(newcomer.evicted_another);
         assert!(first.state.evicted.notified().now_or_never().is_some());
         assert!(busy.state.evicted.notified().now_or_never().is_none());
+    }
+
+    #[test]
+    fn a_client_s_open_requests_are_counted_over_all_its_connections() {
+        let table = OpenConnections::new(8, 8);
+        let one = table.admit(ip(2), true).unwrap();
+        let two = table.admit(ip(2), true).unwrap();
+        let other = table.admit(ip(3), true).unwrap();
+        let answering = [
+            one.state.request_started(),
+            two.state.request_started(),
+            two.state.request_started(),
+        ];
+        assert_eq!(one.state.client_open_requests(), 3);
+        assert_eq!(other.state.client_open_requests(), 0);
+        drop(answering);
+        assert_eq!(two.state.client_open_requests(), 0);
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct ConnectionLimits {
     pub max_per_client: usize,
     /// Requests one HTTP/2 connection may have open at once.
     pub max_streams_per_connection: u32,
+    /// Requests one client may have open at once over all its connections.
+    pub max_requests_per_client: usize,
     pub trusted_proxies: Arc<[IpAddr]>,
     pub shutdown_grace: Duration,
 }
@@ -57,6 +59,7 @@ impl ConnectionLimits {
                 .max_connections_per_client
                 .min((max_connections / 2).max(1)),
             max_streams_per_connection: config.max_streams_per_connection,
+            max_requests_per_client: config.max_requests_per_client,
             trusted_proxies: config.trusted_proxies.clone().into(),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         }
@@ -125,6 +128,7 @@ pub async fn serve(
         let serving = Serving {
             app: app.clone(),
             peer,
+            max_open_requests: capped.then_some(limits.max_requests_per_client),
             trusted_proxies: limits.trusted_proxies.clone(),
             connection: admitted.state.clone(),
             metrics: metrics.clone(),
