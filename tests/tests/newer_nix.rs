@@ -217,3 +217,43 @@ fn nix_store_ls_reads_the_nar_not_the_listing() {
         assert!(nars >= 1.0, "{version} read the NAR");
     }
 }
+
+/// The newer Nix uploads a path's debug info index (`?index-debug-info=true`) through the
+/// server, and the entry is served as Nix wrote it.
+#[test]
+fn a_newer_nix_uploads_debug_info_indexes() {
+    let newer = NixClient::newer();
+    let registry = RegistryProcess::start();
+    let (server, _) = open_cache(&registry);
+    let url = server.url("open");
+    let scratch = newer.scratch();
+    let build_id = &oranc_core::Sha256Hash::of(unique_suffix().as_bytes()).to_hex()[..40];
+    let (dir, file) = build_id.split_at(2);
+    let debug = scratch
+        .host_path("with-debug/lib/debug/.build-id")
+        .join(dir);
+    std::fs::create_dir_all(&debug).unwrap();
+    std::fs::write(debug.join(format!("{file}.debug")), b"\x7fELF debug").unwrap();
+    std::fs::write(scratch.host_path("with-debug/README"), unique_suffix()).unwrap();
+    let added = newer
+        .command("nix-store")
+        .args(["--add", &scratch.client_path("with-debug")])
+        .output()
+        .unwrap();
+    let path = succeeded(&added, "nix-store --add").trim().to_owned();
+    let copied = newer
+        .command("nix")
+        .args(["copy", "--to"])
+        .arg(format!("{url}?compression=zstd&index-debug-info=true"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    succeeded(&copied, "newer nix copy --to with index-debug-info");
+    let (status, entry, _) = curl(&[&format!("{url}/debuginfo/{build_id}.debug")]);
+    assert_eq!(status, "200", "{entry}");
+    let entry: serde_json::Value = serde_json::from_str(&entry).unwrap();
+    assert_eq!(
+        entry["member"],
+        format!("lib/debug/.build-id/{dir}/{file}.debug")
+    );
+}

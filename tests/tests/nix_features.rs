@@ -142,8 +142,8 @@ fn debug_info_indexes_are_stored_served_pushed_and_collected() {
 
 /// A cache the original oranc pushed without `initialize` has no `nix-cache-info`: Nix
 /// tried to PUT one, got 401 and called it "not a binary cache". The server answers oranc's
-/// defaults for a repository that exists (and stores nothing); a name nothing was pushed
-/// to stays a 404.
+/// defaults for a repository that exists (and stores nothing), and Nix 2.8 and the newer Nix
+/// substitute from it; a name nothing was pushed to stays a 404.
 #[test]
 fn a_cache_without_nix_cache_info_substitutes() {
     let registry = RegistryProcess::start();
@@ -174,6 +174,16 @@ fn a_cache_without_nix_cache_info_substitutes() {
         copied.status.success(),
         "{}",
         String::from_utf8_lossy(&copied.stderr)
+    );
+    // The newer Nix substitutes from it too.
+    let newer = oranc_tests::newer_nix::NixClient::newer();
+    let scratch = newer.scratch();
+    run_ok(
+        newer
+            .command("nix")
+            .args(["copy", "--from", &url, "--to", &scratch.client_path("store")])
+            .arg(&closure.root)
+            .args(["--option", "trusted-public-keys", &closure.public_key]),
     );
     assert!(
         runtime.block_on(cache.describe(&tag)).unwrap().is_none(),
