@@ -181,7 +181,13 @@ fn a_cache_without_nix_cache_info_substitutes() {
     run_ok(
         newer
             .command("nix")
-            .args(["copy", "--from", &url, "--to", &scratch.client_path("store")])
+            .args([
+                "copy",
+                "--from",
+                &url,
+                "--to",
+                &scratch.client_path("store"),
+            ])
             .arg(&closure.root)
             .args(["--option", "trusted-public-keys", &closure.public_key]),
     );

@@ -365,10 +365,10 @@ fn an_idle_or_half_sent_http2_connection_is_closed() {
 
 /// One client opening 4 HTTP/2 connections of 100 streams each, every one a GET of a
 /// 16 MiB NAR, with the largest windows and reading nothing: before the cap on a client's
-/// open requests it could hold 400 NAR streams (as many registry downloads) where HTTP/1.1
-/// allows it one per connection, and hyper let each stream hold 400 KiB unsent. Now the
-/// client gets `max_requests_per_client` streams and 429 for the rest, each stream holds
-/// at most 64 KiB, and another client is served meanwhile.
+/// open requests it held 400 NAR answers open (as many registry downloads; b8ac695: none
+/// refused) where HTTP/1.1 allows it one per connection. Now the client gets
+/// `max_requests_per_client` and 429 for the rest, the server's memory stays small, and
+/// another client is served meanwhile.
 #[test]
 fn unread_http2_streams_of_nars_are_bounded_per_client() {
     let registry = RegistryProcess::start();

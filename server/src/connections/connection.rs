@@ -73,8 +73,8 @@ impl Protocols {
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.max_streams_per_connection)
             .max_header_list_size(MAX_HEADER_LIST)
-            // What one stream may hold unsent: with 100 streams of NARs a client never reads,
-            // hyper's default (400 KiB) let one connection hold 40 MB.
+            // What one stream may hold unsent, a sixth of hyper's default (400 KiB): a
+            // connection carries up to 100 streams a client may leave unread.
             .max_send_buf_size(MAX_SEND_BUFFER)
             // Uploads of NARs: windows that grow with the path's bandwidth-delay product,
             // not a fixed 64 KiB that would cap a client 20 ms away at 3 MB/s.
