@@ -28,6 +28,28 @@ fn open_cache(registry: &RegistryProcess) -> (ServerProcess, String) {
     (server, repository)
 }
 
+/// A closure Nix 2.8 copied (`nix copy --to URL?QUERY`) into the `open` cache of a fresh
+/// server; the cache's URL.
+fn closure_copied_by_nix_2_8(
+    query: &str,
+) -> (RegistryProcess, ServerProcess, SignedClosure, String) {
+    let registry = RegistryProcess::start();
+    let (server, _) = open_cache(&registry);
+    let url = server.url("open");
+    let closure = SignedClosure::build(30_000);
+    succeeded(
+        &NixClient::Machine
+            .command("nix")
+            .args(["copy", "--to"])
+            .arg(format!("{url}{query}"))
+            .arg(&closure.root)
+            .output()
+            .unwrap(),
+        "nix 2.8 copy --to",
+    );
+    (registry, server, closure, url)
+}
+
 fn succeeded(output: &std::process::Output, what: &str) -> String {
     assert!(
         output.status.success(),
@@ -42,18 +64,7 @@ fn succeeded(output: &std::process::Output, what: &str) -> String {
 #[test]
 fn a_newer_nix_substitutes_what_nix_2_8_wrote() {
     let newer = NixClient::newer();
-    let registry = RegistryProcess::start();
-    let (server, _) = open_cache(&registry);
-    let url = server.url("open");
-    let closure = SignedClosure::build(30_000);
-    succeeded(
-        &NixClient::Machine
-            .command("nix")
-            .args(["copy", "--to", &url, &closure.root])
-            .output()
-            .unwrap(),
-        "nix 2.8 copy --to",
-    );
+    let (_registry, _server, closure, url) = closure_copied_by_nix_2_8("");
     let ping = NixClient::Machine
         .command("nix")
         .args(["store", "ping", "--store", &url])
@@ -185,20 +196,7 @@ fn gets(server: &ServerProcess, route: &str) -> f64 {
 /// stored beside it (Lix 2.94 reads it; not tested here).
 #[test]
 fn nix_store_ls_reads_the_nar_not_the_listing() {
-    let registry = RegistryProcess::start();
-    let (server, _) = open_cache(&registry);
-    let url = server.url("open");
-    let closure = SignedClosure::build(30_000);
-    succeeded(
-        &NixClient::Machine
-            .command("nix")
-            .args(["copy", "--to"])
-            .arg(format!("{url}?write-nar-listing=true"))
-            .arg(&closure.root)
-            .output()
-            .unwrap(),
-        "nix copy --to with listings",
-    );
+    let (_registry, server, closure, url) = closure_copied_by_nix_2_8("?write-nar-listing=true");
     let (status, _, _) = curl(&[&format!("{url}/{}.ls", hash_part(&closure.root))]);
     assert_eq!(status, "200", "the listing is stored");
     for client in NixClient::both() {
