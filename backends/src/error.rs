@@ -1,5 +1,6 @@
-//! Errors in setting a backend up (bad settings, unreadable credentials). Failures of the
-//! registry operations themselves are [`oranc_core::Error`], which the trait returns.
+//! Errors in setting a backend up (bad settings, unreadable credentials), and of GitHub's
+//! packages API, which is not a registry. Failures of the registry operations themselves are
+//! [`oranc_core::Error`], which the trait returns.
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -17,6 +18,10 @@ pub enum BackendError {
 
     #[error("cannot create the HTTP client: {0}")]
     HttpClient(String),
+
+    /// GitHub's packages API (gc on ghcr.io) refused or failed a request.
+    #[error("GitHub packages API, {what}: {reason}")]
+    GithubApi { what: String, reason: String },
 
     #[error("cannot use the OCI layout directory {path}: {source}")]
     LayoutDirectory {

@@ -182,6 +182,28 @@ pub struct GcArgs {
     /// The Nix store directory the cache's paths live in.
     #[arg(long, default_value = "/nix/store")]
     pub store_dir: String,
+
+    /// GitHub's REST API, through which gc deletes on ghcr.io (ghcr.io refuses the OCI
+    /// manifest DELETE). GitHub Enterprise Server: `https://HOST/api/v3`.
+    #[arg(
+        long,
+        env = "ORANC_GITHUB_API_URL",
+        value_name = "URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
+
+    /// The token for GitHub's packages API on ghcr.io: a classic personal access token with
+    /// read:packages and delete:packages, or a workflow's GITHUB_TOKEN with `packages: write`
+    /// and admin rights on the package. Default: GITHUB_TOKEN, else the registry password
+    /// (ORANC_PASSWORD).
+    #[arg(
+        long,
+        env = "GITHUB_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub github_token: Option<String>,
 }
 
 /// What `push` and `watch-store` share: where to push, how to sign and filter, how to

@@ -27,6 +27,13 @@ pub struct RegistryArgs {
     #[arg(long, env = "ORANC_REPOSITORY")]
     pub repository: Option<String>,
 
+    /// What the registry is, when its host does not say: `ghcr` makes any host behave as
+    /// ghcr.io (GitHub Enterprise Server's container registry; tests), `distribution`,
+    /// `docker-hub`. By default ghcr.io is `ghcr`, docker.io `docker-hub`, a directory a
+    /// local layout, anything else `distribution`.
+    #[arg(long, env = "ORANC_REGISTRY_KIND", value_name = "KIND", value_parser = parse_kind)]
+    pub registry_kind: Option<oranc_core::RegistryKind>,
+
     /// Talk plain HTTP to the registry (for a local registry on 127.0.0.1).
     #[arg(long, env = "ORANC_NO_SSL", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_ssl: bool,
@@ -96,6 +103,19 @@ pub fn local_registry_dir() -> PathBuf {
 
 impl RegistryArgs {
     /// Opens the cache these flags name. Also returns a description for messages.
+    /// The kind of registry this names: --registry-kind, else what its location says (no
+    /// location and a repository: ghcr.io, as in the original).
+    pub fn effective_kind(&self) -> oranc_core::RegistryKind {
+        self.registry_kind
+            .unwrap_or_else(|| match (&self.registry, &self.repository) {
+                (Some(location), _) => oranc_backends::registry::kind_for_location(location),
+                (None, Some(_)) => {
+                    oranc_backends::registry::kind_for_location(ORIGINAL_DEFAULT_REGISTRY)
+                }
+                (None, None) => oranc_core::RegistryKind::OciLayout,
+            })
+    }
+
     pub fn open_cache(&self) -> anyhow::Result<(RegistryCache, String)> {
         let (location, repository) = match (&self.registry, &self.repository) {
             (Some(registry), Some(repository)) => (registry.clone(), repository.clone()),
@@ -117,6 +137,9 @@ impl RegistryArgs {
             ),
         };
         let mut settings = RegistrySettings::new(&location);
+        if let Some(kind) = self.registry_kind {
+            settings.kind = kind;
+        }
         settings.http.plain_http = self.no_ssl;
         settings.http.retry.max_retries = self.max_retry;
         settings.http.token_realms = self.token_realms.clone();
@@ -147,4 +170,13 @@ impl RegistryArgs {
             description,
         ))
     }
+}
+
+/// A registry kind by its config name (`ghcr`, `docker-hub`, `distribution`, `oci-layout`).
+fn parse_kind(name: &str) -> Result<oranc_core::RegistryKind, String> {
+    use serde::de::IntoDeserializer as _;
+    let deserializer: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+        name.into_deserializer();
+    serde::Deserialize::deserialize(deserializer)
+        .map_err(|_| "known kinds: ghcr, docker-hub, distribution, oci-layout".to_owned())
 }

@@ -8,6 +8,7 @@
 pub mod abuse;
 pub mod auth;
 pub mod faults;
+pub mod ghcr;
 pub mod h2_frames;
 pub mod hostile;
 pub mod latency;

@@ -6,6 +6,7 @@ mod credentials;
 mod distribution;
 mod docker_hub;
 mod ghcr;
+pub mod github_packages;
 mod hashing;
 mod oci_layout;
 mod origins;
@@ -128,7 +129,8 @@ pub fn open_handle(settings: RegistrySettings) -> Result<RegistryHandle, Backend
             if let Some(origins) = &mut http.blob_origins {
                 origins.push(ghcr::BLOB_STORAGE.to_owned());
             }
-            (ghcr::HOST.to_owned(), ghcr::naming)
+            // ghcr.io, or another host that behaves as it (GitHub Enterprise Server).
+            (location, ghcr::naming)
         }
         RegistryKind::DockerHub => {
             http.token_realms.push(docker_hub::TOKEN_REALM.to_owned());

@@ -26,12 +26,20 @@ pub struct Outcome {
     pub failed: Vec<(Object, String)>,
 }
 
+/// How manifests are deleted: through the registry, or on ghcr.io (which refuses the OCI
+/// DELETE) as package versions through GitHub's API.
+pub enum Manifests<'a> {
+    Registry,
+    GithubVersions(&'a super::github::Versions),
+}
+
 pub async fn execute(
     cache: &RegistryCache,
     store_dir: &StoreDir,
     plan: Plan,
     inventory: &Inventory,
     parallel: usize,
+    manifests: Manifests<'_>,
 ) -> anyhow::Result<Outcome> {
     let progress = super::progress_bar(plan.deletions().count() as u64, "deleted");
     let exit_after = std::env::var(EXIT_AFTER_ENV)
@@ -41,6 +49,7 @@ pub async fn execute(
     let deletions = AtomicUsize::new(0);
     let deleter = Deleter {
         cache,
+        manifests,
         progress: &progress,
         exit_after,
         deletions: &deletions,
@@ -85,6 +94,7 @@ pub async fn execute(
 
 struct Deleter<'a> {
     cache: &'a RegistryCache,
+    manifests: Manifests<'a>,
     progress: &'a ProgressBar,
     exit_after: Option<usize>,
     deletions: &'a AtomicUsize,
@@ -101,7 +111,12 @@ impl Deleter<'_> {
     ) -> anyhow::Result<()> {
         let mut results = futures::stream::iter(objects)
             .map(|object| async move {
-                let result = self.cache.delete_manifest(&object.manifest).await;
+                let result = match &self.manifests {
+                    Manifests::Registry => self.cache.delete_manifest(&object.manifest).await,
+                    Manifests::GithubVersions(versions) => {
+                        versions.delete_manifest(&object.manifest).await
+                    }
+                };
                 (object, result)
             })
             .buffer_unordered(parallel);
@@ -120,10 +135,17 @@ impl Deleter<'_> {
                         std::process::exit(75);
                     }
                 }
+                Err(error @ oranc_core::Error::Denied { .. }) => {
+                    self.progress.finish_and_clear();
+                    anyhow::bail!(
+                        "{error}\ngc stopped ({} deleted before this, in the safe order); a rerun with the right credentials finishes.",
+                        outcome.removed
+                    );
+                }
                 Err(error @ oranc_core::Error::Unsupported { .. }) => {
                     self.progress.finish_and_clear();
                     anyhow::bail!(
-                        "{error}\nThe registry does not delete manifests, so gc stopped ({} deleted before this, in the safe order). On a CNCF distribution registry turn deletion on (REGISTRY_STORAGE_DELETE_ENABLED=true, or `storage: delete: enabled: true` in its config). On ghcr.io delete package versions through the GitHub packages API or web page instead; `oranc gc` without --delete lists the tags to remove.",
+                        "{error}\nThe registry does not delete manifests, so gc stopped ({} deleted before this, in the safe order). On a CNCF distribution registry turn deletion on (REGISTRY_STORAGE_DELETE_ENABLED=true, or `storage: delete: enabled: true` in its config). On ghcr.io gc deletes through GitHub's packages API by itself; another host that is a GitHub container registry (GitHub Enterprise Server) needs --registry-kind ghcr and --github-api-url.",
                         outcome.removed
                     );
                 }

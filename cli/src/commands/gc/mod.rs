@@ -5,6 +5,7 @@
 //! (delete, narinfos first). Each step in its own module.
 
 mod delete;
+mod github;
 mod inventory;
 mod plan;
 
@@ -95,8 +96,40 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
         plan.left_alone,
     );
 
+    // On ghcr.io, manifests are package versions deleted through GitHub's API.
+    let github = if args.registry.effective_kind() == oranc_core::RegistryKind::Ghcr {
+        let token = args
+            .github_token
+            .clone()
+            .or_else(|| args.registry.password.clone())
+            .context("gc on ghcr.io deletes through GitHub's packages API: give a token with read:packages and delete:packages (--github-token, GITHUB_TOKEN or ORANC_PASSWORD)")?;
+        Some(
+            github::Versions::list(&args.github_api_url, cache.repository().as_str(), &token)
+                .await
+                .with_context(|| {
+                    format!(
+                        "reading {description}'s package versions from {}",
+                        args.github_api_url
+                    )
+                })?,
+        )
+    } else {
+        None
+    };
+    let untagged = github
+        .as_ref()
+        .map(|versions| versions.untagged(args.grace, policy.now))
+        .unwrap_or_default();
+
     if !args.delete {
         let mut out = std::io::stdout().lock();
+        for version in &untagged {
+            writeln!(
+                out,
+                "would delete untagged version {} ({})",
+                version.id, version.name
+            )?;
+        }
         for object in plan.deletions() {
             // A narinfo is named by the store path it describes, which is what a user knows.
             let path = inventory
@@ -115,13 +148,37 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("{summary}");
-    let outcome = delete::execute(&cache, &store_dir, plan, &inventory, parallel).await?;
+    let manifests = match &github {
+        Some(versions) => delete::Manifests::GithubVersions(versions),
+        None => delete::Manifests::Registry,
+    };
+    let outcome =
+        delete::execute(&cache, &store_dir, plan, &inventory, parallel, manifests).await?;
+    let mut failures = outcome.failed.len();
     eprintln!(
         "{description}: deleted {} ({}), failed {}",
         plural(outcome.removed, "object", "objects"),
         plural(outcome.removed_bytes, "byte", "bytes"),
         outcome.failed.len()
     );
+    if let Some(versions) = &github {
+        let (deleted, refused) = versions.delete_untagged(&untagged).await;
+        for refusal in &refused {
+            eprintln!("failed to delete {refusal}");
+        }
+        eprintln!(
+            "{description}: deleted {} untagged, failed {}; GitHub frees the space at once, and deleted versions can be restored for 30 days (the package's settings page)",
+            plural(deleted, "version", "versions"),
+            refused.len()
+        );
+        failures += refused.len();
+        if failures > 0 {
+            anyhow::bail!(
+                "{failures} deletion(s) failed or were refused; a rerun finishes what can be done"
+            );
+        }
+        return Ok(());
+    }
     let reclaimed = cache
         .registry()
         .reclaim_space(cache.repository(), args.grace)
@@ -136,11 +193,8 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
             "the registry frees the deleted objects' blobs in its own garbage collection (distribution: `registry garbage-collect`)"
         ),
     }
-    if !outcome.failed.is_empty() {
-        anyhow::bail!(
-            "{} deletion(s) failed; a rerun finishes the job",
-            outcome.failed.len()
-        );
+    if failures > 0 {
+        anyhow::bail!("{failures} deletion(s) failed; a rerun finishes the job");
     }
     Ok(())
 }
