@@ -51,6 +51,8 @@ STATS = {"api_deletes": 0, "manifest_delete_attempts": 0, "api_requests": 0, "se
 # Digests of manifests PUT through the proxy, by repository: (digest, time).
 PUSHED = {}
 DELETED = set()
+# Versions by repository, as last read from the registry: (when, versions).
+CACHE = {}
 DELETE_TIMES = []
 
 
@@ -142,6 +144,7 @@ class Handler(BaseHTTPRequestHandler):
             digest = answer_headers.get("Docker-Content-Digest")
             with LOCK:
                 PUSHED.setdefault(repo, []).append((digest, time.time()))
+                CACHE.pop(repo, None)
         passed = {
             name: value
             for name, value in answer_headers.items()
@@ -220,7 +223,19 @@ class Handler(BaseHTTPRequestHandler):
         return self.send(404, {"message": "Not Found"}, headers)
 
     def versions(self, repo):
-        status, _, body = self.upstream("GET", f"/v2/{repo}/tags/list?n=10000")
+        """The package's versions, read from the registry once and then kept up to date
+        (pushes through the proxy and deletes drop the copy; it is read again after 30 s)."""
+        with LOCK:
+            cached = CACHE.get(repo)
+            if cached and time.time() - cached[0] < 30:
+                return [v for v in cached[1] if v["name"] not in DELETED]
+        versions = self.read_versions(repo)
+        with LOCK:
+            CACHE[repo] = (time.time(), versions)
+        return versions
+
+    def read_versions(self, repo):
+        status, _, body = self.upstream("GET", f"/v2/{repo}/tags/list?n=100000")
         tags = json.loads(body).get("tags") or [] if status == 200 else []
         by_digest = {}
         for tag in tags:
