@@ -313,7 +313,8 @@ impl RegistryCache {
     }
 
     /// The key a long-key tag stands for, from its manifest's key annotation when that key
-    /// hashes to the tag; `None` when the tag is gone or its manifest names no such key.
+    /// hashes to the tag and some read encoding has no tag for it (so that [`Self::get`]
+    /// reads it there); `None` when the tag is gone or stands for no such key.
     async fn long_key_of(&self, tag: &Tag) -> Result<Option<CacheKey>> {
         let Some(manifest) = self.registry.get_manifest(&self.repository, tag).await? else {
             return Ok(None);
@@ -322,6 +323,15 @@ impl RegistryCache {
             return Ok(None);
         };
         if long_key_tag(&key) != *tag {
+            return Ok(None);
+        }
+        // Only where a reader looks for it: a key every read encoding has a tag for is never
+        // read under its long-key tag (found by the red team: gc followed such a forged
+        // narinfo and deleted the NAR of the one clients are served).
+        if self
+            .read_encodings()
+            .all(|encoding| encoding.encode(&key).is_ok())
+        {
             return Ok(None);
         }
         Ok(key.parse().ok())

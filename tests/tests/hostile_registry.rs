@@ -308,3 +308,56 @@ async fn removing_a_path_never_deletes_files_of_narinfos_the_listing_left_out() 
     )
     .await;
 }
+
+/// Found by the red team (#39's review): a second narinfo for a kept path, under its
+/// base32-dnssec tag or under a forged long-key tag, naming another path's NAR. gc followed
+/// whichever it read last: 4 of 6 runs deleted the NAR of the narinfo clients are served,
+/// leaving it without its NAR. Now a long-key tag counts only where a reader looks for it,
+/// and every narinfo of a kept path keeps what it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_narinfos_of_a_kept_path_never_cost_it_its_nar() {
+    const KEPT: &str = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk";
+    const GARBAGE: &str = "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm";
+    let registry = RegistryProcess::start();
+    let raw = RawRegistry::new(&registry.base_url());
+    let repo = fresh_repo("two-narinfos");
+    store_path(&raw, &repo, KEPT, &[]).await;
+    store_path(&raw, &repo, GARBAGE, &[]).await;
+    let key = format!("{KEPT}.narinfo");
+    let other = format!(
+        "StorePath: /nix/store/{KEPT}-x\nURL: nar/mmmm.nar\nCompression: none\nNarHash: sha256:1111111111111111111111111111111111111111111111111111\nNarSize: 1\nReferences: \n"
+    );
+    for tag in [
+        TagEncoding::Base32Dnssec.encode(&key).unwrap(),
+        oranc_core::tag::long_key_tag(&key),
+    ] {
+        raw.put_object(
+            &repo,
+            tag.as_str(),
+            &key,
+            "text/x-nix-narinfo",
+            Bytes::from(other.clone()),
+        )
+        .await;
+    }
+    let proxy =
+        HostileRegistry::in_front_of(&registry.base_url(), Hostility::HiddenTags(Vec::new())).await;
+    for _ in 0..3 {
+        let stderr = deleting_gc(
+            &proxy,
+            &repo,
+            &["--keep-closure-of", &format!("/nix/store/{KEPT}-x")],
+        );
+        assert_kept(
+            &raw,
+            &repo,
+            &stderr,
+            [
+                (key.clone(), true),
+                ("nar/kkkk.nar".to_owned(), true),
+                (format!("{GARBAGE}.narinfo"), false),
+            ],
+        )
+        .await;
+    }
+}

@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use oranc_tests::ghcr::{GhcrStandIn, OWNER, TOKEN};
 use oranc_tests::registry::RegistryProcess;
-use oranc_tests::{bench_arg, bench_oranc, bench_signing_key, clean_command, run_ok, unique_suffix};
+use oranc_tests::{
+    bench_arg, bench_oranc, bench_signing_key, clean_command, run_ok, unique_suffix,
+};
 
 fn main() {
     let count = bench_arg(1, 2000);
@@ -51,7 +53,10 @@ fn main() {
     let requests = stats["api_requests"].as_u64().unwrap_or(0);
     let removed_paths = (count - count / 2) as f64;
     let floor = deletes as f64 / 3.0;
-    println!("bench-gc-ghcr: {count} paths, gc keeping {}, GitHub's secondary limit at 3 deletes/s", count / 2);
+    println!(
+        "bench-gc-ghcr: {count} paths, gc keeping {}, GitHub's secondary limit at 3 deletes/s",
+        count / 2
+    );
     println!(
         "deleted {deletes} versions in {:.1} s; the limit's floor {floor:.1} s ({:.2}x)",
         took.as_secs_f64(),

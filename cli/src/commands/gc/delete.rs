@@ -174,7 +174,7 @@ async fn names_still_used(
     let mut named: HashSet<String> = outcome
         .failed
         .iter()
-        .filter_map(|(object, _)| inventory.narinfos.get(object.key.as_str()))
+        .filter_map(|(object, _)| inventory.narinfos.get(object.tag.as_str()))
         .flat_map(names_of)
         .chain(
             outcome

@@ -53,7 +53,7 @@ enum Facts {
 #[derive(Debug, Default)]
 pub struct Inventory {
     pub objects: Vec<Object>,
-    /// By narinfo key.
+    /// By the narinfo's tag (a key may have more than one: see plan.rs).
     pub narinfos: HashMap<String, NarinfoFacts>,
     /// By debuginfo key: the key of the NAR it names.
     pub debug_infos: HashMap<String, String>,
@@ -159,7 +159,9 @@ pub async fn read_tags(
         let key = object.key.as_str().to_owned();
         match facts {
             Some(Ok(Facts::Narinfo(facts))) => {
-                inventory.narinfos.insert(key, facts);
+                inventory
+                    .narinfos
+                    .insert(object.tag.as_str().to_owned(), facts);
             }
             Some(Ok(Facts::DebugInfo(nar_key))) => {
                 inventory.debug_infos.insert(key, nar_key);

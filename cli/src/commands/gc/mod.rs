@@ -134,7 +134,7 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
             // A narinfo is named by the store path it describes, which is what a user knows.
             let path = inventory
                 .narinfos
-                .get(object.key.as_str())
+                .get(object.tag.as_str())
                 .map(|facts| format!(": {}", store_dir.display(&facts.path)))
                 .unwrap_or_default();
             writeln!(

@@ -87,14 +87,18 @@ pub fn names_of(facts: &NarinfoFacts) -> [String; 3] {
 
 pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
     let mut result = Plan::default();
-    let by_path: HashMap<&StorePath, (&Object, &NarinfoFacts)> = inventory
-        .objects
-        .iter()
-        .filter_map(|o| {
-            let facts = inventory.narinfos.get(o.key.as_str())?;
-            Some((&facts.path, (o, facts)))
-        })
-        .collect();
+    // A path may have more than one narinfo: the same key under two tag encodings (a cache
+    // moved from one to the other). Every one counts: gc keeps what any of them names, and
+    // deletes them all when the path goes, so that none is left to be served without its NAR.
+    let mut by_path: HashMap<&StorePath, Vec<(&Object, &NarinfoFacts)>> = HashMap::new();
+    for object in &inventory.objects {
+        if let Some(facts) = inventory.narinfos.get(object.tag.as_str()) {
+            by_path
+                .entry(&facts.path)
+                .or_default()
+                .push((object, facts));
+        }
+    }
     let removed: HashSet<&StorePath> = policy.remove.iter().collect();
     result.missing_removals = policy
         .remove
@@ -113,11 +117,13 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
             result.missing_roots.push(root.clone());
         }
     }
-    for (path, (object, _)) in &by_path {
-        let newer = policy
-            .keep_newer_than
-            .is_some_and(|span| within(object.created, policy.now, span));
-        if !keep_mode || newer || recent(object) {
+    for (path, variants) in &by_path {
+        let newer = |object: &Object| {
+            policy
+                .keep_newer_than
+                .is_some_and(|span| within(object.created, policy.now, span))
+        };
+        if !keep_mode || variants.iter().any(|(o, _)| newer(o) || recent(o)) {
             roots.push(path);
         }
     }
@@ -131,10 +137,10 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
         if !kept.insert(path) {
             continue;
         }
-        let Some((_, facts)) = by_path.get(path) else {
+        let Some(variants) = by_path.get(path) else {
             continue;
         };
-        for reference in &facts.references {
+        for reference in variants.iter().flat_map(|(_, facts)| &facts.references) {
             if removed.contains(reference) {
                 if reference != path {
                     result
@@ -158,13 +164,13 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
     let named: HashSet<String> = by_path
         .iter()
         .filter(|(path, _)| kept.contains(*path))
-        .flat_map(|(_, (_, facts))| names_of(facts))
+        .flat_map(|(_, variants)| variants.iter().flat_map(|(_, facts)| names_of(facts)))
         .collect();
     // A removed path's files go whatever their age, unless a kept narinfo names them.
     let removed_names: HashSet<String> = by_path
         .iter()
         .filter(|(path, _)| removed.contains(*path))
-        .flat_map(|(_, (_, facts))| names_of(facts))
+        .flat_map(|(_, variants)| variants.iter().flat_map(|(_, facts)| names_of(facts)))
         .collect();
     let unreadable: HashSet<&str> = inventory
         .unreadable
@@ -176,7 +182,7 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
     let mut resolutions = Vec::new();
     for object in &inventory.objects {
         match object.key.kind() {
-            KeyKind::NarInfo => match inventory.narinfos.get(object.key.as_str()) {
+            KeyKind::NarInfo => match inventory.narinfos.get(object.tag.as_str()) {
                 Some(facts) if !kept.contains(&facts.path) => result.narinfos.push(object.clone()),
                 Some(_) => {}
                 None if unreadable.contains(object.key.as_str()) => result.left_alone += 1,
@@ -229,7 +235,7 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
     let gone_paths: HashSet<&StorePath> = result
         .narinfos
         .iter()
-        .filter_map(|o| inventory.narinfos.get(o.key.as_str()))
+        .filter_map(|o| inventory.narinfos.get(o.tag.as_str()))
         .map(|facts| &facts.path)
         .collect();
     result.resolutions = resolutions
@@ -317,7 +323,8 @@ mod tests {
             self.object(&key, age);
             self.object(&facts.nar_key.clone(), age);
             self.object(&format!("{}.ls", facts.path.hash_part()), age);
-            self.inventory.narinfos.insert(key, facts);
+            let tag = TagEncoding::Custom.tag_for(&key).as_str().to_owned();
+            self.inventory.narinfos.insert(tag, facts);
         }
 
         fn plan(&self, policy: impl FnOnce(&mut Policy)) -> (Vec<String>, Vec<String>) {
@@ -351,6 +358,61 @@ mod tests {
         cache.push("libb", &[], 50 * HOUR);
         cache.push("appb", &["libb"], 50 * HOUR);
         cache
+    }
+
+    #[test]
+    fn a_path_with_narinfos_under_two_tag_encodings_keeps_both_nars_or_loses_both_narinfos() {
+        let mut cache = closures();
+        // appa's narinfo again, under its base32-dnssec tag, naming another NAR (found by the
+        // red team: gc followed whichever it read last, and deleted the served one's NAR).
+        let key = narinfo("appa");
+        let tag = TagEncoding::Base32Dnssec.tag_for(&key);
+        cache.inventory.objects.push(Object {
+            tag: tag.clone(),
+            key: key.parse().unwrap(),
+            manifest: Sha256Hash::of(tag.as_str().as_bytes()),
+            size: 10,
+            created: Some(cache.now - 50 * HOUR),
+        });
+        cache.object("nar/appa-other.nar.zst", 50 * HOUR);
+        cache.inventory.narinfos.insert(
+            tag.as_str().to_owned(),
+            NarinfoFacts {
+                path: path("appa"),
+                references: vec![],
+                nar_key: "nar/appa-other.nar.zst".into(),
+                deriver: None,
+            },
+        );
+        let (narinfos, files) = cache.plan(|p| p.roots = vec![path("appa")]);
+        assert!(
+            !files.iter().any(|f| f.starts_with("nar/appa")),
+            "{files:?}"
+        );
+        assert!(!narinfos.contains(&key));
+        let planned = plan(
+            &cache.inventory,
+            &Policy {
+                roots: vec![path("liba")],
+                keep_newer_than: None,
+                remove: vec![path("appa")],
+                grace: Duration::ZERO,
+                now: cache.now,
+            },
+        );
+        let gone: Vec<&str> = planned.narinfos.iter().map(|o| o.tag.as_str()).collect();
+        assert!(gone.contains(&tag.as_str()), "{gone:?}");
+        assert_eq!(
+            gone.iter()
+                .filter(|t| **t == TagEncoding::Custom.tag_for(&key).as_str())
+                .count(),
+            1
+        );
+        let files: Vec<&str> = planned.files.iter().map(|o| o.key.as_str()).collect();
+        assert!(
+            files.contains(&"nar/appa.nar.zst") && files.contains(&"nar/appa-other.nar.zst"),
+            "{files:?}"
+        );
     }
 
     #[test]
