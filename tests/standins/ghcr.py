@@ -26,6 +26,10 @@ The API side serves the "packages" endpoints as GitHub documents them
   requests an hour); a secondary limit on DELETEs (`--deletes-per-second`): past it 403 with
   `Retry-After` and GitHub's words.
 
+With `--docker-hub` it stands in for Docker Hub's registry instead, as its API reference
+documents the manifest DELETE (https://docs.docker.com/reference/api/registry/latest/):
+by digest it answers 202, but 403 while a tag still points at the manifest; by tag, 405.
+
 It prints `ready` once listening, and counts what it saw at `GET /_standin/stats`.
 """
 
@@ -127,6 +131,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "DELETE" and "manifests" in parts:
             with LOCK:
                 STATS["manifest_delete_attempts"] += 1
+            if self.args.docker_hub:
+                return self.docker_hub_delete(parts)
             return self.send(
                 405,
                 {"errors": [{"code": "UNSUPPORTED", "message": "The operation is unsupported."}]},
@@ -151,6 +157,22 @@ class Handler(BaseHTTPRequestHandler):
             if name.lower() not in ("content-length", "transfer-encoding", "connection")
         }
         self.send(status, answer, passed)
+
+    def docker_hub_delete(self, parts):
+        repo = "/".join(parts[2 : parts.index("manifests")])
+        reference = parts[-1]
+        if not reference.startswith("sha256:"):
+            return self.send(
+                405, {"errors": [{"code": "UNSUPPORTED", "message": "The operation is unsupported."}]}
+            )
+        tagged = any(v["name"] == reference and v["metadata"]["container"]["tags"] for v in self.read_versions(repo))
+        if tagged:
+            return self.send(
+                403,
+                {"errors": [{"code": "DENIED", "message": "manifest is referenced by a tag"}]},
+            )
+        status, _, body = self.upstream("DELETE", self.path)
+        return self.send(202 if status == 202 else status, body)
 
     # --- api.github.com -------------------------------------------------------------
     def rate_headers(self):
@@ -323,6 +345,7 @@ def main():
     parser.add_argument("--popular", action="append", default=[], help="a digest downloaded 5,000+ times")
     parser.add_argument("--primary-limit", type=int, default=5000)
     parser.add_argument("--deletes-per-second", type=int, default=1000)
+    parser.add_argument("--docker-hub", action="store_true", help="stand in for Docker Hub's registry")
     args = parser.parse_args()
     args.scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
     Handler.args = args

@@ -214,3 +214,36 @@ fn github_s_refusals_and_limits_are_reported_and_waited_out() {
     assert!(tags.contains(&narinfo_key(&more.root)), "{tags}");
     assert!(popular.stats()["api_deletes"].as_u64().unwrap() > 0);
 }
+
+/// Docker Hub, as its registry API reference documents the manifest DELETE (a stand-in:
+/// 403 while a tag points at the manifest, 405 by tag): gc plans as anywhere, and with
+/// --delete stops at the first refusal, deleting nothing, and says why and what to do.
+#[test]
+fn on_docker_hub_gc_stops_at_a_tagged_manifest_and_says_why() {
+    let registry = RegistryProcess::start();
+    let standin = GhcrStandIn::start(&registry, &["--docker-hub"]);
+    let repo = format!("{OWNER}/cache-{}", unique_suffix().replace('-', "."));
+    let closure = SignedClosure::build(10_000);
+    let on_hub = |args: &[&str]| {
+        oranc_command()
+            .args(args)
+            .args(["--no-ssl", "--registry", &standin.host()])
+            .args(["--registry-kind", "docker-hub", "--repository", &repo])
+            .output()
+            .unwrap()
+    };
+    let pushed = on_hub(&[
+        "push",
+        "--trusted-public-key",
+        &closure.public_key,
+        &closure.root,
+    ]);
+    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+    let tags = registry.tag_list(&repo);
+    let refused = on_hub(&["gc", "--remove", &closure.root, "--grace", "0", "--delete"]);
+    let said = text(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("only once no tag points at it"), "{said}");
+    assert_eq!(registry.tag_list(&repo), tags, "nothing was deleted");
+    assert_eq!(standin.stats()["manifest_delete_attempts"], 1);
+}

@@ -32,6 +32,9 @@ pub enum Scope<'a> {
     Registry,
     Pull(&'a RepositoryName),
     Push(&'a RepositoryName),
+    /// Deleting a manifest: the token scope's action is `delete` (distribution checks it for
+    /// every DELETE; Docker Hub's API reference asks for it), which `push` does not grant.
+    Delete(&'a RepositoryName),
 }
 
 impl Scope<'_> {
@@ -40,6 +43,7 @@ impl Scope<'_> {
             Self::Registry => None,
             Self::Pull(repo) => Some(format!("repository:{repo}:pull")),
             Self::Push(repo) => Some(format!("repository:{repo}:pull,push")),
+            Self::Delete(repo) => Some(format!("repository:{repo}:delete")),
         }
     }
 

@@ -1063,7 +1063,7 @@ impl oranc_core::Registry for DistributionRegistry {
     async fn delete_manifest(&self, repo: &RepositoryName, digest: &Sha256Hash) -> Result<()> {
         let url = self.url(&format!("{repo}/manifests/{}", digest.to_oci_digest()));
         let what = format!("deleting manifest {} from {repo}", digest.to_oci_digest());
-        self.send_ok(Scope::Push(repo), &what, &|| {
+        self.send_ok(Scope::Delete(repo), &what, &|| {
             self.request(Method::DELETE, &url)
         })
         .await?;

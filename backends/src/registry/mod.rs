@@ -129,7 +129,7 @@ pub fn open_handle(settings: RegistrySettings) -> Result<RegistryHandle, Backend
             if let Some(origins) = &mut http.blob_origins {
                 origins.push(ghcr::BLOB_STORAGE.to_owned());
             }
-            // ghcr.io, or another host that behaves as it (GitHub Enterprise Server).
+            // ghcr.io, or another host that behaves as it (GitHub Enterprise Server, tests).
             (location, ghcr::naming)
         }
         RegistryKind::DockerHub => {
@@ -137,7 +137,13 @@ pub fn open_handle(settings: RegistrySettings) -> Result<RegistryHandle, Backend
             if let Some(origins) = &mut http.blob_origins {
                 origins.push(docker_hub::BLOB_STORAGE.to_owned());
             }
-            (docker_hub::API_HOST.to_owned(), docker_hub::naming)
+            // Docker Hub by any of its names, or a host that behaves as it (tests).
+            let host = if docker_hub::is_docker_hub(&location) {
+                docker_hub::API_HOST.to_owned()
+            } else {
+                location
+            };
+            (host, docker_hub::naming)
         }
     };
     let credentials = Credentials::resolve(credentials, &host)?;

@@ -152,8 +152,16 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
         Some(versions) => delete::Manifests::GithubVersions(versions),
         None => delete::Manifests::Registry,
     };
-    let outcome =
-        delete::execute(&cache, &store_dir, plan, &inventory, parallel, manifests).await?;
+    let docker_hub = args.registry.effective_kind() == oranc_core::RegistryKind::DockerHub;
+    let outcome = delete::execute(&cache, &store_dir, plan, &inventory, parallel, manifests)
+        .await
+        .map_err(|error| {
+            if docker_hub {
+                error.context(DOCKER_HUB_DELETES)
+            } else {
+                error
+            }
+        })?;
     let mut failures = outcome.failed.len();
     eprintln!(
         "{description}: deleted {} ({}), failed {}",
@@ -198,6 +206,9 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Why gc cannot delete on Docker Hub, as its registry API reference documents it.
+const DOCKER_HUB_DELETES: &str = "Docker Hub deletes a manifest by digest (with a token holding the `delete` scope) only once no tag points at it, and answers 403 while one does; removing a tag is not part of its registry API, and oranc does not use Hub's own API for it, which could not be confirmed without a live account. Remove the tags `oranc gc` without --delete lists on hub.docker.com (nothing was deleted out of order: narinfos go first)";
 
 /// The plan, once every narinfo the kept closure needs and the tag listing did not show
 /// has been asked for by its own tag (and added where the registry has it): a listing that
