@@ -229,7 +229,7 @@ class Handler(BaseHTTPRequestHandler):
         versions = self.versions(repo)
         if self.command == "GET" and len(rest) == 4:
             query = urllib.parse.parse_qs(path.query)
-            per_page = min(int(query.get("per_page", ["30"])[0]), 100)
+            per_page = min(int(query.get("per_page", ["30"])[0]), self.args.max_per_page)
             page = int(query.get("page", ["1"])[0])
             last = max((len(versions) + per_page - 1) // per_page, 1)
             links = []
@@ -346,6 +346,7 @@ def main():
     parser.add_argument("--primary-limit", type=int, default=5000)
     parser.add_argument("--deletes-per-second", type=int, default=1000)
     parser.add_argument("--docker-hub", action="store_true", help="stand in for Docker Hub's registry")
+    parser.add_argument("--max-per-page", type=int, default=100, help="GitHub's is 100; fewer pages more")
     args = parser.parse_args()
     args.scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
     Handler.args = args

@@ -70,9 +70,10 @@ fn gc(standin: &GhcrStandIn, repo: &str, args: &[&str], env: &[(&str, &str)]) ->
 }
 
 /// A repository of the stand-in's owner with two closures pushed through it; the one to
-/// keep, the one to drop.
+/// keep, the one to drop. Nested (`OWNER/nix/cache-…`): the package is `nix/cache-…`, which
+/// the API names percent-encoded.
 fn two_closures(standin: &GhcrStandIn) -> (String, SignedClosure, SignedClosure) {
-    let repo = format!("{OWNER}/cache-{}", unique_suffix().replace('-', "."));
+    let repo = format!("{OWNER}/nix/cache-{}", unique_suffix().replace('-', "."));
     let kept = SignedClosure::build(10_000);
     let dropped = SignedClosure::build(10_000);
     push(standin, &repo, &kept);
@@ -83,7 +84,8 @@ fn two_closures(standin: &GhcrStandIn) -> (String, SignedClosure, SignedClosure)
 #[test]
 fn gc_deletes_through_the_packages_api_and_kept_closures_still_substitute() {
     let registry = RegistryProcess::start();
-    let standin = GhcrStandIn::start(&registry, &[]);
+    // Pages of 3 versions: the listing follows GitHub's Link headers.
+    let standin = GhcrStandIn::start(&registry, &["--max-per-page", "3"]);
     let (repo, kept, dropped) = two_closures(&standin);
     let keep = ["--keep-closure-of", kept.root.as_str()];
     // A nix-cache-info written again leaves the old one untagged: a version that still
@@ -144,7 +146,13 @@ fn gc_deletes_through_the_packages_api_and_kept_closures_still_substitute() {
         assert!(!tags.contains(&narinfo_key(path)), "{path} stays: {tags}");
     }
     // What is kept substitutes with Nix.
-    let server = ServerProcess::start(&allow_plain_http(&registry.host()), &[]);
+    let server = ServerProcess::start(
+        &format!(
+            "repository_parts = 3\n{}",
+            allow_plain_http(&registry.host())
+        ),
+        &[],
+    );
     let url = server.url(&format!("{}/{repo}", registry.host()));
     let store = tempfile::tempdir().unwrap();
     let copied = copy_from(&url, store.path(), &kept.root, &kept.public_key);

@@ -25,8 +25,9 @@ use serde::Deserialize;
 use crate::error::BackendError;
 
 /// GitHub's documented secondary limit, 900 points a minute per endpoint, at 5 points a
-/// DELETE: one delete every third of a second.
-const DELETE_INTERVAL: Duration = Duration::from_millis(334);
+/// DELETE, is one delete every third of a second; a little slower, so that clocks and
+/// windows that do not line up do not meet it.
+const DELETE_INTERVAL: Duration = Duration::from_millis(350);
 /// Longest a secondary limit's `Retry-After`, or the wait for a primary limit's reset, that
 /// is waited out; past it the run stops with an error saying when to rerun.
 const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
@@ -196,11 +197,6 @@ impl GithubPackages {
     /// Deletes the version `id` (and with it every tag on it), paced below GitHub's
     /// secondary limit.
     pub async fn delete(&self, id: u64) -> Result<Deleted, BackendError> {
-        {
-            let mut next = self.pacer.lock().await;
-            tokio::time::sleep_until(*next).await;
-            *next = tokio::time::Instant::now() + DELETE_INTERVAL;
-        }
         let url = format!("{}/versions/{id}", self.base);
         let response = self.send(reqwest::Method::DELETE, &url).await?;
         match response.status().as_u16() {
@@ -211,8 +207,22 @@ impl GithubPackages {
         }
     }
 
+    /// Waits for the next delete's turn: every DELETE, a retry too, takes one, so deletes
+    /// made `--parallel` at once still keep to the pace.
+    async fn paced(&self) {
+        let mut next = self.pacer.lock().await;
+        tokio::time::sleep_until(*next).await;
+        *next = tokio::time::Instant::now() + DELETE_INTERVAL;
+    }
+
+    /// Holds every delete back for `wait` (a secondary limit met): not only the one refused.
+    async fn hold_deletes(&self, wait: Duration) {
+        let mut next = self.pacer.lock().await;
+        *next = (*next).max(tokio::time::Instant::now() + wait);
+    }
+
     /// One request, waiting out rate limits: a secondary limit's `Retry-After` (403 or
-    /// 429), and an exhausted primary limit until its reset.
+    /// 429), and an exhausted primary limit until its reset. DELETEs are paced.
     async fn send(
         &self,
         method: reqwest::Method,
@@ -222,7 +232,11 @@ impl GithubPackages {
             what: format!("{method} {url}"),
             reason: e.to_string(),
         };
+        let delete = method == reqwest::Method::DELETE;
         for _ in 0..=SECONDARY_RETRIES {
+            if delete {
+                self.paced().await;
+            }
             let response = self
                 .client
                 .request(method.clone(), url)
@@ -275,7 +289,11 @@ impl GithubPackages {
                 });
             }
             tracing::warn!(?wait, status, "GitHub API rate limit; waiting");
-            tokio::time::sleep(wait).await;
+            if delete {
+                self.hold_deletes(wait).await;
+            } else {
+                tokio::time::sleep(wait).await;
+            }
         }
         Err(BackendError::GithubApi {
             what: format!("{method} {url}"),
