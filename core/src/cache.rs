@@ -1,7 +1,7 @@
 //! The one seam push, the server and `initialize` share: a Nix binary cache kept in one
 //! repository of any [`Registry`]. It owns the key -> tag encoding (with fallbacks for
-//! reading older caches, and long-key tags for keys no tag holds), the one-layer manifest layout and the write order; callers never
-//! build tags or manifests themselves.
+//! reading older caches, and long-key tags for keys no tag holds), the one-layer manifest
+//! layout and the write order; callers never build tags or manifests themselves.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::layout::{self, StoredObject};
 use crate::registry::{
     BlobBody, BlobInfo, ByteRange, Registry, RepositoryName, StoredManifest, UploadSlot,
 };
-use crate::tag::{is_long_key_tag, long_key_tag, Tag, TagEncoding};
+use crate::tag::{is_long_key_tag, Tag, TagEncoding};
 
 /// Manifests read at once to learn the keys of long-key tags (few in any cache).
 const LONG_KEY_READS: usize = 8;
@@ -92,16 +92,7 @@ impl RegistryCache {
     /// all at once: a miss costs one round trip rather than one per encoding, and a hit
     /// costs the registry one manifest GET, as before. A hit drops the probes still running.
     pub async fn get(&self, key: &CacheKey) -> Result<Option<CacheObject>> {
-        let mut tags: Vec<Tag> = Vec::new();
-        for tag in self
-            .read_encodings()
-            .map(|encoding| encoding.tag_for(key.as_str()))
-        {
-            // Every encoding a key outgrows gives the same long-key tag.
-            if !tags.contains(&tag) {
-                tags.push(tag);
-            }
-        }
+        let tags = self.read_tags(key);
         let Some((primary, fallbacks)) = tags.split_first() else {
             return Ok(None);
         };
@@ -130,6 +121,22 @@ impl RegistryCache {
             }
         }
         Ok(None)
+    }
+
+    /// The tags [`Self::get`] looks for `key` under, in order: one per read encoding, its
+    /// long-key tag where that encoding has none (every encoding a key outgrows gives the
+    /// same one, looked for once).
+    fn read_tags(&self, key: &CacheKey) -> Vec<Tag> {
+        let mut tags: Vec<Tag> = Vec::new();
+        for tag in self
+            .read_encodings()
+            .map(|encoding| encoding.tag_for(key.as_str()))
+        {
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        tags
     }
 
     /// What a manifest found under `tag` says about the object `key`. Under a long-key tag,
@@ -322,19 +329,14 @@ impl RegistryCache {
         let Ok(StoredObject { key: Some(key), .. }) = layout::read_manifest(&manifest.bytes) else {
             return Ok(None);
         };
-        if long_key_tag(&key) != *tag {
+        let Ok(key) = key.parse::<CacheKey>() else {
             return Ok(None);
-        }
-        // Only where a reader looks for it: a key every read encoding has a tag for is never
-        // read under its long-key tag (found by the red team: gc followed such a forged
-        // narinfo and deleted the NAR of the one clients are served).
-        if self
-            .read_encodings()
-            .all(|encoding| encoding.encode(&key).is_ok())
-        {
-            return Ok(None);
-        }
-        Ok(key.parse().ok())
+        };
+        // Only where a reader looks for it (which is only the key's own long-key tag): a key
+        // every read encoding has a tag for is never read under its long-key tag (found by
+        // the red team: gc followed such a forged narinfo and deleted the NAR of the one
+        // clients are served).
+        Ok(self.read_tags(&key).contains(tag).then_some(key))
     }
 
     /// Whether a manifest is stored under `tag`, asked of the registry directly (one HEAD),

@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
-use crate::store_path::{validate_hash_part, StorePath};
+use crate::store_path::{is_name_char, validate_hash_part, StorePath};
 
 /// Longest file name accepted under `nar/` and `realisations/`, and longest output name:
 /// what most file systems allow in a name, and Nix writes these as files in `file://`
@@ -164,10 +164,7 @@ fn validate_output_name(name: &str) -> std::result::Result<(), String> {
     if name.starts_with('.') {
         return Err("an output name does not start with '.'".into());
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "+-._?=".contains(*c)))
-    {
+    if let Some(bad) = name.chars().find(|c| !is_name_char(*c)) {
         return Err(format!("the output name has {bad:?}"));
     }
     Ok(())

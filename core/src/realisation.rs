@@ -9,7 +9,7 @@
 //! path, so the fingerprint is built from both. Signatures are `"name:base64"` strings
 //! (before 2.35) or `{"keyName": …, "sig": …}` objects (2.35+); both are read.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::cache_key::{CacheKey, KeyKind};
 use crate::{PublicKey, SecretKey, Signature};
@@ -19,10 +19,21 @@ use crate::{PublicKey, SecretKey, Signature};
 /// without signatures>}`. Keys sorted, no spaces, as nlohmann's `dump()` writes them. `None`
 /// when `json` is not a JSON object or `key` is neither kind.
 pub fn fingerprint(key: &CacheKey, json: &[u8]) -> Option<String> {
+    let (fields, _) = split_signatures(json)?;
+    fingerprint_of(key, fields)
+}
+
+/// The JSON object `json` without its `signatures`, and those.
+fn split_signatures(json: &[u8]) -> Option<(Map<String, Value>, Option<Value>)> {
     let Value::Object(mut fields) = serde_json::from_slice(json).ok()? else {
         return None;
     };
-    fields.remove("signatures");
+    let signatures = fields.remove("signatures");
+    Some((fields, signatures))
+}
+
+/// [`fingerprint`] of a file's fields, its signatures taken out.
+fn fingerprint_of(key: &CacheKey, fields: Map<String, Value>) -> Option<String> {
     let signed = match key.kind() {
         KeyKind::Realisation => Value::Object(fields),
         KeyKind::BuildTrace => {
@@ -72,13 +83,17 @@ fn signature_of(value: &Value) -> Option<Signature> {
 /// Whether the file `key` holding `json` carries a signature by one of `keys` over its
 /// fingerprint.
 pub fn is_signed_by_any(key: &CacheKey, json: &[u8], keys: &[PublicKey]) -> bool {
-    let Some(fingerprint) = fingerprint(key, json) else {
+    let Some((fields, signatures)) = split_signatures(json) else {
         return false;
     };
-    let Ok(value) = serde_json::from_slice::<Value>(json) else {
+    let Some(fingerprint) = fingerprint_of(key, fields) else {
         return false;
     };
-    let signatures = value["signatures"].as_array().into_iter().flatten();
+    let signatures = signatures
+        .as_ref()
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
     signatures.filter_map(signature_of).any(|signature| {
         keys.iter()
             .any(|public| public.verifies(&fingerprint, &signature))
@@ -89,11 +104,9 @@ pub fn is_signed_by_any(key: &CacheKey, json: &[u8], keys: &[PublicKey]) -> bool
 /// same name, stale or not, is replaced) in the format its kind uses, as compact JSON;
 /// `None` when `json` is not a JSON object.
 pub fn signed(key: &CacheKey, json: &[u8], secret: &SecretKey) -> Option<Vec<u8>> {
-    let fingerprint = fingerprint(key, json)?;
-    let Value::Object(mut fields) = serde_json::from_slice(json).ok()? else {
-        return None;
-    };
-    let mut signatures: Vec<Value> = match fields.remove("signatures") {
+    let (mut fields, signatures) = split_signatures(json)?;
+    let fingerprint = fingerprint_of(key, fields.clone())?;
+    let mut signatures: Vec<Value> = match signatures {
         Some(Value::Array(signatures)) => signatures,
         _ => Vec::new(),
     };

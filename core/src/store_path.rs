@@ -153,7 +153,8 @@ fn validate_name(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-fn is_name_char(c: char) -> bool {
+/// A character a store path name (and so a derivation output's name) may hold.
+pub(crate) fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_' | '?' | '=')
 }
 
