@@ -23,6 +23,11 @@ pub enum BackendError {
     #[error("GitHub packages API, {what}: {reason}")]
     GithubApi { what: String, reason: String },
 
+    /// GitHub's packages API refused the token (401) or its rights (403); the reason names
+    /// what is missing.
+    #[error("GitHub packages API, {what}: {reason}")]
+    GithubDenied { what: String, reason: String },
+
     #[error("cannot use the OCI layout directory {path}: {source}")]
     LayoutDirectory {
         path: std::path::PathBuf,

@@ -102,44 +102,42 @@ pub fn local_registry_dir() -> PathBuf {
 }
 
 impl RegistryArgs {
-    /// Opens the cache these flags name. Also returns a description for messages.
-    /// The kind of registry this names: --registry-kind, else what its location says (no
-    /// location and a repository: ghcr.io, as in the original).
-    pub fn effective_kind(&self) -> oranc_core::RegistryKind {
-        self.registry_kind
-            .unwrap_or_else(|| match (&self.registry, &self.repository) {
-                (Some(location), _) => oranc_backends::registry::kind_for_location(location),
-                (None, Some(_)) => {
-                    oranc_backends::registry::kind_for_location(ORIGINAL_DEFAULT_REGISTRY)
-                }
-                (None, None) => oranc_core::RegistryKind::OciLayout,
-            })
+    /// Where the registry is: --registry; else, with a --repository, ghcr.io (the original
+    /// oranc's default); else the embedded local registry.
+    fn location(&self) -> String {
+        match (&self.registry, &self.repository) {
+            (Some(registry), _) => registry.clone(),
+            (None, Some(_)) => ORIGINAL_DEFAULT_REGISTRY.to_owned(),
+            (None, None) => local_registry_dir().display().to_string(),
+        }
     }
 
+    /// The kind of registry this names: --registry-kind, else what its location says.
+    pub fn effective_kind(&self) -> oranc_core::RegistryKind {
+        self.registry_kind
+            .unwrap_or_else(|| oranc_backends::registry::kind_for_location(&self.location()))
+    }
+
+    /// Opens the cache these flags name. Also returns a description for messages.
     pub fn open_cache(&self) -> anyhow::Result<(RegistryCache, String)> {
-        let (location, repository) = match (&self.registry, &self.repository) {
-            (Some(registry), Some(repository)) => (registry.clone(), repository.clone()),
+        let location = self.location();
+        let repository = match (&self.registry, &self.repository) {
+            (Some(_), Some(repository)) => repository.clone(),
             (Some(registry), None) if !oranc_core::is_directory_location(registry) => {
                 anyhow::bail!("--repository is required with --registry {registry}")
             }
-            (Some(registry), None) => (registry.clone(), DEFAULT_LOCAL_REPOSITORY.to_owned()),
             // The original's scripts name only the repository and mean ghcr.io: never let
             // them "succeed" into a local directory nobody reads.
             (None, Some(repository)) => {
                 eprintln!(
                     "no --registry given: using {ORIGINAL_DEFAULT_REGISTRY} (the original oranc's default) for --repository {repository}"
                 );
-                (ORIGINAL_DEFAULT_REGISTRY.to_owned(), repository.clone())
+                repository.clone()
             }
-            (None, None) => (
-                local_registry_dir().display().to_string(),
-                DEFAULT_LOCAL_REPOSITORY.to_owned(),
-            ),
+            (_, None) => DEFAULT_LOCAL_REPOSITORY.to_owned(),
         };
         let mut settings = RegistrySettings::new(&location);
-        if let Some(kind) = self.registry_kind {
-            settings.kind = kind;
-        }
+        settings.kind = self.effective_kind();
         settings.http.plain_http = self.no_ssl;
         settings.http.retry.max_retries = self.max_retry;
         settings.http.token_realms = self.token_realms.clone();

@@ -333,7 +333,8 @@ async fn github_message(response: reqwest::Response) -> String {
         .unwrap_or_else(|| format!("{status}: {}", body.chars().take(200).collect::<String>()))
 }
 
-/// An error saying what GitHub refused and, for 401 and 403, which credential is missing.
+/// An error saying what GitHub refused and, for 401 and 403 ([`BackendError::GithubDenied`]),
+/// which credential is missing.
 async fn refusal(url: &str, response: reqwest::Response) -> BackendError {
     let status = response.status().as_u16();
     let needed = response
@@ -354,9 +355,14 @@ async fn refusal(url: &str, response: reqwest::Response) -> BackendError {
             needed.as_deref().filter(|n| !n.is_empty()).unwrap_or("read:packages and delete:packages"),
             has.map(|h| format!("; it has: {h}")).unwrap_or_default()
         ),
-        _ => String::new(),
+        _ => {
+            return BackendError::GithubApi {
+                what: url.to_owned(),
+                reason: format!("{status} {message}"),
+            }
+        }
     };
-    BackendError::GithubApi {
+    BackendError::GithubDenied {
         what: url.to_owned(),
         reason: format!("{status} {message}{hint}"),
     }

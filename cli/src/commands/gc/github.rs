@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use oranc_backends::registry::github_packages::{Deleted, GithubPackages, PackageVersion};
+use oranc_backends::BackendError;
 use oranc_core::Sha256Hash;
 
 /// The package's versions as listed when gc started, by manifest digest.
@@ -48,20 +49,14 @@ impl Versions {
                 what: format!("package version {id} ({what})"),
                 reason: format!("GitHub refuses to delete it: {words}"),
             }),
-            Err(error) => {
-                let text = error.to_string();
-                if text.contains(": 401 ") || text.contains(": 403 ") {
-                    Err(oranc_core::Error::Denied {
-                        what: format!("deleting package version {id}"),
-                        hint: Some(text),
-                    })
-                } else {
-                    Err(oranc_core::Error::Unavailable {
-                        what: format!("deleting package version {id}"),
-                        reason: text,
-                    })
-                }
-            }
+            Err(error @ BackendError::GithubDenied { .. }) => Err(oranc_core::Error::Denied {
+                what: format!("deleting package version {id}"),
+                hint: Some(error.to_string()),
+            }),
+            Err(error) => Err(oranc_core::Error::Unavailable {
+                what: format!("deleting package version {id}"),
+                reason: error.to_string(),
+            }),
         }
     }
 

@@ -17,7 +17,7 @@ use oranc_core::{CacheKey, NarInfo, RegistryCache, Sha256Hash, StoreDir, StorePa
 const NARINFO_LIMIT: u64 = 1 << 20;
 /// Nor is a debuginfo entry, realisation or build-trace entry larger than this (Nix's are
 /// a few hundred bytes).
-const DEBUG_INFO_LIMIT: u64 = 64 << 10;
+const SMALL_ENTRY_LIMIT: u64 = 64 << 10;
 
 /// One stored object.
 #[derive(Debug, Clone)]
@@ -194,7 +194,7 @@ async fn read_debug_info(
     cache: &RegistryCache,
     blob: &oranc_core::BlobInfo,
 ) -> anyhow::Result<String> {
-    let bytes = cache.read_small(blob, DEBUG_INFO_LIMIT).await?;
+    let bytes = cache.read_small(blob, SMALL_ENTRY_LIMIT).await?;
     Ok(oranc_core::DebugInfoEntry::parse(&bytes)?
         .nar_key()?
         .as_str()
@@ -206,7 +206,7 @@ async fn read_resolution(
     cache: &RegistryCache,
     blob: &oranc_core::BlobInfo,
 ) -> anyhow::Result<StorePath> {
-    let bytes = cache.read_small(blob, DEBUG_INFO_LIMIT).await?;
+    let bytes = cache.read_small(blob, SMALL_ENTRY_LIMIT).await?;
     let value: serde_json::Value = serde_json::from_slice(&bytes)?;
     let out_path = value["outPath"]
         .as_str()

@@ -96,8 +96,9 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
         plan.left_alone,
     );
 
+    let kind = args.registry.effective_kind();
     // On ghcr.io, manifests are package versions deleted through GitHub's API.
-    let github = if args.registry.effective_kind() == oranc_core::RegistryKind::Ghcr {
+    let github = if kind == oranc_core::RegistryKind::Ghcr {
         let token = args
             .github_token
             .clone()
@@ -152,11 +153,10 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
         Some(versions) => delete::Manifests::GithubVersions(versions),
         None => delete::Manifests::Registry,
     };
-    let docker_hub = args.registry.effective_kind() == oranc_core::RegistryKind::DockerHub;
     let outcome = delete::execute(&cache, &store_dir, plan, &inventory, parallel, manifests)
         .await
         .map_err(|error| {
-            if docker_hub {
+            if kind == oranc_core::RegistryKind::DockerHub {
                 error.context(DOCKER_HUB_DELETES)
             } else {
                 error

@@ -161,17 +161,17 @@ pub fn plan(inventory: &Inventory, policy: &Policy) -> Plan {
     result.unresolved.sort();
     result.unresolved.dedup();
 
-    let named: HashSet<String> = by_path
-        .iter()
-        .filter(|(path, _)| kept.contains(*path))
-        .flat_map(|(_, variants)| variants.iter().flat_map(|(_, facts)| names_of(facts)))
-        .collect();
+    // What the narinfos of the paths in `paths` name, every narinfo of each.
+    let names_of_paths = |paths: &HashSet<&StorePath>| -> HashSet<String> {
+        by_path
+            .iter()
+            .filter(|(path, _)| paths.contains(*path))
+            .flat_map(|(_, variants)| variants.iter().flat_map(|(_, facts)| names_of(facts)))
+            .collect()
+    };
+    let named = names_of_paths(&kept);
     // A removed path's files go whatever their age, unless a kept narinfo names them.
-    let removed_names: HashSet<String> = by_path
-        .iter()
-        .filter(|(path, _)| removed.contains(*path))
-        .flat_map(|(_, variants)| variants.iter().flat_map(|(_, facts)| names_of(facts)))
-        .collect();
+    let removed_names = names_of_paths(&removed);
     let unreadable: HashSet<&str> = inventory
         .unreadable
         .iter()
