@@ -454,10 +454,6 @@ impl AppState {
         checks.into_iter().collect()
     }
 
-    /// Each named cache asked for its `nix-cache-info` with its own credentials, as each of
-    /// its reads is: whether the registry takes them (a wrong password in `password_file`
-    /// otherwise showed only as every read failing). The answer says the cache's name, never
-    /// a local directory's path.
     /// What reads a named cache's files with its own credentials (as every read of it
     /// does).
     pub fn named_cache_reader(&self, name: &str, named: &NamedCache) -> RegistryCache {
@@ -470,6 +466,10 @@ impl AppState {
         self.registry_cache(registry, named.repository.clone(), Purpose::Read)
     }
 
+    /// Each named cache asked for its `nix-cache-info` with its own credentials, as each of
+    /// its reads is: whether the registry takes them (a wrong password in `password_file`
+    /// otherwise showed only as every read failing). The answer says the cache's name, never
+    /// a local directory's path.
     pub async fn probe_caches(&self) -> Vec<(String, Result<(), String>)> {
         let probes = self.0.caches.iter().map(|(name, named)| async move {
             let cache = self.named_cache_reader(name, named);

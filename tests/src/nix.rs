@@ -346,10 +346,23 @@ pub fn add_random_path(dir: &std::path::Path, name: &str, bytes: usize) -> Strin
 pub fn small_paths(count: usize) -> Vec<String> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let nonce = unique_suffix();
-    let files: Vec<_> = (0..count)
-        .map(|i| {
-            let file = dir.path().join(format!("small-{i}"));
-            std::fs::write(&file, format!("{nonce} {i}\n")).expect("writing a small file");
+    add_files(
+        dir.path(),
+        (0..count).map(|i| (format!("small-{i}"), format!("{nonce} {i}\n"))),
+    )
+}
+
+/// Writes each `(name, contents)` into `dir` and adds them all as store paths in one
+/// `nix-store --add`; their store paths, in order.
+pub fn add_files(
+    dir: &std::path::Path,
+    files: impl IntoIterator<Item = (String, String)>,
+) -> Vec<String> {
+    let files: Vec<_> = files
+        .into_iter()
+        .map(|(name, contents)| {
+            let file = dir.join(name);
+            std::fs::write(&file, contents).expect("writing a small file");
             file
         })
         .collect();

@@ -1,7 +1,8 @@
 //! What a mirror cache does with the files Nix reads beside narinfos and NARs: NAR listings,
-//! build logs (served brotli-encoded, as cache.nixos.org serves them), debuginfo entries and
-//! realisations, and build-trace entries (Nix 2.35). The upstream is a cache real Nix wrote (`nix copy --to file://DIR` of a
-//! content-addressed build, signed as it was built) served by nginx; each file is served
+//! build logs (served brotli-encoded, as cache.nixos.org serves them), debuginfo entries,
+//! realisations, and build-trace entries (Nix 2.35). The upstream is a cache real Nix wrote
+//! (`nix copy --to file://DIR` of a content-addressed build, signed as it was built) served
+//! by nginx; each file is served
 //! through the mirror, stored, and served again from the registry once nginx is gone. A
 //! realisation no upstream key signed is neither, nor a build-trace entry signed for another
 //! derivation.

@@ -1,12 +1,13 @@
 //! Files Nix reads beside narinfos and NARs, from a mirror's upstreams: NAR listings
 //! (`<hash>.ls`), build logs (`log/<drv>`), debuginfo entries, realisations and build-trace
-//! entries. Unlike a narinfo, each is stored as soon as it is fetched: no lookup asks for them in bulk, and
-//! none names a NAR that must be stored first. The rules:
+//! entries. Unlike a narinfo, each is stored as soon as it is fetched: no lookup asks for
+//! them in bulk, and none names a NAR that must be stored first. The rules:
 //! - the first upstream that has the file answers; concurrent requests for it wait for one
 //!   fetch, and absences are remembered like a narinfo's;
-//! - a realisation or build-trace entry is kept only signed by one of `upstream_public_keys` (Nix signs them
-//!   like narinfos); a debuginfo entry or listing only well-formed. Logs are not signed in
-//!   Nix's protocol: a mirror trusts its upstreams for them as Nix trusts a substituter;
+//! - a realisation or build-trace entry is kept only signed by one of
+//!   `upstream_public_keys` (Nix signs them like narinfos); a debuginfo entry or listing
+//!   only well-formed. Logs are not signed in Nix's protocol: a mirror trusts its upstreams
+//!   for them as Nix trusts a substituter;
 //! - a file is read whole, bounded (see [`Limits`]), with upstream's `Content-Encoding`
 //!   undone; at most [`CONCURRENT_FETCHES`] are held at once, each fetched within
 //!   [`FETCH_DEADLINE`], in a task that finishes for the requests waiting on it even when

@@ -1,5 +1,5 @@
-//! What a narinfo, `nix-cache-info`, debuginfo, realisation or build-trace body must be, whether a
-//! client uploads it or the registry hands it back: one check for both directions.
+//! What a narinfo, `nix-cache-info`, debuginfo, realisation or build-trace body must be,
+//! whether a client uploads it or the registry hands it back: one check for both directions.
 
 use oranc_core::cache_key::KeyKind;
 use oranc_core::{CacheKey, NarInfo, NixCacheInfo};

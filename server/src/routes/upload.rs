@@ -147,8 +147,9 @@ async fn store(
 
 /// On a cache that requires signatures, an anonymous writer may add only what a client
 /// can verify: narinfos (signed), NARs (fetched only through a signed narinfo, and checked
-/// against its hash), realisations and build-trace entries (signed, checked in [`checked_realisation`]), `nix-cache-info` (for
-/// the default store only, see [`refuse_foreign_cache_info`]). Listings, build logs and
+/// against its hash), realisations and build-trace entries (signed, checked in
+/// [`checked_realisation`]), `nix-cache-info` (for the default store only, see
+/// [`refuse_foreign_cache_info`]). Listings, build logs and
 /// debuginfo entries carry no signature and their readers (file browsers, `nix log`,
 /// debuginfod clients) trust them as they are, so only writers add those there.
 fn refuse_unverifiable(

@@ -15,23 +15,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use oranc_tests::latency::DistantRegistry;
-use oranc_tests::nix::nix_command;
-use oranc_tests::{run_ok, unique_suffix};
+use oranc_tests::unique_suffix;
 
 /// Adds `names` as small store paths in one `nix-store --add`; their store paths.
 fn add_paths(dir: &Path, names: &[String]) -> Vec<String> {
-    let files: Vec<_> = names
-        .iter()
-        .map(|name| {
-            let file = dir.join(name);
-            std::fs::write(&file, format!("{name}\n").repeat(100)).expect("a file");
-            file
-        })
-        .collect();
-    run_ok(nix_command("nix-store").arg("--add").args(&files))
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    oranc_tests::nix::add_files(
+        dir,
+        names
+            .iter()
+            .map(|name| (name.clone(), format!("{name}\n").repeat(100))),
+    )
 }
 
 /// Waits until watch-store's log says each of `paths` was pushed.
